@@ -1,0 +1,84 @@
+//! Liveness (`/healthz`) and readiness (`/readyz`) probes, outside `/api/v1`.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::error::{ApiError, ErrorCode, ErrorEnvelope};
+use super::response::ApiResponse;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthStatus {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+/// Readiness report: `status` is `ready` or `unavailable`; `checks` maps each dependency to
+/// `ok` or the reason it failed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadinessReport {
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    #[schema(example = json!({"mysql": "ok", "redis": "ok", "rabbitmq": "ok"}))]
+    pub checks: BTreeMap<&'static str, String>,
+}
+
+/// The process is alive. Checks nothing else, so an orchestrator never restarts a healthy
+/// process because a dependency is down.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "service",
+    responses((status = 200, description = "process alive", body = HealthStatus))
+)]
+pub async fn healthz() -> Json<HealthStatus> {
+    Json(HealthStatus { status: "ok" })
+}
+
+/// Ready to serve: MySQL, Redis and RabbitMQ all answer. Otherwise 503/10008 naming the
+/// failing ones in `message` and in `data.checks`.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "service",
+    responses(
+        (status = 200, description = "every dependency answers", body = ReadinessReport),
+        (status = 503, description = "a dependency is down", body = ErrorEnvelope),
+    )
+)]
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let readiness = state.health.readiness().await;
+    let checks = readiness
+        .checks
+        .iter()
+        .map(|(dependency, result)| {
+            let outcome = match result {
+                Ok(()) => "ok".to_owned(),
+                Err(reason) => reason.clone(),
+            };
+            (dependency.name(), outcome)
+        })
+        .collect();
+    if readiness.is_ready() {
+        return ApiResponse::ok(ReadinessReport {
+            status: "ready",
+            checks,
+        })
+        .into_response();
+    }
+    let failing: Vec<&str> = readiness.failing().iter().map(|d| d.name()).collect();
+    let report = ReadinessReport {
+        status: "unavailable",
+        checks,
+    };
+    ApiError::new(ErrorCode::Unavailable)
+        .with_message(format!("not ready: {} unavailable", failing.join(", ")))
+        .with_details(serde_json::to_value(report).expect("report serializes"))
+        .with_retry_after(1)
+        .into_response()
+}

@@ -1,0 +1,53 @@
+//! HTTP layer: routing, middleware, extractors, DTOs and the envelope. No business rules:
+//! handlers parse input, call a service and shape its answer.
+
+pub mod docs;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod middleware;
+pub mod response;
+
+use axum::Router;
+use axum::http::{Method, Uri};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::config::Config;
+use crate::service::health::HealthService;
+use error::{ApiError, ErrorCode};
+
+/// What handlers share: one handle per service. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub health: HealthService,
+}
+
+/// The complete application: every route, the docs, the fallbacks and the middleware stack.
+///
+/// `extra` is merged before the middleware is applied; tests use it to mount probe routes
+/// (a panicking or slow handler) that run through the real stack.
+pub fn router(state: AppState, config: &Config, extra: Router<AppState>) -> Router {
+    let (routes, openapi) = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .split_for_parts();
+    let app = routes
+        .merge(extra)
+        .merge(SwaggerUi::new(docs::DOCS_PATH).url(docs::OPENAPI_PATH, openapi))
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state);
+    middleware::apply(app, config)
+}
+
+async fn route_not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(ErrorCode::NotFound).with_message(format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed)
+        .with_message(format!("method {method} not allowed on {}", uri.path()))
+}

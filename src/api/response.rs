@@ -1,0 +1,60 @@
+//! The success half of the API envelope: `{"code": 0, "message": "OK", "data": …, "request_id": …}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::middleware::current_request_id;
+
+/// A successful answer: the status (200, 201 or 202) and the `data` of the envelope.
+#[derive(Debug)]
+pub struct ApiResponse<T> {
+    status: StatusCode,
+    data: T,
+}
+
+#[derive(Serialize)]
+struct Envelope<T> {
+    code: u32,
+    message: &'static str,
+    data: T,
+    request_id: String,
+}
+
+impl<T: Serialize> ApiResponse<T> {
+    /// `200 OK`
+    pub fn ok(data: T) -> ApiResponse<T> {
+        ApiResponse {
+            status: StatusCode::OK,
+            data,
+        }
+    }
+
+    /// `201 Created`
+    pub fn created(data: T) -> ApiResponse<T> {
+        ApiResponse {
+            status: StatusCode::CREATED,
+            data,
+        }
+    }
+
+    /// `202 Accepted`
+    pub fn accepted(data: T) -> ApiResponse<T> {
+        ApiResponse {
+            status: StatusCode::ACCEPTED,
+            data,
+        }
+    }
+}
+
+impl<T: Serialize> IntoResponse for ApiResponse<T> {
+    fn into_response(self) -> Response {
+        let body = Envelope {
+            code: 0,
+            message: "OK",
+            data: self.data,
+            request_id: current_request_id(),
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}

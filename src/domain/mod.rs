@@ -1,0 +1,4 @@
+//! Domain types: values that are valid by construction, converted from DTOs at the API edge.
+//! They depend on nothing else in the crate.
+
+pub mod money;

@@ -1,0 +1,17 @@
+//! spike: a flash-sale (秒杀) shopping backend.
+//!
+//! Layers, each depending only on the ones below it:
+//! - [`api`]: HTTP routing, middleware, extractors, DTOs and the response envelope;
+//! - [`service`]: business rules and transactions;
+//! - [`repo`]: MySQL, Redis and RabbitMQ access; [`domain`]: value types valid by construction.
+//!
+//! [`startup`] wires them into a running HTTP server; [`worker`] is the background role.
+
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod repo;
+pub mod service;
+pub mod startup;
+pub mod telemetry;
+pub mod worker;

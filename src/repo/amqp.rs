@@ -1,0 +1,350 @@
+//! RabbitMQ: the connection, one channel, and the exchange/queue topology of DESIGN.md §6.
+//!
+//! Both `serve` and `worker` declare the whole topology at start-up; declarations are idempotent,
+//! so whichever role starts first creates it. Every name carries `SPIKE_AMQP_PREFIX`, which lets
+//! tests (and tenants) share one broker without seeing each other's messages.
+//!
+//! ```text
+//! spike.direct ──spike.order.create──────────▶ spike.order.create ──(reject)──▶ spike.dlx ─▶ spike.order.create.dead
+//!      │  ▲                                                   
+//!      │  └──(TTL expiry)── spike.order.create.retry.<n> ◀──spike.order.create.retry.<n>──┘ (consumer republishes)
+//!      ├──order.close.delay──▶ order.close.delay ──(TTL = pay timeout)──▶ spike.direct/order.close
+//!      └──order.close────────▶ order.close
+//! ```
+
+use std::time::Duration;
+
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+
+use super::{Dependency, RepoError, retry};
+use crate::config::{Config, QueueType, redact_url};
+
+/// Routing key (and unprefixed queue name) of flash-sale order creation.
+pub const ORDER_CREATE: &str = "spike.order.create";
+/// Routing key (and unprefixed queue name) of the pay-timeout delay queue.
+pub const ORDER_CLOSE_DELAY: &str = "order.close.delay";
+/// Routing key (and unprefixed queue name) of order closing.
+pub const ORDER_CLOSE: &str = "order.close";
+
+/// Backoff of the order-creation retry queues (DESIGN.md §5): attempt n waits `RETRY_DELAYS[n-1]`.
+pub const RETRY_DELAYS: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+];
+
+/// How long one connection attempt may take before it counts as failed.
+const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection with one channel for declarations and publishing.
+pub struct Amqp {
+    connection: Connection,
+    channel: Channel,
+}
+
+impl Amqp {
+    /// Connects, retrying until `startup_timeout`. Auto-recovery is on: after a broker restart
+    /// lapin reconnects and replays the declared topology.
+    pub async fn connect(config: &Config) -> Result<Amqp, RepoError> {
+        let url = config.amqp_url.expose();
+        let target = redact_url(url);
+        let connection = retry::with_backoff(
+            Dependency::Rabbitmq,
+            &target,
+            config.startup_timeout,
+            || async {
+                let properties = ConnectionProperties::default()
+                    .with_connection_name("spike".into())
+                    .enable_auto_recover();
+                match tokio::time::timeout(
+                    CONNECT_ATTEMPT_TIMEOUT,
+                    Connection::connect(url, properties),
+                )
+                .await
+                {
+                    Ok(result) => result.map_err(RepoError::from),
+                    Err(_) => Err(RepoError::Timeout(
+                        Dependency::Rabbitmq,
+                        CONNECT_ATTEMPT_TIMEOUT,
+                    )),
+                }
+            },
+        )
+        .await?;
+        let channel = connection.create_channel().await?;
+        Ok(Amqp {
+            connection,
+            channel,
+        })
+    }
+
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// Opens another channel on the same connection (consumers use one each).
+    pub async fn create_channel(&self) -> Result<Channel, RepoError> {
+        Ok(self.connection.create_channel().await?)
+    }
+
+    /// Ready when both the connection and the shared channel are open.
+    pub fn ping(&self) -> Result<(), RepoError> {
+        if self.connection.status().connected() && self.channel.status().connected() {
+            Ok(())
+        } else {
+            Err(RepoError::Disconnected(Dependency::Rabbitmq))
+        }
+    }
+
+    /// Closes the connection politely so the broker requeues nothing it should not.
+    pub async fn close(&self) {
+        if self.connection.status().connected()
+            && let Err(error) = self.connection.close(200, "shutting down".into()).await
+        {
+            tracing::warn!(%error, "closing the rabbitmq connection failed");
+        }
+    }
+}
+
+/// Names and arguments of every exchange and queue, with the configured prefix applied.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    prefix: String,
+    queue_type: QueueType,
+    pay_timeout: Duration,
+}
+
+impl Topology {
+    pub fn from_config(config: &Config) -> Topology {
+        Topology {
+            prefix: config.amqp_prefix.clone(),
+            queue_type: config.amqp_queue_type,
+            pay_timeout: config.order_pay_timeout,
+        }
+    }
+
+    fn name(&self, base: &str) -> String {
+        format!("{}{base}", self.prefix)
+    }
+
+    /// The direct exchange every message is published to.
+    pub fn exchange(&self) -> String {
+        self.name("spike.direct")
+    }
+
+    /// Where order-creation messages go after their last failed attempt.
+    pub fn dead_letter_exchange(&self) -> String {
+        self.name("spike.dlx")
+    }
+
+    /// Full queue name for a routing key of [`Topology::exchange`].
+    pub fn queue(&self, routing_key: &str) -> String {
+        self.name(routing_key)
+    }
+
+    /// Routing key (and unprefixed queue name) of retry attempt `attempt` (1-based).
+    pub fn retry_routing_key(attempt: usize) -> String {
+        format!("{ORDER_CREATE}.retry.{attempt}")
+    }
+
+    /// Kept for inspection: messages that failed every attempt.
+    pub fn dead_queue(&self) -> String {
+        self.name(&format!("{ORDER_CREATE}.dead"))
+    }
+
+    /// Every queue with its declaration arguments and the routing key binding it to the exchange
+    /// it is fed from.
+    fn queues(&self) -> Vec<QueueSpec> {
+        let mut queues = vec![QueueSpec {
+            name: self.queue(ORDER_CREATE),
+            exchange: self.exchange(),
+            routing_key: ORDER_CREATE.into(),
+            arguments: self.arguments(&[(
+                "x-dead-letter-exchange",
+                text(&self.dead_letter_exchange()),
+            )]),
+        }];
+        for (index, delay) in RETRY_DELAYS.iter().enumerate() {
+            let routing_key = Topology::retry_routing_key(index + 1);
+            queues.push(QueueSpec {
+                name: self.queue(&routing_key),
+                exchange: self.exchange(),
+                routing_key,
+                arguments: self.arguments(&[
+                    ("x-message-ttl", millis(*delay)),
+                    ("x-dead-letter-exchange", text(&self.exchange())),
+                    ("x-dead-letter-routing-key", text(ORDER_CREATE)),
+                ]),
+            });
+        }
+        queues.push(QueueSpec {
+            name: self.dead_queue(),
+            exchange: self.dead_letter_exchange(),
+            routing_key: ORDER_CREATE.into(),
+            arguments: self.arguments(&[]),
+        });
+        queues.push(QueueSpec {
+            name: self.queue(ORDER_CLOSE_DELAY),
+            exchange: self.exchange(),
+            routing_key: ORDER_CLOSE_DELAY.into(),
+            arguments: self.arguments(&[
+                ("x-message-ttl", millis(self.pay_timeout)),
+                ("x-dead-letter-exchange", text(&self.exchange())),
+                ("x-dead-letter-routing-key", text(ORDER_CLOSE)),
+            ]),
+        });
+        queues.push(QueueSpec {
+            name: self.queue(ORDER_CLOSE),
+            exchange: self.exchange(),
+            routing_key: ORDER_CLOSE.into(),
+            arguments: self.arguments(&[]),
+        });
+        queues
+    }
+
+    fn arguments(&self, extra: &[(&str, AMQPValue)]) -> FieldTable {
+        let mut table = FieldTable::default();
+        let queue_type = match self.queue_type {
+            QueueType::Quorum => "quorum",
+            QueueType::Classic => "classic",
+        };
+        table.insert("x-queue-type".into(), text(queue_type));
+        for (key, value) in extra {
+            table.insert(ShortString::from(*key), value.clone());
+        }
+        table
+    }
+
+    /// Declares exchanges, queues and bindings. Idempotent; fails with PRECONDITION_FAILED when a
+    /// queue exists with other arguments (e.g. the pay timeout changed: see docs/runbook.md).
+    pub async fn declare(&self, channel: &Channel) -> Result<(), RepoError> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        for exchange in [self.exchange(), self.dead_letter_exchange()] {
+            channel
+                .exchange_declare(
+                    exchange.into(),
+                    ExchangeKind::Direct,
+                    durable,
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        for queue in self.queues() {
+            channel
+                .queue_declare(
+                    queue.name.clone().into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    queue.arguments,
+                )
+                .await?;
+            channel
+                .queue_bind(
+                    queue.name.into(),
+                    queue.exchange.into(),
+                    queue.routing_key.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every queue and exchange of this prefix (test teardown; never called by the service).
+    pub async fn delete(&self, channel: &Channel) -> Result<(), RepoError> {
+        for queue in self.queues() {
+            channel
+                .queue_delete(queue.name.into(), QueueDeleteOptions::default())
+                .await?;
+        }
+        for exchange in [self.exchange(), self.dead_letter_exchange()] {
+            channel
+                .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Names of every queue, for tests and diagnostics.
+    pub fn queue_names(&self) -> Vec<String> {
+        self.queues().into_iter().map(|q| q.name).collect()
+    }
+}
+
+struct QueueSpec {
+    name: String,
+    exchange: String,
+    routing_key: String,
+    arguments: FieldTable,
+}
+
+fn text(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}
+
+fn millis(duration: Duration) -> AMQPValue {
+    AMQPValue::LongLongInt(duration.as_millis().min(i64::MAX as u128) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topology(prefix: &str) -> Topology {
+        Topology {
+            prefix: prefix.into(),
+            queue_type: QueueType::Quorum,
+            pay_timeout: Duration::from_secs(900),
+        }
+    }
+
+    #[test]
+    fn every_name_carries_the_prefix() {
+        let t = topology("t1.");
+        assert_eq!(t.exchange(), "t1.spike.direct");
+        assert_eq!(t.dead_letter_exchange(), "t1.spike.dlx");
+        assert!(t.queue_names().iter().all(|q| q.starts_with("t1.")));
+        assert_eq!(
+            t.queue_names(),
+            vec![
+                "t1.spike.order.create",
+                "t1.spike.order.create.retry.1",
+                "t1.spike.order.create.retry.2",
+                "t1.spike.order.create.retry.3",
+                "t1.spike.order.create.dead",
+                "t1.order.close.delay",
+                "t1.order.close",
+            ]
+        );
+    }
+
+    #[test]
+    fn delay_queue_expires_into_order_close_after_the_pay_timeout() {
+        let t = topology("");
+        let delay = t
+            .queues()
+            .into_iter()
+            .find(|q| q.name == ORDER_CLOSE_DELAY)
+            .expect("delay queue");
+        let args = delay.arguments.inner();
+        assert_eq!(
+            args.get("x-message-ttl"),
+            Some(&AMQPValue::LongLongInt(900_000))
+        );
+        assert_eq!(
+            args.get("x-dead-letter-routing-key"),
+            Some(&text(ORDER_CLOSE))
+        );
+    }
+}

@@ -1,0 +1,47 @@
+//! MySQL / MariaDB: the connection pool, migrations and the liveness query.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::MySqlPool;
+use sqlx::migrate::Migrator;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+
+use super::{Dependency, RepoError, retry};
+use crate::config::{Config, redact_url};
+
+/// The schema migrations, embedded at compile time from `migrations/`.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// How long a request waits for a pooled connection before failing; short on purpose, so an
+/// exhausted pool or a dead database answers 503 quickly instead of hanging a request.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Opens the pool, retrying until `startup_timeout`.
+pub async fn connect(config: &Config) -> Result<MySqlPool, RepoError> {
+    // Every DATETIME column holds UTC; pin the session zone so NOW() agrees with the app.
+    let options = MySqlConnectOptions::from_str(config.database_url.expose())?
+        .timezone(Some("+00:00".into()))
+        .charset("utf8mb4");
+    let target = redact_url(config.database_url.expose());
+    retry::with_backoff(Dependency::Mysql, &target, config.startup_timeout, || {
+        MySqlPoolOptions::new()
+            .max_connections(config.db_max_connections)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+    })
+    .await
+    .map_err(RepoError::from)
+}
+
+/// Applies pending migrations. Safe with several processes: sqlx takes an advisory lock.
+pub async fn migrate(pool: &MySqlPool) -> Result<(), RepoError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// Cheapest query that proves a connection works.
+pub async fn ping(pool: &MySqlPool) -> Result<(), RepoError> {
+    sqlx::query("SELECT 1").execute(pool).await?;
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! Readiness: whether this process can serve traffic, i.e. every dependency answers.
+
+use std::time::Duration;
+
+use crate::repo::{Dependency, Infra};
+
+/// How long one dependency may take to answer a readiness probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The result of probing every dependency.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    /// One entry per dependency, in [`Dependency::ALL`] order: `Ok` or the failure reason.
+    pub checks: Vec<(Dependency, Result<(), String>)>,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.checks.iter().all(|(_, result)| result.is_ok())
+    }
+
+    pub fn failing(&self) -> Vec<Dependency> {
+        self.checks
+            .iter()
+            .filter(|(_, result)| result.is_err())
+            .map(|(dependency, _)| *dependency)
+            .collect()
+    }
+}
+
+#[derive(Clone)]
+pub struct HealthService {
+    infra: Infra,
+}
+
+impl HealthService {
+    pub fn new(infra: Infra) -> HealthService {
+        HealthService { infra }
+    }
+
+    /// Probes MySQL, Redis and RabbitMQ concurrently, each bounded by a short timeout, so a hung
+    /// dependency makes the probe fail fast instead of hanging the orchestrator's check.
+    pub async fn readiness(&self) -> Readiness {
+        let probe = |dependency| async move {
+            let result = self.infra.ping(dependency, PROBE_TIMEOUT).await;
+            if let Err(error) = &result {
+                tracing::warn!(%dependency, %error, "readiness probe failed");
+            }
+            (dependency, result.map_err(|e| e.to_string()))
+        };
+        let (mysql, redis, rabbitmq) = tokio::join!(
+            probe(Dependency::Mysql),
+            probe(Dependency::Redis),
+            probe(Dependency::Rabbitmq)
+        );
+        Readiness {
+            checks: vec![mysql, redis, rabbitmq],
+        }
+    }
+}
