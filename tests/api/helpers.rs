@@ -1,0 +1,341 @@
+//! `spawn_app()`: a fresh, isolated instance of the application for one test.
+//!
+//! Each app gets a new database `spike_test_<id>` (migrated), a Redis prefix `spike_test_<id>:`
+//! and an AMQP prefix `spike_test_<id>.`, and listens on `127.0.0.1:0`. Dropping the [`TestApp`]
+//! stops the server and deletes the database, the Redis keys and the queues and exchanges,
+//! also when the test panicked. Set `SPIKE_TEST_LOG=debug` to see the app's logs.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Once;
+
+use axum::Router;
+use sqlx::mysql::MySqlConnectOptions;
+use sqlx::{ConnectOptions, Connection, Executor};
+use spike::api::AppState;
+use spike::config::{Config, LogFormat};
+use spike::repo::{Infra, Topology};
+use spike::startup::Application;
+use tokio_util::sync::CancellationToken;
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub config: Config,
+    pub infra: Infra,
+    pub shutdown: CancellationToken,
+    pub server: Option<tokio::task::JoinHandle<()>>,
+    resources: TestResources,
+}
+
+/// Environment overrides for one test app, on top of the process environment and dev.toml.
+#[derive(Default)]
+pub struct TestOptions {
+    pub env: HashMap<String, String>,
+    pub extra_routes: Option<Router<AppState>>,
+}
+
+impl TestOptions {
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env.insert(key.to_owned(), value.into());
+        self
+    }
+
+    pub fn routes(mut self, routes: Router<AppState>) -> Self {
+        self.extra_routes = Some(routes);
+        self
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(TestOptions::default()).await
+}
+
+pub async fn spawn_app_with(options: TestOptions) -> TestApp {
+    init_logs();
+    let resources = TestResources::create().await;
+    let config = test_config(&resources, &options.env).expect("test configuration is valid");
+    let app = Application::build_with_routes(config.clone(), options.extra_routes.unwrap_or_default())
+        .await
+        .expect("application starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let infra = app.infra().clone();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            app.run_until_stopped(shutdown).await.expect("server runs");
+        }
+    });
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("http client"),
+        config,
+        infra,
+        shutdown,
+        server: Some(server),
+        resources,
+    }
+}
+
+/// The configuration a test app would get: process env, then the test's isolation settings,
+/// then `overrides`.
+pub fn test_config(
+    resources: &TestResources,
+    overrides: &HashMap<String, String>,
+) -> Result<Config, spike::config::ConfigError> {
+    let mut vars: HashMap<String, String> = std::env::vars().collect();
+    vars.insert("SPIKE_HTTP_ADDR".into(), "127.0.0.1:0".into());
+    vars.insert("SPIKE_DATABASE_URL".into(), resources.database_url.clone());
+    vars.insert("SPIKE_REDIS_PREFIX".into(), resources.redis_prefix.clone());
+    vars.insert("SPIKE_AMQP_PREFIX".into(), resources.amqp_prefix.clone());
+    vars.insert("SPIKE_AUTO_MIGRATE".into(), "true".into());
+    vars.insert("SPIKE_STARTUP_TIMEOUT".into(), "5s".into());
+    vars.insert("SPIKE_SHUTDOWN_GRACE".into(), "5s".into());
+    vars.extend(overrides.clone());
+    Config::load(vars)
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// POSTs a raw body with `Content-Type: application/json`.
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub fn topology(&self) -> Topology {
+        Topology::from_config(&self.config)
+    }
+
+    pub fn database_name(&self) -> &str {
+        &self.resources.database
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// A response body as JSON, asserting the envelope's shape on the way.
+pub async fn envelope(response: reqwest::Response) -> serde_json::Value {
+    let header_id = response
+        .headers()
+        .get("x-request-id")
+        .expect("every response has X-Request-Id")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: serde_json::Value = response.json().await.expect("JSON body");
+    assert!(body["code"].is_u64(), "code missing: {body}");
+    assert!(body["message"].is_string(), "message missing: {body}");
+    assert!(body.get("data").is_some(), "data missing: {body}");
+    assert_eq!(body["request_id"], header_id.as_str(), "body and header request ids differ");
+    body
+}
+
+fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if let Ok(level) = std::env::var("SPIKE_TEST_LOG") {
+            spike::telemetry::init_with_writer(LogFormat::Pretty, &level, std::io::stderr);
+        }
+    });
+}
+
+/// The isolated database, Redis prefix and AMQP prefix of one test; removed on drop.
+pub struct TestResources {
+    pub database: String,
+    pub database_url: String,
+    pub redis_prefix: String,
+    pub amqp_prefix: String,
+    base_config: Config,
+}
+
+impl TestResources {
+    pub async fn create() -> TestResources {
+        let base_config = Config::from_env().expect("base configuration (configs/dev.toml + env)");
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let database = format!("spike_test_{id}");
+        let base_url = base_config.database_url.expose();
+        let mut admin = admin_connection(base_url).await;
+        // The name is ours (a UUID), not user input: safe to splice.
+        let create = format!(
+            "CREATE DATABASE `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+        );
+        admin
+            .execute(sqlx::AssertSqlSafe(create))
+            .await
+            .expect("create test database");
+        admin.close().await.ok();
+        TestResources {
+            database_url: with_database(base_url, &database),
+            database,
+            redis_prefix: format!("spike_test_{id}:"),
+            amqp_prefix: format!("spike_test_{id}."),
+            base_config,
+        }
+    }
+}
+
+impl Drop for TestResources {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime, which cannot be blocked on; clean up from a
+        // separate thread with its own runtime and its own connections.
+        let database = self.database.clone();
+        let redis_prefix = self.redis_prefix.clone();
+        let mut config = self.base_config.clone();
+        config.amqp_prefix = self.amqp_prefix.clone();
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            runtime.block_on(remove_resources(&config, &database, &redis_prefix));
+        });
+        if cleanup.join().is_err() {
+            eprintln!("cleanup of {} failed", self.database);
+        }
+    }
+}
+
+async fn remove_resources(config: &Config, database: &str, redis_prefix: &str) {
+    let mut admin = admin_connection(config.database_url.expose()).await;
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{database}`")))
+        .await
+        .expect("drop test database");
+
+    let client = redis::Client::open(config.redis_url.expose()).expect("redis url");
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{redis_prefix}*"))
+        .query_async(&mut redis)
+        .await
+        .expect("list test keys");
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut redis)
+            .await
+            .expect("delete test keys");
+    }
+
+    let amqp = lapin::Connection::connect(config.amqp_url.expose(), lapin::ConnectionProperties::default())
+        .await
+        .expect("amqp connection");
+    let channel = amqp.create_channel().await.expect("amqp channel");
+    Topology::from_config(config)
+        .delete(&channel)
+        .await
+        .expect("delete test topology");
+    amqp.close(200, "test cleanup".into()).await.ok();
+}
+
+async fn admin_connection(url: &str) -> sqlx::MySqlConnection {
+    MySqlConnectOptions::from_str(url)
+        .expect("database url")
+        .connect()
+        .await
+        .expect("connect to MySQL as the test admin")
+}
+
+/// `mysql://u:p@h:3306/spike?x=y` with the database part replaced.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (without_query, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let (scheme, rest) = without_query.split_once("://").expect("url has a scheme");
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let mut out = format!("{scheme}://{authority}/{database}");
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// A TCP proxy in front of a real service: tests point the app at it, then cut it to simulate
+/// the service going away (its port closes and every open connection drops).
+pub struct TcpProxy {
+    pub port: u16,
+    cut: CancellationToken,
+}
+
+impl TcpProxy {
+    pub async fn start(upstream: &str) -> TcpProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().unwrap().port();
+        let cut = CancellationToken::new();
+        let upstream = upstream.to_owned();
+        let token = cut.clone();
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    () = token.cancelled() => return, // drops the listener: the port closes
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((mut inbound, _)) = accepted else { continue };
+                let upstream = upstream.clone();
+                let token = token.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        () = token.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                });
+            }
+        });
+        TcpProxy { port, cut }
+    }
+
+    /// Closes the port and every connection through it.
+    pub fn cut(&self) {
+        self.cut.cancel();
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.cut.cancel();
+    }
+}
+
+/// A free local port with nothing listening on it.
+pub async fn closed_port() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}

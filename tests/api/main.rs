@@ -1,0 +1,10 @@
+//! Integration tests through HTTP against the real MariaDB, Redis and RabbitMQ.
+//! One test binary (faster to link than one per file); each test gets its own app, database,
+//! Redis prefix and AMQP prefix from `helpers::spawn_app`, so tests run in parallel.
+
+mod config;
+mod envelope;
+mod health;
+mod helpers;
+mod lifecycle;
+mod schema;
