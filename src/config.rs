@@ -197,12 +197,20 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "invalid configuration ({} problem(s)):", self.problems.len())?;
+        writeln!(
+            f,
+            "invalid configuration ({} problem(s)):",
+            self.problems.len()
+        )?;
         for problem in &self.problems {
             writeln!(f, "  - {problem}")?;
         }
         if let Some(file) = &self.missing_file {
-            writeln!(f, "(no config file at {}; set SPIKE_CONFIG_DIR?)", file.display())?;
+            writeln!(
+                f,
+                "(no config file at {}; set SPIKE_CONFIG_DIR?)",
+                file.display()
+            )?;
         }
         Ok(())
     }
@@ -222,7 +230,10 @@ impl Config {
             .collect();
 
         let mut problems = Vec::new();
-        let raw_env = env_vars.get("SPIKE_ENV").map(String::as_str).unwrap_or("dev");
+        let raw_env = env_vars
+            .get("SPIKE_ENV")
+            .map(String::as_str)
+            .unwrap_or("dev");
         let env = raw_env.parse::<Environment>().unwrap_or_else(|e| {
             problems.push(format!("env (SPIKE_ENV): {e} (got {raw_env:?})"));
             Environment::Dev
@@ -276,8 +287,10 @@ fn read_sources(
     if file_exists {
         builder = builder.add_source(config::File::from(file.to_path_buf()));
     }
-    let env_map: config::Map<String, String> =
-        env_vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let env_map: config::Map<String, String> = env_vars
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     builder = builder.add_source(
         config::Environment::with_prefix("SPIKE")
             .prefix_separator("_")
@@ -387,9 +400,7 @@ impl KeyReader<'_> {
         check: impl FnOnce(&str) -> Result<(), String>,
     ) -> Option<Secret> {
         let raw = self.required(key)?;
-        let scheme_ok = schemes
-            .iter()
-            .any(|s| raw.starts_with(&format!("{s}://")));
+        let scheme_ok = schemes.iter().any(|s| raw.starts_with(&format!("{s}://")));
         if !scheme_ok {
             self.problem(key, format!("must start with {}://", schemes.join("://, ")));
             return None;
@@ -405,7 +416,7 @@ impl KeyReader<'_> {
 
 fn first_words(message: &str) -> String {
     message
-        .split(|c: char| c == ':' || c == '/')
+        .split([':', '/'])
         .next()
         .unwrap_or("invalid")
         .trim()
@@ -446,7 +457,9 @@ fn build(env: Environment, r: &mut KeyReader<'_>) -> Option<Config> {
             .map(|_| ())
             .map_err(|e| e.to_string())
     });
-    let redis_prefix = r.optional("redis_prefix").unwrap_or_else(|| "spike:".into());
+    let redis_prefix = r
+        .optional("redis_prefix")
+        .unwrap_or_else(|| "spike:".into());
     let amqp_url = r.url("amqp_url", &["amqp", "amqps"], |url| {
         url.parse::<lapin::uri::AMQPUri>().map(|_| ())
     });
@@ -487,11 +500,17 @@ fn build(env: Environment, r: &mut KeyReader<'_>) -> Option<Config> {
             password: Secret::new(password),
         })),
         (Some(_), None) => {
-            r.problem("bootstrap_admin_password", "missing (bootstrap_admin_email is set)");
+            r.problem(
+                "bootstrap_admin_password",
+                "missing (bootstrap_admin_email is set)",
+            );
             None
         }
         (None, Some(_)) => {
-            r.problem("bootstrap_admin_email", "missing (bootstrap_admin_password is set)");
+            r.problem(
+                "bootstrap_admin_email",
+                "missing (bootstrap_admin_password is set)",
+            );
             None
         }
     };
@@ -556,9 +575,15 @@ mod tests {
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut v: Vec<(String, String)> = vec![
             ("SPIKE_CONFIG_DIR".into(), "/nonexistent".into()),
-            ("SPIKE_DATABASE_URL".into(), "mysql://u:p@127.0.0.1:3306/db".into()),
+            (
+                "SPIKE_DATABASE_URL".into(),
+                "mysql://u:p@127.0.0.1:3306/db".into(),
+            ),
             ("SPIKE_REDIS_URL".into(), "redis://127.0.0.1:6379".into()),
-            ("SPIKE_AMQP_URL".into(), "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+            (
+                "SPIKE_AMQP_URL".into(),
+                "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            ),
             ("SPIKE_JWT_SECRET".into(), "x".repeat(32)),
         ];
         for (k, val) in pairs {
@@ -608,8 +633,11 @@ mod tests {
 
     #[test]
     fn dev_jwt_secret_is_refused_outside_dev() {
-        let err = Config::load(vars(&[("SPIKE_ENV", "staging"), ("SPIKE_JWT_SECRET", DEV_JWT_SECRET)]))
-            .expect_err("dev secret in staging");
+        let err = Config::load(vars(&[
+            ("SPIKE_ENV", "staging"),
+            ("SPIKE_JWT_SECRET", DEV_JWT_SECRET),
+        ]))
+        .expect_err("dev secret in staging");
         assert!(err.to_string().contains("not allowed outside dev"));
         Config::load(vars(&[("SPIKE_JWT_SECRET", DEV_JWT_SECRET)])).expect("fine in dev");
     }
@@ -623,7 +651,8 @@ mod tests {
 
     #[test]
     fn bootstrap_admin_needs_both_halves() {
-        let err = Config::load(vars(&[("SPIKE_BOOTSTRAP_ADMIN_EMAIL", "a@b.c")])).expect_err("half");
+        let err =
+            Config::load(vars(&[("SPIKE_BOOTSTRAP_ADMIN_EMAIL", "a@b.c")])).expect_err("half");
         assert!(err.to_string().contains("bootstrap_admin_password"));
         let c = Config::load(vars(&[
             ("SPIKE_BOOTSTRAP_ADMIN_EMAIL", "a@b.c"),
@@ -661,6 +690,9 @@ mod tests {
             redact_url("mysql://spike:hunter2@db:3306/spike"),
             "mysql://spike:***@db:3306/spike"
         );
-        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
     }
 }

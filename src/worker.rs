@@ -11,7 +11,10 @@ use crate::repo::Infra;
 /// Runs the background tasks until `shutdown` is cancelled.
 pub async fn run(infra: Infra, shutdown: CancellationToken) {
     let queues = infra.topology.queue_names();
-    tracing::info!(?queues, "worker started; topology declared, no consumers registered yet");
+    tracing::info!(
+        ?queues,
+        "worker started; topology declared, no consumers registered yet"
+    );
     shutdown.cancelled().await;
     tracing::info!("worker stopped");
 }

@@ -95,7 +95,11 @@ impl ErrorCode {
                 StatusCode::CONFLICT,
                 "idempotency key reused with a different request",
             ),
-            PayloadTooLarge => (10010, StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+            PayloadTooLarge => (
+                10010,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large",
+            ),
             MethodNotAllowed => (10001, StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             EmailTaken => (20001, StatusCode::CONFLICT, "email already registered"),
             WrongCredentials => (20002, StatusCode::UNAUTHORIZED, "wrong email or password"),

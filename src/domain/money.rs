@@ -132,7 +132,9 @@ mod tests {
     fn json_numbers_are_refused() {
         assert!(serde_json::from_str::<Money>("19.9").is_err());
         assert_eq!(
-            serde_json::from_str::<Money>("\"19.9\"").unwrap().to_string(),
+            serde_json::from_str::<Money>("\"19.9\"")
+                .unwrap()
+                .to_string(),
             "19.90"
         );
     }

@@ -164,10 +164,8 @@ impl Topology {
             name: self.queue(ORDER_CREATE),
             exchange: self.exchange(),
             routing_key: ORDER_CREATE.into(),
-            arguments: self.arguments(&[(
-                "x-dead-letter-exchange",
-                text(&self.dead_letter_exchange()),
-            )]),
+            arguments: self
+                .arguments(&[("x-dead-letter-exchange", text(&self.dead_letter_exchange()))]),
         }];
         for (index, delay) in RETRY_DELAYS.iter().enumerate() {
             let routing_key = Topology::retry_routing_key(index + 1);

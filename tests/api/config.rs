@@ -40,7 +40,10 @@ fn prod_refuses_the_dev_jwt_secret() {
     let output = spike()
         .arg("migrate")
         .env("SPIKE_ENV", "prod")
-        .env("SPIKE_DATABASE_URL", "mysql://spike:spike@127.0.0.1:3306/spike")
+        .env(
+            "SPIKE_DATABASE_URL",
+            "mysql://spike:spike@127.0.0.1:3306/spike",
+        )
         .env("SPIKE_REDIS_URL", "redis://127.0.0.1:6379")
         .env("SPIKE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
         .env("SPIKE_JWT_SECRET", spike::config::DEV_JWT_SECRET)

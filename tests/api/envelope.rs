@@ -25,16 +25,7 @@ fn probe_routes() -> Router<AppState> {
             "/api/v1/_probe/echo",
             post(|ApiJson(greeting): ApiJson<Greeting>| async move { ApiResponse::ok(greeting) }),
         )
-        .route(
-            "/api/v1/_probe/panic",
-            get(|| async {
-                let secret_detail = "boom: internal detail";
-                if !secret_detail.is_empty() {
-                    panic!("{secret_detail}");
-                }
-                ApiResponse::ok(())
-            }),
-        )
+        .route("/api/v1/_probe/panic", get(panicking_handler))
         .route(
             "/api/v1/_probe/slow",
             get(|| async {
@@ -42,6 +33,10 @@ fn probe_routes() -> Router<AppState> {
                 ApiResponse::ok("slow")
             }),
         )
+}
+
+async fn panicking_handler() -> ApiResponse<()> {
+    panic!("boom: internal detail")
 }
 
 async fn probe_app() -> crate::helpers::TestApp {
@@ -76,7 +71,9 @@ async fn wrong_method_is_405_envelope() {
 #[tokio::test]
 async fn valid_json_reaches_the_handler() {
     let app = probe_app().await;
-    let response = app.post_raw("/api/v1/_probe/echo", r#"{"name":"ada"}"#).await;
+    let response = app
+        .post_raw("/api/v1/_probe/echo", r#"{"name":"ada"}"#)
+        .await;
     assert_eq!(response.status(), 200);
     let body = envelope(response).await;
     assert_eq!(body["code"], 0);
@@ -118,8 +115,11 @@ async fn oversized_body_is_413_envelope() {
     assert_eq!(envelope(response).await["code"], 10010);
 
     // Same without a Content-Length (chunked): the limit applies while reading.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        vec![Ok(br#"{"name":""#.to_vec()), Ok(vec![b'x'; 4096]), Ok(br#""}"#.to_vec())];
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![
+        Ok(br#"{"name":""#.to_vec()),
+        Ok(vec![b'x'; 4096]),
+        Ok(br#""}"#.to_vec()),
+    ];
     let stream = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
     let response = app.post_raw("/api/v1/_probe/echo", stream).await;
     assert_eq!(response.status(), 413);
@@ -134,7 +134,10 @@ async fn panic_is_500_envelope_without_details() {
     let body = envelope(response).await;
     assert_eq!(body["code"], 10007);
     assert_eq!(body["message"], "internal error");
-    assert!(!body.to_string().contains("boom"), "panic detail leaked: {body}");
+    assert!(
+        !body.to_string().contains("boom"),
+        "panic detail leaked: {body}"
+    );
     // The server survives the panic.
     assert_eq!(app.get("/healthz").await.status(), 200);
 }
@@ -163,8 +166,14 @@ async fn request_id_is_echoed_or_generated() {
     assert_eq!(envelope(response).await["request_id"], "client-chosen-42");
 
     let response = app.get("/readyz").await;
-    let generated = response.headers()["x-request-id"].to_str().unwrap().to_owned();
-    assert!(uuid::Uuid::parse_str(&generated).is_ok(), "generated id {generated}");
+    let generated = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        uuid::Uuid::parse_str(&generated).is_ok(),
+        "generated id {generated}"
+    );
     assert_eq!(envelope(response).await["request_id"], generated.as_str());
 
     // An unreasonable id (too long) is replaced rather than echoed into logs and responses.
@@ -202,7 +211,10 @@ async fn responses_are_gzipped_on_request_and_cors_preflight_is_answered() {
         .request(reqwest::Method::OPTIONS, app.url("/api/v1/orders"))
         .header("origin", "https://shop.example")
         .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "authorization,idempotency-key")
+        .header(
+            "access-control-request-headers",
+            "authorization,idempotency-key",
+        )
         .send()
         .await
         .unwrap();
@@ -216,7 +228,11 @@ async fn openapi_document_and_docs_page_are_served() {
     let response = app.get("/api/v1/openapi.json").await;
     assert_eq!(response.status(), 200);
     let doc: serde_json::Value = response.json().await.unwrap();
-    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
     assert!(doc["paths"]["/healthz"]["get"].is_object());
     assert!(doc["paths"]["/readyz"]["get"].is_object());
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
@@ -224,7 +240,10 @@ async fn openapi_document_and_docs_page_are_served() {
     let response = app.get("/docs/").await;
     assert_eq!(response.status(), 200);
     let html = response.text().await.unwrap();
-    assert!(html.to_lowercase().contains("swagger"), "docs page is Swagger UI");
+    assert!(
+        html.to_lowercase().contains("swagger"),
+        "docs page is Swagger UI"
+    );
     // The UI's assets are served by the binary itself: no internet needed.
     let response = app.get("/docs/swagger-ui.css").await;
     assert_eq!(response.status(), 200);

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use crate::helpers::{TcpProxy, TestOptions, TestResources, closed_port, envelope, spawn_app, spawn_app_with, test_config};
+use crate::helpers::{
+    TcpProxy, TestOptions, TestResources, closed_port, envelope, spawn_app, spawn_app_with,
+    test_config,
+};
 use spike::startup::Application;
 
 #[tokio::test]
@@ -30,11 +33,16 @@ async fn readyz_is_200_when_every_dependency_answers() {
 #[tokio::test]
 async fn readyz_is_503_naming_redis_when_redis_goes_away() {
     let proxy = TcpProxy::start("127.0.0.1:6379").await;
-    let app = spawn_app_with(
-        TestOptions::default().env("SPIKE_REDIS_URL", format!("redis://127.0.0.1:{}", proxy.port)),
-    )
+    let app = spawn_app_with(TestOptions::default().env(
+        "SPIKE_REDIS_URL",
+        format!("redis://127.0.0.1:{}", proxy.port),
+    ))
     .await;
-    assert_eq!(app.get("/readyz").await.status(), 200, "ready while Redis is reachable");
+    assert_eq!(
+        app.get("/readyz").await.status(),
+        200,
+        "ready while Redis is reachable"
+    );
 
     proxy.cut();
     let response = app.get("/readyz").await;
@@ -44,7 +52,10 @@ async fn readyz_is_503_naming_redis_when_redis_goes_away() {
     assert_eq!(body["code"], 10008);
     let message = body["message"].as_str().unwrap();
     assert!(message.contains("redis"), "message names redis: {message}");
-    assert!(!message.contains("mysql") && !message.contains("rabbitmq"), "{message}");
+    assert!(
+        !message.contains("mysql") && !message.contains("rabbitmq"),
+        "{message}"
+    );
     assert_eq!(body["data"]["status"], "unavailable");
     assert_ne!(body["data"]["checks"]["redis"], "ok");
     assert_eq!(body["data"]["checks"]["mysql"], "ok");
@@ -59,7 +70,10 @@ async fn start_up_gives_up_on_a_closed_redis_port_after_the_startup_timeout() {
     let resources = TestResources::create().await;
     let port = closed_port().await;
     let mut overrides = std::collections::HashMap::new();
-    overrides.insert("SPIKE_REDIS_URL".to_string(), format!("redis://127.0.0.1:{port}"));
+    overrides.insert(
+        "SPIKE_REDIS_URL".to_string(),
+        format!("redis://127.0.0.1:{port}"),
+    );
     overrides.insert("SPIKE_STARTUP_TIMEOUT".to_string(), "1s".to_string());
     let config = test_config(&resources, &overrides).unwrap();
 
@@ -68,7 +82,10 @@ async fn start_up_gives_up_on_a_closed_redis_port_after_the_startup_timeout() {
         Ok(_) => panic!("start-up must fail while Redis is down"),
         Err(error) => error,
     };
-    assert!(error.to_string().contains("redis"), "error names redis: {error}");
+    assert!(
+        error.to_string().contains("redis"),
+        "error names redis: {error}"
+    );
     // Retries happened, bounded by the timeout (loose bounds: this is not a timing test).
     assert!(started.elapsed() < Duration::from_secs(30));
 }

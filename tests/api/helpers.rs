@@ -10,12 +10,12 @@ use std::str::FromStr;
 use std::sync::Once;
 
 use axum::Router;
-use sqlx::mysql::MySqlConnectOptions;
-use sqlx::{ConnectOptions, Connection, Executor};
 use spike::api::AppState;
 use spike::config::{Config, LogFormat};
 use spike::repo::{Infra, Topology};
 use spike::startup::Application;
+use sqlx::mysql::MySqlConnectOptions;
+use sqlx::{ConnectOptions, Connection, Executor};
 use tokio_util::sync::CancellationToken;
 
 pub struct TestApp {
@@ -55,9 +55,10 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
     init_logs();
     let resources = TestResources::create().await;
     let config = test_config(&resources, &options.env).expect("test configuration is valid");
-    let app = Application::build_with_routes(config.clone(), options.extra_routes.unwrap_or_default())
-        .await
-        .expect("application starts");
+    let app =
+        Application::build_with_routes(config.clone(), options.extra_routes.unwrap_or_default())
+            .await
+            .expect("application starts");
     let address = format!("http://127.0.0.1:{}", app.port());
     let infra = app.infra().clone();
     let shutdown = CancellationToken::new();
@@ -154,7 +155,11 @@ pub async fn envelope(response: reqwest::Response) -> serde_json::Value {
     assert!(body["code"].is_u64(), "code missing: {body}");
     assert!(body["message"].is_string(), "message missing: {body}");
     assert!(body.get("data").is_some(), "data missing: {body}");
-    assert_eq!(body["request_id"], header_id.as_str(), "body and header request ids differ");
+    assert_eq!(
+        body["request_id"],
+        header_id.as_str(),
+        "body and header request ids differ"
+    );
     body
 }
 
@@ -226,7 +231,9 @@ impl Drop for TestResources {
 async fn remove_resources(config: &Config, database: &str, redis_prefix: &str) {
     let mut admin = admin_connection(config.database_url.expose()).await;
     admin
-        .execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{database}`")))
+        .execute(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS `{database}`"
+        )))
         .await
         .expect("drop test database");
 
@@ -248,9 +255,12 @@ async fn remove_resources(config: &Config, database: &str, redis_prefix: &str) {
             .expect("delete test keys");
     }
 
-    let amqp = lapin::Connection::connect(config.amqp_url.expose(), lapin::ConnectionProperties::default())
-        .await
-        .expect("amqp connection");
+    let amqp = lapin::Connection::connect(
+        config.amqp_url.expose(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .expect("amqp connection");
     let channel = amqp.create_channel().await.expect("amqp channel");
     Topology::from_config(config)
         .delete(&channel)
@@ -305,7 +315,9 @@ impl TcpProxy {
                     () = token.cancelled() => return, // drops the listener: the port closes
                     accepted = listener.accept() => accepted,
                 };
-                let Ok((mut inbound, _)) = accepted else { continue };
+                let Ok((mut inbound, _)) = accepted else {
+                    continue;
+                };
                 let upstream = upstream.clone();
                 let token = token.clone();
                 tokio::spawn(async move {
@@ -338,4 +350,49 @@ impl Drop for TcpProxy {
 pub async fn closed_port() -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     listener.local_addr().unwrap().port()
+}
+
+/// Log lines captured from the code running on the current thread (the test's runtime).
+#[derive(Clone, Default)]
+pub struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    /// Captures JSON logs at `level` until the returned guard drops. `#[tokio::test]` runs the
+    /// app on the test's own thread, so only this test's logs land here.
+    pub fn start(level: &str) -> (CapturedLogs, tracing::subscriber::DefaultGuard) {
+        let logs = CapturedLogs::default();
+        let subscriber = spike::telemetry::subscriber(LogFormat::Json, level, logs.clone());
+        let guard = tracing::subscriber::set_default(subscriber);
+        (logs, guard)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    pub fn lines(&self) -> Vec<serde_json::Value> {
+        self.text()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("each log line is JSON"))
+            .collect()
+    }
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = CapturedLogs;
+
+    fn make_writer(&'a self) -> CapturedLogs {
+        self.clone()
+    }
 }

@@ -46,22 +46,30 @@ async fn start_up_declares_every_queue_and_drop_removes_everything() {
     }
     let mut redis = app.infra.redis.clone();
     let key = format!("{}probe", app.config.redis_prefix);
-    let _: () = redis::cmd("SET").arg(&key).arg("1").query_async(&mut redis).await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("1")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
     let database = app.database_name().to_owned();
     let pool = app.infra.db.clone();
 
     drop(app);
 
-    let remaining: i64 = sqlx::query(
-        "SELECT COUNT(*) AS n FROM information_schema.schemata WHERE schema_name = ?",
-    )
-    .bind(&database)
-    .fetch_one(&pool)
-    .await
-    .unwrap()
-    .get("n");
+    let remaining: i64 =
+        sqlx::query("SELECT COUNT(*) AS n FROM information_schema.schemata WHERE schema_name = ?")
+            .bind(&database)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .get("n");
     assert_eq!(remaining, 0, "test database dropped");
-    let exists: bool = redis::cmd("EXISTS").arg(&key).query_async(&mut redis).await.unwrap();
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
     assert!(!exists, "test keys deleted");
     for queue in &queues {
         assert!(!queue_exists(&amqp_url, queue).await, "{queue} deleted");
@@ -87,7 +95,10 @@ async fn shutdown_finishes_in_flight_requests_and_stops_accepting() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     app.shutdown.cancel();
 
-    let response = in_flight.await.unwrap().expect("in-flight request completes");
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("in-flight request completes");
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["data"], "finished");
@@ -98,18 +109,26 @@ async fn shutdown_finishes_in_flight_requests_and_stops_accepting() {
         .expect("server stops after draining")
         .unwrap();
     let refused = app.client.get(app.url("/healthz")).send().await;
-    assert!(refused.is_err(), "new connections are refused after shutdown");
+    assert!(
+        refused.is_err(),
+        "new connections are refused after shutdown"
+    );
 }
 
 #[tokio::test]
 async fn migrations_are_recorded_and_idempotent() {
     let app = spawn_app().await;
     // Start-up already migrated; running again changes nothing.
-    spike::repo::mysql::migrate(&app.infra.db).await.expect("second run is a no-op");
+    spike::repo::mysql::migrate(&app.infra.db)
+        .await
+        .expect("second run is a no-op");
     let applied: i64 = sqlx::query("SELECT COUNT(*) AS n FROM _sqlx_migrations WHERE success = 1")
         .fetch_one(&app.infra.db)
         .await
         .unwrap()
         .get("n");
-    assert_eq!(applied as usize, spike::repo::mysql::MIGRATOR.iter().count());
+    assert_eq!(
+        applied as usize,
+        spike::repo::mysql::MIGRATOR.iter().count()
+    );
 }

@@ -7,4 +7,6 @@ mod envelope;
 mod health;
 mod helpers;
 mod lifecycle;
+mod logging;
+mod process;
 mod schema;

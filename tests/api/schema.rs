@@ -31,35 +31,76 @@ async fn every_designed_key_and_index_exists() {
     let pool = &app.infra.db;
     let expected = [
         ("users", "uk_users_email", true, "email"),
-        ("refresh_tokens", "uk_refresh_tokens_token_hash", true, "token_hash"),
-        ("refresh_tokens", "idx_refresh_tokens_family", false, "family_id"),
-        ("products", "idx_products_status_price", false, "status,price"),
+        (
+            "refresh_tokens",
+            "uk_refresh_tokens_token_hash",
+            true,
+            "token_hash",
+        ),
+        (
+            "refresh_tokens",
+            "idx_refresh_tokens_family",
+            false,
+            "family_id",
+        ),
+        (
+            "products",
+            "idx_products_status_price",
+            false,
+            "status,price",
+        ),
         ("products", "idx_products_created_at", false, "created_at"),
-        ("orders", "idx_orders_user_created", false, "user_id,created_at"),
-        ("orders", "uk_orders_user_idempotency_key", true, "user_id,idempotency_key"),
-        ("spike_events", "idx_spike_events_product_window", false, "product_id,start_at,end_at"),
-        ("spike_orders", "uk_spike_orders_user_event", true, "user_id,spike_event_id"),
+        (
+            "orders",
+            "idx_orders_user_created",
+            false,
+            "user_id,created_at",
+        ),
+        (
+            "orders",
+            "uk_orders_user_idempotency_key",
+            true,
+            "user_id,idempotency_key",
+        ),
+        (
+            "spike_events",
+            "idx_spike_events_product_window",
+            false,
+            "product_id,start_at,end_at",
+        ),
+        (
+            "spike_orders",
+            "uk_spike_orders_user_event",
+            true,
+            "user_id,spike_event_id",
+        ),
         ("spike_orders", "uk_spike_orders_ticket", true, "ticket"),
         ("payments", "uk_payments_order", true, "order_id"),
         ("outbox", "idx_outbox_unpublished", false, "published_at,id"),
     ];
     for (table, index, unique, columns) in expected {
         let (is_unique, actual) = index_columns(pool, table, index).await;
-        assert_eq!((is_unique, actual.as_str()), (unique, columns), "{table}.{index}");
+        assert_eq!(
+            (is_unique, actual.as_str()),
+            (unique, columns),
+            "{table}.{index}"
+        );
     }
 }
 
 async fn seed_event(pool: &MySqlPool) -> (u64, u64) {
-    let user = sqlx::query("INSERT INTO users (email, password_hash) VALUES ('a@example.com', 'x')")
-        .execute(pool)
-        .await
-        .unwrap()
-        .last_insert_id();
-    let product = sqlx::query("INSERT INTO products (title, description, price) VALUES ('p', '', '9.99')")
-        .execute(pool)
-        .await
-        .unwrap()
-        .last_insert_id();
+    let user =
+        sqlx::query("INSERT INTO users (email, password_hash) VALUES ('a@example.com', 'x')")
+            .execute(pool)
+            .await
+            .unwrap()
+            .last_insert_id();
+    let product =
+        sqlx::query("INSERT INTO products (title, description, price) VALUES ('p', '', '9.99')")
+            .execute(pool)
+            .await
+            .unwrap()
+            .last_insert_id();
     let event = sqlx::query(
         "INSERT INTO spike_events (product_id, title, spike_price, total_stock, available_stock, start_at, end_at) \
          VALUES (?, 'e', '1.00', 10, 10, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3) + INTERVAL 1 HOUR)",
@@ -119,11 +160,12 @@ async fn one_flash_sale_order_per_buyer_and_event_is_enforced_by_the_database() 
 async fn stock_can_never_go_negative() {
     let app = spawn_app().await;
     let pool = &app.infra.db;
-    let product = sqlx::query("INSERT INTO products (title, description, price) VALUES ('p', '', '1.00')")
-        .execute(pool)
-        .await
-        .unwrap()
-        .last_insert_id();
+    let product =
+        sqlx::query("INSERT INTO products (title, description, price) VALUES ('p', '', '1.00')")
+            .execute(pool)
+            .await
+            .unwrap()
+            .last_insert_id();
     sqlx::query("INSERT INTO inventory (product_id, stock) VALUES (?, 1)")
         .bind(product)
         .execute(pool)
@@ -135,9 +177,13 @@ async fn stock_can_never_go_negative() {
         .execute(pool)
         .await
         .expect_err("stock below zero");
-    assert!(error.to_string().to_lowercase().contains("out of range"), "{error}");
-    let negative_price = sqlx::query("INSERT INTO products (title, description, price) VALUES ('p', '', '-1.00')")
-        .execute(pool)
-        .await;
+    assert!(
+        error.to_string().to_lowercase().contains("out of range"),
+        "{error}"
+    );
+    let negative_price =
+        sqlx::query("INSERT INTO products (title, description, price) VALUES ('p', '', '-1.00')")
+            .execute(pool)
+            .await;
     assert!(negative_price.is_err(), "negative price refused by CHECK");
 }

@@ -1,0 +1,84 @@
+//! Logs: every line a request causes carries its request id; secrets stay out.
+
+use axum::Router;
+use axum::routing::get;
+use spike::api::AppState;
+use spike::api::response::ApiResponse;
+
+use crate::helpers::{CapturedLogs, TestOptions, spawn_app_with};
+
+#[tokio::test]
+async fn every_log_line_of_a_request_names_its_request_id() {
+    let (logs, _guard) = CapturedLogs::start("info");
+    let routes: Router<AppState> = Router::new().route(
+        "/api/v1/_probe/log",
+        get(|| async {
+            tracing::info!("handler says hello");
+            tracing::warn!(step = 2, "handler warns");
+            ApiResponse::ok("logged")
+        }),
+    );
+    let app = spawn_app_with(TestOptions::default().routes(routes)).await;
+
+    let response = app
+        .client
+        .get(app.url("/api/v1/_probe/log"))
+        .header("x-request-id", "log-probe-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let request_lines: Vec<_> = logs
+        .lines()
+        .into_iter()
+        .filter(|line| line.to_string().contains("_probe/log"))
+        .collect();
+    // The two handler lines and the access line.
+    assert_eq!(request_lines.len(), 3, "{}", logs.text());
+    for line in &request_lines {
+        let spans = line["spans"].as_array().expect("span list in JSON logs");
+        let http = spans
+            .iter()
+            .find(|s| s["name"] == "http")
+            .expect("http span");
+        assert_eq!(http["request_id"], "log-probe-7", "{line}");
+    }
+    assert!(
+        request_lines
+            .iter()
+            .any(|l| l["message"] == "finished processing request" && l["status"] == 200),
+        "access line with status: {}",
+        logs.text()
+    );
+}
+
+#[tokio::test]
+async fn credentials_in_urls_and_authorization_headers_are_not_logged() {
+    let (logs, _guard) = CapturedLogs::start("debug");
+    let app = spawn_app_with(TestOptions::default()).await;
+    app.client
+        .get(app.url("/readyz"))
+        .header("authorization", "Bearer very-secret-token-value")
+        .send()
+        .await
+        .unwrap();
+    let text = logs.text();
+    assert!(!text.is_empty(), "something was logged");
+    assert!(
+        !text.contains("very-secret-token-value"),
+        "bearer token leaked"
+    );
+    // The database and AMQP URLs contain passwords ("spike", "guest"); only the masked forms may
+    // appear.
+    let db_url = app.config.database_url.expose();
+    assert!(!text.contains(db_url), "database URL with password leaked");
+    assert!(
+        !text.contains(app.config.amqp_url.expose()),
+        "AMQP URL with password leaked"
+    );
+    assert!(
+        !text.contains(app.config.jwt_secret.expose()),
+        "JWT secret leaked"
+    );
+}

@@ -1,0 +1,120 @@
+//! The real binary: `spike all` serves `/healthz` and `/readyz`, `spike worker` declares the
+//! topology, and both stop cleanly (exit 0) on SIGTERM.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+
+use crate::helpers::{TestResources, closed_port};
+
+fn spawn_spike(role: &str, resources: &TestResources, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_spike"))
+        .arg(role)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("SPIKE_ENV", "dev")
+        .env("SPIKE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("SPIKE_DATABASE_URL", &resources.database_url)
+        .env("SPIKE_REDIS_PREFIX", &resources.redis_prefix)
+        .env("SPIKE_AMQP_PREFIX", &resources.amqp_prefix)
+        .env("SPIKE_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start spike")
+}
+
+/// Sends SIGTERM and waits for the exit status.
+fn terminate(mut child: Child) -> std::process::ExitStatus {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            panic!("spike did not stop within 20 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn spike_all_answers_health_and_readiness_then_stops_on_sigterm() {
+    let resources = TestResources::create().await;
+    let port = closed_port().await;
+    let child = spawn_spike("all", &resources, port);
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+
+    wait_until("/healthz", || {
+        let request = client.get(format!("{base}/healthz")).send();
+        async move { matches!(request.await, Ok(r) if r.status() == 200) }
+    })
+    .await;
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    let status = terminate(child);
+    assert!(status.success(), "clean exit on SIGTERM, got {status}");
+}
+
+#[tokio::test]
+async fn spike_worker_declares_the_topology_then_stops_on_sigterm() {
+    let resources = TestResources::create().await;
+    // The worker does not migrate; give it a schema like a deployment would.
+    let migrated = Command::new(env!("CARGO_BIN_EXE_spike"))
+        .arg("migrate")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("SPIKE_DATABASE_URL", &resources.database_url)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(migrated.success(), "spike migrate");
+
+    let child = spawn_spike("worker", &resources, closed_port().await);
+    let queue = format!("{}order.close.delay", resources.amqp_prefix);
+    let amqp_url = "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned();
+    let connection = lapin::Connection::connect(&amqp_url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    wait_until("the worker to declare its queues", || {
+        let connection = &connection;
+        let queue = queue.clone();
+        async move {
+            // A failed passive declare closes its channel: use a fresh one each time.
+            let channel = connection.create_channel().await.unwrap();
+            let options = QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            };
+            channel
+                .queue_declare(queue.into(), options, FieldTable::default())
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    connection.close(200, "done".into()).await.ok();
+
+    let status = terminate(child);
+    assert!(status.success(), "clean exit on SIGTERM, got {status}");
+}
