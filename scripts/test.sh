@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The project's test command (CI runs it through .ci/run):
+# services up → leftovers of killed test runs removed → fmt → clippy → Docker file lint → all tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "services"
+scripts/dev-services.sh
+
+step "leftovers of earlier test runs"
+scripts/clean-test-data.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "Dockerfile and compose file"
+scripts/check-deploy.sh
+
+step "tests"
+cargo test --locked
