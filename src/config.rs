@@ -435,7 +435,8 @@ fn build(env: Environment, r: &mut KeyReader<'_>) -> Option<Config> {
     let http_addr = r.parsed::<SocketAddr>("http_addr", ([0, 0, 0, 0], 8080).into());
     let http_body_limit = r.parsed::<usize>("http_body_limit", 64 * 1024);
     let http_request_timeout = r.duration("http_request_timeout", Duration::from_secs(10));
-    let cors_origins = match r.optional("cors_origins").as_deref() {
+    // Unlike other keys, an empty value is meaningful here: no browser origin at all.
+    let cors_origins = match r.values.get("cors_origins").map(|v| v.trim()) {
         None | Some("*") => CorsOrigins::Any,
         Some(list) => CorsOrigins::List(
             list.split(',')
@@ -667,6 +668,28 @@ mod tests {
         let err = Config::load(vars(&[("SPIKE_DATABASE_URL", "mysql://u:hunter2@[bad")]))
             .expect_err("bad url");
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn cors_origins_any_list_or_none() {
+        assert_eq!(
+            Config::load(vars(&[])).unwrap().cors_origins,
+            CorsOrigins::Any
+        );
+        let list = Config::load(vars(&[(
+            "SPIKE_CORS_ORIGINS",
+            "https://a.example, https://b.example",
+        )]))
+        .unwrap()
+        .cors_origins;
+        assert_eq!(
+            list,
+            CorsOrigins::List(vec!["https://a.example".into(), "https://b.example".into()])
+        );
+        let none = Config::load(vars(&[("SPIKE_CORS_ORIGINS", "")]))
+            .unwrap()
+            .cors_origins;
+        assert_eq!(none, CorsOrigins::List(vec![]));
     }
 
     #[test]

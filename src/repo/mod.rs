@@ -33,6 +33,37 @@ pub enum RepoError {
     Disconnected(Dependency),
 }
 
+impl RepoError {
+    /// The dependency to blame when this error means "a store is unreachable or overloaded,
+    /// retry later" rather than a bug or bad data; `None` for the latter.
+    pub fn unavailable_dependency(&self) -> Option<Dependency> {
+        match self {
+            RepoError::Mysql(
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_),
+            ) => Some(Dependency::Mysql),
+            RepoError::Mysql(_) | RepoError::Migrate(_) => None,
+            RepoError::Redis(e)
+                if e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal() =>
+            {
+                Some(Dependency::Redis)
+            }
+            RepoError::Redis(_) => None,
+            // lapin reports broker trouble (closed channel or connection, I/O) through one type.
+            RepoError::Amqp(_) => Some(Dependency::Rabbitmq),
+            RepoError::Timeout(dependency, _) | RepoError::Disconnected(dependency) => {
+                Some(*dependency)
+            }
+        }
+    }
+}
+
 /// The external services the process depends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Dependency {
@@ -103,5 +134,32 @@ impl Infra {
     pub async fn close(&self) {
         self.amqp.close().await;
         self.db.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outages_are_told_apart_from_bugs() {
+        let pool_timeout = RepoError::Mysql(sqlx::Error::PoolTimedOut);
+        assert_eq!(
+            pool_timeout.unavailable_dependency(),
+            Some(Dependency::Mysql)
+        );
+        let missing_row = RepoError::Mysql(sqlx::Error::RowNotFound);
+        assert_eq!(missing_row.unavailable_dependency(), None);
+        let refused = RepoError::Redis(::redis::RedisError::from(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        assert_eq!(refused.unavailable_dependency(), Some(Dependency::Redis));
+        let bad_type = RepoError::Redis(::redis::RedisError::from((
+            ::redis::ErrorKind::UnexpectedReturnType,
+            "not an integer",
+        )));
+        assert_eq!(bad_type.unavailable_dependency(), None);
+        let slow = RepoError::Timeout(Dependency::Rabbitmq, Duration::from_secs(1));
+        assert_eq!(slow.unavailable_dependency(), Some(Dependency::Rabbitmq));
     }
 }

@@ -13,5 +13,15 @@ pub enum ServiceError {
     Unavailable(Dependency, #[source] RepoError),
     /// Anything else unexpected: logged in full, reported to the client without details.
     #[error(transparent)]
-    Internal(#[from] RepoError),
+    Internal(RepoError),
+}
+
+impl From<RepoError> for ServiceError {
+    /// An unreachable store becomes `Unavailable` (503, retryable); anything else `Internal`.
+    fn from(error: RepoError) -> ServiceError {
+        match error.unavailable_dependency() {
+            Some(dependency) => ServiceError::Unavailable(dependency, error),
+            None => ServiceError::Internal(error),
+        }
+    }
 }

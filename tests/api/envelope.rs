@@ -156,12 +156,8 @@ async fn request_id_is_echoed_or_generated() {
     let app = spawn_app().await;
 
     let response = app
-        .client
-        .get(app.url("/api/v1/nothing-here"))
-        .header("x-request-id", "client-chosen-42")
-        .send()
-        .await
-        .unwrap();
+        .get_with_header("/api/v1/nothing-here", "x-request-id", "client-chosen-42")
+        .await;
     assert_eq!(response.headers()["x-request-id"], "client-chosen-42");
     assert_eq!(envelope(response).await["request_id"], "client-chosen-42");
 
@@ -178,12 +174,8 @@ async fn request_id_is_echoed_or_generated() {
 
     // An unreasonable id (too long) is replaced rather than echoed into logs and responses.
     let response = app
-        .client
-        .get(app.url("/readyz"))
-        .header("x-request-id", "x".repeat(300))
-        .send()
-        .await
-        .unwrap();
+        .get_with_header("/readyz", "x-request-id", &"x".repeat(300))
+        .await;
     let replaced = response.headers()["x-request-id"].to_str().unwrap();
     assert!(uuid::Uuid::parse_str(replaced).is_ok());
 
@@ -197,12 +189,8 @@ async fn request_id_is_echoed_or_generated() {
 async fn responses_are_gzipped_on_request_and_cors_preflight_is_answered() {
     let app = spawn_app().await;
     let response = app
-        .client
-        .get(app.url("/api/v1/openapi.json"))
-        .header("accept-encoding", "gzip")
-        .send()
-        .await
-        .unwrap();
+        .get_with_header("/api/v1/openapi.json", "accept-encoding", "gzip")
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-encoding"], "gzip");
 

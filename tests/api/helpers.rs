@@ -113,6 +113,16 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// GET with one extra request header.
+    pub async fn get_with_header(&self, path: &str, name: &str, value: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .header(name, value)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     /// POSTs a raw body with `Content-Type: application/json`.
     pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
         self.client

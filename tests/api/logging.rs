@@ -21,12 +21,8 @@ async fn every_log_line_of_a_request_names_its_request_id() {
     let app = spawn_app_with(TestOptions::default().routes(routes)).await;
 
     let response = app
-        .client
-        .get(app.url("/api/v1/_probe/log"))
-        .header("x-request-id", "log-probe-7")
-        .send()
-        .await
-        .unwrap();
+        .get_with_header("/api/v1/_probe/log", "x-request-id", "log-probe-7")
+        .await;
     assert_eq!(response.status(), 200);
 
     let request_lines: Vec<_> = logs
@@ -57,12 +53,8 @@ async fn every_log_line_of_a_request_names_its_request_id() {
 async fn credentials_in_urls_and_authorization_headers_are_not_logged() {
     let (logs, _guard) = CapturedLogs::start("debug");
     let app = spawn_app_with(TestOptions::default()).await;
-    app.client
-        .get(app.url("/readyz"))
-        .header("authorization", "Bearer very-secret-token-value")
-        .send()
-        .await
-        .unwrap();
+    app.get_with_header("/readyz", "authorization", "Bearer very-secret-token-value")
+        .await;
     let text = logs.text();
     assert!(!text.is_empty(), "something was logged");
     assert!(
