@@ -44,6 +44,13 @@ const KNOWN_KEYS: &[&str] = &[
     "order_pay_timeout",
     "bootstrap_admin_email",
     "bootstrap_admin_password",
+    "login_limit_per_ip",
+    "login_limit_per_email",
+    "trusted_proxy_hops",
+    "argon2_memory_kib",
+    "argon2_iterations",
+    "argon2_parallelism",
+    "password_hash_concurrency",
     "log_format",
     "log_level",
 ];
@@ -144,6 +151,42 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// A token bucket: `burst` requests at once, refilled at `burst` per `per`. Written `10/1m`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub burst: u32,
+    pub per: Duration,
+}
+
+impl RateLimit {
+    /// Tokens added per second.
+    pub fn refill_per_second(&self) -> f64 {
+        f64::from(self.burst) / self.per.as_secs_f64()
+    }
+}
+
+impl FromStr for RateLimit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let invalid = || "must look like 10/1m (requests per duration)".to_string();
+        let (burst, per) = s.split_once('/').ok_or_else(invalid)?;
+        let burst: u32 = burst.trim().parse().map_err(|_| invalid())?;
+        let per = parse_duration(per.trim()).map_err(|_| invalid())?;
+        if burst == 0 || per.is_zero() {
+            return Err("both the count and the duration must be greater than zero".into());
+        }
+        Ok(RateLimit { burst, per })
+    }
+}
+
+/// Argon2id cost parameters (OWASP's recommendation by default: 19 MiB, 2 passes, 1 lane).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Params {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
 /// Credentials of the admin account created or promoted at start-up.
 #[derive(Debug, Clone)]
 pub struct BootstrapAdmin {
@@ -178,6 +221,16 @@ pub struct Config {
     pub refresh_ttl: Duration,
     pub order_pay_timeout: Duration,
     pub bootstrap_admin: Option<BootstrapAdmin>,
+    /// Login attempts per client IP.
+    pub login_limit_per_ip: RateLimit,
+    /// Login attempts per email address.
+    pub login_limit_per_email: RateLimit,
+    /// Reverse proxies in front of the service that append to `X-Forwarded-For`; 0 trusts no
+    /// header and uses the socket's peer address as the client IP.
+    pub trusted_proxy_hops: usize,
+    pub argon2: Argon2Params,
+    /// Password hashes computed at once; each takes `argon2.memory_kib` of memory.
+    pub password_hash_concurrency: usize,
     pub log_format: LogFormat,
     /// An `EnvFilter` directive such as `info` or `spike=debug,sqlx=warn`.
     pub log_level: String,
@@ -516,6 +569,38 @@ fn build(env: Environment, r: &mut KeyReader<'_>) -> Option<Config> {
         }
     };
 
+    let login_limit_per_ip = r.parsed(
+        "login_limit_per_ip",
+        RateLimit {
+            burst: 30,
+            per: Duration::from_secs(60),
+        },
+    );
+    let login_limit_per_email = r.parsed(
+        "login_limit_per_email",
+        RateLimit {
+            burst: 10,
+            per: Duration::from_secs(60),
+        },
+    );
+    let trusted_proxy_hops = r.parsed::<usize>("trusted_proxy_hops", 0);
+    let argon2_memory_kib = r.parsed::<u32>("argon2_memory_kib", 19 * 1024);
+    let argon2_iterations = r.parsed::<u32>("argon2_iterations", 2);
+    let argon2_parallelism = r.parsed::<u32>("argon2_parallelism", 1);
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let password_hash_concurrency = r.parsed::<usize>("password_hash_concurrency", cores.max(2));
+    if let (Some(m), Some(t), Some(p)) = (argon2_memory_kib, argon2_iterations, argon2_parallelism)
+        && argon2::Params::new(m, t, p, None).is_err()
+    {
+        r.problem(
+            "argon2_memory_kib",
+            "argon2 parameters out of range (memory must be at least 8 × parallelism KiB)",
+        );
+    }
+    if password_hash_concurrency == Some(0) {
+        r.problem("password_hash_concurrency", "must be at least 1");
+    }
+
     let default_format = if env == Environment::Dev {
         LogFormat::Pretty
     } else {
@@ -548,6 +633,15 @@ fn build(env: Environment, r: &mut KeyReader<'_>) -> Option<Config> {
         refresh_ttl: refresh_ttl?,
         order_pay_timeout: order_pay_timeout?,
         bootstrap_admin: bootstrap_admin?,
+        login_limit_per_ip: login_limit_per_ip?,
+        login_limit_per_email: login_limit_per_email?,
+        trusted_proxy_hops: trusted_proxy_hops?,
+        argon2: Argon2Params {
+            memory_kib: argon2_memory_kib?,
+            iterations: argon2_iterations?,
+            parallelism: argon2_parallelism?,
+        },
+        password_hash_concurrency: password_hash_concurrency?,
         log_format: log_format?,
         log_level,
         unknown_keys: Vec::new(),
@@ -696,6 +790,18 @@ mod tests {
     fn unknown_keys_are_collected() {
         let c = Config::load(vars(&[("SPIKE_DATABSE_URL", "typo")])).expect("valid");
         assert_eq!(c.unknown_keys, vec!["databse_url".to_string()]);
+    }
+
+    #[test]
+    fn rate_limits_parse_as_count_per_duration() {
+        let limit: RateLimit = "10/1m".parse().unwrap();
+        assert_eq!(limit.burst, 10);
+        assert!((limit.refill_per_second() - 10.0 / 60.0).abs() < 1e-9);
+        assert!("10".parse::<RateLimit>().is_err());
+        assert!("0/1m".parse::<RateLimit>().is_err());
+        assert!("x/1m".parse::<RateLimit>().is_err());
+        let err = Config::load(vars(&[("SPIKE_LOGIN_LIMIT_PER_IP", "lots")])).expect_err("bad");
+        assert!(err.to_string().contains("login_limit_per_ip"));
     }
 
     #[test]

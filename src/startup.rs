@@ -11,12 +11,16 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::repo::{Infra, RepoError, mysql};
+use crate::service::ServiceError;
+use crate::service::auth::AuthService;
 use crate::service::health::HealthService;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error(transparent)]
     Repo(#[from] RepoError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
     #[error("http server failed: {0}")]
@@ -47,8 +51,14 @@ impl Application {
         if config.auto_migrate {
             mysql::migrate(&infra.db).await?;
         }
+        let auth = AuthService::new(&config, infra.db.clone(), infra.redis.clone())?;
+        if let Some(admin) = &config.bootstrap_admin {
+            auth.bootstrap_admin(admin).await?;
+        }
         let state = AppState {
             health: HealthService::new(infra.clone()),
+            auth,
+            trusted_proxy_hops: config.trusted_proxy_hops,
         };
         let router = api::router(state, &config, extra);
         let listener = TcpListener::bind(config.http_addr)

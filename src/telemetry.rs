@@ -9,7 +9,9 @@ use std::io;
 
 use tracing::Subscriber;
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::{EnvFilter, fmt};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::{EnvFilter, Layer, Registry, fmt};
 
 use crate::config::LogFormat;
 
@@ -27,24 +29,35 @@ where
     let _ = tracing::subscriber::set_global_default(subscriber(format, level, writer));
 }
 
-/// The subscriber `init` installs, for callers that scope it themselves (tests capturing logs
-/// use `tracing::subscriber::set_default`). An invalid `level` falls back to `info`; config
-/// validation rejects one before it gets here.
+/// The subscriber `init` installs: an `EnvFilter` for `level` over [`format_layer`]. An invalid
+/// `level` falls back to `info`; config validation rejects one before it gets here.
 pub fn subscriber<W>(format: LogFormat, level: &str, writer: W) -> Box<dyn Subscriber + Send + Sync>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(writer);
+    Box::new(
+        Registry::default()
+            .with(filter)
+            .with(format_layer(format, writer)),
+    )
+}
+
+/// The formatting layer alone, so tests can put it under a filter of their own and see exactly
+/// the lines production would print.
+pub fn format_layer<S, W>(format: LogFormat, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     match format {
-        LogFormat::Json => Box::new(
-            builder
-                .json()
-                .flatten_event(true)
-                .with_current_span(false)
-                .with_span_list(true)
-                .finish(),
-        ),
-        LogFormat::Pretty => Box::new(builder.with_target(true).finish()),
+        LogFormat::Json => fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Pretty => fmt::layer().with_target(true).with_writer(writer).boxed(),
     }
 }

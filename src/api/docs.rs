@@ -22,7 +22,10 @@ pub const DOCS_PATH: &str = "/docs";
     ),
     components(schemas(ErrorEnvelope)),
     modifiers(&BearerAuth),
-    tags((name = "service", description = "Liveness and readiness probes"))
+    tags(
+        (name = "service", description = "Liveness and readiness probes"),
+        (name = "auth", description = "Registration, login, tokens and the current user"),
+    )
 )]
 pub struct ApiDoc;
 

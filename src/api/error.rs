@@ -215,6 +215,17 @@ impl From<ServiceError> for ApiError {
                 tracing::error!(error = %source, "internal error");
                 ApiError::internal()
             }
+            ServiceError::RateLimited { retry_after } => {
+                let seconds = retry_after.as_secs_f64().ceil() as u64;
+                ApiError::new(ErrorCode::TooManyRequests).with_retry_after(seconds)
+            }
+            ServiceError::EmailTaken => ApiError::new(ErrorCode::EmailTaken),
+            ServiceError::WrongCredentials => ApiError::new(ErrorCode::WrongCredentials),
+            ServiceError::RefreshTokenInvalid => ApiError::new(ErrorCode::RefreshTokenInvalid),
+            ServiceError::Unauthenticated(reason) => {
+                tracing::debug!(reason, "unauthenticated");
+                ApiError::new(ErrorCode::Unauthenticated)
+            }
         }
     }
 }

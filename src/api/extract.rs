@@ -1,11 +1,143 @@
-//! Extractors whose rejections are API envelopes instead of axum's plain-text bodies.
+//! Extractors: JSON bodies whose rejections are API envelopes, the authenticated caller, and the
+//! client's IP address.
+//!
+//! A handler's signature says what it needs: `AuthUser` for any signed-in user, `AdminUser` for
+//! admins only (403 otherwise), `ClientIp` where the caller's address matters (rate limits).
 
-use axum::extract::FromRequest;
+use std::net::{IpAddr, SocketAddr};
 
-use super::error::ApiError;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+
+use super::AppState;
+use super::error::{ApiError, ErrorCode};
+use crate::domain::user::Role;
+use crate::service::ServiceError;
 
 /// `axum::Json`, but malformed JSON, a wrong content type and an oversized body answer
 /// 400/10001, 400/10001 and 413/10010 in the envelope.
 #[derive(Debug, FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
+
+/// The caller, from a valid `Authorization: Bearer <access token>`; 401/10002 otherwise.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthUser {
+    pub id: u64,
+    pub role: Role,
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or(ServiceError::Unauthenticated(
+                "missing Authorization header",
+            ))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|value| {
+                let (scheme, token) = value.split_once(' ')?;
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then_some(token.trim())
+            })
+            .filter(|token| !token.is_empty())
+            .ok_or(ServiceError::Unauthenticated("not a Bearer token"))?;
+        let principal = state.auth.authenticate(token)?;
+        Ok(AuthUser {
+            id: principal.user_id,
+            role: principal.role,
+        })
+    }
+}
+
+/// An authenticated admin; 401 without a valid token, 403/10003 for other roles.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminUser(pub AuthUser);
+
+impl FromRequestParts<AppState> for AdminUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        if user.role != Role::Admin {
+            return Err(ApiError::new(ErrorCode::Forbidden).with_message("admin role required"));
+        }
+        Ok(AdminUser(user))
+    }
+}
+
+/// The client's IP: the socket peer, or — behind `SPIKE_TRUSTED_PROXY_HOPS` reverse proxies —
+/// the address the outermost trusted proxy saw. Entries a client wrote into `X-Forwarded-For`
+/// itself are never trusted: only the last `hops` entries were added by our proxies.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip())
+            .ok_or_else(|| {
+                tracing::error!("no ConnectInfo: serve with into_make_service_with_connect_info");
+                ApiError::internal()
+            })?;
+        let forwarded: Vec<&str> = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect();
+        Ok(ClientIp(client_ip(
+            peer,
+            &forwarded,
+            state.trusted_proxy_hops,
+        )))
+    }
+}
+
+fn client_ip(peer: IpAddr, forwarded: &[&str], trusted_hops: usize) -> IpAddr {
+    if trusted_hops == 0 || forwarded.len() < trusted_hops {
+        return peer;
+    }
+    forwarded[forwarded.len() - trusted_hops]
+        .parse()
+        .unwrap_or(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_trusted_only_as_far_as_configured() {
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let chain = ["6.6.6.6", "203.0.113.7"]; // spoofed by the client, then added by our proxy
+        assert_eq!(client_ip(peer, &chain, 0), peer);
+        assert_eq!(
+            client_ip(peer, &chain, 1),
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip(peer, &chain, 2),
+            "6.6.6.6".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip(peer, &chain, 3),
+            peer,
+            "fewer entries than proxies"
+        );
+        assert_eq!(client_ip(peer, &["garbage"], 1), peer);
+    }
+}

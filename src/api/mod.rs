@@ -1,6 +1,7 @@
 //! HTTP layer: routing, middleware, extractors, DTOs and the envelope. No business rules:
 //! handlers parse input, call a service and shape its answer.
 
+pub mod auth;
 pub mod docs;
 pub mod error;
 pub mod extract;
@@ -16,6 +17,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::Config;
+use crate::service::auth::AuthService;
 use crate::service::health::HealthService;
 use error::{ApiError, ErrorCode};
 
@@ -23,6 +25,9 @@ use error::{ApiError, ErrorCode};
 #[derive(Clone)]
 pub struct AppState {
     pub health: HealthService,
+    pub auth: AuthService,
+    /// See `extract::ClientIp`.
+    pub trusted_proxy_hops: usize,
 }
 
 /// The complete application: every route, the docs, the fallbacks and the middleware stack.
@@ -33,6 +38,7 @@ pub fn router(state: AppState, config: &Config, extra: Router<AppState>) -> Rout
     let (routes, openapi) = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .nest("/api/v1", auth::router())
         .split_for_parts();
     let app = routes
         .merge(extra)

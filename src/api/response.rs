@@ -3,6 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::middleware::current_request_id;
 
@@ -13,12 +14,16 @@ pub struct ApiResponse<T> {
     data: T,
 }
 
-#[derive(Serialize)]
-struct Envelope<T> {
-    code: u32,
-    message: &'static str,
-    data: T,
-    request_id: String,
+/// The envelope of a successful answer (documented in OpenAPI as `Envelope<T>`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Envelope<T> {
+    /// Always 0 on success.
+    #[schema(example = 0)]
+    pub code: u32,
+    #[schema(example = "OK")]
+    pub message: String,
+    pub data: T,
+    pub request_id: String,
 }
 
 impl<T: Serialize> ApiResponse<T> {
@@ -51,7 +56,7 @@ impl<T: Serialize> IntoResponse for ApiResponse<T> {
     fn into_response(self) -> Response {
         let body = Envelope {
             code: 0,
-            message: "OK",
+            message: "OK".to_owned(),
             data: self.data,
             request_id: current_request_id(),
         };

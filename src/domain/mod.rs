@@ -2,3 +2,4 @@
 //! They depend on nothing else in the crate.
 
 pub mod money;
+pub mod user;

@@ -1,7 +1,10 @@
 //! Business rules, one module per area. Services hold the repo handles they need, enforce the
 //! rules, own transactions, and return [`ServiceError`]; they never see HTTP types.
 
+pub mod auth;
 pub mod health;
+
+use std::time::Duration;
 
 use crate::repo::{Dependency, RepoError};
 
@@ -12,8 +15,25 @@ pub enum ServiceError {
     #[error("{0} is unavailable")]
     Unavailable(Dependency, #[source] RepoError),
     /// Anything else unexpected: logged in full, reported to the client without details.
-    #[error(transparent)]
-    Internal(RepoError),
+    #[error("internal error: {0}")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("too many requests")]
+    RateLimited { retry_after: Duration },
+    #[error("email already registered")]
+    EmailTaken,
+    #[error("wrong email or password")]
+    WrongCredentials,
+    #[error("refresh token invalid, expired, revoked or reused")]
+    RefreshTokenInvalid,
+    /// Missing, malformed, expired or forged access token; the reason is for logs only.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(&'static str),
+}
+
+impl ServiceError {
+    pub fn internal(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ServiceError {
+        ServiceError::Internal(error.into())
+    }
 }
 
 impl From<RepoError> for ServiceError {
@@ -21,7 +41,13 @@ impl From<RepoError> for ServiceError {
     fn from(error: RepoError) -> ServiceError {
         match error.unavailable_dependency() {
             Some(dependency) => ServiceError::Unavailable(dependency, error),
-            None => ServiceError::Internal(error),
+            None => ServiceError::Internal(Box::new(error)),
         }
+    }
+}
+
+impl From<sqlx::Error> for ServiceError {
+    fn from(error: sqlx::Error) -> ServiceError {
+        ServiceError::from(RepoError::from(error))
     }
 }

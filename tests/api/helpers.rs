@@ -18,6 +18,9 @@ use sqlx::mysql::MySqlConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor};
 use tokio_util::sync::CancellationToken;
 
+/// The password `signed_in_user` registers with.
+pub const TEST_PASSWORD: &str = "correct horse battery";
+
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
@@ -134,6 +137,52 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// POSTs a JSON value.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get_authed(&self, path: &str, access_token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> reqwest::Response {
+        self.post_json(
+            "/api/v1/auth/register",
+            &serde_json::json!({"email": email, "password": password}),
+        )
+        .await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
+        self.post_json(
+            "/api/v1/auth/login",
+            &serde_json::json!({"email": email, "password": password}),
+        )
+        .await
+    }
+
+    /// Registers a new user with a unique email and signs in; returns the login `data`
+    /// (`access_token`, `refresh_token`, …) and the email.
+    pub async fn signed_in_user(&self) -> (serde_json::Value, String) {
+        let email = format!("user-{}@example.com", uuid::Uuid::new_v4().simple());
+        let registered = self.register(&email, TEST_PASSWORD).await;
+        assert_eq!(registered.status(), 201, "register {email}");
+        let response = self.login(&email, TEST_PASSWORD).await;
+        assert_eq!(response.status(), 200, "login {email}");
+        (envelope(response).await["data"].clone(), email)
+    }
+
     pub fn topology(&self) -> Topology {
         Topology::from_config(&self.config)
     }
@@ -173,12 +222,23 @@ pub async fn envelope(response: reqwest::Response) -> serde_json::Value {
     body
 }
 
+/// Installs the test binary's one global subscriber: the per-thread capture layer (see
+/// [`CapturedLogs`]) and, with `SPIKE_TEST_LOG=<filter>`, readable logs on stderr.
 fn init_logs() {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::{EnvFilter, filter_fn};
+    use tracing_subscriber::layer::SubscriberExt;
+
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        if let Ok(level) = std::env::var("SPIKE_TEST_LOG") {
-            spike::telemetry::init_with_writer(LogFormat::Pretty, &level, std::io::stderr);
-        }
+        let capture = spike::telemetry::format_layer(LogFormat::Json, || ThreadSink)
+            .with_filter(filter_fn(capturing));
+        let stderr = std::env::var("SPIKE_TEST_LOG").ok().map(|level| {
+            spike::telemetry::format_layer(LogFormat::Pretty, std::io::stderr)
+                .with_filter(EnvFilter::new(level))
+        });
+        let subscriber = tracing_subscriber::registry().with(capture).with(stderr);
+        tracing::subscriber::set_global_default(subscriber).expect("one global test subscriber");
     });
 }
 
@@ -363,17 +423,40 @@ pub async fn closed_port() -> u16 {
 }
 
 /// Log lines captured from the code running on the current thread (the test's runtime).
+///
+/// One global subscriber serves the whole test binary: its capture layer writes to the sink the
+/// current thread registered, if any. (Per-test `set_default` subscribers race with tracing's
+/// callsite-interest cache when tests run in parallel, and silently drop lines.)
 #[derive(Clone, Default)]
 pub struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
+thread_local! {
+    static CAPTURE: std::cell::RefCell<Option<(CapturedLogs, tracing::level_filters::LevelFilter)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Stops capturing on the current thread when dropped.
+pub struct CaptureGuard;
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        CAPTURE.with(|capture| capture.borrow_mut().take());
+    }
+}
+
 impl CapturedLogs {
-    /// Captures JSON logs at `level` until the returned guard drops. `#[tokio::test]` runs the
-    /// app on the test's own thread, so only this test's logs land here.
-    pub fn start(level: &str) -> (CapturedLogs, tracing::subscriber::DefaultGuard) {
+    /// Captures the app's JSON log lines at `level` and above until the guard drops.
+    /// `#[tokio::test]` runs the app on the test's own thread, so only this test's lines land here.
+    pub fn start(level: tracing::Level) -> (CapturedLogs, CaptureGuard) {
+        init_logs();
         let logs = CapturedLogs::default();
-        let subscriber = spike::telemetry::subscriber(LogFormat::Json, level, logs.clone());
-        let guard = tracing::subscriber::set_default(subscriber);
-        (logs, guard)
+        CAPTURE.with(|capture| {
+            *capture.borrow_mut() = Some((
+                logs.clone(),
+                tracing::level_filters::LevelFilter::from_level(level),
+            ))
+        });
+        (logs, CaptureGuard)
     }
 
     pub fn text(&self) -> String {
@@ -388,9 +471,16 @@ impl CapturedLogs {
     }
 }
 
-impl std::io::Write for CapturedLogs {
+/// Writes to the current thread's capture sink (or nowhere).
+struct ThreadSink;
+
+impl std::io::Write for ThreadSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        CAPTURE.with(|capture| {
+            if let Some((logs, _)) = capture.borrow().as_ref() {
+                logs.0.lock().unwrap().extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
 
@@ -399,10 +489,11 @@ impl std::io::Write for CapturedLogs {
     }
 }
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
-    type Writer = CapturedLogs;
-
-    fn make_writer(&'a self) -> CapturedLogs {
-        self.clone()
-    }
+fn capturing(metadata: &tracing::Metadata<'_>) -> bool {
+    CAPTURE.with(|capture| {
+        capture
+            .borrow()
+            .as_ref()
+            .is_some_and(|(_, level)| metadata.level() <= level)
+    })
 }

@@ -9,7 +9,7 @@ use crate::helpers::{CapturedLogs, TestOptions, spawn_app_with};
 
 #[tokio::test]
 async fn every_log_line_of_a_request_names_its_request_id() {
-    let (logs, _guard) = CapturedLogs::start("info");
+    let (logs, _guard) = CapturedLogs::start(tracing::Level::INFO);
     let routes: Router<AppState> = Router::new().route(
         "/api/v1/_probe/log",
         get(|| async {
@@ -51,7 +51,7 @@ async fn every_log_line_of_a_request_names_its_request_id() {
 
 #[tokio::test]
 async fn credentials_in_urls_and_authorization_headers_are_not_logged() {
-    let (logs, _guard) = CapturedLogs::start("debug");
+    let (logs, _guard) = CapturedLogs::start(tracing::Level::DEBUG);
     let app = spawn_app_with(TestOptions::default()).await;
     app.get_with_header("/readyz", "authorization", "Bearer very-secret-token-value")
         .await;

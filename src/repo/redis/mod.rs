@@ -1,7 +1,11 @@
-//! Redis: the shared multiplexed connection and the liveness check.
+//! Redis: the shared multiplexed connection, the liveness check, key naming, and one module per
+//! use (rate limits so far). Lua scripts live in `scripts/`, each with a header listing its KEYS,
+//! ARGV and return values.
 //!
 //! One `ConnectionManager` per process multiplexes every command over a single connection and
 //! reconnects by itself after a failure; it is cheap to clone into each task.
+
+pub mod rate_limit;
 
 use std::time::Duration;
 
@@ -34,4 +38,29 @@ pub async fn connect(config: &Config) -> Result<ConnectionManager, RepoError> {
 pub async fn ping(conn: &mut ConnectionManager) -> Result<(), RepoError> {
     let _: String = redis::cmd("PING").query_async(conn).await?;
     Ok(())
+}
+
+/// Builds keys under the configured prefix (`SPIKE_REDIS_PREFIX`), so tests and tenants can
+/// share one Redis.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Keys {
+        Keys {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// Login attempts from one client IP.
+    pub fn login_limit_ip(&self, ip: &str) -> String {
+        format!("{}rl:login:ip:{ip}", self.prefix)
+    }
+
+    /// Login attempts for one (lower-cased) email address.
+    pub fn login_limit_email(&self, email: &str) -> String {
+        format!("{}rl:login:email:{email}", self.prefix)
+    }
 }

@@ -1,4 +1,9 @@
-//! MySQL / MariaDB: the connection pool, migrations and the liveness query.
+//! MySQL / MariaDB: the connection pool, migrations, the liveness query, and one module of
+//! queries per table group. Functions take `impl MySqlExecutor` (a pool or a transaction) so the
+//! service layer decides what runs in one transaction.
+
+pub mod refresh_tokens;
+pub mod users;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -44,4 +49,20 @@ pub async fn migrate(pool: &MySqlPool) -> Result<(), RepoError> {
 pub async fn ping(pool: &MySqlPool) -> Result<(), RepoError> {
     sqlx::query("SELECT 1").execute(pool).await?;
     Ok(())
+}
+
+/// True when `error` is a duplicate-key violation of the unique key named `key`.
+pub fn is_unique_violation(error: &sqlx::Error, key: &str) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db.is_unique_violation() && db.message().contains(key),
+        _ => false,
+    }
+}
+
+/// The current time as stored in `DATETIME(3)` columns (UTC, millisecond precision).
+pub fn now_utc() -> time::PrimitiveDateTime {
+    let now = time::OffsetDateTime::now_utc();
+    let millis = now.millisecond();
+    let now = now.replace_millisecond(millis).unwrap_or(now);
+    time::PrimitiveDateTime::new(now.date(), now.time())
 }

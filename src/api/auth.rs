@@ -1,0 +1,201 @@
+//! `/auth/*` and `/users/me`: registration, login, token rotation, logout, the current user.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::error::{ApiError, ErrorEnvelope};
+use super::extract::{ApiJson, AuthUser, ClientIp};
+use super::response::{ApiResponse, Envelope};
+use crate::domain::user::{Email, Password, User};
+use crate::service::auth::TokenPair;
+use crate::service::auth::tokens::Principal;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+        .routes(routes!(me))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Credentials {
+    #[serde(default)]
+    #[schema(example = "ada@example.com")]
+    pub email: String,
+    /// 8 to 128 characters.
+    #[serde(default)]
+    #[schema(example = "correct horse battery staple")]
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    pub id: u64,
+    #[schema(example = "ada@example.com")]
+    pub email: String,
+    /// `user` or `admin`.
+    #[schema(example = "user")]
+    pub role: &'static str,
+}
+
+impl From<User> for UserView {
+    fn from(user: User) -> UserView {
+        UserView {
+            id: user.id,
+            email: user.email,
+            role: user.role.as_str(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenPairView {
+    /// HS256 JWT for `Authorization: Bearer …`.
+    pub access_token: String,
+    /// Opaque; exchange at `/auth/refresh` (once: it is rotated).
+    pub refresh_token: String,
+    #[schema(example = "Bearer")]
+    pub token_type: &'static str,
+    /// Access token lifetime in seconds.
+    #[schema(example = 900)]
+    pub expires_in: u64,
+}
+
+impl From<TokenPair> for TokenPairView {
+    fn from(pair: TokenPair) -> TokenPairView {
+        TokenPairView {
+            access_token: pair.access_token,
+            refresh_token: pair.refresh_token,
+            token_type: "Bearer",
+            expires_in: pair.expires_in,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RefreshTokenBody {
+    #[serde(default)]
+    pub refresh_token: String,
+}
+
+/// Create an account. The email is lower-cased; one account per address.
+#[utoipa::path(
+    post,
+    path = "/auth/register",
+    tag = "auth",
+    request_body = Credentials,
+    responses(
+        (status = 201, description = "registered", body = Envelope<UserView>),
+        (status = 400, description = "invalid email or password (10001, `data.fields`)", body = ErrorEnvelope),
+        (status = 409, description = "email already registered (20001)", body = ErrorEnvelope),
+    )
+)]
+pub async fn register(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<Credentials>,
+) -> Result<ApiResponse<UserView>, ApiError> {
+    let mut fields = BTreeMap::new();
+    let email = Email::parse(&body.email)
+        .map_err(|problem| fields.insert("email".to_owned(), problem.to_owned()))
+        .ok();
+    let password = Password::parse(body.password)
+        .map_err(|problem| fields.insert("password".to_owned(), problem))
+        .ok();
+    let (Some(email), Some(password)) = (email, password) else {
+        return Err(ApiError::invalid_fields(fields));
+    };
+    let user = state.auth.register(email, password).await?;
+    Ok(ApiResponse::created(user.into()))
+}
+
+/// Exchange email and password for an access token and a refresh token. Rate limited per
+/// client IP and per email (429/10006 with `Retry-After`).
+#[utoipa::path(
+    post,
+    path = "/auth/login",
+    tag = "auth",
+    request_body = Credentials,
+    responses(
+        (status = 200, description = "signed in", body = Envelope<TokenPairView>),
+        (status = 401, description = "wrong email or password (20002)", body = ErrorEnvelope),
+        (status = 429, description = "too many attempts (10006)", body = ErrorEnvelope),
+    )
+)]
+pub async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(body): ApiJson<Credentials>,
+) -> Result<ApiResponse<TokenPairView>, ApiError> {
+    let pair = state.auth.login(&body.email, &body.password, ip).await?;
+    Ok(ApiResponse::ok(pair.into()))
+}
+
+/// Rotate a refresh token: returns a new pair and spends the presented token. Presenting a
+/// spent token again revokes every token of that login.
+#[utoipa::path(
+    post,
+    path = "/auth/refresh",
+    tag = "auth",
+    request_body = RefreshTokenBody,
+    responses(
+        (status = 200, description = "new pair", body = Envelope<TokenPairView>),
+        (status = 401, description = "invalid, expired, revoked or reused (20003)", body = ErrorEnvelope),
+    )
+)]
+pub async fn refresh(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<RefreshTokenBody>,
+) -> Result<ApiResponse<TokenPairView>, ApiError> {
+    let pair = state.auth.refresh(&body.refresh_token).await?;
+    Ok(ApiResponse::ok(pair.into()))
+}
+
+/// Sign out: revokes the refresh token's whole family (access tokens expire on their own).
+#[utoipa::path(
+    post,
+    path = "/auth/logout",
+    tag = "auth",
+    request_body = RefreshTokenBody,
+    responses(
+        (status = 200, description = "signed out; `data` is null", body = Envelope<Option<String>>),
+        (status = 401, description = "unknown refresh token (20003)", body = ErrorEnvelope),
+    )
+)]
+pub async fn logout(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<RefreshTokenBody>,
+) -> Result<ApiResponse<Option<()>>, ApiError> {
+    state.auth.logout(&body.refresh_token).await?;
+    Ok(ApiResponse::ok(None))
+}
+
+/// The signed-in user.
+#[utoipa::path(
+    get,
+    path = "/users/me",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the caller", body = Envelope<UserView>),
+        (status = 401, description = "missing, malformed, expired or forged token (10002)", body = ErrorEnvelope),
+    )
+)]
+pub async fn me(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<ApiResponse<UserView>, ApiError> {
+    let principal = Principal {
+        user_id: user.id,
+        role: user.role,
+    };
+    let user = state.auth.current_user(principal).await?;
+    Ok(ApiResponse::ok(user.into()))
+}

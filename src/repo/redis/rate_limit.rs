@@ -1,0 +1,47 @@
+//! Cluster-wide rate limits: token buckets kept in Redis and updated by one Lua script, so every
+//! API replica draws from the same bucket.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::Script;
+use redis::aio::ConnectionManager;
+
+use crate::config::RateLimit;
+use crate::repo::RepoError;
+
+static TOKEN_BUCKET: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/token_bucket.lua")));
+
+/// Outcome of taking one token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allowed,
+    /// Refused; a token will be available after this long.
+    Limited {
+        retry_after: Duration,
+    },
+}
+
+/// Takes one token from the bucket at `key` (the full key, prefix included).
+/// `Script` sends EVALSHA and falls back to EVAL when Redis answers NOSCRIPT (after a restart).
+pub async fn take(
+    redis: &mut ConnectionManager,
+    key: &str,
+    limit: RateLimit,
+) -> Result<Decision, RepoError> {
+    let (allowed, retry_after_ms): (i64, i64) = TOKEN_BUCKET
+        .key(key)
+        .arg(limit.burst)
+        .arg(limit.refill_per_second())
+        .arg(1)
+        .invoke_async(redis)
+        .await?;
+    Ok(if allowed == 1 {
+        Decision::Allowed
+    } else {
+        Decision::Limited {
+            retry_after: Duration::from_millis(retry_after_ms.max(0) as u64),
+        }
+    })
+}

@@ -1,0 +1,244 @@
+//! Registration, login, token rotation and logout.
+//!
+//! Access tokens are short-lived JWTs checked without a database round trip; the role they carry
+//! is the one the user had when the token was issued, so a promotion or demotion takes effect at
+//! the next login or refresh (within `SPIKE_ACCESS_TTL`). Refresh tokens are opaque, stored
+//! hashed, rotated on every use, and grouped in families: presenting a spent one again means it
+//! was copied, so the whole family is revoked (RFC 9700 §4.14 reuse detection).
+
+pub mod password;
+pub mod tokens;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use sqlx::MySqlPool;
+
+use crate::config::{BootstrapAdmin, Config, RateLimit};
+use crate::domain::user::{Email, Password, Role, User};
+use crate::repo::mysql::{self, refresh_tokens, users};
+use crate::repo::redis::Keys;
+use crate::repo::redis::rate_limit::{self, Decision};
+use crate::service::ServiceError;
+use password::PasswordHasher;
+use tokens::{AccessTokens, Principal};
+
+/// What a successful login or refresh hands out.
+#[derive(Debug, Clone)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Access token lifetime in seconds.
+    pub expires_in: u64,
+}
+
+#[derive(Clone)]
+pub struct AuthService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: MySqlPool,
+    redis: ConnectionManager,
+    keys: Keys,
+    hasher: PasswordHasher,
+    access_tokens: AccessTokens,
+    refresh_ttl: Duration,
+    login_limit_per_ip: RateLimit,
+    login_limit_per_email: RateLimit,
+}
+
+impl AuthService {
+    pub fn new(
+        config: &Config,
+        db: MySqlPool,
+        redis: ConnectionManager,
+    ) -> Result<AuthService, ServiceError> {
+        Ok(AuthService {
+            inner: Arc::new(Inner {
+                db,
+                redis,
+                keys: Keys::new(config.redis_prefix.clone()),
+                hasher: PasswordHasher::new(config.argon2, config.password_hash_concurrency)?,
+                access_tokens: AccessTokens::new(
+                    config.jwt_secret.expose().as_bytes(),
+                    config.access_ttl,
+                )?,
+                refresh_ttl: config.refresh_ttl,
+                login_limit_per_ip: config.login_limit_per_ip,
+                login_limit_per_email: config.login_limit_per_email,
+            }),
+        })
+    }
+
+    pub async fn register(&self, email: Email, password: Password) -> Result<User, ServiceError> {
+        let hash = self.inner.hasher.hash(password.expose()).await?;
+        let id = users::insert(&self.inner.db, email.as_str(), &hash, Role::User)
+            .await
+            .map_err(|error| {
+                if mysql::is_unique_violation(&error, users::EMAIL_KEY) {
+                    ServiceError::EmailTaken
+                } else {
+                    ServiceError::from(error)
+                }
+            })?;
+        tracing::info!(user_id = id, "user registered");
+        Ok(User {
+            id,
+            email: email.as_str().to_owned(),
+            role: Role::User,
+        })
+    }
+
+    /// Checks the rate limits, then the password; answers the same error for an unknown email
+    /// and a wrong password, after the same amount of hashing work.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        client_ip: IpAddr,
+    ) -> Result<TokenPair, ServiceError> {
+        let email = email.trim().to_lowercase();
+        self.check_login_limits(&email, client_ip).await?;
+
+        let credentials = users::find_credentials(&self.inner.db, &email).await?;
+        let stored_hash = credentials.as_ref().map(|c| c.password_hash.as_str());
+        let matches = self.inner.hasher.verify(password, stored_hash).await?;
+        let user = match credentials {
+            Some(credentials) if matches => credentials.user,
+            _ => {
+                tracing::info!(%client_ip, "login refused");
+                return Err(ServiceError::WrongCredentials);
+            }
+        };
+
+        let family_id = uuid::Uuid::new_v4().to_string();
+        let pair = self.issue_pair(&self.inner.db, &user, &family_id).await?;
+        tracing::info!(user_id = user.id, "login");
+        Ok(pair.0)
+    }
+
+    /// Rotates a refresh token: the presented one is spent and a new pair is returned. A spent,
+    /// revoked or unknown token is refused; a spent one also revokes its whole family.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, ServiceError> {
+        let hash = tokens::hash_refresh_token(refresh_token);
+        let mut tx = self.inner.db.begin().await?;
+        // The row lock serializes concurrent refreshes of one token: the loser sees it spent.
+        let Some(row) = refresh_tokens::find_for_update(&mut tx, &hash).await? else {
+            return Err(ServiceError::RefreshTokenInvalid);
+        };
+        let now = mysql::now_utc();
+        if row.is_spent() {
+            let revoked = refresh_tokens::revoke_family(&mut *tx, &row.family_id, now).await?;
+            tx.commit().await?;
+            tracing::warn!(
+                user_id = row.user_id,
+                family = row.family_id,
+                revoked,
+                "refresh token reuse detected; token family revoked"
+            );
+            return Err(ServiceError::RefreshTokenInvalid);
+        }
+        if row.expires_at <= now {
+            return Err(ServiceError::RefreshTokenInvalid);
+        }
+        let Some(user) = users::find_by_id(&mut *tx, row.user_id).await? else {
+            return Err(ServiceError::RefreshTokenInvalid);
+        };
+        let (pair, new_id) = self.issue_pair(&mut *tx, &user, &row.family_id).await?;
+        refresh_tokens::mark_replaced(&mut *tx, row.id, new_id).await?;
+        tx.commit().await?;
+        Ok(pair)
+    }
+
+    /// Revokes the family of `refresh_token`. Logging out twice is fine; an unknown token is not.
+    pub async fn logout(&self, refresh_token: &str) -> Result<(), ServiceError> {
+        let hash = tokens::hash_refresh_token(refresh_token);
+        let Some(row) = refresh_tokens::find(&self.inner.db, &hash).await? else {
+            return Err(ServiceError::RefreshTokenInvalid);
+        };
+        refresh_tokens::revoke_family(&self.inner.db, &row.family_id, mysql::now_utc()).await?;
+        tracing::info!(user_id = row.user_id, "logout");
+        Ok(())
+    }
+
+    /// Verifies an access token (no database access).
+    pub fn authenticate(&self, access_token: &str) -> Result<Principal, ServiceError> {
+        self.inner.access_tokens.verify(access_token)
+    }
+
+    /// The user behind a verified token; a user deleted since is unauthenticated.
+    pub async fn current_user(&self, principal: Principal) -> Result<User, ServiceError> {
+        users::find_by_id(&self.inner.db, principal.user_id)
+            .await?
+            .ok_or(ServiceError::Unauthenticated("user no longer exists"))
+    }
+
+    /// Creates the configured admin, or promotes the existing account (its password is left
+    /// alone). Idempotent, and safe when several replicas start at once.
+    pub async fn bootstrap_admin(&self, admin: &BootstrapAdmin) -> Result<(), ServiceError> {
+        let email = Email::parse(&admin.email)
+            .map_err(|e| ServiceError::internal(format!("bootstrap admin email: {e}")))?;
+        let password = Password::parse(admin.password.expose().to_owned())
+            .map_err(|e| ServiceError::internal(format!("bootstrap admin password: {e}")))?;
+        if users::set_role(&self.inner.db, email.as_str(), Role::Admin).await? {
+            tracing::info!("bootstrap admin: existing account has the admin role");
+            return Ok(());
+        }
+        let hash = self.inner.hasher.hash(password.expose()).await?;
+        match users::insert(&self.inner.db, email.as_str(), &hash, Role::Admin).await {
+            Ok(id) => tracing::info!(user_id = id, "bootstrap admin created"),
+            // Another replica created it between our two statements.
+            Err(error) if mysql::is_unique_violation(&error, users::EMAIL_KEY) => {
+                users::set_role(&self.inner.db, email.as_str(), Role::Admin).await?;
+            }
+            Err(error) => return Err(error.into()),
+        }
+        Ok(())
+    }
+
+    async fn check_login_limits(&self, email: &str, ip: IpAddr) -> Result<(), ServiceError> {
+        let mut redis = self.inner.redis.clone();
+        let checks = [
+            (
+                self.inner.keys.login_limit_ip(&ip.to_string()),
+                self.inner.login_limit_per_ip,
+            ),
+            (
+                self.inner.keys.login_limit_email(email),
+                self.inner.login_limit_per_email,
+            ),
+        ];
+        for (key, limit) in checks {
+            if let Decision::Limited { retry_after } =
+                rate_limit::take(&mut redis, &key, limit).await?
+            {
+                tracing::info!(%ip, "login rate limited");
+                return Err(ServiceError::RateLimited { retry_after });
+            }
+        }
+        Ok(())
+    }
+
+    /// Issues an access token and a refresh token of `family_id`; returns the pair and the id of
+    /// the stored refresh token.
+    async fn issue_pair(
+        &self,
+        db: impl sqlx::MySqlExecutor<'_>,
+        user: &User,
+        family_id: &str,
+    ) -> Result<(TokenPair, u64), ServiceError> {
+        let access_token = self.inner.access_tokens.issue(user)?;
+        let (refresh_token, refresh_hash) = tokens::new_refresh_token()?;
+        let expires_at = mysql::now_utc() + self.inner.refresh_ttl;
+        let id = refresh_tokens::insert(db, user.id, family_id, &refresh_hash, expires_at).await?;
+        let pair = TokenPair {
+            access_token,
+            refresh_token,
+            expires_in: self.inner.access_tokens.ttl_secs(),
+        };
+        Ok((pair, id))
+    }
+}
