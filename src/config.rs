@@ -51,6 +51,8 @@ const KNOWN_KEYS: &[&str] = &[
     "argon2_iterations",
     "argon2_parallelism",
     "password_hash_concurrency",
+    "product_cache_ttl",
+    "product_cache_missing_ttl",
     "log_format",
     "log_level",
 ];
@@ -231,6 +233,10 @@ pub struct Config {
     pub argon2: Argon2Params,
     /// Password hashes computed at once; each takes `argon2.memory_kib` of memory.
     pub password_hash_concurrency: usize,
+    /// Lifetime of a cached product detail (± 10 % jitter).
+    pub product_cache_ttl: Duration,
+    /// Lifetime of the "no such product" marker.
+    pub product_cache_missing_ttl: Duration,
     pub log_format: LogFormat,
     /// An `EnvFilter` directive such as `info` or `spike=debug,sqlx=warn`.
     pub log_level: String,
@@ -601,6 +607,10 @@ fn build(env: Environment, r: &mut KeyReader<'_>) -> Option<Config> {
         r.problem("password_hash_concurrency", "must be at least 1");
     }
 
+    let product_cache_ttl = r.duration("product_cache_ttl", Duration::from_secs(60));
+    let product_cache_missing_ttl =
+        r.duration("product_cache_missing_ttl", Duration::from_secs(30));
+
     let default_format = if env == Environment::Dev {
         LogFormat::Pretty
     } else {
@@ -642,6 +652,8 @@ fn build(env: Environment, r: &mut KeyReader<'_>) -> Option<Config> {
             parallelism: argon2_parallelism?,
         },
         password_hash_concurrency: password_hash_concurrency?,
+        product_cache_ttl: product_cache_ttl?,
+        product_cache_missing_ttl: product_cache_missing_ttl?,
         log_format: log_format?,
         log_level,
         unknown_keys: Vec::new(),

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::repo::{Infra, RepoError, mysql};
 use crate::service::ServiceError;
 use crate::service::auth::AuthService;
+use crate::service::catalog::CatalogService;
 use crate::service::health::HealthService;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     infra: Infra,
+    state: AppState,
     config: Config,
 }
 
@@ -58,9 +60,10 @@ impl Application {
         let state = AppState {
             health: HealthService::new(infra.clone()),
             auth,
+            catalog: CatalogService::new(&config, infra.db.clone(), infra.redis.clone()),
             trusted_proxy_hops: config.trusted_proxy_hops,
         };
-        let router = api::router(state, &config, extra);
+        let router = api::router(state.clone(), &config, extra);
         let listener = TcpListener::bind(config.http_addr)
             .await
             .map_err(|source| StartupError::Bind {
@@ -71,6 +74,7 @@ impl Application {
             listener,
             router,
             infra,
+            state,
             config,
         })
     }
@@ -86,6 +90,11 @@ impl Application {
     /// The connections this application holds (shared with the worker in `spike all`).
     pub fn infra(&self) -> &Infra {
         &self.infra
+    }
+
+    /// The services behind the routes (tests read their counters).
+    pub fn state(&self) -> &AppState {
+        &self.state
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting connections and lets in-flight

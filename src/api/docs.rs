@@ -25,6 +25,7 @@ pub const DOCS_PATH: &str = "/docs";
     tags(
         (name = "service", description = "Liveness and readiness probes"),
         (name = "auth", description = "Registration, login, tokens and the current user"),
+        (name = "products", description = "The catalog and its stock"),
     )
 )]
 pub struct ApiDoc;

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -220,6 +220,7 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(ErrorCode::TooManyRequests).with_retry_after(seconds)
             }
             ServiceError::EmailTaken => ApiError::new(ErrorCode::EmailTaken),
+            ServiceError::ProductNotFound => ApiError::new(ErrorCode::ProductNotFound),
             ServiceError::WrongCredentials => ApiError::new(ErrorCode::WrongCredentials),
             ServiceError::RefreshTokenInvalid => ApiError::new(ErrorCode::RefreshTokenInvalid),
             ServiceError::Unauthenticated(reason) => {
@@ -239,6 +240,20 @@ impl From<JsonRejection> for ApiError {
             _ => ApiError::new(ErrorCode::InvalidArgument)
                 .with_message(format!("malformed JSON body: {}", rejection.body_text())),
         }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> ApiError {
+        ApiError::new(ErrorCode::InvalidArgument)
+            .with_message(format!("invalid path parameter: {}", rejection.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> ApiError {
+        ApiError::new(ErrorCode::InvalidArgument)
+            .with_message(format!("invalid query string: {}", rejection.body_text()))
     }
 }
 

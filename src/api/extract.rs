@@ -1,5 +1,5 @@
-//! Extractors: JSON bodies whose rejections are API envelopes, the authenticated caller, and the
-//! client's IP address.
+//! Extractors: JSON bodies, path parameters and query strings whose rejections are API
+//! envelopes, the authenticated caller, and the client's IP address.
 //!
 //! A handler's signature says what it needs: `AuthUser` for any signed-in user, `AdminUser` for
 //! admins only (403 otherwise), `ClientIp` where the caller's address matters (rate limits).
@@ -20,6 +20,16 @@ use crate::service::ServiceError;
 #[derive(Debug, FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
+
+/// `axum::extract::Path`, but an id that is not a positive integer answers 400/10001.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// `axum::extract::Query`, but a malformed query string answers 400/10001.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
 
 /// The caller, from a valid `Authorization: Bearer <access token>`; 401/10002 otherwise.
 #[derive(Debug, Clone, Copy)]

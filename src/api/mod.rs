@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod middleware;
+pub mod products;
 pub mod response;
 
 use axum::Router;
@@ -18,6 +19,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::Config;
 use crate::service::auth::AuthService;
+use crate::service::catalog::CatalogService;
 use crate::service::health::HealthService;
 use error::{ApiError, ErrorCode};
 
@@ -26,6 +28,7 @@ use error::{ApiError, ErrorCode};
 pub struct AppState {
     pub health: HealthService,
     pub auth: AuthService,
+    pub catalog: CatalogService,
     /// See `extract::ClientIp`.
     pub trusted_proxy_hops: usize,
 }
@@ -38,7 +41,7 @@ pub fn router(state: AppState, config: &Config, extra: Router<AppState>) -> Rout
     let (routes, openapi) = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
-        .nest("/api/v1", auth::router())
+        .nest("/api/v1", auth::router().merge(products::router()))
         .split_for_parts();
     let app = routes
         .merge(extra)

@@ -26,6 +26,16 @@ pub struct Envelope<T> {
     pub request_id: String,
 }
 
+/// One page of a list: `{"items": [...], "page": 1, "page_size": 20, "total": 137}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PageView<T> {
+    pub items: Vec<T>,
+    pub page: u32,
+    pub page_size: u32,
+    /// Number of matching items over all pages.
+    pub total: u64,
+}
+
 impl<T: Serialize> ApiResponse<T> {
     /// `200 OK`
     pub fn ok(data: T) -> ApiResponse<T> {

@@ -2,4 +2,5 @@
 //! They depend on nothing else in the crate.
 
 pub mod money;
+pub mod product;
 pub mod user;

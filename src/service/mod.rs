@@ -2,7 +2,9 @@
 //! rules, own transactions, and return [`ServiceError`]; they never see HTTP types.
 
 pub mod auth;
+pub mod catalog;
 pub mod health;
+pub mod single_flight;
 
 use std::time::Duration;
 
@@ -25,6 +27,8 @@ pub enum ServiceError {
     WrongCredentials,
     #[error("refresh token invalid, expired, revoked or reused")]
     RefreshTokenInvalid,
+    #[error("product not found")]
+    ProductNotFound,
     /// Missing, malformed, expired or forged access token; the reason is for logs only.
     #[error("unauthenticated: {0}")]
     Unauthenticated(&'static str),

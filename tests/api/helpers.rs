@@ -18,6 +18,10 @@ use sqlx::mysql::MySqlConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor};
 use tokio_util::sync::CancellationToken;
 
+/// Every test app has this admin (bootstrap), unless a test overrides it.
+pub const ADMIN_EMAIL: &str = "admin@spike.test";
+pub const ADMIN_PASSWORD: &str = "admin-password";
+
 /// The password `signed_in_user` registers with.
 pub const TEST_PASSWORD: &str = "correct horse battery";
 
@@ -26,6 +30,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub config: Config,
     pub infra: Infra,
+    pub state: AppState,
     pub shutdown: CancellationToken,
     pub server: Option<tokio::task::JoinHandle<()>>,
     resources: TestResources,
@@ -64,6 +69,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
             .expect("application starts");
     let address = format!("http://127.0.0.1:{}", app.port());
     let infra = app.infra().clone();
+    let state = app.state().clone();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn({
         let shutdown = shutdown.clone();
@@ -79,6 +85,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
             .expect("http client"),
         config,
         infra,
+        state,
         shutdown,
         server: Some(server),
         resources,
@@ -99,6 +106,11 @@ pub fn test_config(
     vars.insert("SPIKE_AUTO_MIGRATE".into(), "true".into());
     vars.insert("SPIKE_STARTUP_TIMEOUT".into(), "5s".into());
     vars.insert("SPIKE_SHUTDOWN_GRACE".into(), "5s".into());
+    vars.insert("SPIKE_BOOTSTRAP_ADMIN_EMAIL".into(), ADMIN_EMAIL.into());
+    vars.insert(
+        "SPIKE_BOOTSTRAP_ADMIN_PASSWORD".into(),
+        ADMIN_PASSWORD.into(),
+    );
     vars.extend(overrides.clone());
     Config::load(vars)
 }
@@ -181,6 +193,34 @@ impl TestApp {
         let response = self.login(&email, TEST_PASSWORD).await;
         assert_eq!(response.status(), 200, "login {email}");
         (envelope(response).await["data"].clone(), email)
+    }
+
+    /// An access token of the bootstrap admin.
+    pub async fn admin_token(&self) -> String {
+        let response = self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        assert_eq!(response.status(), 200, "admin login");
+        envelope(response).await["data"]["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Sends `method path` with a bearer token and an optional JSON body.
+    pub async fn send_authed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&serde_json::Value>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect("request sent")
     }
 
     pub fn topology(&self) -> Topology {

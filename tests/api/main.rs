@@ -10,4 +10,5 @@ mod helpers;
 mod lifecycle;
 mod logging;
 mod process;
+mod products;
 mod schema;

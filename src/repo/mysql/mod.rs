@@ -2,6 +2,7 @@
 //! queries per table group. Functions take `impl MySqlExecutor` (a pool or a transaction) so the
 //! service layer decides what runs in one transaction.
 
+pub mod products;
 pub mod refresh_tokens;
 pub mod users;
 

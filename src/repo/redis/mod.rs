@@ -5,6 +5,7 @@
 //! One `ConnectionManager` per process multiplexes every command over a single connection and
 //! reconnects by itself after a failure; it is cheap to clone into each task.
 
+pub mod product_cache;
 pub mod rate_limit;
 
 use std::time::Duration;
@@ -52,6 +53,11 @@ impl Keys {
         Keys {
             prefix: prefix.into(),
         }
+    }
+
+    /// Cached product detail.
+    pub fn product(&self, id: u64) -> String {
+        format!("{}product:{id}", self.prefix)
     }
 
     /// Login attempts from one client IP.

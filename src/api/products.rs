@@ -1,0 +1,362 @@
+//! `/products`: the public catalog and its admin writes.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::error::{ApiError, ErrorEnvelope};
+use super::extract::{AdminUser, ApiJson, ApiPath, ApiQuery};
+use super::response::{ApiResponse, Envelope, PageView};
+use crate::domain::money::Money;
+use crate::domain::product::{self, NewProduct, Page, Product, ProductChanges, ProductQuery, Sort};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_products, create_product))
+        .routes(routes!(get_product, update_product, delete_product))
+        .routes(routes!(get_stock))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductView {
+    pub id: u64,
+    pub title: String,
+    pub description: String,
+    /// Decimal string with two places.
+    #[schema(value_type = String, example = "19.90")]
+    pub price: Money,
+    pub stock: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: OffsetDateTime,
+}
+
+impl From<Product> for ProductView {
+    fn from(p: Product) -> ProductView {
+        ProductView {
+            id: p.id,
+            title: p.title,
+            description: p.description,
+            price: p.price,
+            stock: p.stock,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StockView {
+    pub product_id: u64,
+    pub stock: u32,
+}
+
+/// Fields of a product. On create `title` and `price` are required (`description` defaults to
+/// empty, `stock` to 0); on update every field is optional and `stock` is the new absolute stock.
+/// Values are taken as raw JSON so each wrong one is reported by name.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct ProductFields {
+    #[schema(value_type = Option<String>, example = "Phone X")]
+    pub title: Option<Value>,
+    #[schema(value_type = Option<String>, example = "The phone everyone wants")]
+    pub description: Option<Value>,
+    /// Decimal string, at most two places, not negative.
+    #[schema(value_type = Option<String>, example = "1999.00")]
+    pub price: Option<Value>,
+    #[schema(value_type = Option<u32>, example = 100)]
+    pub stock: Option<Value>,
+}
+
+/// Query of `GET /products`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Page number, from 1 (default 1).
+    pub page: Option<String>,
+    /// Items per page, 1 to 100 (default 20).
+    pub page_size: Option<String>,
+    /// `price`, `created_at` or `title`, optionally followed by `,asc` or `,desc`
+    /// (default `created_at,desc`).
+    pub sort: Option<String>,
+    /// Case-insensitive substring of the title.
+    pub q: Option<String>,
+    /// Lowest price, inclusive (decimal string).
+    pub min_price: Option<String>,
+    /// Highest price, inclusive (decimal string).
+    pub max_price: Option<String>,
+}
+
+/// Collects per-field problems so one response names every invalid field.
+#[derive(Default)]
+struct FieldErrors(BTreeMap<String, String>);
+
+impl FieldErrors {
+    fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
+        result.map_err(|e| self.0.insert(field.to_owned(), e)).ok()
+    }
+
+    fn into_result(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid_fields(self.0))
+        }
+    }
+}
+
+fn text(value: &Value, field: &str) -> Result<String, String> {
+    value
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{field} must be a string"))
+}
+
+fn money(value: &Value, field: &str) -> Result<Money, String> {
+    match value {
+        Value::String(raw) => raw.parse().map_err(|e| format!("{field} {e}")),
+        _ => Err(format!(
+            "{field} must be a decimal string such as \"19.90\""
+        )),
+    }
+}
+
+fn stock(value: &Value) -> Result<u32, String> {
+    value
+        .as_i64()
+        .ok_or_else(|| "stock must be an integer".to_owned())
+        .and_then(product::parse_stock)
+}
+
+fn parse_changes(body: ProductFields, errors: &mut FieldErrors) -> ProductChanges {
+    ProductChanges {
+        title: body.title.and_then(|v| {
+            errors.check(
+                "title",
+                text(&v, "title").and_then(|t| product::parse_title(&t)),
+            )
+        }),
+        description: body.description.and_then(|v| {
+            errors.check(
+                "description",
+                text(&v, "description").and_then(|d| product::parse_description(&d)),
+            )
+        }),
+        price: body
+            .price
+            .and_then(|v| errors.check("price", money(&v, "price"))),
+        stock: body.stock.and_then(|v| errors.check("stock", stock(&v))),
+    }
+}
+
+fn parse_list_params(params: ListParams) -> Result<ProductQuery, ApiError> {
+    let mut errors = FieldErrors::default();
+    let mut page = Page::default();
+    if let Some(raw) = &params.page {
+        page.page = errors.check("page", Page::parse_page(raw)).unwrap_or(1);
+    }
+    if let Some(raw) = &params.page_size {
+        page.page_size = errors
+            .check("page_size", Page::parse_page_size(raw))
+            .unwrap_or(page.page_size);
+    }
+    let sort = match &params.sort {
+        Some(raw) => errors
+            .check("sort", raw.parse::<Sort>())
+            .unwrap_or_default(),
+        None => Sort::default(),
+    };
+    let title_contains = params.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+    if title_contains.is_some_and(|q| q.chars().count() > product::TITLE_MAX_CHARS) {
+        errors.check::<()>("q", Err("q must be at most 200 characters".into()));
+    }
+    let mut price = |field: &str, raw: &Option<String>| {
+        raw.as_ref()
+            .and_then(|raw| errors.check(field, money(&Value::String(raw.clone()), field)))
+    };
+    let min_price = price("min_price", &params.min_price);
+    let max_price = price("max_price", &params.max_price);
+    if let (Some(min), Some(max)) = (min_price, max_price)
+        && min > max
+    {
+        errors.check::<()>(
+            "min_price",
+            Err("min_price must not exceed max_price".into()),
+        );
+    }
+    errors.into_result()?;
+    Ok(ProductQuery {
+        title_contains: title_contains.map(str::to_owned),
+        min_price,
+        max_price,
+        sort,
+        page,
+    })
+}
+
+/// Active products, filtered, sorted and paged; `total` counts every match.
+#[utoipa::path(
+    get,
+    path = "/products",
+    tag = "products",
+    params(ListParams),
+    responses(
+        (status = 200, description = "one page", body = Envelope<PageView<ProductView>>),
+        (status = 400, description = "invalid paging, sort or filter (10001, `data.fields`)", body = ErrorEnvelope),
+    )
+)]
+pub async fn list_products(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<ApiResponse<PageView<ProductView>>, ApiError> {
+    let query = parse_list_params(params)?;
+    let (items, total) = state.catalog.list(&query).await?;
+    Ok(ApiResponse::ok(PageView {
+        items: items.into_iter().map(ProductView::from).collect(),
+        page: query.page.page,
+        page_size: query.page.page_size,
+        total,
+    }))
+}
+
+/// One product with its stock (served from the cache when warm; see docs/catalog.md for
+/// how fresh the stock is).
+#[utoipa::path(
+    get,
+    path = "/products/{id}",
+    tag = "products",
+    params(("id" = u64, Path, description = "product id")),
+    responses(
+        (status = 200, description = "the product", body = Envelope<ProductView>),
+        (status = 404, description = "no such product, or deleted (30001)", body = ErrorEnvelope),
+    )
+)]
+pub async fn get_product(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<u64>,
+) -> Result<ApiResponse<ProductView>, ApiError> {
+    Ok(ApiResponse::ok(state.catalog.get(id).await?.into()))
+}
+
+/// Current stock, read from MySQL.
+#[utoipa::path(
+    get,
+    path = "/products/{id}/stock",
+    tag = "products",
+    params(("id" = u64, Path, description = "product id")),
+    responses(
+        (status = 200, description = "the stock", body = Envelope<StockView>),
+        (status = 404, description = "no such product, or deleted (30001)", body = ErrorEnvelope),
+    )
+)]
+pub async fn get_stock(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<u64>,
+) -> Result<ApiResponse<StockView>, ApiError> {
+    let stock = state.catalog.stock(id).await?;
+    Ok(ApiResponse::ok(StockView {
+        product_id: id,
+        stock,
+    }))
+}
+
+/// Admin: add a product with its initial stock.
+#[utoipa::path(
+    post,
+    path = "/products",
+    tag = "products",
+    security(("bearer" = [])),
+    request_body = ProductFields,
+    responses(
+        (status = 201, description = "created", body = Envelope<ProductView>),
+        (status = 400, description = "invalid fields (10001, `data.fields`)", body = ErrorEnvelope),
+        (status = 403, description = "not an admin (10003)", body = ErrorEnvelope),
+    )
+)]
+pub async fn create_product(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    ApiJson(body): ApiJson<ProductFields>,
+) -> Result<ApiResponse<ProductView>, ApiError> {
+    let mut errors = FieldErrors::default();
+    if body.title.is_none() {
+        errors.check::<()>("title", Err("title is required".into()));
+    }
+    if body.price.is_none() {
+        errors.check::<()>("price", Err("price is required".into()));
+    }
+    let changes = parse_changes(body, &mut errors);
+    errors.into_result()?;
+    let (Some(title), Some(price)) = (changes.title, changes.price) else {
+        unreachable!("missing title or price was reported above");
+    };
+    let new = NewProduct {
+        title,
+        description: changes.description.unwrap_or_default(),
+        price,
+        stock: changes.stock.unwrap_or(0),
+    };
+    Ok(ApiResponse::created(
+        state.catalog.create(new).await?.into(),
+    ))
+}
+
+/// Admin: change any of title, description, price and stock (absolute).
+#[utoipa::path(
+    patch,
+    path = "/products/{id}",
+    tag = "products",
+    security(("bearer" = [])),
+    params(("id" = u64, Path, description = "product id")),
+    request_body = ProductFields,
+    responses(
+        (status = 200, description = "updated", body = Envelope<ProductView>),
+        (status = 400, description = "invalid fields (10001, `data.fields`)", body = ErrorEnvelope),
+        (status = 403, description = "not an admin (10003)", body = ErrorEnvelope),
+        (status = 404, description = "no such product (30001)", body = ErrorEnvelope),
+    )
+)]
+pub async fn update_product(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    ApiPath(id): ApiPath<u64>,
+    ApiJson(body): ApiJson<ProductFields>,
+) -> Result<ApiResponse<ProductView>, ApiError> {
+    let mut errors = FieldErrors::default();
+    let changes = parse_changes(body, &mut errors);
+    errors.into_result()?;
+    Ok(ApiResponse::ok(
+        state.catalog.update(id, changes).await?.into(),
+    ))
+}
+
+/// Admin: soft-delete a product; readers get 404 from then on.
+#[utoipa::path(
+    delete,
+    path = "/products/{id}",
+    tag = "products",
+    security(("bearer" = [])),
+    params(("id" = u64, Path, description = "product id")),
+    responses(
+        (status = 200, description = "deleted; `data` is null", body = Envelope<Option<String>>),
+        (status = 403, description = "not an admin (10003)", body = ErrorEnvelope),
+        (status = 404, description = "no such product (30001)", body = ErrorEnvelope),
+    )
+)]
+pub async fn delete_product(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    ApiPath(id): ApiPath<u64>,
+) -> Result<ApiResponse<Option<()>>, ApiError> {
+    state.catalog.delete(id).await?;
+    Ok(ApiResponse::ok(None))
+}

@@ -1,0 +1,239 @@
+//! Products: the catalog entity, its field rules, and the list query's vocabulary
+//! (sort keys, filters, paging), each valid by construction.
+
+use time::OffsetDateTime;
+
+use super::money::Money;
+
+pub const TITLE_MAX_CHARS: usize = 200;
+pub const DESCRIPTION_MAX_CHARS: usize = 10_000;
+/// Largest stock one request may set: far above any real shelf, far below `INT UNSIGNED`.
+pub const STOCK_MAX: u32 = 1_000_000_000;
+
+/// A product as readers see it, with its current stock.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Product {
+    pub id: u64,
+    pub title: String,
+    pub description: String,
+    pub price: Money,
+    pub stock: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// A trimmed, non-empty title of at most [`TITLE_MAX_CHARS`] characters.
+pub fn parse_title(raw: &str) -> Result<String, String> {
+    let title = raw.trim();
+    if title.is_empty() {
+        return Err("title is required".into());
+    }
+    if title.chars().count() > TITLE_MAX_CHARS {
+        return Err(format!(
+            "title must be at most {TITLE_MAX_CHARS} characters"
+        ));
+    }
+    Ok(title.to_owned())
+}
+
+pub fn parse_description(raw: &str) -> Result<String, String> {
+    if raw.chars().count() > DESCRIPTION_MAX_CHARS {
+        return Err(format!(
+            "description must be at most {DESCRIPTION_MAX_CHARS} characters"
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+pub fn parse_stock(raw: i64) -> Result<u32, String> {
+    u32::try_from(raw)
+        .ok()
+        .filter(|stock| *stock <= STOCK_MAX)
+        .ok_or_else(|| format!("stock must be an integer from 0 to {STOCK_MAX}"))
+}
+
+/// Fields of a new product, all validated.
+#[derive(Debug, Clone)]
+pub struct NewProduct {
+    pub title: String,
+    pub description: String,
+    pub price: Money,
+    pub stock: u32,
+}
+
+/// A partial update: `None` leaves the field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ProductChanges {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub price: Option<Money>,
+    /// The new absolute stock (a restock sets it; it is not a delta).
+    pub stock: Option<u32>,
+}
+
+impl ProductChanges {
+    pub fn is_empty(&self) -> bool {
+        self.title.is_none()
+            && self.description.is_none()
+            && self.price.is_none()
+            && self.stock.is_none()
+    }
+}
+
+/// Sortable columns of the product list (a whitelist: nothing else reaches SQL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    Price,
+    CreatedAt,
+    Title,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Asc,
+    Desc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sort {
+    pub key: SortKey,
+    pub direction: Direction,
+}
+
+impl Default for Sort {
+    /// Newest first.
+    fn default() -> Sort {
+        Sort {
+            key: SortKey::CreatedAt,
+            direction: Direction::Desc,
+        }
+    }
+}
+
+impl std::str::FromStr for Sort {
+    type Err = String;
+    /// `field` or `field,asc|desc`, field one of `price`, `created_at`, `title`.
+    fn from_str(raw: &str) -> Result<Sort, String> {
+        let (field, direction) = match raw.split_once(',') {
+            Some((field, direction)) => (field.trim(), Some(direction.trim())),
+            None => (raw.trim(), None),
+        };
+        let key = match field {
+            "price" => SortKey::Price,
+            "created_at" => SortKey::CreatedAt,
+            "title" => SortKey::Title,
+            _ => return Err("sort field must be one of price, created_at, title".into()),
+        };
+        let direction = match direction {
+            None | Some("asc") => Direction::Asc,
+            Some("desc") => Direction::Desc,
+            Some(_) => return Err("sort direction must be asc or desc".into()),
+        };
+        Ok(Sort { key, direction })
+    }
+}
+
+/// Largest page size a client may ask for.
+pub const PAGE_SIZE_MAX: u32 = 100;
+pub const PAGE_SIZE_DEFAULT: u32 = 20;
+/// Deeper pages make MySQL skip too many rows (`OFFSET`); past this, filter instead.
+pub const PAGE_MAX: u32 = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub page: u32,
+    pub page_size: u32,
+}
+
+impl Default for Page {
+    fn default() -> Page {
+        Page {
+            page: 1,
+            page_size: PAGE_SIZE_DEFAULT,
+        }
+    }
+}
+
+impl Page {
+    pub fn parse_page(raw: &str) -> Result<u32, String> {
+        raw.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|p| (1..=PAGE_MAX).contains(p))
+            .ok_or_else(|| format!("page must be an integer from 1 to {PAGE_MAX}"))
+    }
+
+    pub fn parse_page_size(raw: &str) -> Result<u32, String> {
+        raw.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|s| (1..=PAGE_SIZE_MAX).contains(s))
+            .ok_or_else(|| format!("page_size must be an integer from 1 to {PAGE_SIZE_MAX}"))
+    }
+
+    pub fn offset(&self) -> u64 {
+        u64::from(self.page - 1) * u64::from(self.page_size)
+    }
+}
+
+/// Filters, sort and page of one list request.
+#[derive(Debug, Clone, Default)]
+pub struct ProductQuery {
+    /// Case-insensitive substring of the title.
+    pub title_contains: Option<String>,
+    pub min_price: Option<Money>,
+    pub max_price: Option<Money>,
+    pub sort: Sort,
+    pub page: Page,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sort_accepts_the_whitelist_only() {
+        assert_eq!(
+            "price,desc".parse::<Sort>().unwrap(),
+            Sort {
+                key: SortKey::Price,
+                direction: Direction::Desc
+            }
+        );
+        assert_eq!("title".parse::<Sort>().unwrap().direction, Direction::Asc);
+        assert!("price,sideways".parse::<Sort>().is_err());
+        assert!("id,asc".parse::<Sort>().is_err());
+        assert!("price; DROP TABLE products".parse::<Sort>().is_err());
+    }
+
+    #[test]
+    fn paging_bounds() {
+        assert_eq!(Page::parse_page("1"), Ok(1));
+        assert!(Page::parse_page("0").is_err());
+        assert!(Page::parse_page("-1").is_err());
+        assert!(Page::parse_page("10001").is_err());
+        assert_eq!(Page::parse_page_size("100"), Ok(100));
+        assert!(Page::parse_page_size("101").is_err());
+        assert!(Page::parse_page_size("abc").is_err());
+        assert_eq!(
+            Page {
+                page: 3,
+                page_size: 20
+            }
+            .offset(),
+            40
+        );
+    }
+
+    #[test]
+    fn field_rules() {
+        assert_eq!(parse_title("  Phone ").unwrap(), "Phone");
+        assert!(parse_title("   ").is_err());
+        assert!(parse_title(&"t".repeat(201)).is_err());
+        assert!(parse_stock(-1).is_err());
+        assert!(parse_stock(i64::from(STOCK_MAX) + 1).is_err());
+        assert_eq!(parse_stock(5), Ok(5));
+    }
+}
