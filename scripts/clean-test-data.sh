@@ -27,8 +27,8 @@ done < <(redis-cli --scan --pattern 'spike_test_*')
 queues=0
 if command -v rabbitmqctl >/dev/null 2>&1; then
   while read -r queue; do
-    rabbitmqctl -q delete_queue "$queue" >/dev/null 2>&1 || true
+    timeout 20 rabbitmqctl -q delete_queue "$queue" </dev/null >/dev/null 2>&1 || true
     queues=$((queues + 1))
-  done < <(rabbitmqctl -q list_queues name 2>/dev/null | grep '^spike_test_' || true)
+  done < <(timeout 30 rabbitmqctl -q list_queues name 2>/dev/null | grep '^spike_test_' || true)
 fi
 printf 'clean-test-data: removed %d databases, %d redis keys, %d queues\n' "$count" "$keys" "$queues" >&2

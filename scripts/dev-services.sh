@@ -20,6 +20,16 @@ log() { printf 'dev-services: %s\n' "$*" >&2; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# True when RabbitMQ answers the AMQP 0-9-1 protocol header with Connection.Start (a frame of
+# type 1). An open port is not enough: a wedged node keeps its listener but answers nothing.
+amqp_answers() {
+  timeout 10 bash -c '
+    exec 3<>"/dev/tcp/127.0.0.1/$0" || exit 1
+    printf "AMQP\x00\x00\x09\x01" >&3
+    first=$(head -c 1 <&3 | od -An -tu1 | tr -d " ")
+    [ "$first" = 1 ]' "$AMQP_PORT" 2>/dev/null
+}
+
 wait_for() { # name, seconds, command...
   local name=$1 seconds=$2; shift 2
   local deadline=$((SECONDS + seconds))
@@ -68,12 +78,17 @@ start_redis() {
 }
 
 start_rabbitmq() {
-  if port_open "$AMQP_PORT"; then return 0; fi
+  if port_open "$AMQP_PORT"; then
+    if amqp_answers; then return 0; fi
+    log "RabbitMQ listens on $AMQP_PORT but does not answer AMQP: restarting it"
+    timeout 30 rabbitmqctl stop >/dev/null 2>&1 || pkill -KILL -f 'beam.*rabbit' || true
+    for _ in $(seq 1 30); do port_open "$AMQP_PORT" || break; sleep 1; done
+  fi
   ensure_package rabbitmq-server rabbitmq-server
   log "starting RabbitMQ"
   rabbitmq-server -detached
-  rabbitmqctl await_startup --timeout 120 >/dev/null 2>&1 || true
-  wait_for RabbitMQ 120 port_open "$AMQP_PORT"
+  timeout 130 rabbitmqctl await_startup --timeout 120 >/dev/null 2>&1 || true
+  wait_for RabbitMQ 120 amqp_answers
 }
 
 create_database() {

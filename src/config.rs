@@ -53,6 +53,8 @@ const KNOWN_KEYS: &[&str] = &[
     "password_hash_concurrency",
     "product_cache_ttl",
     "product_cache_missing_ttl",
+    "amqp_prefetch",
+    "outbox_poll_interval",
     "log_format",
     "log_level",
 ];
@@ -237,6 +239,10 @@ pub struct Config {
     pub product_cache_ttl: Duration,
     /// Lifetime of the "no such product" marker.
     pub product_cache_missing_ttl: Duration,
+    /// Unacknowledged messages a consumer holds at once (and handles concurrently).
+    pub amqp_prefetch: u16,
+    /// How often an idle outbox relay looks for new messages.
+    pub outbox_poll_interval: Duration,
     pub log_format: LogFormat,
     /// An `EnvFilter` directive such as `info` or `spike=debug,sqlx=warn`.
     pub log_level: String,
@@ -611,6 +617,12 @@ fn build(env: Environment, r: &mut KeyReader<'_>) -> Option<Config> {
     let product_cache_missing_ttl =
         r.duration("product_cache_missing_ttl", Duration::from_secs(30));
 
+    let amqp_prefetch = r.parsed::<u16>("amqp_prefetch", 32);
+    if amqp_prefetch == Some(0) {
+        r.problem("amqp_prefetch", "must be at least 1");
+    }
+    let outbox_poll_interval = r.duration("outbox_poll_interval", Duration::from_millis(500));
+
     let default_format = if env == Environment::Dev {
         LogFormat::Pretty
     } else {
@@ -654,6 +666,8 @@ fn build(env: Environment, r: &mut KeyReader<'_>) -> Option<Config> {
         password_hash_concurrency: password_hash_concurrency?,
         product_cache_ttl: product_cache_ttl?,
         product_cache_missing_ttl: product_cache_missing_ttl?,
+        amqp_prefetch: amqp_prefetch?,
+        outbox_poll_interval: outbox_poll_interval?,
         log_format: log_format?,
         log_level,
         unknown_keys: Vec::new(),

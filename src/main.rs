@@ -77,18 +77,19 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Worker => {
             let infra = Infra::connect(&config).await?;
-            worker::run(infra.clone(), shutdown).await;
+            worker::run(config, infra.clone(), shutdown).await?;
             infra.close().await;
         }
         Command::All => {
-            let app = Application::build(config).await?;
+            let app = Application::build(config.clone()).await?;
             let infra = app.infra().clone();
-            let worker = tokio::spawn(worker::run(infra.clone(), shutdown.clone()));
+            let worker = tokio::spawn(worker::run(config, infra.clone(), shutdown.clone()));
             let served = app.run_until_stopped(shutdown.clone()).await;
             shutdown.cancel();
-            worker.await.context("worker task failed")?;
+            let worked = worker.await.context("worker task failed")?;
             infra.close().await;
             served?;
+            worked?;
         }
     }
     Ok(())

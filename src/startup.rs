@@ -15,6 +15,7 @@ use crate::service::ServiceError;
 use crate::service::auth::AuthService;
 use crate::service::catalog::CatalogService;
 use crate::service::health::HealthService;
+use crate::service::orders::OrderService;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -57,10 +58,13 @@ impl Application {
         if let Some(admin) = &config.bootstrap_admin {
             auth.bootstrap_admin(admin).await?;
         }
+        let catalog = CatalogService::new(&config, infra.db.clone(), infra.redis.clone());
+        let orders = OrderService::new(infra.db.clone(), catalog.clone(), config.order_pay_timeout);
         let state = AppState {
             health: HealthService::new(infra.clone()),
             auth,
-            catalog: CatalogService::new(&config, infra.db.clone(), infra.redis.clone()),
+            catalog,
+            orders,
             trusted_proxy_hops: config.trusted_proxy_hops,
         };
         let router = api::router(state.clone(), &config, extra);

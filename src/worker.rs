@@ -1,20 +1,95 @@
-//! The background role (`spike worker`, or inside `spike all`).
+//! The background role (`spike worker`, or inside `spike all`): the outbox relay and the
+//! `order.close` consumer. Every handler is idempotent, so any number of workers may run.
 //!
-//! It will run the RabbitMQ consumers (order creation, order close), the outbox relay, the
-//! warm-up scheduler and the reconciler as the issues that need them land. Today it holds the
-//! connections, whose start-up already declared the RabbitMQ topology, and waits for shutdown.
+//! The flash-sale consumers, the warm-up scheduler and the reconciler join here with the
+//! flash-sale work.
 
+use lapin::message::Delivery;
 use tokio_util::sync::CancellationToken;
 
-use crate::repo::Infra;
+use crate::config::Config;
+use crate::repo::amqp::{ORDER_CLOSE, ORDER_CLOSE_DELAY, consumer};
+use crate::repo::{Infra, RepoError};
+use crate::service::catalog::CatalogService;
+use crate::service::orders::{CloseOutcome, OrderCloseMessage, OrderService};
+use crate::service::outbox::OutboxRelay;
+use consumer::Outcome;
 
-/// Runs the background tasks until `shutdown` is cancelled.
-pub async fn run(infra: Infra, shutdown: CancellationToken) {
-    let queues = infra.topology.queue_names();
-    tracing::info!(
-        ?queues,
-        "worker started; topology declared, no consumers registered yet"
+/// Runs the background tasks until `shutdown` is cancelled; returns when all have stopped.
+pub async fn run(
+    config: Config,
+    infra: Infra,
+    shutdown: CancellationToken,
+) -> Result<(), RepoError> {
+    let catalog = CatalogService::new(&config, infra.db.clone(), infra.redis.clone());
+    let orders = OrderService::new(infra.db.clone(), catalog, config.order_pay_timeout);
+    let relay = OutboxRelay::new(
+        infra.db.clone(),
+        infra.amqp.clone(),
+        infra.topology.exchange(),
+        config.outbox_poll_interval,
     );
-    shutdown.cancelled().await;
-    tracing::info!("worker stopped");
+    let relay = tokio::spawn(relay.run(shutdown.clone()));
+
+    let channel = infra.amqp.create_channel().await?;
+    let close_queue = infra.topology.queue(ORDER_CLOSE);
+    let closer = consumer::run(
+        channel,
+        &close_queue,
+        config.amqp_prefetch,
+        shutdown.clone(),
+        |delivery| handle_order_close(&orders, &infra, delivery),
+    );
+    let closed = closer.await;
+    shutdown.cancel();
+    if relay.await.is_err() {
+        tracing::error!("outbox relay task panicked");
+    }
+    closed
+}
+
+/// One `order.close` message: close the order if it is still unpaid and due.
+async fn handle_order_close(
+    orders: &OrderService,
+    infra: &Infra,
+    delivery: Delivery,
+) -> (Delivery, Outcome) {
+    let message: OrderCloseMessage = match serde_json::from_slice(&delivery.data) {
+        Ok(message) => message,
+        Err(error) => {
+            tracing::error!(%error, "malformed order.close message dropped");
+            return (delivery, Outcome::Reject);
+        }
+    };
+    let outcome = match orders.close_expired(message.order_id).await {
+        Ok(CloseOutcome::Closed | CloseOutcome::AlreadySettled) => Outcome::Ack,
+        Ok(CloseOutcome::Unknown) => {
+            tracing::warn!(
+                order_id = message.order_id,
+                "order.close for an unknown order"
+            );
+            Outcome::Ack
+        }
+        Ok(CloseOutcome::NotDue(remaining)) => {
+            // Wait out the rest in the delay queue, with a per-message TTL for the remainder.
+            let republished = infra
+                .amqp
+                .publish(
+                    &infra.topology.exchange(),
+                    ORDER_CLOSE_DELAY,
+                    &delivery.data,
+                    Some(remaining),
+                )
+                .await;
+            match republished {
+                Ok(()) => Outcome::Ack,
+                Err(_) => Outcome::Retry,
+            }
+        }
+        Err(error) => {
+            tracing::warn!(order_id = message.order_id, %error, "closing an order failed; will retry");
+            Outcome::Retry
+        }
+    };
+    (delivery, outcome)
 }

@@ -26,6 +26,7 @@ pub const DOCS_PATH: &str = "/docs";
         (name = "service", description = "Liveness and readiness probes"),
         (name = "auth", description = "Registration, login, tokens and the current user"),
         (name = "products", description = "The catalog and its stock"),
+        (name = "orders", description = "Regular orders, payment and cancellation"),
     )
 )]
 pub struct ApiDoc;

@@ -220,7 +220,21 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(ErrorCode::TooManyRequests).with_retry_after(seconds)
             }
             ServiceError::EmailTaken => ApiError::new(ErrorCode::EmailTaken),
-            ServiceError::ProductNotFound => ApiError::new(ErrorCode::ProductNotFound),
+            ServiceError::ProductNotFound(id) => ApiError::new(ErrorCode::ProductNotFound)
+                .with_message(format!("product {id} not found")),
+            ServiceError::InsufficientStock { product_id } => {
+                ApiError::new(ErrorCode::InsufficientStock)
+                    .with_message(format!("insufficient stock for product {product_id}"))
+                    .with_details(serde_json::json!({ "product_id": product_id }))
+            }
+            ServiceError::IdempotencyKeyReused => ApiError::new(ErrorCode::IdempotencyKeyReused),
+            ServiceError::OrderNotFound => ApiError::new(ErrorCode::OrderNotFound),
+            ServiceError::OrderStateConflict(message) => {
+                ApiError::new(ErrorCode::OrderStateConflict).with_message(message)
+            }
+            ServiceError::InvalidArgument(message) => {
+                ApiError::new(ErrorCode::InvalidArgument).with_message(message)
+            }
             ServiceError::WrongCredentials => ApiError::new(ErrorCode::WrongCredentials),
             ServiceError::RefreshTokenInvalid => ApiError::new(ErrorCode::RefreshTokenInvalid),
             ServiceError::Unauthenticated(reason) => {

@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod middleware;
+pub mod orders;
 pub mod products;
 pub mod response;
 
@@ -21,6 +22,7 @@ use crate::config::Config;
 use crate::service::auth::AuthService;
 use crate::service::catalog::CatalogService;
 use crate::service::health::HealthService;
+use crate::service::orders::OrderService;
 use error::{ApiError, ErrorCode};
 
 /// What handlers share: one handle per service. Cheap to clone.
@@ -29,6 +31,7 @@ pub struct AppState {
     pub health: HealthService,
     pub auth: AuthService,
     pub catalog: CatalogService,
+    pub orders: OrderService,
     /// See `extract::ClientIp`.
     pub trusted_proxy_hops: usize,
 }
@@ -41,7 +44,12 @@ pub fn router(state: AppState, config: &Config, extra: Router<AppState>) -> Rout
     let (routes, openapi) = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
-        .nest("/api/v1", auth::router().merge(products::router()))
+        .nest(
+            "/api/v1",
+            auth::router()
+                .merge(products::router())
+                .merge(orders::router()),
+        )
         .split_for_parts();
     let app = routes
         .merge(extra)

@@ -2,5 +2,6 @@
 //! They depend on nothing else in the crate.
 
 pub mod money;
+pub mod order;
 pub mod product;
 pub mod user;

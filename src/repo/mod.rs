@@ -31,6 +31,9 @@ pub enum RepoError {
     Timeout(Dependency, Duration),
     #[error("{0} is disconnected")]
     Disconnected(Dependency),
+    /// The broker did not take a published message.
+    #[error("rabbitmq did not confirm the message: {0}")]
+    NotConfirmed(&'static str),
 }
 
 impl RepoError {
@@ -60,6 +63,8 @@ impl RepoError {
             RepoError::Timeout(dependency, _) | RepoError::Disconnected(dependency) => {
                 Some(*dependency)
             }
+            // A nack or an overflowing queue: the broker cannot take it now.
+            RepoError::NotConfirmed(_) => Some(Dependency::Rabbitmq),
         }
     }
 }

@@ -88,14 +88,14 @@ impl CatalogService {
     pub async fn update(&self, id: u64, changes: ProductChanges) -> Result<Product, ServiceError> {
         let mut tx = self.inner.db.begin().await?;
         if !products::lock_active(&mut tx, id).await? {
-            return Err(ServiceError::ProductNotFound);
+            return Err(ServiceError::ProductNotFound(id));
         }
         if !changes.is_empty() {
             products::update(&mut tx, id, &changes).await?;
         }
         let updated = products::find_active(&mut *tx, id)
             .await?
-            .ok_or(ServiceError::ProductNotFound)?;
+            .ok_or(ServiceError::ProductNotFound(id))?;
         tx.commit().await?;
         self.invalidate(id).await;
         Ok(updated)
@@ -103,7 +103,7 @@ impl CatalogService {
 
     pub async fn delete(&self, id: u64) -> Result<(), ServiceError> {
         if !products::soft_delete(&self.inner.db, id).await? {
-            return Err(ServiceError::ProductNotFound);
+            return Err(ServiceError::ProductNotFound(id));
         }
         self.invalidate(id).await;
         tracing::info!(product_id = id, "product deleted");
@@ -118,7 +118,7 @@ impl CatalogService {
     pub async fn stock(&self, id: u64) -> Result<u32, ServiceError> {
         products::stock(&self.inner.db, id)
             .await?
-            .ok_or(ServiceError::ProductNotFound)
+            .ok_or(ServiceError::ProductNotFound(id))
     }
 
     /// One product, from the cache when warm.
@@ -126,7 +126,7 @@ impl CatalogService {
         let key = self.inner.keys.product(id);
         match self.read_cache(&key).await {
             Cached::Hit(product) => return Ok(product),
-            Cached::Missing => return Err(ServiceError::ProductNotFound),
+            Cached::Missing => return Err(ServiceError::ProductNotFound(id)),
             Cached::Absent => {}
         }
         let loaded = self
@@ -134,7 +134,7 @@ impl CatalogService {
             .flights
             .run(id, || self.load_and_cache(id, &key))
             .await?;
-        loaded.ok_or(ServiceError::ProductNotFound)
+        loaded.ok_or(ServiceError::ProductNotFound(id))
     }
 
     /// Drops the cached detail of `id` now and once more a moment later (see the module doc).

@@ -4,6 +4,8 @@
 pub mod auth;
 pub mod catalog;
 pub mod health;
+pub mod orders;
+pub mod outbox;
 pub mod single_flight;
 
 use std::time::Duration;
@@ -27,8 +29,20 @@ pub enum ServiceError {
     WrongCredentials,
     #[error("refresh token invalid, expired, revoked or reused")]
     RefreshTokenInvalid,
-    #[error("product not found")]
-    ProductNotFound,
+    #[error("product {0} not found")]
+    ProductNotFound(u64),
+    #[error("insufficient stock for product {product_id}")]
+    InsufficientStock { product_id: u64 },
+    #[error("idempotency key reused with a different request")]
+    IdempotencyKeyReused,
+    #[error("order not found")]
+    OrderNotFound,
+    /// The order's status does not allow the action (pay a closed order, cancel a paid one).
+    #[error("{0}")]
+    OrderStateConflict(String),
+    /// A request that passed field validation but breaks a business rule (e.g. a total too big).
+    #[error("{0}")]
+    InvalidArgument(String),
     /// Missing, malformed, expired or forged access token; the reason is for logs only.
     #[error("unauthenticated: {0}")]
     Unauthenticated(&'static str),

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Once;
+use std::time::Duration;
 
 use axum::Router;
 use spike::api::AppState;
@@ -41,6 +42,8 @@ pub struct TestApp {
 pub struct TestOptions {
     pub env: HashMap<String, String>,
     pub extra_routes: Option<Router<AppState>>,
+    /// Also run the worker role (outbox relay, consumers) in the test's runtime.
+    pub worker: bool,
 }
 
 impl TestOptions {
@@ -51,6 +54,11 @@ impl TestOptions {
 
     pub fn routes(mut self, routes: Router<AppState>) -> Self {
         self.extra_routes = Some(routes);
+        self
+    }
+
+    pub fn with_worker(mut self) -> Self {
+        self.worker = true;
         self
     }
 }
@@ -77,7 +85,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
             app.run_until_stopped(shutdown).await.expect("server runs");
         }
     });
-    TestApp {
+    let app = TestApp {
         address,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -89,7 +97,11 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         shutdown,
         server: Some(server),
         resources,
+    };
+    if options.worker {
+        app.start_worker();
     }
+    app
 }
 
 /// The configuration a test app would get: process env, then the test's isolation settings,
@@ -106,6 +118,11 @@ pub fn test_config(
     vars.insert("SPIKE_AUTO_MIGRATE".into(), "true".into());
     vars.insert("SPIKE_STARTUP_TIMEOUT".into(), "5s".into());
     vars.insert("SPIKE_SHUTDOWN_GRACE".into(), "5s".into());
+    // Every test declares and deletes its own set of queues. A quorum queue is a Raft cluster
+    // of its own: hundreds of them created and torn down per run load a 2-core broker heavily
+    // (one wedged RabbitMQ 3.10 here). Tests use classic queues unless they say otherwise;
+    // `lifecycle` covers the quorum declaration.
+    vars.insert("SPIKE_AMQP_QUEUE_TYPE".into(), "classic".into());
     vars.insert("SPIKE_BOOTSTRAP_ADMIN_EMAIL".into(), ADMIN_EMAIL.into());
     vars.insert(
         "SPIKE_BOOTSTRAP_ADMIN_PASSWORD".into(),
@@ -193,6 +210,62 @@ impl TestApp {
         let response = self.login(&email, TEST_PASSWORD).await;
         assert_eq!(response.status(), 200, "login {email}");
         (envelope(response).await["data"].clone(), email)
+    }
+
+    /// Starts the worker role (outbox relay, `order.close` consumer) until the app is dropped.
+    pub fn start_worker(&self) {
+        let worker = spike::worker::run(
+            self.config.clone(),
+            self.infra.clone(),
+            self.shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(error) = worker.await {
+                panic!("worker failed: {error}");
+            }
+        });
+    }
+
+    /// Creates a product as the admin; returns its id.
+    pub async fn create_product(&self, admin_token: &str, price: &str, stock: u32) -> u64 {
+        let body = serde_json::json!({"title": "product", "price": price, "stock": stock});
+        let response = self
+            .send_authed(
+                reqwest::Method::POST,
+                "/api/v1/products",
+                admin_token,
+                Some(&body),
+            )
+            .await;
+        assert_eq!(response.status(), 201, "create product");
+        envelope(response).await["data"]["id"].as_u64().unwrap()
+    }
+
+    /// Current stock of a product, from MySQL.
+    pub async fn stock_of(&self, product_id: u64) -> i64 {
+        sqlx::query_scalar("SELECT CAST(stock AS SIGNED) FROM inventory WHERE product_id = ?")
+            .bind(product_id)
+            .fetch_one(&self.infra.db)
+            .await
+            .unwrap()
+    }
+
+    /// POST /orders with an optional Idempotency-Key.
+    pub async fn place_order(
+        &self,
+        token: &str,
+        items: serde_json::Value,
+        idempotency_key: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(self.url("/api/v1/orders"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "items": items }));
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        request.send().await.expect("request sent")
     }
 
     /// An access token of the bootstrap admin.
@@ -330,16 +403,42 @@ impl Drop for TestResources {
                 .enable_all()
                 .build()
                 .expect("cleanup runtime");
-            runtime.block_on(remove_resources(&config, &database, &redis_prefix));
+            // Bounded, so a broken service fails the run instead of hanging it.
+            let cleanup = remove_resources(&config, &database, &redis_prefix);
+            runtime
+                .block_on(async { tokio::time::timeout(Duration::from_secs(30), cleanup).await })
+                .expect("test cleanup finished within 30 s");
         });
         if cleanup.join().is_err() {
-            eprintln!("cleanup of {} failed", self.database);
+            // A failed cleanup leaks databases and queues into every later run: fail loudly,
+            // unless the test is already failing (a second panic would abort the process).
+            if std::thread::panicking() {
+                eprintln!("cleanup of {} failed", self.database);
+            } else {
+                panic!("cleanup of {} failed", self.database);
+            }
         }
     }
 }
 
 async fn remove_resources(config: &Config, database: &str, redis_prefix: &str) {
     let mut admin = admin_connection(config.database_url.expose()).await;
+    // The app's connections belong to the test's runtime, which is blocked while this runs: one
+    // of them may sit inside a transaction (the outbox relay's, say) whose locks would make
+    // DROP DATABASE wait forever. End them first.
+    let sessions: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM information_schema.processlist WHERE db = ? AND id <> CONNECTION_ID()",
+    )
+    .bind(database)
+    .fetch_all(&mut admin)
+    .await
+    .expect("list test sessions");
+    for id in sessions {
+        // A session may end by itself meanwhile; that is fine.
+        let _ = admin
+            .execute(sqlx::AssertSqlSafe(format!("KILL {id}")))
+            .await;
+    }
     admin
         .execute(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS `{database}`"

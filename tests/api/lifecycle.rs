@@ -36,7 +36,8 @@ async fn queue_exists(amqp_url: &str, queue: &str) -> bool {
 
 #[tokio::test]
 async fn start_up_declares_every_queue_and_drop_removes_everything() {
-    let app = spawn_app().await;
+    // The production default: quorum queues.
+    let app = spawn_app_with(TestOptions::default().env("SPIKE_AMQP_QUEUE_TYPE", "quorum")).await;
     let amqp_url = app.config.amqp_url.expose().to_owned();
     let queues = app.topology().queue_names();
     assert_eq!(queues.len(), 7);
@@ -53,10 +54,13 @@ async fn start_up_declares_every_queue_and_drop_removes_everything() {
         .await
         .unwrap();
     let database = app.database_name().to_owned();
-    let pool = app.infra.db.clone();
+    // The app's own connections are closed by the cleanup; look from outside.
+    let outside =
+        crate::helpers::with_database(app.config.database_url.expose(), "information_schema");
 
     drop(app);
 
+    let pool = sqlx::MySqlPool::connect(&outside).await.unwrap();
     let remaining: i64 =
         sqlx::query("SELECT COUNT(*) AS n FROM information_schema.schemata WHERE schema_name = ?")
             .bind(&database)

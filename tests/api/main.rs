@@ -9,6 +9,7 @@ mod health;
 mod helpers;
 mod lifecycle;
 mod logging;
+mod orders;
 mod process;
 mod products;
 mod schema;

@@ -19,6 +19,7 @@ fn spawn_spike(role: &str, resources: &TestResources, port: u16) -> Child {
         .env("SPIKE_REDIS_PREFIX", &resources.redis_prefix)
         .env("SPIKE_AMQP_PREFIX", &resources.amqp_prefix)
         .env("SPIKE_LOG_FORMAT", "json")
+        .env("SPIKE_AMQP_QUEUE_TYPE", "classic")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -2,6 +2,8 @@
 //! queries per table group. Functions take `impl MySqlExecutor` (a pool or a transaction) so the
 //! service layer decides what runs in one transaction.
 
+pub mod orders;
+pub mod outbox;
 pub mod products;
 pub mod refresh_tokens;
 pub mod users;

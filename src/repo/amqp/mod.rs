@@ -14,12 +14,15 @@
 
 use std::time::Duration;
 
+pub mod consumer;
+
+use lapin::Confirmation;
 use lapin::options::{
-    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
 use super::{Dependency, RepoError, retry};
 use crate::config::{Config, QueueType, redact_url};
@@ -40,11 +43,14 @@ pub const RETRY_DELAYS: [Duration; 3] = [
 
 /// How long one connection attempt may take before it counts as failed.
 const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a publish may wait for the broker's confirm before it counts as failed.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A connection with one channel for declarations and publishing.
+/// A connection with one channel for declarations and one, in confirm mode, for publishing.
 pub struct Amqp {
     connection: Connection,
     channel: Channel,
+    publisher: Channel,
 }
 
 impl Amqp {
@@ -77,10 +83,60 @@ impl Amqp {
         )
         .await?;
         let channel = connection.create_channel().await?;
+        let publisher = connection.create_channel().await?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         Ok(Amqp {
             connection,
             channel,
+            publisher,
         })
+    }
+
+    /// Publishes a persistent JSON message and waits for the broker's confirm: `Ok` means the
+    /// broker has taken responsibility for it (stored, and routed to at least one queue —
+    /// `mandatory` turns "no queue bound" into an error). `expiration` sets a per-message TTL.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        payload: &[u8],
+        expiration: Option<Duration>,
+    ) -> Result<(), RepoError> {
+        let mut properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2); // persistent
+        if let Some(ttl) = expiration {
+            properties = properties.with_expiration(ttl.as_millis().to_string().into());
+        }
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
+        let confirm = async {
+            self.publisher
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    options,
+                    payload,
+                    properties,
+                )
+                .await?
+                .await
+        };
+        let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+            .await
+            .map_err(|_| RepoError::Timeout(Dependency::Rabbitmq, CONFIRM_TIMEOUT))??;
+        match confirmation {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_)) => {
+                Err(RepoError::NotConfirmed("unroutable (no queue bound)"))
+            }
+            Confirmation::Nack(_) => Err(RepoError::NotConfirmed("nacked by the broker")),
+            Confirmation::NotRequested => Err(RepoError::NotConfirmed("confirms not enabled")),
+        }
     }
 
     pub fn channel(&self) -> &Channel {
@@ -92,9 +148,12 @@ impl Amqp {
         Ok(self.connection.create_channel().await?)
     }
 
-    /// Ready when both the connection and the shared channel are open.
+    /// Ready when the connection and both channels are open.
     pub fn ping(&self) -> Result<(), RepoError> {
-        if self.connection.status().connected() && self.channel.status().connected() {
+        if self.connection.status().connected()
+            && self.channel.status().connected()
+            && self.publisher.status().connected()
+        {
             Ok(())
         } else {
             Err(RepoError::Disconnected(Dependency::Rabbitmq))

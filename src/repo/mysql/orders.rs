@@ -1,0 +1,329 @@
+//! The `orders`, `order_items` and `payments` tables, and the stock moves orders make.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use sqlx::{MySql, MySqlConnection, MySqlExecutor, QueryBuilder};
+use time::PrimitiveDateTime;
+
+use crate::domain::money::Money;
+use crate::domain::order::{Order, OrderItem, OrderKind, OrderStatus};
+use crate::domain::product::Page;
+use crate::repo::RepoError;
+
+/// Name of the unique key on `orders (user_id, idempotency_key)`.
+pub const IDEMPOTENCY_KEY: &str = "uk_orders_user_idempotency_key";
+
+fn decode_error(message: impl Into<String>) -> RepoError {
+    let message: String = message.into();
+    RepoError::Mysql(sqlx::Error::Decode(message.into()))
+}
+
+#[derive(sqlx::FromRow)]
+struct OrderRow {
+    id: u64,
+    user_id: u64,
+    status: String,
+    kind: String,
+    total_amount: Decimal,
+    pay_deadline: PrimitiveDateTime,
+    created_at: PrimitiveDateTime,
+    paid_at: Option<PrimitiveDateTime>,
+    closed_at: Option<PrimitiveDateTime>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ItemRow {
+    order_id: u64,
+    product_id: u64,
+    quantity: u32,
+    price: Decimal,
+}
+
+fn to_order(row: OrderRow, items: Vec<OrderItem>) -> Result<Order, RepoError> {
+    Ok(Order {
+        id: row.id,
+        user_id: row.user_id,
+        status: OrderStatus::from_str(&row.status).map_err(decode_error)?,
+        kind: OrderKind::from_str(&row.kind).map_err(decode_error)?,
+        total_amount: Money::new(row.total_amount).map_err(|e| decode_error(e.to_string()))?,
+        items,
+        pay_deadline: row.pay_deadline.assume_utc(),
+        created_at: row.created_at.assume_utc(),
+        paid_at: row.paid_at.map(PrimitiveDateTime::assume_utc),
+        closed_at: row.closed_at.map(PrimitiveDateTime::assume_utc),
+    })
+}
+
+const ORDER_COLUMNS: &str =
+    "id, user_id, status, kind, total_amount, pay_deadline, created_at, paid_at, closed_at";
+
+/// The order holding `key` for `user_id`, with the hash of the request that created it.
+pub async fn find_by_idempotency_key(
+    db: impl MySqlExecutor<'_>,
+    user_id: u64,
+    key: &str,
+) -> Result<Option<(u64, Option<String>)>, RepoError> {
+    Ok(sqlx::query_as(
+        "SELECT id, request_hash FROM orders WHERE user_id = ? AND idempotency_key = ?",
+    )
+    .bind(user_id)
+    .bind(key)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Current prices of the active products among `ids`.
+pub async fn active_prices(
+    db: impl MySqlExecutor<'_>,
+    ids: &[u64],
+) -> Result<HashMap<u64, Money>, RepoError> {
+    let mut query = QueryBuilder::<MySql>::new(
+        "SELECT id, price FROM products WHERE status = 'active' AND id IN (",
+    );
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    query.push(")");
+    let rows: Vec<(u64, Decimal)> = query.build_query_as().fetch_all(db).await?;
+    rows.into_iter()
+        .map(|(id, price)| {
+            Money::new(price)
+                .map(|price| (id, price))
+                .map_err(|e| decode_error(e.to_string()))
+        })
+        .collect()
+}
+
+/// A new order row; `Err` is the raw sqlx error so the caller can spot the idempotency key.
+pub struct NewOrder<'a> {
+    pub user_id: u64,
+    pub kind: OrderKind,
+    pub total_amount: Money,
+    pub idempotency_key: Option<&'a str>,
+    pub request_hash: Option<&'a str>,
+    pub pay_deadline: PrimitiveDateTime,
+}
+
+pub async fn insert(tx: &mut MySqlConnection, order: &NewOrder<'_>) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "INSERT INTO orders (user_id, status, kind, total_amount, idempotency_key, request_hash, pay_deadline) \
+         VALUES (?, 'pending_payment', ?, ?, ?, ?, ?)",
+    )
+    .bind(order.user_id)
+    .bind(order.kind.as_str())
+    .bind(order.total_amount.amount())
+    .bind(order.idempotency_key)
+    .bind(order.request_hash)
+    .bind(order.pay_deadline)
+    .execute(tx)
+    .await?;
+    Ok(result.last_insert_id())
+}
+
+pub async fn insert_items(
+    tx: &mut MySqlConnection,
+    order_id: u64,
+    items: &[OrderItem],
+) -> Result<(), RepoError> {
+    let mut query = QueryBuilder::<MySql>::new(
+        "INSERT INTO order_items (order_id, product_id, quantity, price) ",
+    );
+    query.push_values(items, |mut row, item| {
+        row.push_bind(order_id)
+            .push_bind(item.product_id)
+            .push_bind(item.quantity)
+            .push_bind(item.price.amount());
+    });
+    query.build().execute(tx).await?;
+    Ok(())
+}
+
+/// Takes `quantity` units of a product if that many are in stock; false (and nothing changed)
+/// otherwise. The condition in the UPDATE is what makes overselling impossible: two orders
+/// racing for the last unit serialize on the row lock and the second matches no row.
+pub async fn take_stock(
+    tx: &mut MySqlConnection,
+    product_id: u64,
+    quantity: u32,
+) -> Result<bool, RepoError> {
+    let result = sqlx::query(
+        "UPDATE inventory SET stock = stock - ?, version = version + 1 \
+         WHERE product_id = ? AND stock >= ?",
+    )
+    .bind(quantity)
+    .bind(product_id)
+    .bind(quantity)
+    .execute(tx)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+pub async fn return_stock(
+    tx: &mut MySqlConnection,
+    product_id: u64,
+    quantity: u32,
+) -> Result<(), RepoError> {
+    sqlx::query(
+        "UPDATE inventory SET stock = stock + ?, version = version + 1 WHERE product_id = ?",
+    )
+    .bind(quantity)
+    .bind(product_id)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn find(db: &mut MySqlConnection, id: u64) -> Result<Option<Order>, RepoError> {
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?");
+    let Some(row) = sqlx::query_as::<_, OrderRow>(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&mut *db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut items = items_of(&mut *db, &[id]).await?;
+    let items = items.remove(&id).unwrap_or_default();
+    to_order(row, items).map(Some)
+}
+
+/// Locks an order row for the rest of the transaction and returns its status and owner.
+pub async fn lock(
+    tx: &mut MySqlConnection,
+    id: u64,
+) -> Result<Option<(u64, OrderStatus, PrimitiveDateTime)>, RepoError> {
+    let row: Option<(u64, String, PrimitiveDateTime)> =
+        sqlx::query_as("SELECT user_id, status, pay_deadline FROM orders WHERE id = ? FOR UPDATE")
+            .bind(id)
+            .fetch_optional(tx)
+            .await?;
+    row.map(|(user_id, status, deadline)| {
+        Ok((
+            user_id,
+            OrderStatus::from_str(&status).map_err(decode_error)?,
+            deadline,
+        ))
+    })
+    .transpose()
+}
+
+/// Moves an order from `from` to `to` if it is still in `from`, stamping `paid_at` or
+/// `closed_at`; false when another transaction moved it first.
+pub async fn transition(
+    tx: &mut MySqlConnection,
+    id: u64,
+    from: OrderStatus,
+    to: OrderStatus,
+    now: PrimitiveDateTime,
+) -> Result<bool, RepoError> {
+    let stamp = match to {
+        OrderStatus::Paid => "paid_at",
+        _ => "closed_at",
+    };
+    let sql = format!("UPDATE orders SET status = ?, {stamp} = ? WHERE id = ? AND status = ?");
+    let result = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(to.as_str())
+        .bind(now)
+        .bind(id)
+        .bind(from.as_str())
+        .execute(tx)
+        .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Records the simulated payment; the unique key on `order_id` makes a second one fail.
+pub async fn insert_payment(
+    tx: &mut MySqlConnection,
+    order_id: u64,
+    amount: Money,
+) -> Result<(), RepoError> {
+    sqlx::query("INSERT INTO payments (order_id, amount, status) VALUES (?, ?, 'succeeded')")
+        .bind(order_id)
+        .bind(amount.amount())
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// A page of a user's orders, newest first, and how many match.
+pub async fn list_for_user(
+    db: &sqlx::MySqlPool,
+    user_id: u64,
+    status: Option<OrderStatus>,
+    page: Page,
+) -> Result<(Vec<Order>, u64), RepoError> {
+    let mut select = QueryBuilder::<MySql>::new(format!("SELECT {ORDER_COLUMNS} FROM orders"));
+    push_filter(&mut select, user_id, status);
+    select
+        .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(page.page_size)
+        .push(" OFFSET ")
+        .push_bind(page.offset());
+    let rows: Vec<OrderRow> = select.build_query_as().fetch_all(db).await?;
+
+    let mut count = QueryBuilder::<MySql>::new("SELECT COUNT(*) FROM orders");
+    push_filter(&mut count, user_id, status);
+    let total: i64 = count.build_query_scalar().fetch_one(db).await?;
+
+    let ids: Vec<u64> = rows.iter().map(|r| r.id).collect();
+    let mut conn = db.acquire().await?;
+    let mut items = items_of(&mut conn, &ids).await?;
+    let orders = rows
+        .into_iter()
+        .map(|row| {
+            let items = items.remove(&row.id).unwrap_or_default();
+            to_order(row, items)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((orders, total.max(0) as u64))
+}
+
+fn push_filter(query: &mut QueryBuilder<MySql>, user_id: u64, status: Option<OrderStatus>) {
+    query.push(" WHERE user_id = ").push_bind(user_id);
+    if let Some(status) = status {
+        query.push(" AND status = ").push_bind(status.as_str());
+    }
+}
+
+async fn items_of(
+    db: &mut MySqlConnection,
+    order_ids: &[u64],
+) -> Result<HashMap<u64, Vec<OrderItem>>, RepoError> {
+    let mut by_order: HashMap<u64, Vec<OrderItem>> = HashMap::new();
+    if order_ids.is_empty() {
+        return Ok(by_order);
+    }
+    let mut query = QueryBuilder::<MySql>::new(
+        "SELECT order_id, product_id, quantity, price FROM order_items WHERE order_id IN (",
+    );
+    let mut list = query.separated(", ");
+    for id in order_ids {
+        list.push_bind(*id);
+    }
+    query.push(") ORDER BY order_id, product_id");
+    let rows: Vec<ItemRow> = query.build_query_as().fetch_all(db).await?;
+    for row in rows {
+        let price = Money::new(row.price).map_err(|e| decode_error(e.to_string()))?;
+        by_order.entry(row.order_id).or_default().push(OrderItem {
+            product_id: row.product_id,
+            quantity: row.quantity,
+            price,
+        });
+    }
+    Ok(by_order)
+}
+
+/// Gives a closed or cancelled flash-sale order's unit back to its event in MySQL.
+pub async fn return_spike_unit(tx: &mut MySqlConnection, order_id: u64) -> Result<(), RepoError> {
+    sqlx::query(
+        "UPDATE spike_events e JOIN spike_orders s ON s.spike_event_id = e.id \
+         SET e.available_stock = e.available_stock + 1 WHERE s.order_id = ?",
+    )
+    .bind(order_id)
+    .execute(tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! The `outbox` table: messages written in the same transaction as the change they announce,
+//! published later by the relay (`service::outbox`).
+
+use sqlx::{MySql, MySqlConnection, QueryBuilder};
+
+use crate::repo::RepoError;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OutboxMessage {
+    pub id: u64,
+    /// The routing key on the main exchange.
+    pub topic: String,
+    pub payload: String,
+}
+
+pub async fn insert(
+    tx: &mut MySqlConnection,
+    topic: &str,
+    payload: &str,
+) -> Result<u64, RepoError> {
+    let result = sqlx::query("INSERT INTO outbox (topic, payload) VALUES (?, ?)")
+        .bind(topic)
+        .bind(payload)
+        .execute(tx)
+        .await?;
+    Ok(result.last_insert_id())
+}
+
+/// Claims up to `limit` unpublished messages, oldest first, locking them until the transaction
+/// ends. `SKIP LOCKED` lets several relays work side by side: each takes rows the others do not
+/// hold, and none waits.
+pub async fn claim(tx: &mut MySqlConnection, limit: u32) -> Result<Vec<OutboxMessage>, RepoError> {
+    Ok(sqlx::query_as(
+        "SELECT id, topic, payload FROM outbox WHERE published_at IS NULL \
+         ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(tx)
+    .await?)
+}
+
+pub async fn mark_published(tx: &mut MySqlConnection, ids: &[u64]) -> Result<(), RepoError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut query = QueryBuilder::<MySql>::new(
+        "UPDATE outbox SET published_at = UTC_TIMESTAMP(3), attempts = attempts + 1 WHERE id IN (",
+    );
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    query.push(")");
+    query.build().execute(tx).await?;
+    Ok(())
+}
+
+pub async fn record_failure(
+    tx: &mut MySqlConnection,
+    id: u64,
+    error: &str,
+) -> Result<(), RepoError> {
+    let error: String = error.chars().take(500).collect();
+    sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?")
+        .bind(error)
+        .bind(id)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Number of messages not yet published (a health figure for operators and tests).
+pub async fn pending(db: &sqlx::MySqlPool) -> Result<u64, RepoError> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+        .fetch_one(db)
+        .await?;
+    Ok(n.max(0) as u64)
+}

@@ -1,0 +1,327 @@
+//! Regular orders: placing them (stock taken in one transaction), idempotent retries, simulated
+//! payment, cancellation, and closing unpaid orders when their pay deadline passes.
+//!
+//! Every order transaction also writes an outbox row announcing the order's close message; the
+//! relay (`service::outbox`) publishes it to the delay queue, whose TTL is the pay timeout, and
+//! the worker's `order.close` consumer calls [`OrderService::close_expired`]. A committed order
+//! therefore always gets its close message, even when RabbitMQ was down at commit time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::{MySqlConnection, MySqlPool};
+
+use super::ServiceError;
+use super::catalog::CatalogService;
+use crate::domain::money::Money;
+use crate::domain::order::{Order, OrderEvent, OrderItem, OrderKind, OrderRequest, OrderStatus};
+use crate::domain::product::Page;
+use crate::repo::amqp::ORDER_CLOSE_DELAY;
+use crate::repo::mysql::{self, orders, outbox};
+
+/// Body of the messages on `order.close.delay` / `order.close`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCloseMessage {
+    pub order_id: u64,
+}
+
+/// What the close consumer found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseOutcome {
+    /// Closed now; its stock is back.
+    Closed,
+    /// Paid, cancelled or closed already (a redelivery, or the buyer was faster): nothing to do.
+    AlreadySettled,
+    /// The deadline is still ahead (the message came early, e.g. the pay timeout was raised).
+    NotDue(Duration),
+    /// No such order.
+    Unknown,
+}
+
+#[derive(Clone)]
+pub struct OrderService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: MySqlPool,
+    catalog: CatalogService,
+    pay_timeout: Duration,
+}
+
+impl OrderService {
+    pub fn new(db: MySqlPool, catalog: CatalogService, pay_timeout: Duration) -> OrderService {
+        OrderService {
+            inner: Arc::new(Inner {
+                db,
+                catalog,
+                pay_timeout,
+            }),
+        }
+    }
+
+    /// Places an order. With an idempotency key, a retry of the same request returns the order
+    /// the first one created (`true` = replayed) and changes no stock; the same key with another
+    /// request is refused.
+    pub async fn create(
+        &self,
+        user_id: u64,
+        request: &OrderRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<(Order, bool), ServiceError> {
+        let request_hash = idempotency_key.map(|_| sha256_hex(&request.canonical()));
+        if let Some(key) = idempotency_key
+            && let Some(existing) = self.replay(user_id, key, request_hash.as_deref()).await?
+        {
+            return Ok((existing, true));
+        }
+
+        let mut tx = self.inner.db.begin().await?;
+        let ids: Vec<u64> = request.lines().iter().map(|(id, _)| *id).collect();
+        let prices = orders::active_prices(&mut *tx, &ids).await?;
+        let mut items = Vec::with_capacity(ids.len());
+        let mut total = Money::ZERO;
+        for &(product_id, quantity) in request.lines() {
+            let price = *prices
+                .get(&product_id)
+                .ok_or(ServiceError::ProductNotFound(product_id))?;
+            total = price
+                .times(quantity)
+                .and_then(|line| total.plus(line))
+                .ok_or_else(|| ServiceError::InvalidArgument("order total too large".into()))?;
+            items.push(OrderItem {
+                product_id,
+                quantity,
+                price,
+            });
+        }
+
+        // The order row goes first: it claims the idempotency key, so a concurrent duplicate
+        // waits on the key (not on stock) and then finds this order.
+        let new_order = orders::NewOrder {
+            user_id,
+            kind: OrderKind::Regular,
+            total_amount: total,
+            idempotency_key,
+            request_hash: request_hash.as_deref(),
+            pay_deadline: mysql::now_utc() + self.inner.pay_timeout,
+        };
+        let order_id = match orders::insert(&mut tx, &new_order).await {
+            Ok(id) => id,
+            Err(error) if mysql::is_unique_violation(&error, orders::IDEMPOTENCY_KEY) => {
+                drop(tx);
+                let key = idempotency_key.expect("only keyed orders hit the idempotency key");
+                return match self.replay(user_id, key, request_hash.as_deref()).await? {
+                    Some(existing) => Ok((existing, true)),
+                    None => Err(ServiceError::internal("idempotency key vanished")),
+                };
+            }
+            Err(error) => return Err(error.into()),
+        };
+        // Lines are in ascending product id order: concurrent orders lock inventory rows in the
+        // same order and cannot deadlock on each other.
+        for item in &items {
+            if !orders::take_stock(&mut tx, item.product_id, item.quantity).await? {
+                return Err(ServiceError::InsufficientStock {
+                    product_id: item.product_id,
+                });
+            }
+        }
+        orders::insert_items(&mut tx, order_id, &items).await?;
+        announce_close(&mut tx, order_id).await?;
+        let order = orders::find(&mut tx, order_id)
+            .await?
+            .ok_or_else(|| ServiceError::internal("order vanished inside its own transaction"))?;
+        tx.commit().await?;
+
+        self.invalidate_products(&order).await;
+        tracing::info!(order_id, user_id, total = %order.total_amount, "order placed");
+        Ok((order, false))
+    }
+
+    /// The order already created under `key`, if any; the key with another request is an error.
+    async fn replay(
+        &self,
+        user_id: u64,
+        key: &str,
+        request_hash: Option<&str>,
+    ) -> Result<Option<Order>, ServiceError> {
+        let Some((order_id, stored_hash)) =
+            orders::find_by_idempotency_key(&self.inner.db, user_id, key).await?
+        else {
+            return Ok(None);
+        };
+        if stored_hash.as_deref() != request_hash {
+            return Err(ServiceError::IdempotencyKeyReused);
+        }
+        let mut conn = self.inner.db.acquire().await?;
+        Ok(orders::find(&mut conn, order_id).await?)
+    }
+
+    /// One order: the owner's, or any for an admin; otherwise "not found" (never "forbidden",
+    /// which would confirm that the id exists).
+    pub async fn get(
+        &self,
+        user_id: u64,
+        is_admin: bool,
+        order_id: u64,
+    ) -> Result<Order, ServiceError> {
+        let mut conn = self.inner.db.acquire().await?;
+        match orders::find(&mut conn, order_id).await? {
+            Some(order) if order.user_id == user_id || is_admin => Ok(order),
+            _ => Err(ServiceError::OrderNotFound),
+        }
+    }
+
+    pub async fn list(
+        &self,
+        user_id: u64,
+        status: Option<OrderStatus>,
+        page: Page,
+    ) -> Result<(Vec<Order>, u64), ServiceError> {
+        Ok(orders::list_for_user(&self.inner.db, user_id, status, page).await?)
+    }
+
+    /// Simulated payment. Paying a paid order returns it unchanged; paying after the deadline,
+    /// or a cancelled or closed order, is a conflict.
+    pub async fn pay(&self, user_id: u64, order_id: u64) -> Result<Order, ServiceError> {
+        let mut tx = self.inner.db.begin().await?;
+        let (status, deadline) = lock_own(&mut tx, user_id, order_id).await?;
+        if status == OrderStatus::Paid {
+            let order = orders::find(&mut tx, order_id)
+                .await?
+                .ok_or(ServiceError::OrderNotFound)?;
+            return Ok(order);
+        }
+        status.apply(OrderEvent::Pay).map_err(state_conflict)?;
+        let now = mysql::now_utc();
+        if now > deadline {
+            return Err(ServiceError::OrderStateConflict(
+                "the payment deadline has passed".into(),
+            ));
+        }
+        let order = orders::find(&mut tx, order_id)
+            .await?
+            .ok_or(ServiceError::OrderNotFound)?;
+        orders::insert_payment(&mut tx, order_id, order.total_amount).await?;
+        orders::transition(
+            &mut tx,
+            order_id,
+            OrderStatus::PendingPayment,
+            OrderStatus::Paid,
+            now,
+        )
+        .await?;
+        let paid = orders::find(&mut tx, order_id)
+            .await?
+            .ok_or(ServiceError::OrderNotFound)?;
+        tx.commit().await?;
+        tracing::info!(order_id, user_id, "order paid");
+        Ok(paid)
+    }
+
+    /// The buyer gives up an unpaid order; its stock returns.
+    pub async fn cancel(&self, user_id: u64, order_id: u64) -> Result<Order, ServiceError> {
+        let mut tx = self.inner.db.begin().await?;
+        let (status, _) = lock_own(&mut tx, user_id, order_id).await?;
+        let to = status.apply(OrderEvent::Cancel).map_err(state_conflict)?;
+        let order = self.release(&mut tx, order_id, to).await?;
+        tx.commit().await?;
+        self.invalidate_products(&order).await;
+        tracing::info!(order_id, user_id, "order cancelled");
+        Ok(order)
+    }
+
+    /// Closes an order whose pay deadline has passed, if it is still unpaid, and returns its
+    /// stock in the same transaction. Safe to call any number of times for one order.
+    pub async fn close_expired(&self, order_id: u64) -> Result<CloseOutcome, ServiceError> {
+        let mut tx = self.inner.db.begin().await?;
+        let Some((_, status, deadline)) = orders::lock(&mut tx, order_id).await? else {
+            return Ok(CloseOutcome::Unknown);
+        };
+        let Ok(to) = status.apply(OrderEvent::Close) else {
+            return Ok(CloseOutcome::AlreadySettled);
+        };
+        let now = mysql::now_utc();
+        if now < deadline {
+            return Ok(CloseOutcome::NotDue((deadline - now).unsigned_abs()));
+        }
+        let order = self.release(&mut tx, order_id, to).await?;
+        tx.commit().await?;
+        self.invalidate_products(&order).await;
+        tracing::info!(order_id, "unpaid order closed");
+        Ok(CloseOutcome::Closed)
+    }
+
+    /// Moves a locked pending order to `to` (cancelled or closed) and gives its stock back.
+    async fn release(
+        &self,
+        tx: &mut MySqlConnection,
+        order_id: u64,
+        to: OrderStatus,
+    ) -> Result<Order, ServiceError> {
+        let now = mysql::now_utc();
+        if !orders::transition(tx, order_id, OrderStatus::PendingPayment, to, now).await? {
+            return Err(ServiceError::OrderStateConflict(
+                "the order changed meanwhile".into(),
+            ));
+        }
+        let order = orders::find(tx, order_id)
+            .await?
+            .ok_or(ServiceError::OrderNotFound)?;
+        match order.kind {
+            OrderKind::Regular => {
+                for item in &order.items {
+                    orders::return_stock(tx, item.product_id, item.quantity).await?;
+                }
+            }
+            OrderKind::Spike => {
+                // A flash-sale unit goes back to its event, not to the product (DESIGN.md §3).
+                orders::return_spike_unit(tx, order_id).await?;
+            }
+        }
+        Ok(order)
+    }
+
+    async fn invalidate_products(&self, order: &Order) {
+        for item in &order.items {
+            self.inner.catalog.invalidate(item.product_id).await;
+        }
+    }
+}
+
+/// Locks the caller's order; another user's order is "not found".
+async fn lock_own(
+    tx: &mut MySqlConnection,
+    user_id: u64,
+    order_id: u64,
+) -> Result<(OrderStatus, time::PrimitiveDateTime), ServiceError> {
+    match orders::lock(tx, order_id).await? {
+        Some((owner, status, deadline)) if owner == user_id => Ok((status, deadline)),
+        _ => Err(ServiceError::OrderNotFound),
+    }
+}
+
+/// Writes the outbox row that becomes the order's delayed close message.
+async fn announce_close(tx: &mut MySqlConnection, order_id: u64) -> Result<(), ServiceError> {
+    let payload =
+        serde_json::to_string(&OrderCloseMessage { order_id }).map_err(ServiceError::internal)?;
+    outbox::insert(tx, ORDER_CLOSE_DELAY, &payload).await?;
+    Ok(())
+}
+
+fn state_conflict(error: crate::domain::order::IllegalTransition) -> ServiceError {
+    ServiceError::OrderStateConflict(format!(
+        "order is {}: {:?} is not allowed",
+        error.from, error.event
+    ))
+}
+
+fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
