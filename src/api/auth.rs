@@ -1,7 +1,5 @@
 //! `/auth/*` and `/users/me`: registration, login, token rotation, logout, the current user.
 
-use std::collections::BTreeMap;
-
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -12,6 +10,7 @@ use super::AppState;
 use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{ApiJson, AuthUser, ClientIp};
 use super::response::{ApiResponse, Envelope};
+use super::validation::FieldErrors;
 use crate::domain::user::{Email, Password, User};
 use crate::service::auth::TokenPair;
 use crate::service::auth::tokens::Principal;
@@ -102,15 +101,11 @@ pub async fn register(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<ApiResponse<UserView>, ApiError> {
-    let mut fields = BTreeMap::new();
-    let email = Email::parse(&body.email)
-        .map_err(|problem| fields.insert("email".to_owned(), problem.to_owned()))
-        .ok();
-    let password = Password::parse(body.password)
-        .map_err(|problem| fields.insert("password".to_owned(), problem))
-        .ok();
+    let mut errors = FieldErrors::default();
+    let email = errors.check("email", Email::parse(&body.email));
+    let password = errors.check("password", Password::parse(body.password));
     let (Some(email), Some(password)) = (email, password) else {
-        return Err(ApiError::invalid_fields(fields));
+        return Err(errors.into_error());
     };
     let user = state.auth.register(email, password).await?;
     Ok(ApiResponse::created(user.into()))

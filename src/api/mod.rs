@@ -10,6 +10,7 @@ pub mod middleware;
 pub mod orders;
 pub mod products;
 pub mod response;
+pub mod validation;
 
 use axum::Router;
 use axum::http::{Method, Uri};

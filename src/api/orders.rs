@@ -1,7 +1,5 @@
 //! `/orders`: placing, reading, paying and cancelling regular orders.
 
-use std::collections::BTreeMap;
-
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -16,9 +14,9 @@ use super::AppState;
 use super::error::{ApiError, ErrorCode, ErrorEnvelope};
 use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser};
 use super::response::{ApiResponse, Envelope, PageView};
+use super::validation::{self, FieldErrors};
 use crate::domain::money::Money;
 use crate::domain::order::{Order, OrderRequest, OrderStatus};
-use crate::domain::product::Page;
 use crate::domain::user::Role;
 
 /// Longest accepted `Idempotency-Key`.
@@ -117,35 +115,29 @@ pub struct ListOrdersParams {
 
 /// Turns the raw `items` into validated lines, naming each bad field.
 fn parse_items(items: &Value) -> Result<OrderRequest, ApiError> {
+    let mut errors = FieldErrors::default();
     let Some(list) = items.as_array() else {
-        let mut fields = BTreeMap::new();
-        fields.insert("items".to_owned(), "items must be a list".to_owned());
-        return Err(ApiError::invalid_fields(fields));
+        errors.add("items", "items must be a list");
+        return Err(errors.into_error());
     };
-    let mut fields = BTreeMap::new();
     let mut lines = Vec::with_capacity(list.len());
     for (index, item) in list.iter().enumerate() {
         let product_id = item.get("product_id").and_then(Value::as_u64);
         let quantity = item.get("quantity").and_then(Value::as_i64);
         if product_id.is_none() {
-            fields.insert(
-                format!("items[{index}].product_id"),
-                "must be a positive integer".to_owned(),
+            errors.add(
+                &format!("items[{index}].product_id"),
+                "must be a positive integer",
             );
         }
         if quantity.is_none() {
-            fields.insert(
-                format!("items[{index}].quantity"),
-                "must be an integer".to_owned(),
-            );
+            errors.add(&format!("items[{index}].quantity"), "must be an integer");
         }
         if let (Some(product_id), Some(quantity)) = (product_id, quantity) {
             lines.push((product_id, quantity));
         }
     }
-    if !fields.is_empty() {
-        return Err(ApiError::invalid_fields(fields));
-    }
+    errors.into_result()?;
     OrderRequest::new(&lines).map_err(ApiError::invalid_fields)
 }
 
@@ -220,33 +212,17 @@ pub async fn list_orders(
     user: AuthUser,
     ApiQuery(params): ApiQuery<ListOrdersParams>,
 ) -> Result<ApiResponse<PageView<OrderView>>, ApiError> {
-    let mut fields = BTreeMap::new();
-    let mut page = Page::default();
-    if let Some(raw) = &params.page {
-        match Page::parse_page(raw) {
-            Ok(value) => page.page = value,
-            Err(problem) => drop(fields.insert("page".to_owned(), problem)),
-        }
-    }
-    if let Some(raw) = &params.page_size {
-        match Page::parse_page_size(raw) {
-            Ok(value) => page.page_size = value,
-            Err(problem) => drop(fields.insert("page_size".to_owned(), problem)),
-        }
-    }
-    let status = match params.status.as_deref() {
-        None => None,
-        Some(raw) => match raw.parse::<OrderStatus>() {
-            Ok(status) => Some(status),
-            Err(problem) => {
-                fields.insert("status".to_owned(), problem);
-                None
-            }
-        },
-    };
-    if !fields.is_empty() {
-        return Err(ApiError::invalid_fields(fields));
-    }
+    let mut errors = FieldErrors::default();
+    let page = validation::page(
+        params.page.as_deref(),
+        params.page_size.as_deref(),
+        &mut errors,
+    );
+    let status = params
+        .status
+        .as_deref()
+        .and_then(|raw| errors.check("status", raw.parse::<OrderStatus>()));
+    errors.into_result()?;
     let (orders, total) = state.orders.list(user.id, status, page).await?;
     Ok(ApiResponse::ok(PageView {
         items: orders.into_iter().map(OrderView::from).collect(),

@@ -1,7 +1,5 @@
 //! `/products`: the public catalog and its admin writes.
 
-use std::collections::BTreeMap;
-
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -14,8 +12,9 @@ use super::AppState;
 use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{AdminUser, ApiJson, ApiPath, ApiQuery};
 use super::response::{ApiResponse, Envelope, PageView};
+use super::validation::{self, FieldErrors};
 use crate::domain::money::Money;
-use crate::domain::product::{self, NewProduct, Page, Product, ProductChanges, ProductQuery, Sort};
+use crate::domain::product::{self, NewProduct, Product, ProductChanges, ProductQuery, Sort};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -96,24 +95,6 @@ pub struct ListParams {
     pub max_price: Option<String>,
 }
 
-/// Collects per-field problems so one response names every invalid field.
-#[derive(Default)]
-struct FieldErrors(BTreeMap<String, String>);
-
-impl FieldErrors {
-    fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
-        result.map_err(|e| self.0.insert(field.to_owned(), e)).ok()
-    }
-
-    fn into_result(self) -> Result<(), ApiError> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::invalid_fields(self.0))
-        }
-    }
-}
-
 fn text(value: &Value, field: &str) -> Result<String, String> {
     value
         .as_str()
@@ -160,15 +141,11 @@ fn parse_changes(body: ProductFields, errors: &mut FieldErrors) -> ProductChange
 
 fn parse_list_params(params: ListParams) -> Result<ProductQuery, ApiError> {
     let mut errors = FieldErrors::default();
-    let mut page = Page::default();
-    if let Some(raw) = &params.page {
-        page.page = errors.check("page", Page::parse_page(raw)).unwrap_or(1);
-    }
-    if let Some(raw) = &params.page_size {
-        page.page_size = errors
-            .check("page_size", Page::parse_page_size(raw))
-            .unwrap_or(page.page_size);
-    }
+    let page = validation::page(
+        params.page.as_deref(),
+        params.page_size.as_deref(),
+        &mut errors,
+    );
     let sort = match &params.sort {
         Some(raw) => errors
             .check("sort", raw.parse::<Sort>())
@@ -177,7 +154,7 @@ fn parse_list_params(params: ListParams) -> Result<ProductQuery, ApiError> {
     };
     let title_contains = params.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
     if title_contains.is_some_and(|q| q.chars().count() > product::TITLE_MAX_CHARS) {
-        errors.check::<()>("q", Err("q must be at most 200 characters".into()));
+        errors.add("q", "q must be at most 200 characters");
     }
     let mut price = |field: &str, raw: &Option<String>| {
         raw.as_ref()
@@ -188,10 +165,7 @@ fn parse_list_params(params: ListParams) -> Result<ProductQuery, ApiError> {
     if let (Some(min), Some(max)) = (min_price, max_price)
         && min > max
     {
-        errors.check::<()>(
-            "min_price",
-            Err("min_price must not exceed max_price".into()),
-        );
+        errors.add("min_price", "min_price must not exceed max_price");
     }
     errors.into_result()?;
     Ok(ProductQuery {
@@ -289,16 +263,16 @@ pub async fn create_product(
 ) -> Result<ApiResponse<ProductView>, ApiError> {
     let mut errors = FieldErrors::default();
     if body.title.is_none() {
-        errors.check::<()>("title", Err("title is required".into()));
+        errors.add("title", "title is required");
     }
     if body.price.is_none() {
-        errors.check::<()>("price", Err("price is required".into()));
+        errors.add("price", "price is required");
     }
     let changes = parse_changes(body, &mut errors);
-    errors.into_result()?;
     let (Some(title), Some(price)) = (changes.title, changes.price) else {
-        unreachable!("missing title or price was reported above");
+        return Err(errors.into_error());
     };
+    errors.into_result()?;
     let new = NewProduct {
         title,
         description: changes.description.unwrap_or_default(),

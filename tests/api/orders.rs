@@ -24,6 +24,14 @@ async fn post(app: &TestApp, token: &str, path: &str) -> reqwest::Response {
         .await
 }
 
+/// Places an order of `quantity` units of `product`; returns the order (`data`).
+async fn place(app: &TestApp, token: &str, product: u64, quantity: u32) -> Value {
+    let items = json!([{"product_id": product, "quantity": quantity}]);
+    let response = app.place_order(token, items, None).await;
+    assert_eq!(response.status(), 201, "place order");
+    envelope(response).await["data"].clone()
+}
+
 async fn orders_in_db(app: &TestApp) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM orders")
         .fetch_one(&app.infra.db)
@@ -263,16 +271,7 @@ async fn cancel_returns_stock_and_settled_orders_refuse_changes() {
     let admin = app.admin_token().await;
     let product = app.create_product(&admin, "4.00", 3).await;
     let buyer = token(&app).await;
-    let order = envelope(
-        app.place_order(
-            &buyer,
-            json!([{"product_id": product, "quantity": 3}]),
-            None,
-        )
-        .await,
-    )
-    .await["data"]
-        .clone();
+    let order = place(&app, &buyer, product, 3).await;
     let id = order["id"].as_u64().unwrap();
     assert_eq!(app.stock_of(product).await, 0);
 
@@ -295,15 +294,7 @@ async fn cancel_returns_stock_and_settled_orders_refuse_changes() {
     assert_eq!(app.stock_of(product).await, 3, "stock returned once");
 
     // A paid order cannot be cancelled.
-    let order = envelope(
-        app.place_order(
-            &buyer,
-            json!([{"product_id": product, "quantity": 1}]),
-            None,
-        )
-        .await,
-    )
-    .await["data"]["id"]
+    let order = place(&app, &buyer, product, 1).await["id"]
         .as_u64()
         .unwrap();
     assert_eq!(
@@ -324,15 +315,7 @@ async fn other_users_orders_are_invisible_but_admins_see_them() {
     let product = app.create_product(&admin, "1.00", 5).await;
     let alice = token(&app).await;
     let bob = token(&app).await;
-    let order = envelope(
-        app.place_order(
-            &alice,
-            json!([{"product_id": product, "quantity": 1}]),
-            None,
-        )
-        .await,
-    )
-    .await["data"]["id"]
+    let order = place(&app, &alice, product, 1).await["id"]
         .as_u64()
         .unwrap();
 
@@ -528,15 +511,7 @@ async fn the_close_message_goes_out_once_the_relay_can_publish() {
     let admin = app.admin_token().await;
     let product = app.create_product(&admin, "2.00", 1).await;
     let buyer = token(&app).await;
-    let order = envelope(
-        app.place_order(
-            &buyer,
-            json!([{"product_id": product, "quantity": 1}]),
-            None,
-        )
-        .await,
-    )
-    .await["data"]["id"]
+    let order = place(&app, &buyer, product, 1).await["id"]
         .as_u64()
         .unwrap();
     let pending = || async {
