@@ -48,6 +48,14 @@ impl RepoError {
                 | sqlx::Error::Io(_)
                 | sqlx::Error::Tls(_),
             ) => Some(Dependency::Mysql),
+            // Deadlock victim (1213) or lock wait timeout (1205): the transaction was rolled back
+            // whole and the same request may simply be retried.
+            RepoError::Mysql(sqlx::Error::Database(e))
+                if e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                    .is_some_and(|e| matches!(e.number(), 1205 | 1213)) =>
+            {
+                Some(Dependency::Mysql)
+            }
             RepoError::Mysql(_) | RepoError::Migrate(_) => None,
             RepoError::Redis(e)
                 if e.is_io_error()

@@ -187,3 +187,36 @@ async fn stock_can_never_go_negative() {
             .await;
     assert!(negative_price.is_err(), "negative price refused by CHECK");
 }
+
+#[tokio::test]
+async fn lock_wait_timeouts_count_as_retryable_outages() {
+    use sqlx::{Connection, Executor};
+    let app = spawn_app().await;
+    let url = app.config.database_url.expose();
+    let mut holder = sqlx::MySqlConnection::connect(url).await.unwrap();
+    let mut waiter = sqlx::MySqlConnection::connect(url).await.unwrap();
+    holder
+        .execute("INSERT INTO users (email, password_hash) VALUES ('lock@example.com', 'x')")
+        .await
+        .unwrap();
+    holder.execute("BEGIN").await.unwrap();
+    holder
+        .execute("SELECT id FROM users WHERE email = 'lock@example.com' FOR UPDATE")
+        .await
+        .unwrap();
+    waiter
+        .execute("SET SESSION innodb_lock_wait_timeout = 1")
+        .await
+        .unwrap();
+    let error = waiter
+        .execute("UPDATE users SET role = 'admin' WHERE email = 'lock@example.com'")
+        .await
+        .expect_err("the row is locked");
+    let error = spike::repo::RepoError::from(error);
+    assert_eq!(
+        error.unavailable_dependency(),
+        Some(spike::repo::Dependency::Mysql),
+        "{error}"
+    );
+    holder.execute("ROLLBACK").await.unwrap();
+}
