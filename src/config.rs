@@ -227,7 +227,7 @@ pub struct Config {
     pub bootstrap_admin: Option<BootstrapAdmin>,
     /// Login attempts per client IP.
     pub login_limit_per_ip: RateLimit,
-    /// Login attempts per email address.
+    /// Failed login attempts per email address.
     pub login_limit_per_email: RateLimit,
     /// Reverse proxies in front of the service that append to `X-Forwarded-For`; 0 trusts no
     /// header and uses the socket's peer address as the client IP.

@@ -30,11 +30,29 @@ pub async fn take(
     key: &str,
     limit: RateLimit,
 ) -> Result<Decision, RepoError> {
+    run(redis, key, limit, 1).await
+}
+
+/// Whether a token is available, without taking it.
+pub async fn peek(
+    redis: &mut ConnectionManager,
+    key: &str,
+    limit: RateLimit,
+) -> Result<Decision, RepoError> {
+    run(redis, key, limit, 0).await
+}
+
+async fn run(
+    redis: &mut ConnectionManager,
+    key: &str,
+    limit: RateLimit,
+    cost: u32,
+) -> Result<Decision, RepoError> {
     let (allowed, retry_after_ms): (i64, i64) = TOKEN_BUCKET
         .key(key)
         .arg(limit.burst)
         .arg(limit.refill_per_second())
-        .arg(1)
+        .arg(cost)
         .invoke_async(redis)
         .await?;
     Ok(if allowed == 1 {

@@ -94,6 +94,10 @@ impl AuthService {
 
     /// Checks the rate limits, then the password; answers the same error for an unknown email
     /// and a wrong password, after the same amount of hashing work.
+    ///
+    /// Every attempt draws from the client IP's bucket. The email's bucket only pays for failed
+    /// attempts: it exists to stop password guessing against one account, and an account that
+    /// logs in successfully and often (a shared admin, a test suite) must not lock itself out.
     pub async fn login(
         &self,
         email: &str,
@@ -110,6 +114,9 @@ impl AuthService {
             Some(credentials) if matches => credentials.user,
             _ => {
                 tracing::info!(%client_ip, "login refused");
+                let key = self.inner.keys.login_limit_email(&email);
+                let limit = self.inner.login_limit_per_email;
+                rate_limit::take(&mut self.inner.redis.clone(), &key, limit).await?;
                 return Err(ServiceError::WrongCredentials);
             }
         };
@@ -201,23 +208,26 @@ impl AuthService {
 
     async fn check_login_limits(&self, email: &str, ip: IpAddr) -> Result<(), ServiceError> {
         let mut redis = self.inner.redis.clone();
-        let checks = [
-            (
-                self.inner.keys.login_limit_ip(&ip.to_string()),
-                self.inner.login_limit_per_ip,
-            ),
-            (
-                self.inner.keys.login_limit_email(email),
-                self.inner.login_limit_per_email,
-            ),
-        ];
-        for (key, limit) in checks {
-            if let Decision::Limited { retry_after } =
-                rate_limit::take(&mut redis, &key, limit).await?
-            {
-                tracing::info!(%ip, "login rate limited");
-                return Err(ServiceError::RateLimited { retry_after });
+        let by_ip = rate_limit::take(
+            &mut redis,
+            &self.inner.keys.login_limit_ip(&ip.to_string()),
+            self.inner.login_limit_per_ip,
+        )
+        .await?;
+        let by_email = match by_ip {
+            Decision::Allowed => {
+                rate_limit::peek(
+                    &mut redis,
+                    &self.inner.keys.login_limit_email(email),
+                    self.inner.login_limit_per_email,
+                )
+                .await?
             }
+            limited => limited,
+        };
+        if let Decision::Limited { retry_after } = by_email {
+            tracing::info!(%ip, "login rate limited");
+            return Err(ServiceError::RateLimited { retry_after });
         }
         Ok(())
     }

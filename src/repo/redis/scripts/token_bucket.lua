@@ -4,7 +4,7 @@
 -- KEYS[1]  bucket hash: tokens (float), ts (unix ms of the last refill)
 -- ARGV[1]  capacity (burst size, integer > 0)
 -- ARGV[2]  refill rate in tokens per second (float > 0)
--- ARGV[3]  cost of this request (integer > 0)
+-- ARGV[3]  cost of this request (integer >= 0); 0 only asks whether one token is there
 -- Returns  {1, 0} when allowed; {0, retry_after_ms} when refused (nothing is taken then).
 local capacity = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
@@ -24,13 +24,14 @@ end
 local elapsed = math.max(0, now - ts)
 tokens = math.min(capacity, tokens + elapsed * rate / 1000)
 
+local needed = math.max(cost, 1)
 local allowed = 0
 local retry_after_ms = 0
-if tokens >= cost then
+if tokens >= needed then
   tokens = tokens - cost
   allowed = 1
 else
-  retry_after_ms = math.ceil((cost - tokens) * 1000 / rate)
+  retry_after_ms = math.ceil((needed - tokens) * 1000 / rate)
 end
 
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
