@@ -16,6 +16,7 @@ use crate::service::auth::AuthService;
 use crate::service::catalog::CatalogService;
 use crate::service::health::HealthService;
 use crate::service::orders::OrderService;
+use crate::service::spike::SpikeService;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -60,11 +61,13 @@ impl Application {
         }
         let catalog = CatalogService::new(&config, infra.db.clone(), infra.redis.clone());
         let orders = OrderService::new(infra.db.clone(), catalog.clone(), config.order_pay_timeout);
+        let spike = SpikeService::new(infra.db.clone(), catalog.clone());
         let state = AppState {
             health: HealthService::new(infra.clone()),
             auth,
             catalog,
             orders,
+            spike,
             trusted_proxy_hops: config.trusted_proxy_hops,
         };
         let router = api::router(state.clone(), &config, extra);

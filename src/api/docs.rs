@@ -27,6 +27,7 @@ pub const DOCS_PATH: &str = "/docs";
         (name = "auth", description = "Registration, login, tokens and the current user"),
         (name = "products", description = "The catalog and its stock"),
         (name = "orders", description = "Regular orders, payment and cancellation"),
+        (name = "flash sale", description = "Flash-sale events"),
     )
 )]
 pub struct ApiDoc;

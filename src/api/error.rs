@@ -229,6 +229,10 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::IdempotencyKeyReused => ApiError::new(ErrorCode::IdempotencyKeyReused),
             ServiceError::OrderNotFound => ApiError::new(ErrorCode::OrderNotFound),
+            ServiceError::EventNotFound => ApiError::new(ErrorCode::EventNotFound),
+            ServiceError::Conflict(message) => {
+                ApiError::new(ErrorCode::Conflict).with_message(message)
+            }
             ServiceError::OrderStateConflict(message) => {
                 ApiError::new(ErrorCode::OrderStateConflict).with_message(message)
             }

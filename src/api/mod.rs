@@ -10,6 +10,7 @@ pub mod middleware;
 pub mod orders;
 pub mod products;
 pub mod response;
+pub mod spike;
 pub mod validation;
 
 use axum::Router;
@@ -24,6 +25,7 @@ use crate::service::auth::AuthService;
 use crate::service::catalog::CatalogService;
 use crate::service::health::HealthService;
 use crate::service::orders::OrderService;
+use crate::service::spike::SpikeService;
 use error::{ApiError, ErrorCode};
 
 /// What handlers share: one handle per service. Cheap to clone.
@@ -33,6 +35,7 @@ pub struct AppState {
     pub auth: AuthService,
     pub catalog: CatalogService,
     pub orders: OrderService,
+    pub spike: SpikeService,
     /// See `extract::ClientIp`.
     pub trusted_proxy_hops: usize,
 }
@@ -49,7 +52,8 @@ pub fn router(state: AppState, config: &Config, extra: Router<AppState>) -> Rout
             "/api/v1",
             auth::router()
                 .merge(products::router())
-                .merge(orders::router()),
+                .merge(orders::router())
+                .merge(spike::router()),
         )
         .split_for_parts();
     let app = routes

@@ -4,4 +4,5 @@
 pub mod money;
 pub mod order;
 pub mod product;
+pub mod spike;
 pub mod user;

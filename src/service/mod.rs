@@ -7,6 +7,7 @@ pub mod health;
 pub mod orders;
 pub mod outbox;
 pub mod single_flight;
+pub mod spike;
 
 use std::time::Duration;
 
@@ -37,6 +38,11 @@ pub enum ServiceError {
     IdempotencyKeyReused,
     #[error("order not found")]
     OrderNotFound,
+    #[error("flash-sale event not found")]
+    EventNotFound,
+    /// The request conflicts with the resource's current state (generic 409/10005).
+    #[error("{0}")]
+    Conflict(String),
     /// The order's status does not allow the action (pay a closed order, cancel a paid one).
     #[error("{0}")]
     OrderStateConflict(String),

@@ -13,3 +13,4 @@ mod orders;
 mod process;
 mod products;
 mod schema;
+mod spike;

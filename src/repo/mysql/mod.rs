@@ -6,6 +6,7 @@ pub mod orders;
 pub mod outbox;
 pub mod products;
 pub mod refresh_tokens;
+pub mod spike_events;
 pub mod users;
 
 use std::str::FromStr;

@@ -1,0 +1,308 @@
+//! `/spike/events`: flash-sale events, the admin side and the public listing.
+//! (Buying — `POST /spike/events/{id}/orders` and the result — comes with the flash-sale path.)
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::error::{ApiError, ErrorEnvelope};
+use super::extract::{AdminUser, ApiJson, ApiPath, ApiQuery};
+use super::response::{ApiResponse, Envelope, PageView};
+use super::validation::{self, FieldErrors};
+use crate::domain::money::Money;
+use crate::domain::product::{self, STOCK_MAX};
+use crate::domain::spike::{EventStatus, EventWindow, SpikeEvent};
+use crate::service::spike::{EventChanges, NewEvent};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_events, create_event))
+        .routes(routes!(get_event, update_event))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    pub id: u64,
+    pub product_id: u64,
+    pub title: String,
+    #[schema(value_type = String, example = "99.00")]
+    pub spike_price: Money,
+    pub total_stock: u32,
+    /// Units not yet sold.
+    pub remaining_stock: u32,
+    pub per_user_limit: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub start_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub end_at: OffsetDateTime,
+    /// `upcoming`, `active` or `ended`, from the window and the current time.
+    #[schema(example = "upcoming")]
+    pub status: &'static str,
+}
+
+impl From<SpikeEvent> for EventView {
+    fn from(event: SpikeEvent) -> EventView {
+        EventView {
+            id: event.id,
+            product_id: event.product_id,
+            title: event.title,
+            spike_price: event.spike_price,
+            total_stock: event.total_stock,
+            remaining_stock: event.available_stock,
+            per_user_limit: event.per_user_limit,
+            start_at: event.window.start_at(),
+            end_at: event.window.end_at(),
+            status: event.window.status_at(OffsetDateTime::now_utc()).as_str(),
+        }
+    }
+}
+
+/// Fields of an event. On create all but `per_user_limit` are required; on update any of
+/// `title`, `spike_price`, `stock`, `start_at`, `end_at`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct EventFields {
+    #[schema(value_type = Option<u64>)]
+    pub product_id: Option<Value>,
+    #[schema(value_type = Option<String>, example = "Double 11 phone sale")]
+    pub title: Option<Value>,
+    #[schema(value_type = Option<String>, example = "99.00")]
+    pub spike_price: Option<Value>,
+    /// Units moved out of the product's inventory into the event.
+    #[schema(value_type = Option<u32>, example = 100)]
+    pub stock: Option<Value>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub start_at: Option<Value>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub end_at: Option<Value>,
+    /// Must be 1: one order per buyer per event.
+    #[schema(value_type = Option<u32>, example = 1)]
+    pub per_user_limit: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListEventsParams {
+    /// `upcoming`, `active` or `ended`.
+    pub status: Option<String>,
+    pub page: Option<String>,
+    pub page_size: Option<String>,
+}
+
+fn timestamp(value: &Value, field: &str) -> Result<OffsetDateTime, String> {
+    value
+        .as_str()
+        .and_then(|raw| OffsetDateTime::parse(raw, &Rfc3339).ok())
+        .ok_or_else(|| format!("{field} must be an RFC 3339 time such as 2026-11-11T00:00:00Z"))
+}
+
+fn parse_changes(body: &EventFields, errors: &mut FieldErrors) -> EventChanges {
+    let title = body.title.as_ref().and_then(|v| {
+        let title = v
+            .as_str()
+            .ok_or_else(|| "title must be a string".to_owned());
+        errors.check("title", title.and_then(product::parse_title))
+    });
+    let spike_price = body.spike_price.as_ref().and_then(|v| {
+        let price = match v {
+            Value::String(raw) => raw.parse::<Money>().map_err(|e| format!("spike_price {e}")),
+            _ => Err("spike_price must be a decimal string such as \"99.00\"".to_owned()),
+        };
+        errors.check("spike_price", price)
+    });
+    let stock = body.stock.as_ref().and_then(|v| {
+        let stock = v
+            .as_i64()
+            .filter(|n| (1..=i64::from(STOCK_MAX)).contains(n))
+            .map(|n| n as u32)
+            .ok_or_else(|| format!("stock must be an integer from 1 to {STOCK_MAX}"));
+        errors.check("stock", stock)
+    });
+    let start_at = body
+        .start_at
+        .as_ref()
+        .and_then(|v| errors.check("start_at", timestamp(v, "start_at")));
+    let end_at = body
+        .end_at
+        .as_ref()
+        .and_then(|v| errors.check("end_at", timestamp(v, "end_at")));
+    if let Some(limit) = &body.per_user_limit
+        && limit.as_u64() != Some(1)
+    {
+        errors.add(
+            "per_user_limit",
+            "per_user_limit must be 1 (one order per buyer per event)",
+        );
+    }
+    EventChanges {
+        title,
+        spike_price,
+        stock,
+        start_at,
+        end_at,
+    }
+}
+
+/// Admin: create an event. Its stock moves out of the product's inventory at once
+/// (409/30002 when the product has fewer units).
+#[utoipa::path(
+    post,
+    path = "/spike/events",
+    tag = "flash sale",
+    security(("bearer" = [])),
+    request_body = EventFields,
+    responses(
+        (status = 201, description = "created", body = Envelope<EventView>),
+        (status = 400, description = "invalid fields (10001, `data.fields`)", body = ErrorEnvelope),
+        (status = 403, description = "not an admin (10003)", body = ErrorEnvelope),
+        (status = 404, description = "no such product (30001)", body = ErrorEnvelope),
+        (status = 409, description = "not enough product stock (30002)", body = ErrorEnvelope),
+    )
+)]
+pub async fn create_event(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    ApiJson(body): ApiJson<EventFields>,
+) -> Result<ApiResponse<EventView>, ApiError> {
+    let mut errors = FieldErrors::default();
+    let product_id = match &body.product_id {
+        Some(v) => errors.check(
+            "product_id",
+            v.as_u64()
+                .filter(|id| *id > 0)
+                .ok_or("product_id must be a product id"),
+        ),
+        None => {
+            errors.add("product_id", "product_id is required");
+            None
+        }
+    };
+    for (field, present) in [
+        ("title", body.title.is_some()),
+        ("spike_price", body.spike_price.is_some()),
+        ("stock", body.stock.is_some()),
+        ("start_at", body.start_at.is_some()),
+        ("end_at", body.end_at.is_some()),
+    ] {
+        if !present {
+            errors.add(field, format!("{field} is required"));
+        }
+    }
+    let changes = parse_changes(&body, &mut errors);
+    let window = match (changes.start_at, changes.end_at) {
+        (Some(start), Some(end)) => errors.check("end_at", EventWindow::new(start, end)),
+        _ => None,
+    };
+    let (Some(product_id), Some(title), Some(spike_price), Some(stock), Some(window)) = (
+        product_id,
+        changes.title,
+        changes.spike_price,
+        changes.stock,
+        window,
+    ) else {
+        return Err(errors.into_error());
+    };
+    errors.into_result()?;
+    let event = NewEvent {
+        product_id,
+        title,
+        spike_price,
+        stock,
+        window,
+    };
+    Ok(ApiResponse::created(
+        state.spike.create(event).await?.into(),
+    ))
+}
+
+/// Admin: change an event before it starts (409/10005 once it has).
+#[utoipa::path(
+    patch,
+    path = "/spike/events/{id}",
+    tag = "flash sale",
+    security(("bearer" = [])),
+    params(("id" = u64, Path, description = "event id")),
+    request_body = EventFields,
+    responses(
+        (status = 200, description = "updated", body = Envelope<EventView>),
+        (status = 400, description = "invalid fields (10001)", body = ErrorEnvelope),
+        (status = 404, description = "no such event (50001)", body = ErrorEnvelope),
+        (status = 409, description = "already started (10005) or not enough product stock (30002)", body = ErrorEnvelope),
+    )
+)]
+pub async fn update_event(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    ApiPath(id): ApiPath<u64>,
+    ApiJson(body): ApiJson<EventFields>,
+) -> Result<ApiResponse<EventView>, ApiError> {
+    let mut errors = FieldErrors::default();
+    if body.product_id.is_some() {
+        errors.add("product_id", "an event's product cannot change");
+    }
+    let changes = parse_changes(&body, &mut errors);
+    errors.into_result()?;
+    Ok(ApiResponse::ok(
+        state.spike.update(id, changes).await?.into(),
+    ))
+}
+
+/// Events, latest start first, optionally only `upcoming`, `active` or `ended` ones.
+#[utoipa::path(
+    get,
+    path = "/spike/events",
+    tag = "flash sale",
+    params(ListEventsParams),
+    responses(
+        (status = 200, description = "one page", body = Envelope<PageView<EventView>>),
+        (status = 400, description = "invalid status or paging (10001)", body = ErrorEnvelope),
+    )
+)]
+pub async fn list_events(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<ListEventsParams>,
+) -> Result<ApiResponse<PageView<EventView>>, ApiError> {
+    let mut errors = FieldErrors::default();
+    let page = validation::page(
+        params.page.as_deref(),
+        params.page_size.as_deref(),
+        &mut errors,
+    );
+    let status = params
+        .status
+        .as_deref()
+        .and_then(|raw| errors.check("status", raw.parse::<EventStatus>()));
+    errors.into_result()?;
+    let (events, total) = state.spike.list(status, page).await?;
+    Ok(ApiResponse::ok(PageView {
+        items: events.into_iter().map(EventView::from).collect(),
+        page: page.page,
+        page_size: page.page_size,
+        total,
+    }))
+}
+
+/// One event.
+#[utoipa::path(
+    get,
+    path = "/spike/events/{id}",
+    tag = "flash sale",
+    params(("id" = u64, Path, description = "event id")),
+    responses(
+        (status = 200, description = "the event", body = Envelope<EventView>),
+        (status = 404, description = "no such event (50001)", body = ErrorEnvelope),
+    )
+)]
+pub async fn get_event(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<u64>,
+) -> Result<ApiResponse<EventView>, ApiError> {
+    Ok(ApiResponse::ok(state.spike.get(id).await?.into()))
+}

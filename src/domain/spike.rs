@@ -1,0 +1,119 @@
+//! Flash-sale events: the sale window, the status derived from it, and the event entity.
+
+use time::OffsetDateTime;
+
+use super::money::Money;
+
+/// When a sale is open: `[start_at, end_at)`, with `end_at` after `start_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventWindow {
+    start_at: OffsetDateTime,
+    end_at: OffsetDateTime,
+}
+
+impl EventWindow {
+    pub fn new(start_at: OffsetDateTime, end_at: OffsetDateTime) -> Result<EventWindow, String> {
+        if end_at <= start_at {
+            return Err("end_at must be after start_at".into());
+        }
+        Ok(EventWindow { start_at, end_at })
+    }
+
+    pub fn start_at(&self) -> OffsetDateTime {
+        self.start_at
+    }
+
+    pub fn end_at(&self) -> OffsetDateTime {
+        self.end_at
+    }
+
+    /// The status at `now`. Derived, never stored, so it cannot go stale.
+    pub fn status_at(&self, now: OffsetDateTime) -> EventStatus {
+        if now < self.start_at {
+            EventStatus::Upcoming
+        } else if now < self.end_at {
+            EventStatus::Active
+        } else {
+            EventStatus::Ended
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventStatus {
+    Upcoming,
+    Active,
+    Ended,
+}
+
+impl EventStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Upcoming => "upcoming",
+            EventStatus::Active => "active",
+            EventStatus::Ended => "ended",
+        }
+    }
+}
+
+impl std::str::FromStr for EventStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<EventStatus, String> {
+        match s {
+            "upcoming" => Ok(EventStatus::Upcoming),
+            "active" => Ok(EventStatus::Active),
+            "ended" => Ok(EventStatus::Ended),
+            _ => Err("status must be one of upcoming, active, ended".into()),
+        }
+    }
+}
+
+/// A flash-sale event as stored in MySQL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpikeEvent {
+    pub id: u64,
+    pub product_id: u64,
+    pub title: String,
+    pub spike_price: Money,
+    /// Units allotted to the event (moved out of the product's inventory at creation).
+    pub total_stock: u32,
+    /// Units MySQL has not yet sold.
+    pub available_stock: u32,
+    pub per_user_limit: u32,
+    pub window: EventWindow,
+    pub created_at: OffsetDateTime,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn status_follows_the_window() {
+        let window = EventWindow::new(
+            datetime!(2026-01-01 10:00 UTC),
+            datetime!(2026-01-01 11:00 UTC),
+        )
+        .unwrap();
+        assert_eq!(
+            window.status_at(datetime!(2026-01-01 09:59:59 UTC)),
+            EventStatus::Upcoming
+        );
+        assert_eq!(
+            window.status_at(datetime!(2026-01-01 10:00 UTC)),
+            EventStatus::Active
+        );
+        assert_eq!(
+            window.status_at(datetime!(2026-01-01 11:00 UTC)),
+            EventStatus::Ended
+        );
+    }
+
+    #[test]
+    fn the_window_must_not_be_empty() {
+        let t = datetime!(2026-01-01 10:00 UTC);
+        assert!(EventWindow::new(t, t).is_err());
+        assert!(EventWindow::new(t, t - time::Duration::SECOND).is_err());
+    }
+}

@@ -1,0 +1,170 @@
+//! The `spike_events` table.
+
+use rust_decimal::Decimal;
+use sqlx::{MySql, MySqlConnection, MySqlExecutor, QueryBuilder};
+use time::{OffsetDateTime, PrimitiveDateTime};
+
+use crate::domain::money::Money;
+use crate::domain::product::Page;
+use crate::domain::spike::{EventStatus, EventWindow, SpikeEvent};
+use crate::repo::RepoError;
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    id: u64,
+    product_id: u64,
+    title: String,
+    spike_price: Decimal,
+    total_stock: u32,
+    available_stock: u32,
+    per_user_limit: u32,
+    start_at: PrimitiveDateTime,
+    end_at: PrimitiveDateTime,
+    created_at: PrimitiveDateTime,
+}
+
+impl TryFrom<EventRow> for SpikeEvent {
+    type Error = RepoError;
+    fn try_from(row: EventRow) -> Result<SpikeEvent, RepoError> {
+        let decode = |e: String| RepoError::Mysql(sqlx::Error::Decode(e.into()));
+        Ok(SpikeEvent {
+            id: row.id,
+            product_id: row.product_id,
+            title: row.title,
+            spike_price: Money::new(row.spike_price).map_err(|e| decode(e.to_string()))?,
+            total_stock: row.total_stock,
+            available_stock: row.available_stock,
+            per_user_limit: row.per_user_limit,
+            window: EventWindow::new(row.start_at.assume_utc(), row.end_at.assume_utc())
+                .map_err(decode)?,
+            created_at: row.created_at.assume_utc(),
+        })
+    }
+}
+
+const COLUMNS: &str = "id, product_id, title, spike_price, total_stock, available_stock, \
+     per_user_limit, start_at, end_at, created_at";
+
+/// Fields of an event, for insert and update.
+pub struct EventFields<'a> {
+    pub product_id: u64,
+    pub title: &'a str,
+    pub spike_price: Money,
+    pub stock: u32,
+    pub per_user_limit: u32,
+    pub window: EventWindow,
+}
+
+fn utc(t: OffsetDateTime) -> PrimitiveDateTime {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    PrimitiveDateTime::new(t.date(), t.time())
+}
+
+pub async fn insert(tx: &mut MySqlConnection, event: &EventFields<'_>) -> Result<u64, RepoError> {
+    let result = sqlx::query(
+        "INSERT INTO spike_events (product_id, title, spike_price, total_stock, available_stock, \
+         per_user_limit, start_at, end_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(event.product_id)
+    .bind(event.title)
+    .bind(event.spike_price.amount())
+    .bind(event.stock)
+    .bind(event.stock)
+    .bind(event.per_user_limit)
+    .bind(utc(event.window.start_at()))
+    .bind(utc(event.window.end_at()))
+    .execute(tx)
+    .await?;
+    Ok(result.last_insert_id())
+}
+
+/// Rewrites an event's fields; `stock` sets both the allotment and what is left of it (only
+/// valid before the sale starts, when nothing is sold).
+pub async fn update(
+    tx: &mut MySqlConnection,
+    id: u64,
+    event: &EventFields<'_>,
+) -> Result<(), RepoError> {
+    sqlx::query(
+        "UPDATE spike_events SET title = ?, spike_price = ?, total_stock = ?, available_stock = ?, \
+         start_at = ?, end_at = ? WHERE id = ?",
+    )
+    .bind(event.title)
+    .bind(event.spike_price.amount())
+    .bind(event.stock)
+    .bind(event.stock)
+    .bind(utc(event.window.start_at()))
+    .bind(utc(event.window.end_at()))
+    .bind(id)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn find(db: impl MySqlExecutor<'_>, id: u64) -> Result<Option<SpikeEvent>, RepoError> {
+    let sql = format!("SELECT {COLUMNS} FROM spike_events WHERE id = ? AND status = 'scheduled'");
+    sqlx::query_as::<_, EventRow>(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(db)
+        .await?
+        .map(SpikeEvent::try_from)
+        .transpose()
+}
+
+/// [`find`], locking the row for the rest of the transaction.
+pub async fn lock(tx: &mut MySqlConnection, id: u64) -> Result<Option<SpikeEvent>, RepoError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM spike_events WHERE id = ? AND status = 'scheduled' FOR UPDATE"
+    );
+    sqlx::query_as::<_, EventRow>(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(tx)
+        .await?
+        .map(SpikeEvent::try_from)
+        .transpose()
+}
+
+/// A page of events by start time, optionally only those in `status` at `now`.
+pub async fn list(
+    db: &sqlx::MySqlPool,
+    status: Option<EventStatus>,
+    now: OffsetDateTime,
+    page: Page,
+) -> Result<(Vec<SpikeEvent>, u64), RepoError> {
+    let push_filter = |query: &mut QueryBuilder<MySql>| {
+        let now = utc(now);
+        query.push(" WHERE status = 'scheduled'");
+        match status {
+            None => {}
+            Some(EventStatus::Upcoming) => {
+                query.push(" AND start_at > ").push_bind(now);
+            }
+            Some(EventStatus::Active) => {
+                query
+                    .push(" AND start_at <= ")
+                    .push_bind(now)
+                    .push(" AND end_at > ")
+                    .push_bind(now);
+            }
+            Some(EventStatus::Ended) => {
+                query.push(" AND end_at <= ").push_bind(now);
+            }
+        }
+    };
+    let mut select = QueryBuilder::<MySql>::new(format!("SELECT {COLUMNS} FROM spike_events"));
+    push_filter(&mut select);
+    select
+        .push(" ORDER BY start_at DESC, id DESC LIMIT ")
+        .push_bind(page.page_size)
+        .push(" OFFSET ")
+        .push_bind(page.offset());
+    let rows: Vec<EventRow> = select.build_query_as().fetch_all(db).await?;
+    let mut count = QueryBuilder::<MySql>::new("SELECT COUNT(*) FROM spike_events");
+    push_filter(&mut count);
+    let total: i64 = count.build_query_scalar().fetch_one(db).await?;
+    let events = rows
+        .into_iter()
+        .map(SpikeEvent::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((events, total.max(0) as u64))
+}
