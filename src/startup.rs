@@ -61,7 +61,7 @@ impl Application {
         }
         let catalog = CatalogService::new(&config, infra.db.clone(), infra.redis.clone());
         let orders = OrderService::new(infra.db.clone(), catalog.clone(), config.order_pay_timeout);
-        let spike = SpikeService::new(infra.db.clone(), catalog.clone());
+        let spike = SpikeService::new(&config, &infra, catalog.clone());
         let state = AppState {
             health: HealthService::new(infra.clone()),
             auth,

@@ -1,18 +1,19 @@
-//! The background role (`spike worker`, or inside `spike all`): the outbox relay and the
-//! `order.close` consumer. Every handler is idempotent, so any number of workers may run.
+//! The background role (`spike worker`, or inside `spike all`): the outbox relay, the
+//! `order.close` consumer and the `spike.order.create` consumer. Every handler is idempotent,
+//! so any number of workers may run.
 //!
-//! The flash-sale consumers, the warm-up scheduler and the reconciler join here with the
-//! flash-sale work.
+//! The warm-up scheduler and the reconciler join here with the rest of the flash-sale work.
 
 use lapin::message::Delivery;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::repo::amqp::{ORDER_CLOSE, ORDER_CLOSE_DELAY, consumer};
+use crate::repo::amqp::{ORDER_CLOSE, ORDER_CLOSE_DELAY, ORDER_CREATE, consumer};
 use crate::repo::{Infra, RepoError};
 use crate::service::catalog::CatalogService;
 use crate::service::orders::{CloseOutcome, OrderCloseMessage, OrderService};
 use crate::service::outbox::OutboxRelay;
+use crate::service::spike::{ReservationMessage, SpikeService};
 use consumer::Outcome;
 
 /// Runs the background tasks until `shutdown` is cancelled; returns when all have stopped.
@@ -22,6 +23,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RepoError> {
     let catalog = CatalogService::new(&config, infra.db.clone(), infra.redis.clone());
+    let spike = SpikeService::new(&config, &infra, catalog.clone());
     let orders = OrderService::new(infra.db.clone(), catalog, config.order_pay_timeout);
     let relay = OutboxRelay::new(
         infra.db.clone(),
@@ -31,21 +33,50 @@ pub async fn run(
     );
     let relay = tokio::spawn(relay.run(shutdown.clone()));
 
-    let channel = infra.amqp.create_channel().await?;
     let close_queue = infra.topology.queue(ORDER_CLOSE);
     let closer = consumer::run(
-        channel,
+        infra.amqp.create_channel().await?,
         &close_queue,
         config.amqp_prefetch,
         shutdown.clone(),
         |delivery| handle_order_close(&orders, &infra, delivery),
     );
-    let closed = closer.await;
+    let create_queue = infra.topology.queue(ORDER_CREATE);
+    let creator = consumer::run(
+        infra.amqp.create_channel().await?,
+        &create_queue,
+        config.amqp_prefetch,
+        shutdown.clone(),
+        |delivery| handle_order_create(&spike, delivery),
+    );
+    // The first consumer to stop (shutdown, or a failure) stops the others.
+    let closed = tokio::select! {
+        result = closer => result,
+        result = creator => result,
+    };
     shutdown.cancel();
     if relay.await.is_err() {
         tracing::error!("outbox relay task panicked");
     }
     closed
+}
+
+/// One `spike.order.create` message: turn the reservation into an order.
+async fn handle_order_create(spike: &SpikeService, delivery: Delivery) -> (Delivery, Outcome) {
+    let message: ReservationMessage = match serde_json::from_slice(&delivery.data) {
+        Ok(message) => message,
+        Err(error) => {
+            tracing::error!(%error, "malformed spike.order.create message dead-lettered");
+            return (delivery, Outcome::Reject);
+        }
+    };
+    match spike.create_order(&message).await {
+        Ok(_) => (delivery, Outcome::Ack),
+        Err(error) => {
+            tracing::warn!(ticket = message.ticket, %error, "creating a flash-sale order failed; will retry");
+            (delivery, Outcome::Retry)
+        }
+    }
 }
 
 /// One `order.close` message: close the order if it is still unpaid and due.

@@ -230,6 +230,13 @@ impl From<ServiceError> for ApiError {
             ServiceError::IdempotencyKeyReused => ApiError::new(ErrorCode::IdempotencyKeyReused),
             ServiceError::OrderNotFound => ApiError::new(ErrorCode::OrderNotFound),
             ServiceError::EventNotFound => ApiError::new(ErrorCode::EventNotFound),
+            ServiceError::EventNotStarted => ApiError::new(ErrorCode::EventNotStarted),
+            ServiceError::EventEnded => ApiError::new(ErrorCode::EventEnded),
+            ServiceError::SoldOut => ApiError::new(ErrorCode::SoldOut),
+            ServiceError::AlreadyPurchased => ApiError::new(ErrorCode::AlreadyPurchased),
+            ServiceError::Retryable(message) => ApiError::new(ErrorCode::Unavailable)
+                .with_message(message)
+                .with_retry_after(1),
             ServiceError::Conflict(message) => {
                 ApiError::new(ErrorCode::Conflict).with_message(message)
             }

@@ -1,5 +1,4 @@
-//! `/spike/events`: flash-sale events, the admin side and the public listing.
-//! (Buying — `POST /spike/events/{id}/orders` and the result — comes with the flash-sale path.)
+//! `/spike/events`: flash-sale events (admin side and listing), warm-up, buying and results.
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -12,18 +11,64 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::{ApiError, ErrorEnvelope};
+use super::extract::AuthUser;
 use super::extract::{AdminUser, ApiJson, ApiPath, ApiQuery};
 use super::response::{ApiResponse, Envelope, PageView};
 use super::validation::{self, FieldErrors};
 use crate::domain::money::Money;
 use crate::domain::product::{self, STOCK_MAX};
 use crate::domain::spike::{EventStatus, EventWindow, SpikeEvent};
-use crate::service::spike::{EventChanges, NewEvent};
+use crate::service::spike::{BuyResult, EventChanges, NewEvent};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_events, create_event))
         .routes(routes!(get_event, update_event))
+        .routes(routes!(warm_up_event))
+        .routes(routes!(buy))
+        .routes(routes!(buy_result))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WarmUpView {
+    pub event_id: u64,
+    /// False when the event was warm already (nothing changed).
+    pub warmed_now: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueuedView {
+    #[schema(example = "queued")]
+    pub status: &'static str,
+    /// Identifies this purchase attempt.
+    pub ticket: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResultView {
+    /// `queued`, `success`, `failed` or `none`.
+    #[schema(example = "success")]
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl From<BuyResult> for ResultView {
+    fn from(result: BuyResult) -> ResultView {
+        let (status, order_id, reason) = match result {
+            BuyResult::Queued => ("queued", None, None),
+            BuyResult::Success { order_id } => ("success", Some(order_id), None),
+            BuyResult::Failed { reason } => ("failed", None, Some(reason)),
+            BuyResult::None => ("none", None, None),
+        };
+        ResultView {
+            status,
+            order_id,
+            reason,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -305,4 +350,74 @@ pub async fn get_event(
     ApiPath(id): ApiPath<u64>,
 ) -> Result<ApiResponse<EventView>, ApiError> {
     Ok(ApiResponse::ok(state.spike.get(id).await?.into()))
+}
+
+/// Admin: copy the event's free units into Redis so it can sell (idempotent; never raises
+/// the stock of a warm event).
+#[utoipa::path(
+    post,
+    path = "/spike/events/{id}/warmup",
+    tag = "flash sale",
+    security(("bearer" = [])),
+    params(("id" = u64, Path, description = "event id")),
+    responses(
+        (status = 200, description = "warm", body = Envelope<WarmUpView>),
+        (status = 404, description = "no such event (50001)", body = ErrorEnvelope),
+    )
+)]
+pub async fn warm_up_event(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    ApiPath(id): ApiPath<u64>,
+) -> Result<ApiResponse<WarmUpView>, ApiError> {
+    let warmed_now = state.spike.warm_up(id).await?;
+    Ok(ApiResponse::ok(WarmUpView {
+        event_id: id,
+        warmed_now,
+    }))
+}
+
+/// Buy one unit: reserved in Redis and queued; poll `/result` for the order.
+#[utoipa::path(
+    post,
+    path = "/spike/events/{id}/orders",
+    tag = "flash sale",
+    security(("bearer" = [])),
+    params(("id" = u64, Path, description = "event id")),
+    responses(
+        (status = 202, description = "queued", body = Envelope<QueuedView>),
+        (status = 404, description = "no such event (50001)", body = ErrorEnvelope),
+        (status = 409, description = "not started (50002), ended (50003), sold out (50004), already bought (50005)", body = ErrorEnvelope),
+        (status = 503, description = "not ready or queue unavailable; nothing reserved (10008)", body = ErrorEnvelope),
+    )
+)]
+pub async fn buy(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<u64>,
+) -> Result<ApiResponse<QueuedView>, ApiError> {
+    let ticket = state.spike.buy(id, user.id).await?;
+    Ok(ApiResponse::accepted(QueuedView {
+        status: "queued",
+        ticket,
+    }))
+}
+
+/// The caller's outcome in an event.
+#[utoipa::path(
+    get,
+    path = "/spike/events/{id}/result",
+    tag = "flash sale",
+    security(("bearer" = [])),
+    params(("id" = u64, Path, description = "event id")),
+    responses((status = 200, description = "the outcome", body = Envelope<ResultView>))
+)]
+pub async fn buy_result(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<u64>,
+) -> Result<ApiResponse<ResultView>, ApiError> {
+    Ok(ApiResponse::ok(
+        state.spike.result(id, user.id).await?.into(),
+    ))
 }

@@ -40,6 +40,17 @@ pub enum ServiceError {
     OrderNotFound,
     #[error("flash-sale event not found")]
     EventNotFound,
+    #[error("event not started")]
+    EventNotStarted,
+    #[error("event ended")]
+    EventEnded,
+    #[error("sold out")]
+    SoldOut,
+    #[error("already purchased or queued in this event")]
+    AlreadyPurchased,
+    /// Nothing was done; the same request may succeed in a moment (503/10008).
+    #[error("{0}")]
+    Retryable(String),
     /// The request conflicts with the resource's current state (generic 409/10005).
     #[error("{0}")]
     Conflict(String),

@@ -1,20 +1,75 @@
-//! Flash-sale events, the admin side: creating an event moves its stock out of the product's
-//! inventory in the same transaction; an event can be changed only before it starts.
+//! Flash-sale events and buying (DESIGN.md §5).
 //!
-//! The buying path (warm-up, the Lua reservation, the queue, the worker, results, the
-//! reconciler) is still to come (issue #6); until warm-up exists, `remaining_stock` is MySQL's
-//! `available_stock`.
+//! Admin side: creating an event moves its stock out of the product's inventory in the same
+//! transaction; an event can be changed only before it starts.
+//!
+//! Buying: warm-up copies the event's free units into Redis; a purchase runs one Lua script
+//! (window, duplicate buyer, stock → reserve) and publishes the reservation with publisher
+//! confirms, answering `queued`; the worker turns it into an order in one MySQL transaction
+//! guarded by the unique `(user_id, spike_event_id)` key and a conditional decrement.
+//!
+//! Not built yet (issue #6 continues): retry queues and dead-lettering with compensation, the
+//! reconciler, rate limits, the automatic warm-up scheduler, returning a closed order's unit to
+//! Redis, and re-warming from MySQL minus in-flight reservations after a Redis loss.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
 use sqlx::MySqlPool;
 use time::OffsetDateTime;
 
 use super::ServiceError;
 use super::catalog::CatalogService;
 use crate::domain::money::Money;
+use crate::domain::order::{OrderItem, OrderKind};
 use crate::domain::product::Page;
 use crate::domain::spike::{EventStatus, EventWindow, SpikeEvent};
+use crate::repo::amqp::ORDER_CREATE;
 use crate::repo::mysql::spike_events::{self, EventFields};
-use crate::repo::mysql::{orders, products};
+use crate::repo::mysql::{self, orders, outbox, products};
+use crate::repo::redis::spike::{self as redis_spike, EventKeys, Reservation};
+use crate::repo::{Amqp, Topology};
+
+/// Keys of an event live this long after it ends (results stay pollable meanwhile).
+const KEYS_OUTLIVE_EVENT: Duration = Duration::from_secs(3600);
+/// How long a buyer's result stays in Redis (MySQL answers after that).
+const RESULT_TTL_SECS: u64 = 24 * 3600;
+
+/// The message published for each reservation (`spike.order.create`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationMessage {
+    pub ticket: String,
+    pub event_id: u64,
+    pub user_id: u64,
+    pub reserved_at_ms: i64,
+}
+
+/// Where a buyer stands in an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuyResult {
+    Queued,
+    Success { order_id: u64 },
+    Failed { reason: String },
+    None,
+}
+
+/// What the worker did with one reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateOutcome {
+    Created {
+        order_id: u64,
+    },
+    /// A redelivery: the order exists already.
+    AlreadyDone {
+        order_id: u64,
+    },
+    /// MySQL had no unit left although Redis had reserved one.
+    SoldOut,
+    /// The event no longer exists.
+    UnknownEvent,
+}
 
 /// A new event, validated.
 #[derive(Debug, Clone)]
@@ -39,12 +94,33 @@ pub struct EventChanges {
 #[derive(Clone)]
 pub struct SpikeService {
     db: MySqlPool,
+    redis: ConnectionManager,
+    amqp: Arc<Amqp>,
+    topology: Arc<Topology>,
+    redis_prefix: String,
     catalog: CatalogService,
+    pay_timeout: Duration,
 }
 
 impl SpikeService {
-    pub fn new(db: MySqlPool, catalog: CatalogService) -> SpikeService {
-        SpikeService { db, catalog }
+    pub fn new(
+        config: &crate::config::Config,
+        infra: &crate::repo::Infra,
+        catalog: CatalogService,
+    ) -> SpikeService {
+        SpikeService {
+            db: infra.db.clone(),
+            redis: infra.redis.clone(),
+            amqp: infra.amqp.clone(),
+            topology: infra.topology.clone(),
+            redis_prefix: config.redis_prefix.clone(),
+            catalog,
+            pay_timeout: config.order_pay_timeout,
+        }
+    }
+
+    fn keys(&self, event_id: u64) -> EventKeys {
+        EventKeys::new(&self.redis_prefix, event_id)
     }
 
     pub async fn create(&self, event: NewEvent) -> Result<SpikeEvent, ServiceError> {
@@ -126,10 +202,210 @@ impl SpikeService {
         Ok(updated)
     }
 
+    /// One event; `available_stock` is Redis's count when the event is warm.
     pub async fn get(&self, id: u64) -> Result<SpikeEvent, ServiceError> {
-        spike_events::find(&self.db, id)
+        let mut event = spike_events::find(&self.db, id)
             .await?
-            .ok_or(ServiceError::EventNotFound)
+            .ok_or(ServiceError::EventNotFound)?;
+        if let Ok(Some(stock)) = redis_spike::stock(&mut self.redis.clone(), &self.keys(id)).await {
+            event.available_stock = stock.clamp(0, i64::from(u32::MAX)) as u32;
+        }
+        Ok(event)
+    }
+
+    /// Copies the event's free units, window and existing buyers into Redis unless already
+    /// warm; true when it was warmed now. Never raises a warm event's stock.
+    pub async fn warm_up(&self, id: u64) -> Result<bool, ServiceError> {
+        let event = spike_events::find(&self.db, id)
+            .await?
+            .ok_or(ServiceError::EventNotFound)?;
+        let buyers = spike_events::buyers(&self.db, id).await?;
+        let millis = |t: OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
+        let expire_at = event.window.end_at() + KEYS_OUTLIVE_EVENT;
+        let fresh = redis_spike::warm(
+            &mut self.redis.clone(),
+            &self.keys(id),
+            event.available_stock,
+            millis(event.window.start_at()),
+            millis(event.window.end_at()),
+            millis(expire_at),
+            &buyers,
+        )
+        .await?;
+        tracing::info!(
+            event_id = id,
+            fresh,
+            stock = event.available_stock,
+            "event warmed"
+        );
+        Ok(fresh)
+    }
+
+    /// Reserves a unit for `user_id` and queues its order; returns the ticket.
+    pub async fn buy(&self, event_id: u64, user_id: u64) -> Result<String, ServiceError> {
+        let keys = self.keys(event_id);
+        let ticket = uuid::Uuid::new_v4().simple().to_string();
+        let mut redis = self.redis.clone();
+        let reserved_at_ms = match redis_spike::reserve(&mut redis, &keys, user_id, &ticket).await?
+        {
+            Reservation::Reserved { at_ms } => at_ms,
+            Reservation::NotStarted => return Err(ServiceError::EventNotStarted),
+            Reservation::Ended => return Err(ServiceError::EventEnded),
+            Reservation::Duplicate => return Err(ServiceError::AlreadyPurchased),
+            Reservation::SoldOut => return Err(ServiceError::SoldOut),
+            Reservation::NotWarm => return Err(self.not_warm(event_id).await),
+        };
+        let message = ReservationMessage {
+            ticket: ticket.clone(),
+            event_id,
+            user_id,
+            reserved_at_ms,
+        };
+        let payload = serde_json::to_vec(&message).map_err(ServiceError::internal)?;
+        if let Err(error) = self
+            .amqp
+            .publish(&self.topology.exchange(), ORDER_CREATE, &payload, None)
+            .await
+        {
+            tracing::warn!(event_id, user_id, %error, "reservation not queued; undoing it");
+            redis_spike::unreserve(&mut redis, &keys, user_id, &ticket).await?;
+            return Err(ServiceError::Retryable(
+                "the order queue is unavailable, retry later".into(),
+            ));
+        }
+        Ok(ticket)
+    }
+
+    /// The answer when the event's keys are missing: never "sold out" or "available". An
+    /// unknown, upcoming or ended event says so; an active one is not warm (Redis lost its
+    /// keys, or warm-up has not run): fail closed with a retryable error.
+    async fn not_warm(&self, event_id: u64) -> ServiceError {
+        match spike_events::find(&self.db, event_id).await {
+            Ok(None) => ServiceError::EventNotFound,
+            Ok(Some(event)) => match event.window.status_at(OffsetDateTime::now_utc()) {
+                EventStatus::Upcoming => ServiceError::EventNotStarted,
+                EventStatus::Ended => ServiceError::EventEnded,
+                EventStatus::Active => {
+                    tracing::warn!(event_id, "active event not warm: refusing to sell");
+                    ServiceError::Retryable("the sale is not ready, retry shortly".into())
+                }
+            },
+            Err(error) => error.into(),
+        }
+    }
+
+    /// Where `user_id` stands: the Redis result, a pending reservation, or MySQL's record.
+    pub async fn result(&self, event_id: u64, user_id: u64) -> Result<BuyResult, ServiceError> {
+        let keys = self.keys(event_id);
+        let mut redis = self.redis.clone();
+        if let Some(outcome) = redis_spike::result(&mut redis, &keys, user_id).await? {
+            if let Some(id) = outcome
+                .strip_prefix("success:")
+                .and_then(|id| id.parse().ok())
+            {
+                return Ok(BuyResult::Success { order_id: id });
+            }
+            if let Some(reason) = outcome.strip_prefix("failed:") {
+                return Ok(BuyResult::Failed {
+                    reason: reason.to_owned(),
+                });
+            }
+        }
+        if redis_spike::has_reservation(&mut redis, &keys, user_id).await? {
+            return Ok(BuyResult::Queued);
+        }
+        Ok(
+            match spike_events::order_of(&self.db, event_id, user_id).await? {
+                Some(order_id) => BuyResult::Success { order_id },
+                None => BuyResult::None,
+            },
+        )
+    }
+
+    /// The worker's half: one transaction creates the order, links it to the event (the unique
+    /// keys make a redelivery a no-op), takes the unit in MySQL and writes the close message;
+    /// then the result is recorded in Redis.
+    pub async fn create_order(
+        &self,
+        message: &ReservationMessage,
+    ) -> Result<CreateOutcome, ServiceError> {
+        let outcome = self.create_order_in_mysql(message).await?;
+        let keys = self.keys(message.event_id);
+        let result = match outcome {
+            CreateOutcome::Created { order_id } | CreateOutcome::AlreadyDone { order_id } => {
+                format!("success:{order_id}")
+            }
+            CreateOutcome::SoldOut => "failed:sold_out".to_owned(),
+            CreateOutcome::UnknownEvent => "failed:unknown_event".to_owned(),
+        };
+        redis_spike::settle(
+            &mut self.redis.clone(),
+            &keys,
+            message.user_id,
+            &result,
+            RESULT_TTL_SECS,
+        )
+        .await?;
+        Ok(outcome)
+    }
+
+    async fn create_order_in_mysql(
+        &self,
+        message: &ReservationMessage,
+    ) -> Result<CreateOutcome, ServiceError> {
+        let mut tx = self.db.begin().await?;
+        let Some(event) = spike_events::find(&mut *tx, message.event_id).await? else {
+            return Ok(CreateOutcome::UnknownEvent);
+        };
+        let new_order = orders::NewOrder {
+            user_id: message.user_id,
+            kind: OrderKind::Spike,
+            total_amount: event.spike_price,
+            idempotency_key: None,
+            request_hash: None,
+            pay_deadline: mysql::now_utc() + self.pay_timeout,
+        };
+        let order_id = orders::insert(&mut tx, &new_order).await?;
+        let linked = spike_events::insert_spike_order(
+            &mut tx,
+            message.event_id,
+            message.user_id,
+            order_id,
+            &message.ticket,
+        )
+        .await;
+        if let Err(error) = linked {
+            if mysql::is_unique_violation(&error, spike_events::ONE_PER_BUYER_KEY)
+                || mysql::is_unique_violation(&error, spike_events::TICKET_KEY)
+            {
+                drop(tx);
+                let existing = spike_events::order_of(&self.db, message.event_id, message.user_id)
+                    .await?
+                    .ok_or_else(|| ServiceError::internal("duplicate spike order not found"))?;
+                return Ok(CreateOutcome::AlreadyDone { order_id: existing });
+            }
+            return Err(error.into());
+        }
+        if !spike_events::take_unit(&mut tx, message.event_id).await? {
+            return Ok(CreateOutcome::SoldOut);
+        }
+        let item = OrderItem {
+            product_id: event.product_id,
+            quantity: 1,
+            price: event.spike_price,
+        };
+        orders::insert_items(&mut tx, order_id, &[item]).await?;
+        let close = serde_json::to_string(&crate::service::orders::OrderCloseMessage { order_id })
+            .map_err(ServiceError::internal)?;
+        outbox::insert(&mut tx, crate::repo::amqp::ORDER_CLOSE_DELAY, &close).await?;
+        tx.commit().await?;
+        tracing::info!(
+            order_id,
+            event_id = message.event_id,
+            user_id = message.user_id,
+            "flash-sale order created"
+        );
+        Ok(CreateOutcome::Created { order_id })
     }
 
     pub async fn list(

@@ -260,3 +260,287 @@ async fn events_are_listed_by_status() {
     assert_eq!((status, code_), (400, Some(10001)));
     assert!(body["data"]["fields"]["status"].is_string());
 }
+
+/// An active event (started a minute ago, ends in an hour) with `stock` units, warmed up.
+async fn active_event(app: &TestApp, admin: &str, stock: u32) -> u64 {
+    let product = app.create_product(admin, "100.00", stock).await;
+    let body = event_body(product, stock, Duration::minutes(-1), Duration::hours(1));
+    let event = envelope(create(app, admin, &body).await).await["data"]["id"]
+        .as_u64()
+        .unwrap();
+    let warmed = app
+        .send_authed(
+            Method::POST,
+            &format!("/api/v1/spike/events/{event}/warmup"),
+            admin,
+            None,
+        )
+        .await;
+    assert_eq!(warmed.status(), 200);
+    assert_eq!(envelope(warmed).await["data"]["warmed_now"], true);
+    event
+}
+
+async fn buy(app: &TestApp, token: &str, event: u64) -> reqwest::Response {
+    app.send_authed(
+        Method::POST,
+        &format!("/api/v1/spike/events/{event}/orders"),
+        token,
+        None,
+    )
+    .await
+}
+
+async fn result_of(app: &TestApp, token: &str, event: u64) -> Value {
+    envelope(
+        app.get_authed(&format!("/api/v1/spike/events/{event}/result"), token)
+            .await,
+    )
+    .await["data"]
+        .clone()
+}
+
+/// Creates `n` buyers straight in MySQL and mints their access tokens (as the load tool does:
+/// hashing a thousand passwords would dominate the test).
+async fn buyers(app: &TestApp, n: usize) -> Vec<(u64, String)> {
+    let tokens = spike::service::auth::tokens::AccessTokens::new(
+        app.config.jwt_secret.expose().as_bytes(),
+        std::time::Duration::from_secs(600),
+    )
+    .unwrap();
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let email = format!("buyer{i}@example.com");
+        let id = sqlx::query("INSERT INTO users (email, password_hash) VALUES (?, 'x')")
+            .bind(&email)
+            .execute(&app.infra.db)
+            .await
+            .unwrap()
+            .last_insert_id();
+        let user = spike::domain::user::User {
+            id,
+            email,
+            role: spike::domain::user::Role::User,
+        };
+        out.push((id, tokens.issue(&user).unwrap()));
+    }
+    out
+}
+
+async fn wait_for_success(app: &TestApp, token: &str, event: u64) -> u64 {
+    let started = std::time::Instant::now();
+    loop {
+        let result = result_of(app, token, event).await;
+        if result["status"] == "success" {
+            return result["order_id"].as_u64().unwrap();
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "no order yet: {result}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_buyer_gets_a_queued_ticket_then_an_order() {
+    let app =
+        crate::helpers::spawn_app_with(crate::helpers::TestOptions::default().with_worker()).await;
+    let admin = app.admin_token().await;
+    let event = active_event(&app, &admin, 1).await;
+    let people = buyers(&app, 2).await;
+    let (first, second) = (&people[0].1, &people[1].1);
+
+    assert_eq!(result_of(&app, first, event).await["status"], "none");
+    let response = buy(&app, first, event).await;
+    assert_eq!(response.status(), 202);
+    let queued = envelope(response).await["data"].clone();
+    assert_eq!(queued["status"], "queued");
+    assert!(queued["ticket"].as_str().is_some_and(|t| !t.is_empty()));
+
+    let order_id = wait_for_success(&app, first, event).await;
+    let order = envelope(
+        app.get_authed(&format!("/api/v1/orders/{order_id}"), first)
+            .await,
+    )
+    .await;
+    assert_eq!(order["data"]["kind"], "spike");
+    assert_eq!(order["data"]["status"], "pending_payment");
+    assert_eq!(order["data"]["total_amount"], "9.90");
+
+    let (status, code_, _) = code(buy(&app, first, event).await).await;
+    assert_eq!((status, code_), (409, Some(50005)), "one per buyer");
+    let (status, code_, _) = code(buy(&app, second, event).await).await;
+    assert_eq!((status, code_), (409, Some(50004)), "sold out");
+    let shown = envelope(app.get(&format!("/api/v1/spike/events/{event}")).await).await;
+    assert_eq!(shown["data"]["remaining_stock"], 0);
+    let available: u32 =
+        sqlx::query_scalar("SELECT available_stock FROM spike_events WHERE id = ?")
+            .bind(event)
+            .fetch_one(&app.infra.db)
+            .await
+            .unwrap();
+    assert_eq!(available, 0);
+}
+
+#[tokio::test]
+async fn buying_outside_the_window_or_unwarmed_is_refused_with_the_right_code() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "1.00", 10).await;
+    let people = buyers(&app, 1).await;
+    let token = &people[0].1;
+    let event_at = |start: Duration, end: Duration| {
+        let body = event_body(product, 1, start, end);
+        let app = &app;
+        let admin = admin.clone();
+        async move {
+            let id = envelope(create(app, &admin, &body).await).await["data"]["id"]
+                .as_u64()
+                .unwrap();
+            app.send_authed(
+                Method::POST,
+                &format!("/api/v1/spike/events/{id}/warmup"),
+                &admin,
+                None,
+            )
+            .await;
+            id
+        }
+    };
+    let upcoming = event_at(Duration::hours(1), Duration::hours(2)).await;
+    let ended = event_at(Duration::hours(-2), Duration::hours(-1)).await;
+    for (event, expected) in [(upcoming, 50002), (ended, 50003), (424242, 50001)] {
+        let (status, code_, body) = code(buy(&app, token, event).await).await;
+        assert_eq!(code_, Some(expected), "{body}");
+        assert_eq!(status, if expected == 50001 { 404 } else { 409 });
+    }
+
+    // An active event whose keys are missing (never warmed, or Redis lost them) fails closed:
+    // a retryable 503, nothing reserved, never "sold out".
+    let body = event_body(product, 1, Duration::minutes(-1), Duration::hours(1));
+    let cold = envelope(create(&app, &admin, &body).await).await["data"]["id"]
+        .as_u64()
+        .unwrap();
+    let response = buy(&app, token, cold).await;
+    assert!(response.headers().contains_key("retry-after"));
+    let (status, code_, _) = code(response).await;
+    assert_eq!((status, code_), (503, Some(10008)));
+    assert_eq!(result_of(&app, token, cold).await["status"], "none");
+}
+
+#[tokio::test]
+async fn warm_up_is_idempotent_and_never_raises_the_stock() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let event = active_event(&app, &admin, 3).await;
+    let people = buyers(&app, 1).await;
+    assert_eq!(buy(&app, &people[0].1, event).await.status(), 202);
+    let again = app
+        .send_authed(
+            Method::POST,
+            &format!("/api/v1/spike/events/{event}/warmup"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(envelope(again).await["data"]["warmed_now"], false);
+    let shown = envelope(app.get(&format!("/api/v1/spike/events/{event}")).await).await;
+    assert_eq!(
+        shown["data"]["remaining_stock"], 2,
+        "the reservation still counts"
+    );
+}
+
+#[tokio::test]
+async fn a_redelivered_reservation_creates_one_order() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let event = active_event(&app, &admin, 5).await;
+    let people = buyers(&app, 1).await;
+    let message = spike::service::spike::ReservationMessage {
+        ticket: "ticket-1".into(),
+        event_id: event,
+        user_id: people[0].0,
+        reserved_at_ms: 0,
+    };
+    let first = app.state.spike.create_order(&message).await.unwrap();
+    let second = app.state.spike.create_order(&message).await.unwrap();
+    let spike::service::spike::CreateOutcome::Created { order_id } = first else {
+        panic!("first delivery creates: {first:?}");
+    };
+    assert_eq!(
+        second,
+        spike::service::spike::CreateOutcome::AlreadyDone { order_id }
+    );
+    let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE kind = 'spike'")
+        .fetch_one(&app.infra.db)
+        .await
+        .unwrap();
+    assert_eq!(orders, 1);
+    let available: u32 =
+        sqlx::query_scalar("SELECT available_stock FROM spike_events WHERE id = ?")
+            .bind(event)
+            .fetch_one(&app.infra.db)
+            .await
+            .unwrap();
+    assert_eq!(available, 4, "one unit taken");
+}
+
+#[tokio::test]
+async fn two_hundred_buyers_racing_twice_for_twenty_units_never_oversell() {
+    let app =
+        crate::helpers::spawn_app_with(crate::helpers::TestOptions::default().with_worker()).await;
+    let admin = app.admin_token().await;
+    let event = active_event(&app, &admin, 20).await;
+    let people = buyers(&app, 200).await;
+    let attempts = people
+        .iter()
+        .flat_map(|(_, token)| [buy(&app, token, event), buy(&app, token, event)]);
+    let mut queued = 0;
+    let mut refused = 0;
+    for response in futures_util::future::join_all(attempts).await {
+        match code(response).await {
+            (202, Some(0), _) => queued += 1,
+            (409, Some(50004 | 50005), _) => refused += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!((queued, refused), (20, 380));
+
+    let started = std::time::Instant::now();
+    loop {
+        let orders: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM spike_orders WHERE spike_event_id = ?")
+                .bind(event)
+                .fetch_one(&app.infra.db)
+                .await
+                .unwrap();
+        if orders == 20 {
+            break;
+        }
+        assert!(orders < 20, "oversold: {orders}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{orders} of 20 orders"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let distinct: i64 = sqlx::query_scalar(
+        "SELECT COUNT(DISTINCT user_id) FROM spike_orders WHERE spike_event_id = ?",
+    )
+    .bind(event)
+    .fetch_one(&app.infra.db)
+    .await
+    .unwrap();
+    assert_eq!(distinct, 20);
+    let available: u32 =
+        sqlx::query_scalar("SELECT available_stock FROM spike_events WHERE id = ?")
+            .bind(event)
+            .fetch_one(&app.infra.db)
+            .await
+            .unwrap();
+    assert_eq!(available, 0);
+    let shown = envelope(app.get(&format!("/api/v1/spike/events/{event}")).await).await;
+    assert_eq!(shown["data"]["remaining_stock"], 0, "Redis stock");
+}

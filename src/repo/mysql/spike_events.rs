@@ -168,3 +168,66 @@ pub async fn list(
         .collect::<Result<Vec<_>, _>>()?;
     Ok((events, total.max(0) as u64))
 }
+
+/// Name of the unique key on `spike_orders (user_id, spike_event_id)`.
+pub const ONE_PER_BUYER_KEY: &str = "uk_spike_orders_user_event";
+/// Name of the unique key on `spike_orders (ticket)`.
+pub const TICKET_KEY: &str = "uk_spike_orders_ticket";
+
+/// Takes one unit of the event if MySQL still has one: the last guard against overselling,
+/// whatever Redis said.
+pub async fn take_unit(tx: &mut MySqlConnection, event_id: u64) -> Result<bool, RepoError> {
+    let result = sqlx::query(
+        "UPDATE spike_events SET available_stock = available_stock - 1 \
+         WHERE id = ? AND available_stock > 0",
+    )
+    .bind(event_id)
+    .execute(tx)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Links an order to the event and buyer; the unique keys make a second one fail.
+pub async fn insert_spike_order(
+    tx: &mut MySqlConnection,
+    event_id: u64,
+    user_id: u64,
+    order_id: u64,
+    ticket: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO spike_orders (spike_event_id, user_id, order_id, ticket) VALUES (?, ?, ?, ?)",
+    )
+    .bind(event_id)
+    .bind(user_id)
+    .bind(order_id)
+    .bind(ticket)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// The order a buyer holds in an event, if any.
+pub async fn order_of(
+    db: impl MySqlExecutor<'_>,
+    event_id: u64,
+    user_id: u64,
+) -> Result<Option<u64>, RepoError> {
+    Ok(sqlx::query_scalar(
+        "SELECT order_id FROM spike_orders WHERE spike_event_id = ? AND user_id = ?",
+    )
+    .bind(event_id)
+    .bind(user_id)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Every buyer holding an order in the event.
+pub async fn buyers(db: impl MySqlExecutor<'_>, event_id: u64) -> Result<Vec<u64>, RepoError> {
+    Ok(
+        sqlx::query_scalar("SELECT user_id FROM spike_orders WHERE spike_event_id = ?")
+            .bind(event_id)
+            .fetch_all(db)
+            .await?,
+    )
+}

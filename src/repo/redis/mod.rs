@@ -7,6 +7,7 @@
 
 pub mod product_cache;
 pub mod rate_limit;
+pub mod spike;
 
 use std::time::Duration;
 

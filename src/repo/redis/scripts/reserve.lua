@@ -1,0 +1,37 @@
+-- Reserve one flash-sale unit for one buyer, atomically (DESIGN.md §5 step 3).
+-- Every key carries the event's hash tag, so the script touches one Redis Cluster slot.
+--
+-- KEYS[1]  ev:{id}:stock   remaining units (integer)
+-- KEYS[2]  ev:{id}:meta    hash: start_ms, end_ms
+-- KEYS[3]  ev:{id}:buyers  set of user ids holding a reservation or an order
+-- KEYS[4]  ev:{id}:resv    hash: user id -> "<ticket>:<reserved_at_ms>"
+-- ARGV[1]  user id
+-- ARGV[2]  ticket (unique per attempt)
+-- Returns  {code, now_ms}: 0 reserved, 1 not warm (keys missing: fail closed), 2 not started,
+--          3 ended, 4 duplicate buyer, 5 sold out.
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+
+local window = redis.call('HMGET', KEYS[2], 'start_ms', 'end_ms')
+local start_ms = tonumber(window[1])
+local end_ms = tonumber(window[2])
+local stock = tonumber(redis.call('GET', KEYS[1]))
+if start_ms == nil or end_ms == nil or stock == nil then
+  return {1, now}
+end
+if now < start_ms then
+  return {2, now}
+end
+if now >= end_ms then
+  return {3, now}
+end
+if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then
+  return {4, now}
+end
+if stock <= 0 then
+  return {5, now}
+end
+redis.call('DECR', KEYS[1])
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[2] .. ':' .. now)
+return {0, now}
