@@ -55,6 +55,7 @@ const KNOWN_KEYS: &[&str] = &[
     "product_cache_missing_ttl",
     "amqp_prefetch",
     "outbox_poll_interval",
+    "spike_retry_delays",
     "log_format",
     "log_level",
 ];
@@ -243,6 +244,9 @@ pub struct Config {
     pub amqp_prefetch: u16,
     /// How often an idle outbox relay looks for new messages.
     pub outbox_poll_interval: Duration,
+    /// Backoff before each retry of a failed flash-sale order creation; after the last one the
+    /// message dead-letters. Written `1s,5s,30s`.
+    pub spike_retry_delays: Vec<Duration>,
     pub log_format: LogFormat,
     /// An `EnvFilter` directive such as `info` or `spike=debug,sqlx=warn`.
     pub log_level: String,
@@ -622,6 +626,37 @@ fn build(env: Environment, r: &mut KeyReader<'_>) -> Option<Config> {
         r.problem("amqp_prefetch", "must be at least 1");
     }
     let outbox_poll_interval = r.duration("outbox_poll_interval", Duration::from_millis(500));
+    let spike_retry_delays = match r.optional("spike_retry_delays") {
+        None => Some(vec![
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+            Duration::from_secs(30),
+        ]),
+        Some(raw) => {
+            let parsed: Result<Vec<Duration>, String> = raw
+                .split(',')
+                .map(|d| {
+                    parse_duration(d.trim()).and_then(|d| {
+                        if d.is_zero() {
+                            Err("zero".into())
+                        } else {
+                            Ok(d)
+                        }
+                    })
+                })
+                .collect();
+            match parsed {
+                Ok(list) if (1..=10).contains(&list.len()) => Some(list),
+                _ => {
+                    r.problem(
+                        "spike_retry_delays",
+                        "must be 1 to 10 durations such as 1s,5s,30s",
+                    );
+                    None
+                }
+            }
+        }
+    };
 
     let default_format = if env == Environment::Dev {
         LogFormat::Pretty
@@ -668,6 +703,7 @@ fn build(env: Environment, r: &mut KeyReader<'_>) -> Option<Config> {
         product_cache_missing_ttl: product_cache_missing_ttl?,
         amqp_prefetch: amqp_prefetch?,
         outbox_poll_interval: outbox_poll_interval?,
+        spike_retry_delays: spike_retry_delays?,
         log_format: log_format?,
         log_level,
         unknown_keys: Vec::new(),
@@ -828,6 +864,17 @@ mod tests {
         assert!("x/1m".parse::<RateLimit>().is_err());
         let err = Config::load(vars(&[("SPIKE_LOGIN_LIMIT_PER_IP", "lots")])).expect_err("bad");
         assert!(err.to_string().contains("login_limit_per_ip"));
+    }
+
+    #[test]
+    fn retry_delays_are_a_list_of_durations() {
+        let c = Config::load(vars(&[("SPIKE_SPIKE_RETRY_DELAYS", "100ms, 2s")])).unwrap();
+        assert_eq!(
+            c.spike_retry_delays,
+            vec![Duration::from_millis(100), Duration::from_secs(2)]
+        );
+        assert!(Config::load(vars(&[("SPIKE_SPIKE_RETRY_DELAYS", "1s,soon")])).is_err());
+        assert!(Config::load(vars(&[("SPIKE_SPIKE_RETRY_DELAYS", "0s")])).is_err());
     }
 
     #[test]

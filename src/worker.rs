@@ -5,10 +5,13 @@
 //! The warm-up scheduler and the reconciler join here with the rest of the flash-sale work.
 
 use lapin::message::Delivery;
+use lapin::types::{AMQPValue, FieldTable};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::repo::amqp::{ORDER_CLOSE, ORDER_CLOSE_DELAY, ORDER_CREATE, consumer};
+use crate::repo::amqp::{
+    ATTEMPT_HEADER, ORDER_CLOSE, ORDER_CLOSE_DELAY, ORDER_CREATE, Topology, consumer,
+};
 use crate::repo::{Infra, RepoError};
 use crate::service::catalog::CatalogService;
 use crate::service::orders::{CloseOutcome, OrderCloseMessage, OrderService};
@@ -47,7 +50,7 @@ pub async fn run(
         &create_queue,
         config.amqp_prefetch,
         shutdown.clone(),
-        |delivery| handle_order_create(&spike, delivery),
+        |delivery| handle_order_create(&spike, &infra, delivery),
     );
     // The first consumer to stop (shutdown, or a failure) stops the others.
     let closed = tokio::select! {
@@ -61,8 +64,14 @@ pub async fn run(
     closed
 }
 
-/// One `spike.order.create` message: turn the reservation into an order.
-async fn handle_order_create(spike: &SpikeService, delivery: Delivery) -> (Delivery, Outcome) {
+/// One `spike.order.create` message: turn the reservation into an order. A failure goes to the
+/// next retry queue (its TTL is the backoff); after the last retry the reservation is
+/// compensated and the message dead-letters to `spike.order.create.dead`.
+async fn handle_order_create(
+    spike: &SpikeService,
+    infra: &Infra,
+    delivery: Delivery,
+) -> (Delivery, Outcome) {
     let message: ReservationMessage = match serde_json::from_slice(&delivery.data) {
         Ok(message) => message,
         Err(error) => {
@@ -70,12 +79,53 @@ async fn handle_order_create(spike: &SpikeService, delivery: Delivery) -> (Deliv
             return (delivery, Outcome::Reject);
         }
     };
-    match spike.create_order(&message).await {
-        Ok(_) => (delivery, Outcome::Ack),
-        Err(error) => {
-            tracing::warn!(ticket = message.ticket, %error, "creating a flash-sale order failed; will retry");
-            (delivery, Outcome::Retry)
-        }
+    let error = match spike.create_order(&message).await {
+        Ok(_) => return (delivery, Outcome::Ack),
+        Err(error) => error,
+    };
+    let attempt = attempt_of(&delivery);
+    if attempt < infra.topology.retries() {
+        tracing::warn!(ticket = message.ticket, attempt, %error, "creating a flash-sale order failed; retrying later");
+        let mut headers = FieldTable::default();
+        headers.insert(
+            ATTEMPT_HEADER.into(),
+            AMQPValue::LongUInt(attempt as u32 + 1),
+        );
+        let routing_key = Topology::retry_routing_key(attempt + 1);
+        let sent = infra
+            .amqp
+            .publish_with_headers(
+                &infra.topology.exchange(),
+                &routing_key,
+                &delivery.data,
+                None,
+                headers,
+            )
+            .await;
+        return match sent {
+            Ok(()) => (delivery, Outcome::Ack),
+            Err(_) => (delivery, Outcome::Retry),
+        };
+    }
+    tracing::error!(ticket = message.ticket, attempt, %error, "creating a flash-sale order failed for good");
+    match spike.give_up(&message).await {
+        Ok(()) => (delivery, Outcome::Reject),
+        Err(_) => (delivery, Outcome::Retry),
+    }
+}
+
+/// Retries a message has been through (the header the retry path sets).
+fn attempt_of(delivery: &Delivery) -> usize {
+    let value = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.inner().get(ATTEMPT_HEADER).cloned());
+    match value {
+        Some(AMQPValue::LongUInt(n)) => n as usize,
+        Some(AMQPValue::LongInt(n)) => n.max(0) as usize,
+        Some(AMQPValue::LongLongInt(n)) => n.max(0) as usize,
+        _ => 0,
     }
 }
 

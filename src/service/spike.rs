@@ -8,8 +8,10 @@
 //! confirms, answering `queued`; the worker turns it into an order in one MySQL transaction
 //! guarded by the unique `(user_id, spike_event_id)` key and a conditional decrement.
 //!
-//! Not built yet (issue #6 continues): retry queues and dead-lettering with compensation, the
-//! reconciler, rate limits, the automatic warm-up scheduler, returning a closed order's unit to
+//! A failing order creation is retried through the retry queues and, after the last, dead-
+//! lettered with its reservation compensated ([`SpikeService::give_up`]).
+//!
+//! Not built yet (issue #6 continues): the reconciler, rate limits, the automatic warm-up scheduler, returning a closed order's unit to
 //! Redis, and re-warming from MySQL minus in-flight reservations after a Redis loss.
 
 use std::sync::Arc;
@@ -349,14 +351,73 @@ impl SpikeService {
         Ok(outcome)
     }
 
+    /// Gives up on a reservation whose order could not be created after every retry: the unit
+    /// and the buyer's mark go back to Redis (unless MySQL has the order after all) and the
+    /// result says `failed`.
+    pub async fn give_up(&self, message: &ReservationMessage) -> Result<(), ServiceError> {
+        let keys = self.keys(message.event_id);
+        let mut redis = self.redis.clone();
+        if let Some(order_id) =
+            spike_events::order_of(&self.db, message.event_id, message.user_id).await?
+        {
+            let outcome = format!("success:{order_id}");
+            redis_spike::settle(
+                &mut redis,
+                &keys,
+                message.user_id,
+                &outcome,
+                RESULT_TTL_SECS,
+            )
+            .await?;
+            return Ok(());
+        }
+        let returned =
+            redis_spike::unreserve(&mut redis, &keys, message.user_id, &message.ticket).await?;
+        redis_spike::settle(
+            &mut redis,
+            &keys,
+            message.user_id,
+            "failed:order_creation_failed",
+            RESULT_TTL_SECS,
+        )
+        .await?;
+        tracing::error!(
+            ticket = message.ticket,
+            event_id = message.event_id,
+            user_id = message.user_id,
+            stock_returned = returned,
+            "flash-sale order could not be created; reservation compensated and dead-lettered"
+        );
+        metrics::counter!("spike_order_create_dead_lettered_total").increment(1);
+        Ok(())
+    }
+
     async fn create_order_in_mysql(
         &self,
         message: &ReservationMessage,
     ) -> Result<CreateOutcome, ServiceError> {
+        // A redelivery of a message already turned into an order: nothing to do.
+        if let Some(order_id) =
+            spike_events::order_of(&self.db, message.event_id, message.user_id).await?
+        {
+            return Ok(CreateOutcome::AlreadyDone { order_id });
+        }
         let mut tx = self.db.begin().await?;
         let Some(event) = spike_events::find(&mut *tx, message.event_id).await? else {
             return Ok(CreateOutcome::UnknownEvent);
         };
+        // The conditional decrement comes first: it takes the event row's exclusive lock before
+        // the `spike_orders` insert takes a shared one through its foreign key. The other way
+        // round, two workers each holding the shared lock deadlock when both try to upgrade.
+        if !spike_events::take_unit(&mut tx, message.event_id).await? {
+            drop(tx);
+            return Ok(
+                match spike_events::order_of(&self.db, message.event_id, message.user_id).await? {
+                    Some(order_id) => CreateOutcome::AlreadyDone { order_id },
+                    None => CreateOutcome::SoldOut,
+                },
+            );
+        }
         let new_order = orders::NewOrder {
             user_id: message.user_id,
             kind: OrderKind::Spike,
@@ -378,6 +439,7 @@ impl SpikeService {
             if mysql::is_unique_violation(&error, spike_events::ONE_PER_BUYER_KEY)
                 || mysql::is_unique_violation(&error, spike_events::TICKET_KEY)
             {
+                // A concurrent delivery of the same reservation won; this one rolls back.
                 drop(tx);
                 let existing = spike_events::order_of(&self.db, message.event_id, message.user_id)
                     .await?
@@ -385,9 +447,6 @@ impl SpikeService {
                 return Ok(CreateOutcome::AlreadyDone { order_id: existing });
             }
             return Err(error.into());
-        }
-        if !spike_events::take_unit(&mut tx, message.event_id).await? {
-            return Ok(CreateOutcome::SoldOut);
         }
         let item = OrderItem {
             product_id: event.product_id,

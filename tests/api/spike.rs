@@ -544,3 +544,83 @@ async fn two_hundred_buyers_racing_twice_for_twenty_units_never_oversell() {
     let shown = envelope(app.get(&format!("/api/v1/spike/events/{event}")).await).await;
     assert_eq!(shown["data"]["remaining_stock"], 0, "Redis stock");
 }
+
+#[tokio::test]
+async fn an_order_that_always_fails_dead_letters_and_its_reservation_returns() {
+    let app = crate::helpers::spawn_app_with(
+        crate::helpers::TestOptions::default()
+            .with_worker()
+            .env("SPIKE_SPIKE_RETRY_DELAYS", "100ms,200ms"),
+    )
+    .await;
+    let admin = app.admin_token().await;
+    let event = active_event(&app, &admin, 2).await;
+    // A valid token for an account that no longer exists: its order can never be inserted
+    // (the foreign key to users fails on every attempt).
+    let ghost = spike::domain::user::User {
+        id: 999_999,
+        email: "ghost@example.com".into(),
+        role: spike::domain::user::Role::User,
+    };
+    let token = spike::service::auth::tokens::AccessTokens::new(
+        app.config.jwt_secret.expose().as_bytes(),
+        std::time::Duration::from_secs(600),
+    )
+    .unwrap()
+    .issue(&ghost)
+    .unwrap();
+    assert_eq!(buy(&app, &token, event).await.status(), 202);
+    let shown = envelope(app.get(&format!("/api/v1/spike/events/{event}")).await).await;
+    assert_eq!(shown["data"]["remaining_stock"], 1, "reserved");
+
+    let started = std::time::Instant::now();
+    let result = loop {
+        let result = result_of(&app, &token, event).await;
+        if result["status"] == "failed" {
+            break result;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "still {result}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(result["reason"], "order_creation_failed");
+    let shown = envelope(app.get(&format!("/api/v1/spike/events/{event}")).await).await;
+    assert_eq!(shown["data"]["remaining_stock"], 2, "the unit is back");
+    let mut redis = app.infra.redis.clone();
+    let buyers_key = format!("{}ev:{{{event}}}:buyers", app.config.redis_prefix);
+    let marked: bool = redis::cmd("SISMEMBER")
+        .arg(&buyers_key)
+        .arg(ghost.id)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(!marked, "the buyer mark is gone");
+
+    let dead = app.topology().dead_queue();
+    let channel = app.infra.amqp.create_channel().await.unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let declared = channel
+            .queue_declare(
+                dead.clone().into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        if declared.message_count() == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{} messages dead-lettered",
+            declared.message_count()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -34,12 +34,8 @@ pub const ORDER_CLOSE_DELAY: &str = "order.close.delay";
 /// Routing key (and unprefixed queue name) of order closing.
 pub const ORDER_CLOSE: &str = "order.close";
 
-/// Backoff of the order-creation retry queues (DESIGN.md §5): attempt n waits `RETRY_DELAYS[n-1]`.
-pub const RETRY_DELAYS: [Duration; 3] = [
-    Duration::from_secs(1),
-    Duration::from_secs(5),
-    Duration::from_secs(30),
-];
+/// Header counting how many retries a flash-sale order message has been through.
+pub const ATTEMPT_HEADER: &str = "x-spike-attempt";
 
 /// How long one connection attempt may take before it counts as failed.
 const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -104,9 +100,29 @@ impl Amqp {
         payload: &[u8],
         expiration: Option<Duration>,
     ) -> Result<(), RepoError> {
+        self.publish_with_headers(
+            exchange,
+            routing_key,
+            payload,
+            expiration,
+            FieldTable::default(),
+        )
+        .await
+    }
+
+    /// [`Amqp::publish`] with message headers.
+    pub async fn publish_with_headers(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        payload: &[u8],
+        expiration: Option<Duration>,
+        headers: FieldTable,
+    ) -> Result<(), RepoError> {
         let mut properties = BasicProperties::default()
             .with_content_type("application/json".into())
-            .with_delivery_mode(2); // persistent
+            .with_delivery_mode(2) // persistent
+            .with_headers(headers);
         if let Some(ttl) = expiration {
             properties = properties.with_expiration(ttl.as_millis().to_string().into());
         }
@@ -176,6 +192,8 @@ pub struct Topology {
     prefix: String,
     queue_type: QueueType,
     pay_timeout: Duration,
+    /// Backoff of the order-creation retry queues (DESIGN.md §5): retry n waits `retry_delays[n-1]`.
+    retry_delays: Vec<Duration>,
 }
 
 impl Topology {
@@ -184,6 +202,7 @@ impl Topology {
             prefix: config.amqp_prefix.clone(),
             queue_type: config.amqp_queue_type,
             pay_timeout: config.order_pay_timeout,
+            retry_delays: config.spike_retry_delays.clone(),
         }
     }
 
@@ -211,6 +230,11 @@ impl Topology {
         format!("{ORDER_CREATE}.retry.{attempt}")
     }
 
+    /// How many retries a failed order-creation message gets before it dead-letters.
+    pub fn retries(&self) -> usize {
+        self.retry_delays.len()
+    }
+
     /// Kept for inspection: messages that failed every attempt.
     pub fn dead_queue(&self) -> String {
         self.name(&format!("{ORDER_CREATE}.dead"))
@@ -226,7 +250,7 @@ impl Topology {
             arguments: self
                 .arguments(&[("x-dead-letter-exchange", text(&self.dead_letter_exchange()))]),
         }];
-        for (index, delay) in RETRY_DELAYS.iter().enumerate() {
+        for (index, delay) in self.retry_delays.iter().enumerate() {
             let routing_key = Topology::retry_routing_key(index + 1);
             queues.push(QueueSpec {
                 name: self.queue(&routing_key),
@@ -363,6 +387,11 @@ mod tests {
             prefix: prefix.into(),
             queue_type: QueueType::Quorum,
             pay_timeout: Duration::from_secs(900),
+            retry_delays: vec![
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+                Duration::from_secs(30),
+            ],
         }
     }
 
