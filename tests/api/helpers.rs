@@ -636,3 +636,70 @@ fn capturing(metadata: &tracing::Metadata<'_>) -> bool {
             .is_some_and(|(_, level)| metadata.level() <= level)
     })
 }
+
+/// Status, envelope code and body of a response.
+pub async fn code(response: reqwest::Response) -> (u16, Option<u64>, serde_json::Value) {
+    let status = response.status().as_u16();
+    let body = envelope(response).await;
+    (status, body["code"].as_u64(), body)
+}
+
+impl TestApp {
+    /// MySQL's `available_stock` of a flash-sale event.
+    pub async fn event_stock(&self, event_id: u64) -> u32 {
+        sqlx::query_scalar("SELECT available_stock FROM spike_events WHERE id = ?")
+            .bind(event_id)
+            .fetch_one(&self.infra.db)
+            .await
+            .unwrap()
+    }
+
+    /// Waits (up to 5 s) until `queue` holds exactly `expected` messages; fails at once on more.
+    /// The broker's queue statistics trail publisher confirms by a moment.
+    pub async fn expect_queue_len(&self, queue: &str, expected: u32) {
+        let channel = self.infra.amqp.create_channel().await.unwrap();
+        let started = std::time::Instant::now();
+        loop {
+            let declared = channel
+                .queue_declare(
+                    queue.into(),
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    lapin::types::FieldTable::default(),
+                )
+                .await
+                .unwrap();
+            let waiting = declared.message_count();
+            assert!(
+                waiting <= expected,
+                "{waiting} messages in {queue}, expected {expected}"
+            );
+            if waiting == expected {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "only {waiting} of {expected} messages reached {queue}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// An access token for `user_id` minted with the app's secret (no login, no password hash).
+    pub fn mint_token(&self, user_id: u64) -> String {
+        let user = spike::domain::user::User {
+            id: user_id,
+            email: format!("user{user_id}@example.com"),
+            role: spike::domain::user::Role::User,
+        };
+        spike::service::auth::tokens::AccessTokens::new(
+            self.config.jwt_secret.expose().as_bytes(),
+            Duration::from_secs(600),
+        )
+        .unwrap()
+        .issue(&user)
+        .unwrap()
+    }
+}

@@ -6,13 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestOptions, envelope, spawn_app, spawn_app_with};
-
-async fn code(response: reqwest::Response) -> (u16, Option<u64>, Value) {
-    let status = response.status().as_u16();
-    let body = envelope(response).await;
-    (status, body["code"].as_u64(), body)
-}
+use crate::helpers::{TestApp, TestOptions, code, envelope, spawn_app, spawn_app_with};
 
 async fn token(app: &TestApp) -> String {
     let (tokens, _) = app.signed_in_user().await;
@@ -587,34 +581,8 @@ async fn two_relays_publish_each_message_once() {
         30,
         "each row published by exactly one relay"
     );
-    // The broker's queue statistics trail the confirms by a moment: poll, and fail at once on
-    // more than 30 (a message published twice).
     let queue = app.topology().queue(spike::repo::amqp::ORDER_CLOSE_DELAY);
-    let channel = app.infra.amqp.create_channel().await.unwrap();
-    let started = Instant::now();
-    loop {
-        let declared = channel
-            .queue_declare(
-                queue.clone().into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                lapin::types::FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let waiting = declared.message_count();
-        assert!(waiting <= 30, "{waiting} close messages for 30 orders");
-        if waiting == 30 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "only {waiting} of 30 close messages reached the delay queue"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    app.expect_queue_len(&queue, 30).await;
 }
 
 #[tokio::test]

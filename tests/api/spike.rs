@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
-use crate::helpers::{TestApp, envelope, spawn_app};
+use crate::helpers::{TestApp, code, envelope, spawn_app};
 
 fn at(offset: Duration) -> String {
     (OffsetDateTime::now_utc() + offset)
@@ -29,12 +29,6 @@ fn event_body(product: u64, stock: u32, start: Duration, end: Duration) -> Value
 async fn create(app: &TestApp, admin: &str, body: &Value) -> reqwest::Response {
     app.send_authed(Method::POST, "/api/v1/spike/events", admin, Some(body))
         .await
-}
-
-async fn code(response: reqwest::Response) -> (u16, Option<u64>, Value) {
-    let status = response.status().as_u16();
-    let body = envelope(response).await;
-    (status, body["code"].as_u64(), body)
 }
 
 #[tokio::test]
@@ -303,11 +297,6 @@ async fn result_of(app: &TestApp, token: &str, event: u64) -> Value {
 /// Creates `n` buyers straight in MySQL and mints their access tokens (as the load tool does:
 /// hashing a thousand passwords would dominate the test).
 async fn buyers(app: &TestApp, n: usize) -> Vec<(u64, String)> {
-    let tokens = spike::service::auth::tokens::AccessTokens::new(
-        app.config.jwt_secret.expose().as_bytes(),
-        std::time::Duration::from_secs(600),
-    )
-    .unwrap();
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let email = format!("buyer{i}@example.com");
@@ -317,12 +306,7 @@ async fn buyers(app: &TestApp, n: usize) -> Vec<(u64, String)> {
             .await
             .unwrap()
             .last_insert_id();
-        let user = spike::domain::user::User {
-            id,
-            email,
-            role: spike::domain::user::Role::User,
-        };
-        out.push((id, tokens.issue(&user).unwrap()));
+        out.push((id, app.mint_token(id)));
     }
     out
 }
@@ -374,12 +358,7 @@ async fn a_buyer_gets_a_queued_ticket_then_an_order() {
     assert_eq!((status, code_), (409, Some(50004)), "sold out");
     let shown = envelope(app.get(&format!("/api/v1/spike/events/{event}")).await).await;
     assert_eq!(shown["data"]["remaining_stock"], 0);
-    let available: u32 =
-        sqlx::query_scalar("SELECT available_stock FROM spike_events WHERE id = ?")
-            .bind(event)
-            .fetch_one(&app.infra.db)
-            .await
-            .unwrap();
+    let available = app.event_stock(event).await;
     assert_eq!(available, 0);
 }
 
@@ -478,12 +457,7 @@ async fn a_redelivered_reservation_creates_one_order() {
         .await
         .unwrap();
     assert_eq!(orders, 1);
-    let available: u32 =
-        sqlx::query_scalar("SELECT available_stock FROM spike_events WHERE id = ?")
-            .bind(event)
-            .fetch_one(&app.infra.db)
-            .await
-            .unwrap();
+    let available = app.event_stock(event).await;
     assert_eq!(available, 4, "one unit taken");
 }
 
@@ -534,12 +508,7 @@ async fn two_hundred_buyers_racing_twice_for_twenty_units_never_oversell() {
     .await
     .unwrap();
     assert_eq!(distinct, 20);
-    let available: u32 =
-        sqlx::query_scalar("SELECT available_stock FROM spike_events WHERE id = ?")
-            .bind(event)
-            .fetch_one(&app.infra.db)
-            .await
-            .unwrap();
+    let available = app.event_stock(event).await;
     assert_eq!(available, 0);
     let shown = envelope(app.get(&format!("/api/v1/spike/events/{event}")).await).await;
     assert_eq!(shown["data"]["remaining_stock"], 0, "Redis stock");
@@ -557,18 +526,8 @@ async fn an_order_that_always_fails_dead_letters_and_its_reservation_returns() {
     let event = active_event(&app, &admin, 2).await;
     // A valid token for an account that no longer exists: its order can never be inserted
     // (the foreign key to users fails on every attempt).
-    let ghost = spike::domain::user::User {
-        id: 999_999,
-        email: "ghost@example.com".into(),
-        role: spike::domain::user::Role::User,
-    };
-    let token = spike::service::auth::tokens::AccessTokens::new(
-        app.config.jwt_secret.expose().as_bytes(),
-        std::time::Duration::from_secs(600),
-    )
-    .unwrap()
-    .issue(&ghost)
-    .unwrap();
+    let ghost_id = 999_999;
+    let token = app.mint_token(ghost_id);
     assert_eq!(buy(&app, &token, event).await.status(), 202);
     let shown = envelope(app.get(&format!("/api/v1/spike/events/{event}")).await).await;
     assert_eq!(shown["data"]["remaining_stock"], 1, "reserved");
@@ -592,35 +551,11 @@ async fn an_order_that_always_fails_dead_letters_and_its_reservation_returns() {
     let buyers_key = format!("{}ev:{{{event}}}:buyers", app.config.redis_prefix);
     let marked: bool = redis::cmd("SISMEMBER")
         .arg(&buyers_key)
-        .arg(ghost.id)
+        .arg(ghost_id)
         .query_async(&mut redis)
         .await
         .unwrap();
     assert!(!marked, "the buyer mark is gone");
 
-    let dead = app.topology().dead_queue();
-    let channel = app.infra.amqp.create_channel().await.unwrap();
-    let started = std::time::Instant::now();
-    loop {
-        let declared = channel
-            .queue_declare(
-                dead.clone().into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                lapin::types::FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        if declared.message_count() == 1 {
-            break;
-        }
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(5),
-            "{} messages dead-lettered",
-            declared.message_count()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    app.expect_queue_len(&app.topology().dead_queue(), 1).await;
 }
