@@ -56,6 +56,12 @@ const KNOWN_KEYS: &[&str] = &[
     "amqp_prefetch",
     "outbox_poll_interval",
     "spike_retry_delays",
+    "spike_user_rate_limit",
+    "spike_event_rate_limit",
+    "spike_warmup_lead",
+    "spike_scheduler_interval",
+    "spike_reconcile_after",
+    "spike_queue_max_length",
     "log_format",
     "log_level",
 ];
@@ -247,6 +253,18 @@ pub struct Config {
     /// Backoff before each retry of a failed flash-sale order creation; after the last one the
     /// message dead-letters. Written `1s,5s,30s`.
     pub spike_retry_delays: Vec<Duration>,
+    /// Flash-sale requests per buyer, counted in each API process.
+    pub spike_user_rate_limit: RateLimit,
+    /// Flash-sale requests admitted per event across every replica (counted in Redis).
+    pub spike_event_rate_limit: RateLimit,
+    /// The worker warms events starting within this much time.
+    pub spike_warmup_lead: Duration,
+    /// How often the worker's warm-up scheduler and reconciler run.
+    pub spike_scheduler_interval: Duration,
+    /// A reservation older than this without an order is republished by the reconciler.
+    pub spike_reconcile_after: Duration,
+    /// Messages `spike.order.create` holds before the broker refuses more (`reject-publish`).
+    pub spike_queue_max_length: u32,
     pub log_format: LogFormat,
     /// An `EnvFilter` directive such as `info` or `spike=debug,sqlx=warn`.
     pub log_level: String,
@@ -658,6 +676,28 @@ fn build(env: Environment, r: &mut KeyReader<'_>) -> Option<Config> {
         }
     };
 
+    let spike_user_rate_limit = r.parsed(
+        "spike_user_rate_limit",
+        RateLimit {
+            burst: 5,
+            per: Duration::from_secs(1),
+        },
+    );
+    let spike_event_rate_limit = r.parsed(
+        "spike_event_rate_limit",
+        RateLimit {
+            burst: 20_000,
+            per: Duration::from_secs(1),
+        },
+    );
+    let spike_warmup_lead = r.duration("spike_warmup_lead", Duration::from_secs(5 * 60));
+    let spike_scheduler_interval = r.duration("spike_scheduler_interval", Duration::from_secs(1));
+    let spike_reconcile_after = r.duration("spike_reconcile_after", Duration::from_secs(60));
+    let spike_queue_max_length = r.parsed::<u32>("spike_queue_max_length", 100_000);
+    if spike_queue_max_length == Some(0) {
+        r.problem("spike_queue_max_length", "must be at least 1");
+    }
+
     let default_format = if env == Environment::Dev {
         LogFormat::Pretty
     } else {
@@ -704,6 +744,12 @@ fn build(env: Environment, r: &mut KeyReader<'_>) -> Option<Config> {
         amqp_prefetch: amqp_prefetch?,
         outbox_poll_interval: outbox_poll_interval?,
         spike_retry_delays: spike_retry_delays?,
+        spike_user_rate_limit: spike_user_rate_limit?,
+        spike_event_rate_limit: spike_event_rate_limit?,
+        spike_warmup_lead: spike_warmup_lead?,
+        spike_scheduler_interval: spike_scheduler_interval?,
+        spike_reconcile_after: spike_reconcile_after?,
+        spike_queue_max_length: spike_queue_max_length?,
         log_format: log_format?,
         log_level,
         unknown_keys: Vec::new(),

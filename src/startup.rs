@@ -16,7 +16,7 @@ use crate::service::auth::AuthService;
 use crate::service::catalog::CatalogService;
 use crate::service::health::HealthService;
 use crate::service::orders::OrderService;
-use crate::service::spike::SpikeService;
+use crate::service::spike::{SpikeService, SpikeUnits};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -60,7 +60,12 @@ impl Application {
             auth.bootstrap_admin(admin).await?;
         }
         let catalog = CatalogService::new(&config, infra.db.clone(), infra.redis.clone());
-        let orders = OrderService::new(infra.db.clone(), catalog.clone(), config.order_pay_timeout);
+        let orders = OrderService::new(
+            infra.db.clone(),
+            catalog.clone(),
+            SpikeUnits::new(infra.redis.clone(), config.redis_prefix.clone()),
+            config.order_pay_timeout,
+        );
         let spike = SpikeService::new(&config, &infra, catalog.clone());
         let state = AppState {
             health: HealthService::new(infra.clone()),
@@ -114,6 +119,12 @@ impl Application {
             .into_make_service_with_connect_info::<SocketAddr>();
         let server = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        // Clears this replica's sold-out flags when another process announces returned stock.
+        let flags = self.state.spike.sold_out_flags();
+        let channel = self.state.spike.stock_returned_channel();
+        let client = self.infra.redis_client.clone();
+        let listening = shutdown.clone();
+        tokio::spawn(async move { flags.listen(client, channel, listening).await });
         let grace = self.config.shutdown_grace;
         tokio::select! {
             result = server => result.map_err(StartupError::Serve)?,

@@ -1,11 +1,10 @@
 //! The background role (`spike worker`, or inside `spike all`): the outbox relay, the
-//! `order.close` consumer and the `spike.order.create` consumer. Every handler is idempotent,
-//! so any number of workers may run.
-//!
-//! The warm-up scheduler and the reconciler join here with the rest of the flash-sale work.
+//! `order.close` consumer, the `spike.order.create` consumer, and the flash-sale housekeeping
+//! loop (warm-up scheduler and reconciler). Every handler is idempotent, so any number of
+//! workers may run.
 
 use lapin::message::Delivery;
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::AMQPValue;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -16,8 +15,9 @@ use crate::repo::{Infra, RepoError};
 use crate::service::catalog::CatalogService;
 use crate::service::orders::{CloseOutcome, OrderCloseMessage, OrderService};
 use crate::service::outbox::OutboxRelay;
-use crate::service::spike::{ReservationMessage, SpikeService};
+use crate::service::spike::{REQUEST_ID_HEADER, ReservationMessage, SpikeService, SpikeUnits};
 use consumer::Outcome;
+use tracing::Instrument;
 
 /// Runs the background tasks until `shutdown` is cancelled; returns when all have stopped.
 pub async fn run(
@@ -27,7 +27,12 @@ pub async fn run(
 ) -> Result<(), RepoError> {
     let catalog = CatalogService::new(&config, infra.db.clone(), infra.redis.clone());
     let spike = SpikeService::new(&config, &infra, catalog.clone());
-    let orders = OrderService::new(infra.db.clone(), catalog, config.order_pay_timeout);
+    let orders = OrderService::new(
+        infra.db.clone(),
+        catalog,
+        SpikeUnits::new(infra.redis.clone(), config.redis_prefix.clone()),
+        config.order_pay_timeout,
+    );
     let relay = OutboxRelay::new(
         infra.db.clone(),
         infra.amqp.clone(),
@@ -35,6 +40,11 @@ pub async fn run(
         config.outbox_poll_interval,
     );
     let relay = tokio::spawn(relay.run(shutdown.clone()));
+    let housekeeping = tokio::spawn(run_housekeeping(
+        spike.clone(),
+        config.spike_scheduler_interval,
+        shutdown.clone(),
+    ));
 
     let close_queue = infra.topology.queue(ORDER_CLOSE);
     let closer = consumer::run(
@@ -61,7 +71,33 @@ pub async fn run(
     if relay.await.is_err() {
         tracing::error!("outbox relay task panicked");
     }
+    if housekeeping.await.is_err() {
+        tracing::error!("flash-sale housekeeping task panicked");
+    }
     closed
+}
+
+/// Every `interval` until `shutdown`: warm the events about to start (or running cold), then
+/// reconcile stale reservations and the ledgers. A failed pass is logged and tried next time.
+async fn run_housekeeping(
+    spike: SpikeService,
+    interval: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        if let Err(error) = spike.warm_due_events().await {
+            tracing::warn!(%error, "warm-up scheduler pass failed");
+        }
+        if let Err(error) = spike.reconcile().await {
+            tracing::warn!(%error, "reconciler pass failed");
+        }
+    }
 }
 
 /// One `spike.order.create` message: turn the reservation into an order. A failure goes to the
@@ -79,14 +115,17 @@ async fn handle_order_create(
             return (delivery, Outcome::Reject);
         }
     };
-    let error = match spike.create_order(&message).await {
+    let request_id = header_text(&delivery, REQUEST_ID_HEADER).unwrap_or_default();
+    let span = tracing::info_span!("spike.order.create", ticket = message.ticket, request_id);
+    let error = match spike.create_order(&message).instrument(span).await {
         Ok(_) => return (delivery, Outcome::Ack),
         Err(error) => error,
     };
     let attempt = attempt_of(&delivery);
     if attempt < infra.topology.retries() {
         tracing::warn!(ticket = message.ticket, attempt, %error, "creating a flash-sale order failed; retrying later");
-        let mut headers = FieldTable::default();
+        // The other headers (the request id) travel on with the retry.
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
         headers.insert(
             ATTEMPT_HEADER.into(),
             AMQPValue::LongUInt(attempt as u32 + 1),
@@ -111,6 +150,15 @@ async fn handle_order_create(
     match spike.give_up(&message).await {
         Ok(()) => (delivery, Outcome::Reject),
         Err(_) => (delivery, Outcome::Retry),
+    }
+}
+
+/// A text header of the message.
+fn header_text(delivery: &Delivery, name: &str) -> Option<String> {
+    match delivery.properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(text) => Some(text.to_string()),
+        AMQPValue::ShortString(text) => Some(text.to_string()),
+        _ => None,
     }
 }
 

@@ -83,6 +83,34 @@ impl FromRequestParts<AppState> for AdminUser {
     }
 }
 
+/// Longest accepted `Idempotency-Key`.
+pub const IDEMPOTENCY_KEY_MAX: usize = 128;
+
+/// The optional `Idempotency-Key` header: 1 to 128 visible ASCII characters, else 400/10001.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get("idempotency-key") else {
+            return Ok(IdempotencyKey(None));
+        };
+        let key = value
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|key| !key.is_empty() && key.len() <= IDEMPOTENCY_KEY_MAX && key.is_ascii())
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::InvalidArgument).with_message(format!(
+                    "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters"
+                ))
+            })?;
+        Ok(IdempotencyKey(Some(key.to_owned())))
+    }
+}
+
 /// The client's IP: the socket peer, or — behind `SPIKE_TRUSTED_PROXY_HOPS` reverse proxies —
 /// the address the outermost trusted proxy saw. Entries a client wrote into `X-Forwarded-For`
 /// itself are never trusted: only the last `hops` entries were added by our proxies.

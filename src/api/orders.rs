@@ -1,7 +1,7 @@
 //! `/orders`: placing, reading, paying and cancelling regular orders.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -11,16 +11,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::error::{ApiError, ErrorCode, ErrorEnvelope};
-use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser};
+use super::error::{ApiError, ErrorEnvelope};
+use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser, IdempotencyKey};
 use super::response::{ApiResponse, Envelope, PageView};
 use super::validation::{self, FieldErrors};
 use crate::domain::money::Money;
 use crate::domain::order::{Order, OrderRequest, OrderStatus};
 use crate::domain::user::Role;
-
-/// Longest accepted `Idempotency-Key`.
-const IDEMPOTENCY_KEY_MAX: usize = 128;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -141,23 +138,6 @@ fn parse_items(items: &Value) -> Result<OrderRequest, ApiError> {
     OrderRequest::new(&lines).map_err(ApiError::invalid_fields)
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = value
-        .to_str()
-        .ok()
-        .map(str::trim)
-        .filter(|key| !key.is_empty() && key.len() <= IDEMPOTENCY_KEY_MAX && key.is_ascii())
-        .ok_or_else(|| {
-            ApiError::new(ErrorCode::InvalidArgument).with_message(format!(
-                "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters"
-            ))
-        })?;
-    Ok(Some(key.to_owned()))
-}
-
 /// Place an order: all items or none. Retrying with the same `Idempotency-Key` and body
 /// returns the same order (header `Idempotent-Replayed: true`) without taking stock again.
 #[utoipa::path(
@@ -177,10 +157,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 pub async fn create_order(
     State(state): State<AppState>,
     user: AuthUser,
-    headers: HeaderMap,
+    IdempotencyKey(key): IdempotencyKey,
     ApiJson(body): ApiJson<CreateOrderBody>,
 ) -> Result<Response, ApiError> {
-    let key = idempotency_key(&headers)?;
     let request = parse_items(&body.items)?;
     let (order, replayed) = state
         .orders

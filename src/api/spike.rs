@@ -1,6 +1,8 @@
 //! `/spike/events`: flash-sale events (admin side and listing), warm-up, buying and results.
 
 use axum::extract::State;
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -11,14 +13,14 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::{ApiError, ErrorEnvelope};
-use super::extract::AuthUser;
-use super::extract::{AdminUser, ApiJson, ApiPath, ApiQuery};
+use super::extract::{AdminUser, ApiJson, ApiPath, ApiQuery, AuthUser, IdempotencyKey};
+use super::middleware::current_request_id;
 use super::response::{ApiResponse, Envelope, PageView};
 use super::validation::{self, FieldErrors};
 use crate::domain::money::Money;
 use crate::domain::product::{self, STOCK_MAX};
 use crate::domain::spike::{EventStatus, EventWindow, SpikeEvent};
-use crate::service::spike::{BuyResult, EventChanges, NewEvent};
+use crate::service::spike::{BuyRequest, BuyResult, EventChanges, Ledger, NewEvent};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -27,6 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(warm_up_event))
         .routes(routes!(buy))
         .routes(routes!(buy_result))
+        .routes(routes!(event_ledger))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -383,11 +386,16 @@ pub async fn warm_up_event(
     path = "/spike/events/{id}/orders",
     tag = "flash sale",
     security(("bearer" = [])),
-    params(("id" = u64, Path, description = "event id")),
+    params(
+        ("id" = u64, Path, description = "event id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "up to 128 characters; a retry with the key answers with the first request's ticket"),
+    ),
     responses(
         (status = 202, description = "queued", body = Envelope<QueuedView>),
         (status = 404, description = "no such event (50001)", body = ErrorEnvelope),
         (status = 409, description = "not started (50002), ended (50003), sold out (50004), already bought (50005)", body = ErrorEnvelope),
+        (status = 409, description = "the Idempotency-Key's first request is still in progress (10005)", body = ErrorEnvelope),
+        (status = 429, description = "rate limited, see Retry-After (10006)", body = ErrorEnvelope),
         (status = 503, description = "not ready or queue unavailable; nothing reserved (10008)", body = ErrorEnvelope),
     )
 )]
@@ -395,12 +403,84 @@ pub async fn buy(
     State(state): State<AppState>,
     user: AuthUser,
     ApiPath(id): ApiPath<u64>,
-) -> Result<ApiResponse<QueuedView>, ApiError> {
-    let ticket = state.spike.buy(id, user.id).await?;
-    Ok(ApiResponse::accepted(QueuedView {
+    IdempotencyKey(key): IdempotencyKey,
+) -> Result<Response, ApiError> {
+    let request_id = current_request_id();
+    let queued = state
+        .spike
+        .buy(BuyRequest {
+            event_id: id,
+            user_id: user.id,
+            idempotency_key: key.as_deref(),
+            request_id: &request_id,
+        })
+        .await?;
+    let mut response = ApiResponse::accepted(QueuedView {
         status: "queued",
-        ticket,
-    }))
+        ticket: queued.ticket,
+    })
+    .into_response();
+    if queued.replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// Where an event's units are, from MySQL and Redis (admin; the reconciler's view).
+#[utoipa::path(
+    get,
+    path = "/spike/events/{id}/ledger",
+    tag = "flash sale",
+    security(("bearer" = [])),
+    params(("id" = u64, Path, description = "event id")),
+    responses(
+        (status = 200, description = "the ledger", body = Envelope<LedgerView>),
+        (status = 403, description = "not an admin (10003)", body = ErrorEnvelope),
+        (status = 404, description = "no such event (50001)", body = ErrorEnvelope),
+    )
+)]
+pub async fn event_ledger(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    ApiPath(id): ApiPath<u64>,
+) -> Result<ApiResponse<LedgerView>, ApiError> {
+    Ok(ApiResponse::ok(state.spike.ledger(id).await?.into()))
+}
+
+/// An event's units as both stores see them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LedgerView {
+    pub event_id: u64,
+    pub total_stock: u32,
+    pub mysql_available_stock: u32,
+    /// Orders holding a unit (any status but closed or cancelled).
+    pub live_orders: u64,
+    /// `null` when the event is not warm.
+    pub redis_stock: Option<i64>,
+    pub pending_reservations: u64,
+    pub redis_buyers: u64,
+    /// `total_stock - (redis_stock + pending_reservations + live_orders)`: 0 at quiescence.
+    pub drift: Option<i64>,
+    /// `total_stock - (mysql_available_stock + live_orders)`: always 0.
+    pub mysql_drift: i64,
+}
+
+impl From<Ledger> for LedgerView {
+    fn from(l: Ledger) -> LedgerView {
+        LedgerView {
+            event_id: l.event_id,
+            total_stock: l.total_stock,
+            mysql_available_stock: l.mysql_available_stock,
+            live_orders: l.live_orders,
+            redis_stock: l.redis_stock,
+            pending_reservations: l.pending_reservations,
+            redis_buyers: l.redis_buyers,
+            drift: l.drift,
+            mysql_drift: l.mysql_drift,
+        }
+    }
 }
 
 /// The caller's outcome in an event.

@@ -108,6 +108,8 @@ impl fmt::Display for Dependency {
 pub struct Infra {
     pub db: sqlx::MySqlPool,
     pub redis: ::redis::aio::ConnectionManager,
+    /// For connections of their own (pub/sub subscriptions).
+    pub redis_client: ::redis::Client,
     pub amqp: Arc<Amqp>,
     pub topology: Arc<Topology>,
 }
@@ -118,12 +120,14 @@ impl Infra {
     pub async fn connect(config: &Config) -> Result<Infra, RepoError> {
         let db = mysql::connect(config).await?;
         let redis = redis::connect(config).await?;
+        let redis_client = ::redis::Client::open(config.redis_url.expose())?;
         let amqp = Amqp::connect(config).await?;
         let topology = Topology::from_config(config);
         topology.declare(amqp.channel()).await?;
         Ok(Infra {
             db,
             redis,
+            redis_client,
             amqp: Arc::new(amqp),
             topology: Arc::new(topology),
         })

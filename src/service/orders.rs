@@ -15,6 +15,7 @@ use sqlx::{MySqlConnection, MySqlPool};
 
 use super::ServiceError;
 use super::catalog::CatalogService;
+use super::spike::SpikeUnits;
 use crate::domain::money::Money;
 use crate::domain::order::{Order, OrderEvent, OrderItem, OrderKind, OrderRequest, OrderStatus};
 use crate::domain::product::Page;
@@ -48,15 +49,22 @@ pub struct OrderService {
 struct Inner {
     db: MySqlPool,
     catalog: CatalogService,
+    spike_units: SpikeUnits,
     pay_timeout: Duration,
 }
 
 impl OrderService {
-    pub fn new(db: MySqlPool, catalog: CatalogService, pay_timeout: Duration) -> OrderService {
+    pub fn new(
+        db: MySqlPool,
+        catalog: CatalogService,
+        spike_units: SpikeUnits,
+        pay_timeout: Duration,
+    ) -> OrderService {
         OrderService {
             inner: Arc::new(Inner {
                 db,
                 catalog,
+                spike_units,
                 pay_timeout,
             }),
         }
@@ -227,9 +235,9 @@ impl OrderService {
         let mut tx = self.inner.db.begin().await?;
         let (status, _) = lock_own(&mut tx, user_id, order_id).await?;
         let to = status.apply(OrderEvent::Cancel).map_err(state_conflict)?;
-        let order = self.release(&mut tx, order_id, to).await?;
+        let (order, spike_event) = self.release(&mut tx, order_id, to).await?;
         tx.commit().await?;
-        self.invalidate_products(&order).await;
+        self.after_release(&order, spike_event).await;
         tracing::info!(order_id, user_id, "order cancelled");
         Ok(order)
     }
@@ -248,20 +256,21 @@ impl OrderService {
         if now < deadline {
             return Ok(CloseOutcome::NotDue((deadline - now).unsigned_abs()));
         }
-        let order = self.release(&mut tx, order_id, to).await?;
+        let (order, spike_event) = self.release(&mut tx, order_id, to).await?;
         tx.commit().await?;
-        self.invalidate_products(&order).await;
+        self.after_release(&order, spike_event).await;
         tracing::info!(order_id, "unpaid order closed");
         Ok(CloseOutcome::Closed)
     }
 
-    /// Moves a locked pending order to `to` (cancelled or closed) and gives its stock back.
+    /// Moves a locked pending order to `to` (cancelled or closed) and gives its stock back: to
+    /// the products, or for a flash-sale order to its event (whose id it returns).
     async fn release(
         &self,
         tx: &mut MySqlConnection,
         order_id: u64,
         to: OrderStatus,
-    ) -> Result<Order, ServiceError> {
+    ) -> Result<(Order, Option<u64>), ServiceError> {
         let now = mysql::now_utc();
         if !orders::transition(tx, order_id, OrderStatus::PendingPayment, to, now).await? {
             return Err(ServiceError::OrderStateConflict(
@@ -271,18 +280,26 @@ impl OrderService {
         let order = orders::find(tx, order_id)
             .await?
             .ok_or(ServiceError::OrderNotFound)?;
-        match order.kind {
+        let spike_event = match order.kind {
             OrderKind::Regular => {
                 for item in &order.items {
                     orders::return_stock(tx, item.product_id, item.quantity).await?;
                 }
+                None
             }
-            OrderKind::Spike => {
-                // A flash-sale unit goes back to its event, not to the product (DESIGN.md §3).
-                orders::return_spike_unit(tx, order_id).await?;
-            }
+            // A flash-sale unit goes back to its event, not to the product (DESIGN.md §3).
+            OrderKind::Spike => orders::return_spike_unit(tx, order_id).await?,
+        };
+        Ok((order, spike_event))
+    }
+
+    /// After the release committed: refresh cached stock, and give a flash-sale unit back to
+    /// Redis so another buyer can have it.
+    async fn after_release(&self, order: &Order, spike_event: Option<u64>) {
+        self.invalidate_products(order).await;
+        if let Some(event_id) = spike_event {
+            self.inner.spike_units.give_back(event_id).await;
         }
-        Ok(order)
     }
 
     async fn invalidate_products(&self, order: &Order) {

@@ -646,6 +646,32 @@ pub async fn code(response: reqwest::Response) -> (u16, Option<u64>, serde_json:
 
 impl TestApp {
     /// MySQL's `available_stock` of a flash-sale event.
+    /// Deletes every Redis key of the event, as a Redis restart would.
+    pub async fn forget_event_keys(&self, event_id: u64) {
+        let pattern = format!("{}ev:{{{event_id}}}:*", self.config.redis_prefix);
+        let mut redis = self.infra.redis.clone();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert!(!keys.is_empty(), "the event was warm");
+        let _: () = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+
+    /// The event's ledger as the admin endpoint shows it.
+    pub async fn ledger(&self, admin: &str, event_id: u64) -> serde_json::Value {
+        let response = self
+            .get_authed(&format!("/api/v1/spike/events/{event_id}/ledger"), admin)
+            .await;
+        assert_eq!(response.status(), 200);
+        envelope(response).await["data"].clone()
+    }
+
     pub async fn event_stock(&self, event_id: u64) -> u32 {
         sqlx::query_scalar("SELECT available_stock FROM spike_events WHERE id = ?")
             .bind(event_id)

@@ -14,3 +14,4 @@ mod process;
 mod products;
 mod schema;
 mod spike;
+mod spike_recovery;

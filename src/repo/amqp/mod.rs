@@ -155,6 +155,30 @@ impl Amqp {
         }
     }
 
+    /// Messages ready in `queue` and consumers attached to it (a passive declare on a channel of
+    /// its own: a missing queue closes that channel, not a shared one).
+    pub async fn queue_depth(&self, queue: &str) -> Result<QueueDepth, RepoError> {
+        let channel = self.connection.create_channel().await?;
+        let declared = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        if channel.status().connected() {
+            let _ = channel.close(200, "done".into()).await;
+        }
+        let queue = declared?;
+        Ok(QueueDepth {
+            messages: queue.message_count(),
+            consumers: queue.consumer_count(),
+        })
+    }
+
     pub fn channel(&self) -> &Channel {
         &self.channel
     }
@@ -186,6 +210,14 @@ impl Amqp {
     }
 }
 
+/// What a passive declare tells about a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Ready messages (not those delivered and unacknowledged).
+    pub messages: u32,
+    pub consumers: u32,
+}
+
 /// Names and arguments of every exchange and queue, with the configured prefix applied.
 #[derive(Debug, Clone)]
 pub struct Topology {
@@ -194,6 +226,8 @@ pub struct Topology {
     pay_timeout: Duration,
     /// Backoff of the order-creation retry queues (DESIGN.md §5): retry n waits `retry_delays[n-1]`.
     retry_delays: Vec<Duration>,
+    /// Bound of the order-creation queue; a full queue refuses publishes (`reject-publish`).
+    order_queue_max_length: u32,
 }
 
 impl Topology {
@@ -203,6 +237,7 @@ impl Topology {
             queue_type: config.amqp_queue_type,
             pay_timeout: config.order_pay_timeout,
             retry_delays: config.spike_retry_delays.clone(),
+            order_queue_max_length: config.spike_queue_max_length,
         }
     }
 
@@ -235,6 +270,13 @@ impl Topology {
         self.retry_delays.len()
     }
 
+    /// The order-creation queue and its retry queues: where a reservation's message can wait.
+    pub fn order_create_queues(&self) -> Vec<String> {
+        let mut queues = vec![self.queue(ORDER_CREATE)];
+        queues.extend((1..=self.retries()).map(|n| self.queue(&Topology::retry_routing_key(n))));
+        queues
+    }
+
     /// Kept for inspection: messages that failed every attempt.
     pub fn dead_queue(&self) -> String {
         self.name(&format!("{ORDER_CREATE}.dead"))
@@ -247,8 +289,16 @@ impl Topology {
             name: self.queue(ORDER_CREATE),
             exchange: self.exchange(),
             routing_key: ORDER_CREATE.into(),
-            arguments: self
-                .arguments(&[("x-dead-letter-exchange", text(&self.dead_letter_exchange()))]),
+            arguments: self.arguments(&[
+                ("x-dead-letter-exchange", text(&self.dead_letter_exchange())),
+                // Bounded: an overloaded broker nacks the publish and the buyer's reservation is
+                // undone, instead of the backlog growing without limit.
+                (
+                    "x-max-length",
+                    AMQPValue::LongLongInt(i64::from(self.order_queue_max_length)),
+                ),
+                ("x-overflow", text("reject-publish")),
+            ]),
         }];
         for (index, delay) in self.retry_delays.iter().enumerate() {
             let routing_key = Topology::retry_routing_key(index + 1);
@@ -392,6 +442,7 @@ mod tests {
                 Duration::from_secs(5),
                 Duration::from_secs(30),
             ],
+            order_queue_max_length: 1000,
         }
     }
 

@@ -316,14 +316,22 @@ async fn items_of(
     Ok(by_order)
 }
 
-/// Gives a closed or cancelled flash-sale order's unit back to its event in MySQL.
-pub async fn return_spike_unit(tx: &mut MySqlConnection, order_id: u64) -> Result<(), RepoError> {
-    sqlx::query(
-        "UPDATE spike_events e JOIN spike_orders s ON s.spike_event_id = e.id \
-         SET e.available_stock = e.available_stock + 1 WHERE s.order_id = ?",
-    )
-    .bind(order_id)
-    .execute(tx)
-    .await?;
-    Ok(())
+/// Gives a closed or cancelled flash-sale order's unit back to its event in MySQL; returns the
+/// event's id (`None` when the order is not linked to an event).
+pub async fn return_spike_unit(
+    tx: &mut MySqlConnection,
+    order_id: u64,
+) -> Result<Option<u64>, RepoError> {
+    let event_id: Option<u64> =
+        sqlx::query_scalar("SELECT spike_event_id FROM spike_orders WHERE order_id = ?")
+            .bind(order_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some(event_id) = event_id {
+        sqlx::query("UPDATE spike_events SET available_stock = available_stock + 1 WHERE id = ?")
+            .bind(event_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(event_id)
 }

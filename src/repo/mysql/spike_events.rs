@@ -231,3 +231,36 @@ pub async fn buyers(db: impl MySqlExecutor<'_>, event_id: u64) -> Result<Vec<u64
             .await?,
     )
 }
+
+/// Events whose window overlaps `[from, to)`: started before `to` and not ended at `from`
+/// (the scheduler's "starting soon or running", the reconciler's "keys may be alive").
+pub async fn overlapping(
+    db: &sqlx::MySqlPool,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> Result<Vec<SpikeEvent>, RepoError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM spike_events \
+         WHERE status = 'scheduled' AND start_at < ? AND end_at > ? ORDER BY start_at, id"
+    );
+    sqlx::query_as::<_, EventRow>(sqlx::AssertSqlSafe(sql))
+        .bind(utc(to))
+        .bind(utc(from))
+        .fetch_all(db)
+        .await?
+        .into_iter()
+        .map(SpikeEvent::try_from)
+        .collect()
+}
+
+/// The event's orders that still hold a unit (any status but closed or cancelled).
+pub async fn live_orders(db: impl MySqlExecutor<'_>, event_id: u64) -> Result<u64, RepoError> {
+    let count: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM spike_orders s JOIN orders o ON o.id = s.order_id \
+         WHERE s.spike_event_id = ? AND o.status NOT IN ('closed', 'cancelled')",
+    )
+    .bind(event_id)
+    .fetch_one(db)
+    .await?;
+    Ok(count.max(0) as u64)
+}

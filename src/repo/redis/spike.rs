@@ -15,17 +15,31 @@ static UNRESERVE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/unreserve.lua")));
 static WARM: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/warm_event.lua")));
+static TOUCH_RESERVATION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/touch_reservation.lua")));
+static RETURN_UNIT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/return_unit.lua")));
+
+/// The pub/sub channel announcing "stock came back to event <id>" (the message is the id), so
+/// every API replica clears its local sold-out flag.
+pub fn stock_returned_channel(prefix: &str) -> String {
+    format!("{prefix}spike:stock-returned")
+}
 
 /// The keys of one event.
 #[derive(Debug, Clone)]
 pub struct EventKeys {
+    event_id: u64,
     base: String,
+    channel: String,
 }
 
 impl EventKeys {
     pub fn new(prefix: &str, event_id: u64) -> EventKeys {
         EventKeys {
+            event_id,
             base: format!("{prefix}ev:{{{event_id}}}"),
+            channel: stock_returned_channel(prefix),
         }
     }
 
@@ -48,15 +62,31 @@ impl EventKeys {
     pub fn result(&self, user_id: u64) -> String {
         format!("{}:result:{user_id}", self.base)
     }
+
+    /// The event's cluster-wide admission token bucket.
+    pub fn admission(&self) -> String {
+        format!("{}:admission", self.base)
+    }
+
+    /// The ticket a buyer's `Idempotency-Key` was answered with.
+    pub fn idempotency(&self, user_id: u64, key: &str) -> String {
+        format!("{}:idem:{user_id}:{key}", self.base)
+    }
 }
 
 /// What the reservation script answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reservation {
     /// Reserved at this Redis time (unix ms).
     Reserved {
         at_ms: i64,
     },
+    /// The `Idempotency-Key` was answered with this ticket before.
+    Replay {
+        ticket: String,
+    },
+    /// The `Idempotency-Key`'s first request is still being published.
+    InProgress,
     NotWarm,
     NotStarted,
     Ended,
@@ -64,72 +94,197 @@ pub enum Reservation {
     SoldOut,
 }
 
+/// Runs the reservation script for `user_id` with a fresh `ticket`; `idempotency_key` makes a
+/// repeated request answer with the first one's ticket.
 pub async fn reserve(
     redis: &mut ConnectionManager,
     keys: &EventKeys,
     user_id: u64,
     ticket: &str,
+    idempotency_key: Option<&str>,
 ) -> Result<Reservation, RepoError> {
-    let (code, now): (i64, i64) = RESERVE
-        .key(keys.stock())
+    let mut invocation = RESERVE.key(keys.stock());
+    invocation
         .key(keys.meta())
         .key(keys.buyers())
         .key(keys.reservations())
         .arg(user_id)
-        .arg(ticket)
-        .invoke_async(redis)
-        .await?;
+        .arg(ticket);
+    if let Some(key) = idempotency_key {
+        invocation.key(keys.idempotency(user_id, key));
+    }
+    let (code, now, earlier): (i64, i64, String) = invocation.invoke_async(redis).await?;
     Ok(match code {
         0 => Reservation::Reserved { at_ms: now },
         2 => Reservation::NotStarted,
         3 => Reservation::Ended,
         4 => Reservation::Duplicate,
         5 => Reservation::SoldOut,
+        6 => Reservation::Replay { ticket: earlier },
+        7 => Reservation::InProgress,
         _ => Reservation::NotWarm,
     })
 }
 
-/// Undoes the reservation `ticket` of `user_id`; false when there was none.
+/// Marks the `Idempotency-Key`'s reservation as published: later requests with the key replay it.
+pub async fn confirm_idempotency(
+    redis: &mut ConnectionManager,
+    keys: &EventKeys,
+    user_id: u64,
+    key: &str,
+    ticket: &str,
+) -> Result<(), RepoError> {
+    let _: Option<String> = redis::cmd("SET")
+        .arg(keys.idempotency(user_id, key))
+        .arg(ticket)
+        .arg("XX")
+        .arg("KEEPTTL")
+        .query_async(redis)
+        .await?;
+    Ok(())
+}
+
+/// Undoes the reservation `ticket` of `user_id` (and forgets its `Idempotency-Key`), announcing
+/// the returned unit; false when there was no such reservation.
 pub async fn unreserve(
     redis: &mut ConnectionManager,
     keys: &EventKeys,
     user_id: u64,
     ticket: &str,
+    idempotency_key: Option<&str>,
 ) -> Result<bool, RepoError> {
-    let undone: i64 = UNRESERVE
-        .key(keys.stock())
+    let mut invocation = UNRESERVE.key(keys.stock());
+    invocation
         .key(keys.buyers())
         .key(keys.reservations())
         .arg(user_id)
         .arg(ticket)
-        .invoke_async(redis)
-        .await?;
+        .arg(&keys.channel)
+        .arg(keys.event_id);
+    if let Some(key) = idempotency_key {
+        invocation.key(keys.idempotency(user_id, key));
+    }
+    let undone: i64 = invocation.invoke_async(redis).await?;
     Ok(undone == 1)
 }
 
-/// Sets the event's keys unless already warm; true when the stock was set now.
+/// Gives a unit back to a warm event and announces it; false when the event is not warm (MySQL,
+/// which warm-up reads, already counts the unit).
+pub async fn return_unit(
+    redis: &mut ConnectionManager,
+    keys: &EventKeys,
+) -> Result<bool, RepoError> {
+    let returned: i64 = RETURN_UNIT
+        .key(keys.stock())
+        .arg(&keys.channel)
+        .arg(keys.event_id)
+        .invoke_async(redis)
+        .await?;
+    Ok(returned == 1)
+}
+
+/// How warm-up treats existing keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarmMode {
+    /// Leave a warm event alone (idempotent; never raises the stock).
+    Keep,
+    /// Replace every key: only for an event that has not started.
+    Reset,
+}
+
+/// What warm-up writes.
+#[derive(Debug, Clone)]
+pub struct WarmState<'a> {
+    pub free: u32,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub expire_at_ms: i64,
+    /// Users who hold an order already.
+    pub buyers: &'a [u64],
+}
+
+/// Sets the event's keys (see [`WarmMode`]); true when the stock was set now.
 pub async fn warm(
     redis: &mut ConnectionManager,
     keys: &EventKeys,
-    free: u32,
-    start_ms: i64,
-    end_ms: i64,
-    expire_at_ms: i64,
-    buyers: &[u64],
+    state: &WarmState<'_>,
+    mode: WarmMode,
 ) -> Result<bool, RepoError> {
     let mut invocation = WARM.key(keys.stock());
     invocation
         .key(keys.meta())
         .key(keys.buyers())
-        .arg(free)
-        .arg(start_ms)
-        .arg(end_ms)
-        .arg(expire_at_ms);
+        .key(keys.reservations())
+        .arg(state.free)
+        .arg(state.start_ms)
+        .arg(state.end_ms)
+        .arg(state.expire_at_ms)
+        .arg(match mode {
+            WarmMode::Keep => "keep",
+            WarmMode::Reset => "reset",
+        });
+    let buyers = state.buyers;
     for buyer in buyers {
         invocation.arg(*buyer);
     }
     let fresh: i64 = invocation.invoke_async(redis).await?;
     Ok(fresh == 1)
+}
+
+/// A reservation not yet settled by the worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingReservation {
+    pub user_id: u64,
+    pub ticket: String,
+    pub reserved_at_ms: i64,
+}
+
+/// Every reservation of the event not yet settled (entries it cannot parse are skipped).
+pub async fn pending_reservations(
+    redis: &mut ConnectionManager,
+    keys: &EventKeys,
+) -> Result<Vec<PendingReservation>, RepoError> {
+    let entries: std::collections::HashMap<String, String> =
+        redis.hgetall(keys.reservations()).await?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|(user, held)| {
+            let (ticket, at) = held.rsplit_once(':')?;
+            Some(PendingReservation {
+                user_id: user.parse().ok()?,
+                ticket: ticket.to_owned(),
+                reserved_at_ms: at.parse().ok()?,
+            })
+        })
+        .collect())
+}
+
+/// Moves a pending reservation's timestamp to `now_ms` unless it changed meanwhile.
+pub async fn touch_reservation(
+    redis: &mut ConnectionManager,
+    keys: &EventKeys,
+    reservation: &PendingReservation,
+    now_ms: i64,
+) -> Result<bool, RepoError> {
+    let moved: i64 = TOUCH_RESERVATION
+        .key(keys.reservations())
+        .arg(reservation.user_id)
+        .arg(format!(
+            "{}:{}",
+            reservation.ticket, reservation.reserved_at_ms
+        ))
+        .arg(format!("{}:{now_ms}", reservation.ticket))
+        .invoke_async(redis)
+        .await?;
+    Ok(moved == 1)
+}
+
+/// How many buyers are marked in Redis.
+pub async fn buyer_count(
+    redis: &mut ConnectionManager,
+    keys: &EventKeys,
+) -> Result<u64, RepoError> {
+    Ok(redis.scard(keys.buyers()).await?)
 }
 
 /// Remaining units, when the event is warm.

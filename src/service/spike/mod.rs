@@ -11,11 +11,16 @@
 //! A failing order creation is retried through the retry queues and, after the last, dead-
 //! lettered with its reservation compensated ([`SpikeService::give_up`]).
 //!
-//! Not built yet (issue #6 continues): the reconciler, rate limits, the automatic warm-up scheduler, returning a closed order's unit to
-//! Redis, and re-warming from MySQL minus in-flight reservations after a Redis loss.
+//! In front of the script: an in-process per-buyer token bucket ([`user_limit`]), the local
+//! sold-out flag ([`sold_out`]) and the cluster-wide per-event admission limit in Redis. Behind
+//! the queue: the worker's warm-up scheduler and reconciler ([`reconcile`]).
+
+mod reconcile;
+pub mod sold_out;
+mod user_limit;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
@@ -24,6 +29,7 @@ use time::OffsetDateTime;
 
 use super::ServiceError;
 use super::catalog::CatalogService;
+use crate::config::RateLimit;
 use crate::domain::money::Money;
 use crate::domain::order::{OrderItem, OrderKind};
 use crate::domain::product::Page;
@@ -31,8 +37,16 @@ use crate::domain::spike::{EventStatus, EventWindow, SpikeEvent};
 use crate::repo::amqp::ORDER_CREATE;
 use crate::repo::mysql::spike_events::{self, EventFields};
 use crate::repo::mysql::{self, orders, outbox, products};
-use crate::repo::redis::spike::{self as redis_spike, EventKeys, Reservation};
+use crate::repo::redis::rate_limit::{self, Decision};
+use crate::repo::redis::spike::{self as redis_spike, EventKeys, Reservation, WarmMode, WarmState};
 use crate::repo::{Amqp, Topology};
+pub use reconcile::{Ledger, ReconcileReport};
+use sold_out::SoldOutFlags;
+use user_limit::UserRateLimiter;
+
+/// Message header carrying the id of the HTTP request that reserved the unit, so the worker's
+/// log lines can be joined with the API's.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Keys of an event live this long after it ends (results stay pollable meanwhile).
 const KEYS_OUTLIVE_EVENT: Duration = Duration::from_secs(3600);
@@ -46,6 +60,25 @@ pub struct ReservationMessage {
     pub event_id: u64,
     pub user_id: u64,
     pub reserved_at_ms: i64,
+}
+
+/// A purchase attempt as the API hands it over.
+#[derive(Debug, Clone, Copy)]
+pub struct BuyRequest<'a> {
+    pub event_id: u64,
+    pub user_id: u64,
+    /// Makes a retry answer with the first request's ticket.
+    pub idempotency_key: Option<&'a str>,
+    /// Travels with the message (header [`REQUEST_ID_HEADER`]).
+    pub request_id: &'a str,
+}
+
+/// A queued purchase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    pub ticket: String,
+    /// True when an earlier request with the same `Idempotency-Key` was answered with it.
+    pub replayed: bool,
 }
 
 /// Where a buyer stands in an event.
@@ -102,6 +135,13 @@ pub struct SpikeService {
     redis_prefix: String,
     catalog: CatalogService,
     pay_timeout: Duration,
+    user_limiter: Arc<UserRateLimiter>,
+    event_limit: RateLimit,
+    sold_out: Arc<SoldOutFlags>,
+    warmup_lead: Duration,
+    reconcile_after: Duration,
+    prefetch: u16,
+    drift_memory: Arc<reconcile::DriftMemory>,
 }
 
 impl SpikeService {
@@ -118,7 +158,24 @@ impl SpikeService {
             redis_prefix: config.redis_prefix.clone(),
             catalog,
             pay_timeout: config.order_pay_timeout,
+            user_limiter: Arc::new(UserRateLimiter::new(config.spike_user_rate_limit)),
+            event_limit: config.spike_event_rate_limit,
+            sold_out: Arc::new(SoldOutFlags::default()),
+            warmup_lead: config.spike_warmup_lead,
+            reconcile_after: config.spike_reconcile_after,
+            prefetch: config.amqp_prefetch,
+            drift_memory: Arc::default(),
         }
+    }
+
+    /// This replica's sold-out flags (the API role listens for their clearing).
+    pub fn sold_out_flags(&self) -> Arc<SoldOutFlags> {
+        self.sold_out.clone()
+    }
+
+    /// The pub/sub channel on which returned stock is announced.
+    pub fn stock_returned_channel(&self) -> String {
+        redis_spike::stock_returned_channel(&self.redis_prefix)
     }
 
     fn keys(&self, event_id: u64) -> EventKeys {
@@ -155,6 +212,7 @@ impl SpikeService {
             stock = event.stock,
             "flash-sale event created"
         );
+        self.warm_new_event(&created).await;
         Ok(created)
     }
 
@@ -201,6 +259,7 @@ impl SpikeService {
             .ok_or(ServiceError::EventNotFound)?;
         tx.commit().await?;
         self.catalog.invalidate(event.product_id).await;
+        self.warm_new_event(&updated).await;
         Ok(updated)
     }
 
@@ -215,47 +274,128 @@ impl SpikeService {
         Ok(event)
     }
 
+    /// Warms a created or changed event from scratch (it has not started: nothing can be
+    /// reserved yet). A failure is only logged: the scheduler and the buy path warm it later.
+    async fn warm_new_event(&self, event: &SpikeEvent) {
+        if let Err(error) = self.warm(event, WarmMode::Reset).await {
+            tracing::warn!(event_id = event.id, %error, "warming the event failed; the scheduler will retry");
+        }
+    }
+
     /// Copies the event's free units, window and existing buyers into Redis unless already
     /// warm; true when it was warmed now. Never raises a warm event's stock.
     pub async fn warm_up(&self, id: u64) -> Result<bool, ServiceError> {
         let event = spike_events::find(&self.db, id)
             .await?
             .ok_or(ServiceError::EventNotFound)?;
-        let buyers = spike_events::buyers(&self.db, id).await?;
+        self.warm(&event, WarmMode::Keep).await
+    }
+
+    async fn warm(&self, event: &SpikeEvent, mode: WarmMode) -> Result<bool, ServiceError> {
+        let keys = self.keys(event.id);
+        let mut redis = self.redis.clone();
+        if mode == WarmMode::Keep && redis_spike::stock(&mut redis, &keys).await?.is_some() {
+            return Ok(false);
+        }
+        let now = OffsetDateTime::now_utc();
+        let mut free = event.available_stock;
+        if mode == WarmMode::Keep && event.window.status_at(now) != EventStatus::Upcoming {
+            // Re-warming a started event (Redis lost its keys): reservations still travelling
+            // through the queues are not in MySQL yet, so hold back as many units as messages
+            // could be in flight. MySQL's conditional decrement stays the last guard.
+            let in_flight = self.in_flight_bound().await?;
+            free = free.saturating_sub(u32::try_from(in_flight).unwrap_or(u32::MAX));
+        }
+        let buyers = spike_events::buyers(&self.db, event.id).await?;
         let millis = |t: OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
-        let expire_at = event.window.end_at() + KEYS_OUTLIVE_EVENT;
-        let fresh = redis_spike::warm(
-            &mut self.redis.clone(),
-            &self.keys(id),
-            event.available_stock,
-            millis(event.window.start_at()),
-            millis(event.window.end_at()),
-            millis(expire_at),
-            &buyers,
-        )
-        .await?;
-        tracing::info!(
-            event_id = id,
-            fresh,
-            stock = event.available_stock,
-            "event warmed"
-        );
+        let state = WarmState {
+            free,
+            start_ms: millis(event.window.start_at()),
+            end_ms: millis(event.window.end_at()),
+            expire_at_ms: millis(event.window.end_at() + KEYS_OUTLIVE_EVENT),
+            buyers: &buyers,
+        };
+        let fresh = redis_spike::warm(&mut redis, &keys, &state, mode).await?;
+        if fresh {
+            self.sold_out.clear(event.id);
+            tracing::info!(event_id = event.id, stock = free, ?mode, "event warmed");
+        }
         Ok(fresh)
     }
 
-    /// Reserves a unit for `user_id` and queues its order; returns the ticket.
-    pub async fn buy(&self, event_id: u64, user_id: u64) -> Result<String, ServiceError> {
+    /// Messages that may carry a reservation MySQL has not seen: everything waiting in the order
+    /// queue and its retry queues, plus what consumers may hold unacknowledged.
+    async fn in_flight_bound(&self) -> Result<u64, ServiceError> {
+        let mut bound = 0;
+        for queue in self.topology.order_create_queues() {
+            let depth = self.amqp.queue_depth(&queue).await?;
+            bound +=
+                u64::from(depth.messages) + u64::from(depth.consumers) * u64::from(self.prefetch);
+        }
+        Ok(bound)
+    }
+
+    /// Warms every event starting within the lead time that is not warm yet (the worker's
+    /// scheduler); returns how many it warmed.
+    pub async fn warm_due_events(&self) -> Result<usize, ServiceError> {
+        let now = OffsetDateTime::now_utc();
+        let due = spike_events::overlapping(&self.db, now, now + self.warmup_lead).await?;
+        let mut warmed = 0;
+        for event in &due {
+            if self.warm(event, WarmMode::Keep).await? {
+                warmed += 1;
+            }
+        }
+        Ok(warmed)
+    }
+
+    /// Reserves a unit for the buyer and queues its order (DESIGN.md §5).
+    pub async fn buy(&self, request: BuyRequest<'_>) -> Result<Queued, ServiceError> {
+        let BuyRequest {
+            event_id,
+            user_id,
+            idempotency_key,
+            request_id,
+        } = request;
+        let now = Instant::now();
+        self.user_limiter
+            .take(user_id, now)
+            .map_err(|retry_after| rejected(ServiceError::RateLimited { retry_after }))?;
+        // A retry carrying an Idempotency-Key goes to Redis, which holds its first answer.
+        if idempotency_key.is_none() && self.sold_out.is_sold_out(event_id, now) {
+            return Err(rejected(ServiceError::SoldOut));
+        }
         let keys = self.keys(event_id);
-        let ticket = uuid::Uuid::new_v4().simple().to_string();
         let mut redis = self.redis.clone();
-        let reserved_at_ms = match redis_spike::reserve(&mut redis, &keys, user_id, &ticket).await?
+        if let Decision::Limited { retry_after } =
+            rate_limit::take(&mut redis, &keys.admission(), self.event_limit).await?
         {
+            return Err(rejected(ServiceError::RateLimited { retry_after }));
+        }
+        let ticket = uuid::Uuid::new_v4().simple().to_string();
+        let reservation =
+            redis_spike::reserve(&mut redis, &keys, user_id, &ticket, idempotency_key).await?;
+        let reserved_at_ms = match reservation {
             Reservation::Reserved { at_ms } => at_ms,
-            Reservation::NotStarted => return Err(ServiceError::EventNotStarted),
-            Reservation::Ended => return Err(ServiceError::EventEnded),
-            Reservation::Duplicate => return Err(ServiceError::AlreadyPurchased),
-            Reservation::SoldOut => return Err(ServiceError::SoldOut),
-            Reservation::NotWarm => return Err(self.not_warm(event_id).await),
+            Reservation::Replay { ticket } => {
+                return Ok(Queued {
+                    ticket,
+                    replayed: true,
+                });
+            }
+            Reservation::InProgress => {
+                return Err(ServiceError::Conflict(
+                    "a request with this Idempotency-Key is still in progress".into(),
+                ));
+            }
+            Reservation::SoldOut => {
+                self.sold_out.mark(event_id, now);
+                return Err(rejected(ServiceError::SoldOut));
+            }
+            Reservation::NotStarted => return Err(rejected(ServiceError::EventNotStarted)),
+            Reservation::Ended => return Err(rejected(ServiceError::EventEnded)),
+            Reservation::Duplicate => return Err(rejected(ServiceError::AlreadyPurchased)),
+            Reservation::NotWarm => return Err(rejected(self.not_warm(event_id).await)),
         };
         let message = ReservationMessage {
             ticket: ticket.clone(),
@@ -263,19 +403,47 @@ impl SpikeService {
             user_id,
             reserved_at_ms,
         };
-        let payload = serde_json::to_vec(&message).map_err(ServiceError::internal)?;
-        if let Err(error) = self
-            .amqp
-            .publish(&self.topology.exchange(), ORDER_CREATE, &payload, None)
-            .await
-        {
+        if let Err(error) = self.publish_reservation(&message, request_id).await {
             tracing::warn!(event_id, user_id, %error, "reservation not queued; undoing it");
-            redis_spike::unreserve(&mut redis, &keys, user_id, &ticket).await?;
-            return Err(ServiceError::Retryable(
-                "the order queue is unavailable, retry later".into(),
-            ));
+            redis_spike::unreserve(&mut redis, &keys, user_id, &ticket, idempotency_key).await?;
+            return Err(rejected(ServiceError::Retryable(
+                "the order queue cannot take the order now, retry later".into(),
+            )));
         }
-        Ok(ticket)
+        if let Some(key) = idempotency_key {
+            redis_spike::confirm_idempotency(&mut redis, &keys, user_id, key, &ticket).await?;
+        }
+        metrics::counter!("spike_buy_total", "outcome" => "queued").increment(1);
+        Ok(Queued {
+            ticket,
+            replayed: false,
+        })
+    }
+
+    /// Publishes a reservation to `spike.order.create` (persistent, confirmed).
+    async fn publish_reservation(
+        &self,
+        message: &ReservationMessage,
+        request_id: &str,
+    ) -> Result<(), ServiceError> {
+        let payload = serde_json::to_vec(message).map_err(ServiceError::internal)?;
+        let mut headers = lapin::types::FieldTable::default();
+        if !request_id.is_empty() {
+            headers.insert(
+                REQUEST_ID_HEADER.into(),
+                lapin::types::AMQPValue::LongString(request_id.into()),
+            );
+        }
+        self.amqp
+            .publish_with_headers(
+                &self.topology.exchange(),
+                ORDER_CREATE,
+                &payload,
+                None,
+                headers,
+            )
+            .await?;
+        Ok(())
     }
 
     /// The answer when the event's keys are missing: never "sold out" or "available". An
@@ -288,7 +456,13 @@ impl SpikeService {
                 EventStatus::Upcoming => ServiceError::EventNotStarted,
                 EventStatus::Ended => ServiceError::EventEnded,
                 EventStatus::Active => {
-                    tracing::warn!(event_id, "active event not warm: refusing to sell");
+                    tracing::warn!(
+                        event_id,
+                        "active event not warm: refusing to sell, re-warming"
+                    );
+                    if let Err(error) = self.warm(&event, WarmMode::Keep).await {
+                        tracing::warn!(event_id, %error, "re-warming the event failed");
+                    }
                     ServiceError::Retryable("the sale is not ready, retry shortly".into())
                 }
             },
@@ -372,7 +546,8 @@ impl SpikeService {
             return Ok(());
         }
         let returned =
-            redis_spike::unreserve(&mut redis, &keys, message.user_id, &message.ticket).await?;
+            redis_spike::unreserve(&mut redis, &keys, message.user_id, &message.ticket, None)
+                .await?;
         redis_spike::settle(
             &mut redis,
             &keys,
@@ -473,5 +648,49 @@ impl SpikeService {
         page: Page,
     ) -> Result<(Vec<SpikeEvent>, u64), ServiceError> {
         Ok(spike_events::list(&self.db, status, OffsetDateTime::now_utc(), page).await?)
+    }
+}
+
+/// Counts a refused purchase by its reason, then hands the error on.
+fn rejected(error: ServiceError) -> ServiceError {
+    let outcome = match &error {
+        ServiceError::RateLimited { .. } => "rate_limited",
+        ServiceError::SoldOut => "sold_out",
+        ServiceError::AlreadyPurchased => "duplicate",
+        ServiceError::EventNotStarted => "not_started",
+        ServiceError::EventEnded => "ended",
+        ServiceError::EventNotFound => "unknown_event",
+        _ => "unavailable",
+    };
+    metrics::counter!("spike_buy_total", "outcome" => outcome).increment(1);
+    error
+}
+
+/// Returns flash-sale units to Redis once MySQL has them back (an order closed unpaid or was
+/// cancelled), and announces them so every replica clears its sold-out flag.
+#[derive(Clone)]
+pub struct SpikeUnits {
+    redis: ConnectionManager,
+    prefix: String,
+}
+
+impl SpikeUnits {
+    pub fn new(redis: ConnectionManager, prefix: impl Into<String>) -> SpikeUnits {
+        SpikeUnits {
+            redis,
+            prefix: prefix.into(),
+        }
+    }
+
+    /// Never fails its caller: MySQL has committed the unit. If Redis cannot be told, the unit
+    /// stays unsold until the event is warmed again, and the reconciler reports the drift.
+    pub async fn give_back(&self, event_id: u64) {
+        let keys = EventKeys::new(&self.prefix, event_id);
+        match redis_spike::return_unit(&mut self.redis.clone(), &keys).await {
+            Ok(returned) => tracing::info!(event_id, returned, "flash-sale unit given back"),
+            Err(error) => {
+                tracing::warn!(event_id, %error, "flash-sale unit not given back to redis");
+            }
+        }
     }
 }

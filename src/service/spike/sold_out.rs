@@ -1,0 +1,126 @@
+//! The local sold-out flag (DESIGN.md §5 step 2): once Redis says an event is sold out, this
+//! replica answers "sold out" without calling Redis. A unit that comes back (an order closed
+//! unpaid, a reservation undone) is announced on a Redis pub/sub channel and every replica clears
+//! its flag. A flag also expires by itself after [`FLAG_TTL`], so a missed announcement (the
+//! subscription was down) costs at most that long of wrong "sold out" answers.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+/// How long a flag holds without a fresh "sold out" from Redis.
+pub const FLAG_TTL: Duration = Duration::from_secs(5);
+/// Pause before resubscribing after the subscription failed.
+const RESUBSCRIBE_PAUSE: Duration = Duration::from_secs(1);
+
+/// Events this replica believes sold out, with when the belief expires.
+#[derive(Debug, Default)]
+pub struct SoldOutFlags {
+    until: Mutex<HashMap<u64, Instant>>,
+}
+
+impl SoldOutFlags {
+    pub fn is_sold_out(&self, event_id: u64, now: Instant) -> bool {
+        let mut until = self.until.lock().expect("sold-out flags poisoned");
+        match until.get(&event_id) {
+            Some(expiry) if *expiry > now => true,
+            Some(_) => {
+                until.remove(&event_id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    pub fn mark(&self, event_id: u64, now: Instant) {
+        self.until
+            .lock()
+            .expect("sold-out flags poisoned")
+            .insert(event_id, now + FLAG_TTL);
+    }
+
+    pub fn clear(&self, event_id: u64) {
+        self.until
+            .lock()
+            .expect("sold-out flags poisoned")
+            .remove(&event_id);
+    }
+
+    pub fn clear_all(&self) {
+        self.until.lock().expect("sold-out flags poisoned").clear();
+    }
+
+    /// Listens on `channel` until `shutdown`, clearing the flag of every announced event. After a
+    /// lost subscription every flag is cleared: announcements may have been missed meanwhile.
+    pub async fn listen(
+        &self,
+        client: redis::Client,
+        channel: String,
+        shutdown: CancellationToken,
+    ) {
+        while !shutdown.is_cancelled() {
+            match client.get_async_pubsub().await {
+                Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
+                    Ok(()) => {
+                        tracing::debug!(channel, "listening for returned flash-sale stock");
+                        self.clear_all();
+                        let mut messages = pubsub.on_message();
+                        loop {
+                            tokio::select! {
+                                () = shutdown.cancelled() => return,
+                                message = messages.next() => match message {
+                                    Some(message) => {
+                                        match message.get_payload::<String>().ok().and_then(|p| p.parse().ok()) {
+                                            Some(event_id) => self.clear(event_id),
+                                            None => tracing::warn!(channel, "unreadable stock announcement ignored"),
+                                        }
+                                    }
+                                    None => break,
+                                },
+                            }
+                        }
+                        tracing::warn!(
+                            channel,
+                            "stock announcements subscription lost; resubscribing"
+                        );
+                    }
+                    Err(error) => {
+                        tracing::warn!(channel, %error, "subscribing to stock announcements failed")
+                    }
+                },
+                Err(error) => tracing::warn!(%error, "connecting for stock announcements failed"),
+            }
+            self.clear_all();
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(RESUBSCRIBE_PAUSE) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flag_holds_until_cleared_or_expired() {
+        let flags = SoldOutFlags::default();
+        let now = Instant::now();
+        assert!(!flags.is_sold_out(7, now));
+        flags.mark(7, now);
+        assert!(flags.is_sold_out(7, now + Duration::from_secs(1)));
+        assert!(!flags.is_sold_out(8, now), "flags are per event");
+        assert!(!flags.is_sold_out(7, now + FLAG_TTL), "expired");
+        flags.mark(7, now);
+        flags.clear(7);
+        assert!(!flags.is_sold_out(7, now));
+        flags.mark(7, now);
+        flags.mark(9, now);
+        flags.clear_all();
+        assert!(!flags.is_sold_out(7, now) && !flags.is_sold_out(9, now));
+    }
+}

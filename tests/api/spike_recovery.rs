@@ -1,0 +1,374 @@
+//! Flash sale under failure and pressure: closed orders returning their unit, lost messages
+//! found by the reconciler, transient failures, Redis losing its keys, a full order queue,
+//! rate limits, idempotent retries, and the ledger.
+
+use std::time::{Duration as StdDuration, Instant};
+
+use reqwest::Method;
+use time::Duration;
+
+use crate::helpers::{TestApp, TestOptions, code, envelope, spawn_app, spawn_app_with};
+use crate::spike::{active_event, buy, buyers, create, event_body, result_of, wait_for_success};
+use spike::repo::redis::spike::{self as redis_spike, EventKeys, Reservation};
+
+/// Polls `check` every 100 ms until it holds; fails after `limit`.
+async fn eventually<F, Fut>(limit: StdDuration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+}
+
+async fn order_status(app: &TestApp, token: &str, order_id: u64) -> String {
+    let order = envelope(
+        app.get_authed(&format!("/api/v1/orders/{order_id}"), token)
+            .await,
+    )
+    .await;
+    order["data"]["status"].as_str().unwrap().to_owned()
+}
+
+async fn buy_with_key(app: &TestApp, token: &str, event: u64, key: &str) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!("/api/v1/spike/events/{event}/orders")))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_unpaid_flash_sale_order_closes_and_its_unit_goes_to_another_buyer() {
+    let app = spawn_app_with(
+        TestOptions::default()
+            .with_worker()
+            .env("SPIKE_ORDER_PAY_TIMEOUT", "2s")
+            .env("SPIKE_OUTBOX_POLL_INTERVAL", "100ms"),
+    )
+    .await;
+    let admin = app.admin_token().await;
+    let event = active_event(&app, &admin, 1).await;
+    let people = buyers(&app, 2).await;
+    let (first, second) = (&people[0].1, &people[1].1);
+
+    assert_eq!(buy(&app, first, event).await.status(), 202);
+    let order_id = wait_for_success(&app, first, event).await;
+    let (status, code_, _) = code(buy(&app, second, event).await).await;
+    assert_eq!(
+        (status, code_),
+        (409, Some(50004)),
+        "sold out while the order is unpaid"
+    );
+
+    eventually(
+        StdDuration::from_secs(15),
+        "the unpaid order to close",
+        || async { order_status(&app, first, order_id).await == "closed" },
+    )
+    .await;
+    assert_eq!(app.event_stock(event).await, 1, "MySQL has the unit back");
+    // The sold-out flag this replica set is cleared by the announcement, so the unit sells.
+    assert_eq!(buy(&app, second, event).await.status(), 202);
+    let second_order = wait_for_success(&app, second, event).await;
+    assert_ne!(second_order, order_id);
+    let (status, code_, _) = code(buy(&app, first, event).await).await;
+    assert_eq!((status, code_), (409, Some(50005)), "one chance per buyer");
+
+    let ledger = app.ledger(&admin, event).await;
+    assert_eq!(ledger["live_orders"], 1);
+    assert_eq!(ledger["redis_stock"], 0);
+    assert_eq!(ledger["drift"], 0, "{ledger}");
+    assert_eq!(ledger["mysql_drift"], 0, "{ledger}");
+}
+
+#[tokio::test]
+async fn returned_stock_clears_the_sold_out_flag_of_every_replica() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let event = active_event(&app, &admin, 1).await;
+    let people = buyers(&app, 2).await;
+    assert_eq!(buy(&app, &people[0].1, event).await.status(), 202);
+    assert_eq!(
+        code(buy(&app, &people[1].1, event).await).await.1,
+        Some(50004)
+    );
+    let flags = app.state.spike.sold_out_flags();
+    assert!(
+        flags.is_sold_out(event, Instant::now()),
+        "flag set by the sold-out answer"
+    );
+
+    // Another process gives a unit back (here: the order service's helper, as the worker does).
+    spike::service::spike::SpikeUnits::new(
+        app.infra.redis.clone(),
+        app.config.redis_prefix.clone(),
+    )
+    .give_back(event)
+    .await;
+    // Well within the flag's own lifetime: only the announcement can clear it this fast.
+    let started = Instant::now();
+    while flags.is_sold_out(event, Instant::now()) {
+        assert!(
+            started.elapsed() < spike::service::spike::sold_out::FLAG_TTL / 2,
+            "flag not cleared by the announcement"
+        );
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+    }
+    assert_eq!(buy(&app, &people[1].1, event).await.status(), 202);
+}
+
+#[tokio::test]
+async fn a_reservation_lost_before_its_publish_is_republished_by_the_reconciler() {
+    let app = spawn_app_with(
+        TestOptions::default()
+            .with_worker()
+            .env("SPIKE_SPIKE_RECONCILE_AFTER", "1s")
+            .env("SPIKE_SPIKE_SCHEDULER_INTERVAL", "200ms"),
+    )
+    .await;
+    let admin = app.admin_token().await;
+    let event = active_event(&app, &admin, 3).await;
+    let people = buyers(&app, 1).await;
+    let (user_id, token) = (people[0].0, &people[0].1);
+
+    // The API "crashed" right after the script: a reservation with no message.
+    let keys = EventKeys::new(&app.config.redis_prefix, event);
+    let reserved =
+        redis_spike::reserve(&mut app.infra.redis.clone(), &keys, user_id, "lost-1", None)
+            .await
+            .unwrap();
+    assert!(
+        matches!(reserved, Reservation::Reserved { .. }),
+        "{reserved:?}"
+    );
+    assert_eq!(result_of(&app, token, event).await["status"], "queued");
+
+    let order_id = wait_for_success(&app, token, event).await;
+    let ticket: String = sqlx::query_scalar("SELECT ticket FROM spike_orders WHERE order_id = ?")
+        .bind(order_id)
+        .fetch_one(&app.infra.db)
+        .await
+        .unwrap();
+    assert_eq!(ticket, "lost-1", "the reservation's own ticket");
+    assert_eq!(app.event_stock(event).await, 2);
+    let ledger = app.ledger(&admin, event).await;
+    assert_eq!(
+        (
+            ledger["redis_stock"].as_i64(),
+            ledger["pending_reservations"].as_u64()
+        ),
+        (Some(2), Some(0)),
+        "{ledger}"
+    );
+    assert_eq!(ledger["drift"], 0, "{ledger}");
+}
+
+#[tokio::test]
+async fn a_transient_failure_lands_after_a_retry() {
+    let app = spawn_app_with(
+        TestOptions::default()
+            .with_worker()
+            .env("SPIKE_SPIKE_RETRY_DELAYS", "2s,2s"),
+    )
+    .await;
+    let admin = app.admin_token().await;
+    let event = active_event(&app, &admin, 1).await;
+    // The buyer's account row is missing at first (the order's foreign key fails), then appears.
+    let user_id = 777_777;
+    let token = app.mint_token(user_id);
+    assert_eq!(buy(&app, &token, event).await.status(), 202);
+    let retry_queue = app.topology().queue("spike.order.create.retry.1");
+    app.expect_queue_len(&retry_queue, 1).await;
+    sqlx::query("INSERT INTO users (id, email, password_hash) VALUES (?, 'late@example.com', 'x')")
+        .bind(user_id)
+        .execute(&app.infra.db)
+        .await
+        .unwrap();
+
+    wait_for_success(&app, &token, event).await;
+    app.expect_queue_len(&app.topology().dead_queue(), 0).await;
+    assert_eq!(app.event_stock(event).await, 0);
+}
+
+#[tokio::test]
+async fn after_redis_loses_an_active_event_it_rewarms_holding_back_queued_reservations() {
+    let app = spawn_app().await; // no worker: the reservations stay in the queue
+    let admin = app.admin_token().await;
+    let event = active_event(&app, &admin, 10).await;
+    let people = buyers(&app, 4).await;
+    for (_, token) in &people[..3] {
+        assert_eq!(buy(&app, token, event).await.status(), 202);
+    }
+    app.expect_queue_len(&app.topology().queue("spike.order.create"), 3)
+        .await;
+    assert_eq!(
+        app.event_stock(event).await,
+        10,
+        "MySQL has not seen them yet"
+    );
+
+    app.forget_event_keys(event).await;
+    let (status, code_, _) = code(buy(&app, &people[3].1, event).await).await;
+    assert_eq!((status, code_), (503, Some(10008)), "fail closed");
+    // Re-warmed from MySQL minus the three messages that may still become orders.
+    let ledger = app.ledger(&admin, event).await;
+    assert_eq!(ledger["redis_stock"], 7, "{ledger}");
+    assert_eq!(buy(&app, &people[3].1, event).await.status(), 202);
+}
+
+#[tokio::test]
+async fn a_full_order_queue_refuses_the_purchase_and_undoes_the_reservation() {
+    let app = spawn_app_with(TestOptions::default().env("SPIKE_SPIKE_QUEUE_MAX_LENGTH", "2")).await;
+    let admin = app.admin_token().await;
+    let event = active_event(&app, &admin, 5).await;
+    let people = buyers(&app, 4).await;
+    let mut answers = Vec::new();
+    for (_, token) in &people {
+        let (status, code_, _) = code(buy(&app, token, event).await).await;
+        answers.push((status, code_));
+    }
+    assert_eq!(
+        answers,
+        [
+            (202, Some(0)),
+            (202, Some(0)),
+            (503, Some(10008)),
+            (503, Some(10008))
+        ]
+    );
+    let ledger = app.ledger(&admin, event).await;
+    assert_eq!(
+        ledger["redis_stock"], 3,
+        "the refused units are back: {ledger}"
+    );
+    assert_eq!(ledger["pending_reservations"], 2);
+    assert_eq!(ledger["redis_buyers"], 2, "refused buyers are not marked");
+    assert_eq!(result_of(&app, &people[3].1, event).await["status"], "none");
+}
+
+#[tokio::test]
+async fn buyers_and_events_are_rate_limited_with_retry_after() {
+    let app = spawn_app_with(
+        TestOptions::default()
+            .env("SPIKE_SPIKE_USER_RATE_LIMIT", "2/1m")
+            .env("SPIKE_SPIKE_EVENT_RATE_LIMIT", "4/1m"),
+    )
+    .await;
+    let admin = app.admin_token().await;
+    let event = active_event(&app, &admin, 10).await;
+    let people = buyers(&app, 4).await;
+
+    // One buyer: two requests pass the per-user bucket (the second is a duplicate), the third is
+    // refused before reaching Redis.
+    assert_eq!(buy(&app, &people[0].1, event).await.status(), 202);
+    assert_eq!(
+        code(buy(&app, &people[0].1, event).await).await.1,
+        Some(50005)
+    );
+    let limited = buy(&app, &people[0].1, event).await;
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let (status, code_, _) = code(limited).await;
+    assert_eq!((status, code_), (429, Some(10006)));
+
+    // The event admits four requests a minute across every buyer: two were used above.
+    assert_eq!(buy(&app, &people[1].1, event).await.status(), 202);
+    assert_eq!(buy(&app, &people[2].1, event).await.status(), 202);
+    let (status, code_, _) = code(buy(&app, &people[3].1, event).await).await;
+    assert_eq!((status, code_), (429, Some(10006)));
+    assert_eq!(result_of(&app, &people[3].1, event).await["status"], "none");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_replays_the_first_ticket() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let event = active_event(&app, &admin, 5).await;
+    let people = buyers(&app, 2).await;
+    let token = &people[0].1;
+
+    let first = buy_with_key(&app, token, event, "click-1").await;
+    assert_eq!(first.status(), 202);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let ticket = envelope(first).await["data"]["ticket"].clone();
+    let again = buy_with_key(&app, token, event, "click-1").await;
+    assert_eq!(again.status(), 202);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(envelope(again).await["data"]["ticket"], ticket);
+    let (status, code_, _) = code(buy_with_key(&app, token, event, "click-2").await).await;
+    assert_eq!(
+        (status, code_),
+        (409, Some(50005)),
+        "another key is another purchase"
+    );
+    let (status, code_, _) = code(buy_with_key(&app, &people[1].1, event, "").await).await;
+    assert_eq!((status, code_), (400, Some(10001)), "empty key");
+
+    // Concurrent requests with one key: one reservation; every answer is that ticket or "in
+    // progress".
+    let racer = &people[1].1;
+    let answers = futures_util::future::join_all(
+        (0..5).map(|_| buy_with_key(&app, racer, event, "double-click")),
+    )
+    .await;
+    let mut tickets = Vec::new();
+    for response in answers {
+        match code(response).await {
+            (202, _, body) => tickets.push(body["data"]["ticket"].clone()),
+            (409, Some(10005), _) => {}
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(!tickets.is_empty());
+    assert!(tickets.iter().all(|t| *t == tickets[0]), "{tickets:?}");
+    let ledger = app.ledger(&admin, event).await;
+    assert_eq!(ledger["pending_reservations"], 2, "{ledger}");
+    assert_eq!(ledger["redis_stock"], 3);
+}
+
+#[tokio::test]
+async fn the_ledger_is_for_admins_and_known_events() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (user, _) = app.signed_in_user().await;
+    let user_token = user["access_token"].as_str().unwrap().to_owned();
+    let product = app.create_product(&admin, "5.00", 3).await;
+    let body = event_body(product, 3, Duration::hours(1), Duration::hours(2));
+    let event = envelope(create(&app, &admin, &body).await).await["data"]["id"]
+        .as_u64()
+        .unwrap();
+    let ledger = app.ledger(&admin, event).await;
+    assert_eq!(
+        (
+            ledger["total_stock"].as_u64(),
+            ledger["redis_stock"].as_i64(),
+            ledger["drift"].as_i64()
+        ),
+        (Some(3), Some(3), Some(0)),
+        "an upcoming event is warm from its creation: {ledger}"
+    );
+    let path = format!("/api/v1/spike/events/{event}/ledger");
+    let (status, code_, _) = code(app.get_authed(&path, &user_token).await).await;
+    assert_eq!((status, code_), (403, Some(10003)));
+    let (status, code_, _) = code(
+        app.send_authed(
+            Method::GET,
+            "/api/v1/spike/events/987654/ledger",
+            &admin,
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, code_), (404, Some(50001)));
+}
