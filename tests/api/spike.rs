@@ -477,11 +477,29 @@ async fn a_thousand_buyers_racing_twice_for_a_hundred_units_never_oversell() {
     let event = active_event(&app, &admin, 100).await;
     let people = buyers(&app, 1000).await;
     let attempts = people.iter().flat_map(|(id, token)| {
-        [buy(&app, token, event), buy(&app, token, event)].map(|f| async move { (*id, f.await) })
+        [buy(&app, token, event), buy(&app, token, event)].map(|f| async move {
+            let sent = std::time::Instant::now();
+            let response = f.await;
+            (*id, response, sent.elapsed())
+        })
     });
+    let started = std::time::Instant::now();
+    let answers = futures_util::future::join_all(attempts).await;
+    // Figures for the record (see docs/flash-sale.md), never asserted: timing belongs to benches.
+    let elapsed = started.elapsed();
+    let mut latencies: Vec<_> = answers.iter().map(|(_, _, took)| *took).collect();
+    latencies.sort();
+    eprintln!(
+        "flash-sale race: {} requests in {elapsed:?} = {:.0} req/s; p50 {:?}, p99 {:?}, max {:?}",
+        latencies.len(),
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() * 99 / 100],
+        latencies[latencies.len() - 1],
+    );
     let mut winners = std::collections::HashSet::new();
     let mut refused = 0;
-    for (buyer, response) in futures_util::future::join_all(attempts).await {
+    for (buyer, response, _) in answers {
         match code(response).await {
             (202, Some(0), _) => assert!(winners.insert(buyer), "two tickets for {buyer}"),
             (409, Some(50004 | 50005), _) => refused += 1,

@@ -372,3 +372,38 @@ async fn the_ledger_is_for_admins_and_known_events() {
     .await;
     assert_eq!((status, code_), (404, Some(50001)));
 }
+
+#[tokio::test]
+async fn the_worker_warms_events_starting_within_the_lead_time() {
+    let app = spawn_app_with(
+        TestOptions::default()
+            .with_worker()
+            .env("SPIKE_SPIKE_WARMUP_LEAD", "1h")
+            .env("SPIKE_SPIKE_SCHEDULER_INTERVAL", "100ms"),
+    )
+    .await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "5.00", 10).await;
+    let mut events = Vec::new();
+    for start in [Duration::minutes(30), Duration::hours(3)] {
+        let body = event_body(product, 5, start, start + Duration::hours(1));
+        let id = envelope(create(&app, &admin, &body).await).await["data"]["id"]
+            .as_u64()
+            .unwrap();
+        // Redis restarted: both lose their keys.
+        app.forget_event_keys(id).await;
+        events.push(id);
+    }
+    let (soon, later) = (events[0], events[1]);
+    eventually(
+        StdDuration::from_secs(10),
+        "the scheduler to warm",
+        || async { app.ledger(&admin, soon).await["redis_stock"] == 5 },
+    )
+    .await;
+    tokio::time::sleep(StdDuration::from_millis(500)).await;
+    assert!(
+        app.ledger(&admin, later).await["redis_stock"].is_null(),
+        "beyond the lead time it stays cold"
+    );
+}
