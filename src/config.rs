@@ -62,6 +62,7 @@ const KNOWN_KEYS: &[&str] = &[
     "spike_scheduler_interval",
     "spike_reconcile_after",
     "spike_queue_max_length",
+    "spike_keys_retention",
     "log_format",
     "log_level",
 ];
@@ -265,6 +266,8 @@ pub struct Config {
     pub spike_reconcile_after: Duration,
     /// Messages `spike.order.create` holds before the broker refuses more (`reject-publish`).
     pub spike_queue_max_length: u32,
+    /// How long an event's Redis keys (stock, buyers, reservations) outlive the event.
+    pub spike_keys_retention: Duration,
     pub log_format: LogFormat,
     /// An `EnvFilter` directive such as `info` or `spike=debug,sqlx=warn`.
     pub log_level: String,
@@ -694,6 +697,7 @@ fn build(env: Environment, r: &mut KeyReader<'_>) -> Option<Config> {
     let spike_scheduler_interval = r.duration("spike_scheduler_interval", Duration::from_secs(1));
     let spike_reconcile_after = r.duration("spike_reconcile_after", Duration::from_secs(60));
     let spike_queue_max_length = r.parsed::<u32>("spike_queue_max_length", 100_000);
+    let spike_keys_retention = r.duration("spike_keys_retention", Duration::from_secs(3600));
     if spike_queue_max_length == Some(0) {
         r.problem("spike_queue_max_length", "must be at least 1");
     }
@@ -750,6 +754,7 @@ fn build(env: Environment, r: &mut KeyReader<'_>) -> Option<Config> {
         spike_scheduler_interval: spike_scheduler_interval?,
         spike_reconcile_after: spike_reconcile_after?,
         spike_queue_max_length: spike_queue_max_length?,
+        spike_keys_retention: spike_keys_retention?,
         log_format: log_format?,
         log_level,
         unknown_keys: Vec::new(),

@@ -407,3 +407,36 @@ async fn the_worker_warms_events_starting_within_the_lead_time() {
         "beyond the lead time it stays cold"
     );
 }
+
+#[tokio::test]
+async fn a_cancelled_flash_sale_order_gives_its_unit_back_at_once() {
+    let app = spawn_app_with(TestOptions::default().with_worker()).await;
+    let admin = app.admin_token().await;
+    let event = active_event(&app, &admin, 1).await;
+    let people = buyers(&app, 2).await;
+    let (first, second) = (&people[0].1, &people[1].1);
+    assert_eq!(buy(&app, first, event).await.status(), 202);
+    let order_id = wait_for_success(&app, first, event).await;
+    assert_eq!(code(buy(&app, second, event).await).await.1, Some(50004));
+
+    let cancelled = app
+        .send_authed(
+            Method::POST,
+            &format!("/api/v1/orders/{order_id}/cancel"),
+            first,
+            None,
+        )
+        .await;
+    assert_eq!(cancelled.status(), 200);
+    let ledger = app.ledger(&admin, event).await;
+    assert_eq!(
+        (
+            ledger["redis_stock"].as_i64(),
+            ledger["mysql_available_stock"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{ledger}"
+    );
+    assert_eq!(buy(&app, second, event).await.status(), 202);
+    assert_eq!(code(buy(&app, first, event).await).await.1, Some(50005));
+}

@@ -48,8 +48,6 @@ use user_limit::UserRateLimiter;
 /// log lines can be joined with the API's.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// Keys of an event live this long after it ends (results stay pollable meanwhile).
-const KEYS_OUTLIVE_EVENT: Duration = Duration::from_secs(3600);
 /// How long a buyer's result stays in Redis (MySQL answers after that).
 const RESULT_TTL_SECS: u64 = 24 * 3600;
 
@@ -140,6 +138,8 @@ pub struct SpikeService {
     sold_out: Arc<SoldOutFlags>,
     warmup_lead: Duration,
     reconcile_after: Duration,
+    /// How long an event's Redis keys outlive the event.
+    keys_retention: Duration,
     prefetch: u16,
     drift_memory: Arc<reconcile::DriftMemory>,
 }
@@ -163,6 +163,7 @@ impl SpikeService {
             sold_out: Arc::new(SoldOutFlags::default()),
             warmup_lead: config.spike_warmup_lead,
             reconcile_after: config.spike_reconcile_after,
+            keys_retention: config.spike_keys_retention,
             prefetch: config.amqp_prefetch,
             drift_memory: Arc::default(),
         }
@@ -312,7 +313,7 @@ impl SpikeService {
             free,
             start_ms: millis(event.window.start_at()),
             end_ms: millis(event.window.end_at()),
-            expire_at_ms: millis(event.window.end_at() + KEYS_OUTLIVE_EVENT),
+            expire_at_ms: millis(event.window.end_at() + self.keys_retention),
             buyers: &buyers,
         };
         let fresh = redis_spike::warm(&mut redis, &keys, &state, mode).await?;

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{KEYS_OUTLIVE_EVENT, RESULT_TTL_SECS, ReservationMessage, SpikeService};
+use super::{RESULT_TTL_SECS, ReservationMessage, SpikeService};
 use crate::domain::spike::SpikeEvent;
 use crate::repo::mysql::spike_events;
 use crate::repo::redis::spike::{self as redis_spike, PendingReservation};
@@ -98,7 +98,7 @@ impl SpikeService {
     pub async fn reconcile(&self) -> Result<ReconcileReport, ServiceError> {
         let now = OffsetDateTime::now_utc();
         let events =
-            spike_events::overlapping(&self.db, now - KEYS_OUTLIVE_EVENT, now + self.warmup_lead)
+            spike_events::overlapping(&self.db, now - self.keys_retention, now + self.warmup_lead)
                 .await?;
         let mut report = ReconcileReport {
             events: events.len(),
