@@ -24,6 +24,16 @@ where
     }
 }
 
+/// Waits until the app receives stock announcements (its subscription starts with the server).
+async fn wait_until_listening(app: &TestApp) {
+    let flags = app.state.spike.sold_out_flags();
+    eventually(StdDuration::from_secs(5), "the stock subscription", || {
+        let listening = flags.is_listening();
+        async move { listening }
+    })
+    .await;
+}
+
 async fn order_status(app: &TestApp, token: &str, order_id: u64) -> String {
     let order = envelope(
         app.get_authed(&format!("/api/v1/orders/{order_id}"), token)
@@ -90,6 +100,7 @@ async fn an_unpaid_flash_sale_order_closes_and_its_unit_goes_to_another_buyer() 
 #[tokio::test]
 async fn returned_stock_clears_the_sold_out_flag_of_every_replica() {
     let app = spawn_app().await;
+    wait_until_listening(&app).await;
     let admin = app.admin_token().await;
     let event = active_event(&app, &admin, 1).await;
     let people = buyers(&app, 2).await;
@@ -411,6 +422,7 @@ async fn the_worker_warms_events_starting_within_the_lead_time() {
 #[tokio::test]
 async fn a_cancelled_flash_sale_order_gives_its_unit_back_at_once() {
     let app = spawn_app_with(TestOptions::default().with_worker()).await;
+    wait_until_listening(&app).await;
     let admin = app.admin_token().await;
     let event = active_event(&app, &admin, 1).await;
     let people = buyers(&app, 2).await;

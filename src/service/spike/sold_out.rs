@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -20,6 +21,8 @@ const RESUBSCRIBE_PAUSE: Duration = Duration::from_secs(1);
 #[derive(Debug, Default)]
 pub struct SoldOutFlags {
     until: Mutex<HashMap<u64, Instant>>,
+    /// Whether the subscription is up (announcements are being received).
+    listening: AtomicBool,
 }
 
 impl SoldOutFlags {
@@ -49,6 +52,10 @@ impl SoldOutFlags {
             .remove(&event_id);
     }
 
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
+    }
+
     pub fn clear_all(&self) {
         self.until.lock().expect("sold-out flags poisoned").clear();
     }
@@ -67,6 +74,7 @@ impl SoldOutFlags {
                     Ok(()) => {
                         tracing::debug!(channel, "listening for returned flash-sale stock");
                         self.clear_all();
+                        self.listening.store(true, Ordering::Release);
                         let mut messages = pubsub.on_message();
                         loop {
                             tokio::select! {
