@@ -69,43 +69,49 @@ impl SoldOutFlags {
         shutdown: CancellationToken,
     ) {
         while !shutdown.is_cancelled() {
-            match client.get_async_pubsub().await {
-                Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
-                    Ok(()) => {
-                        tracing::debug!(channel, "listening for returned flash-sale stock");
-                        self.clear_all();
-                        self.listening.store(true, Ordering::Release);
-                        let mut messages = pubsub.on_message();
-                        loop {
-                            tokio::select! {
-                                () = shutdown.cancelled() => return,
-                                message = messages.next() => match message {
-                                    Some(message) => {
-                                        match message.get_payload::<String>().ok().and_then(|p| p.parse().ok()) {
-                                            Some(event_id) => self.clear(event_id),
-                                            None => tracing::warn!(channel, "unreadable stock announcement ignored"),
-                                        }
-                                    }
-                                    None => break,
-                                },
-                            }
+            let subscribed = async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            match subscribed.await {
+                Ok(mut pubsub) => {
+                    tracing::debug!(channel, "listening for returned flash-sale stock");
+                    self.clear_all();
+                    self.listening.store(true, Ordering::Release);
+                    let mut messages = pubsub.on_message();
+                    loop {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            message = messages.next() => match message {
+                                Some(message) => self.on_announcement(&message),
+                                None => break,
+                            },
                         }
-                        tracing::warn!(
-                            channel,
-                            "stock announcements subscription lost; resubscribing"
-                        );
                     }
-                    Err(error) => {
-                        tracing::warn!(channel, %error, "subscribing to stock announcements failed")
-                    }
-                },
-                Err(error) => tracing::warn!(%error, "connecting for stock announcements failed"),
+                    self.listening.store(false, Ordering::Release);
+                    tracing::warn!(channel, "stock announcements subscription lost");
+                }
+                Err(error) => {
+                    tracing::warn!(channel, %error, "subscribing to stock announcements failed")
+                }
             }
             self.clear_all();
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(RESUBSCRIBE_PAUSE) => {}
             }
+        }
+    }
+
+    fn on_announcement(&self, message: &redis::Msg) {
+        let event_id = message
+            .get_payload::<String>()
+            .ok()
+            .and_then(|payload| payload.parse().ok());
+        match event_id {
+            Some(event_id) => self.clear(event_id),
+            None => tracing::warn!("unreadable stock announcement ignored"),
         }
     }
 }
