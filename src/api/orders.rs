@@ -1,8 +1,6 @@
 //! `/orders`: placing, reading, paying and cancelling regular orders.
 
 use axum::extract::State;
-use axum::http::HeaderValue;
-use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -159,19 +157,13 @@ pub async fn create_order(
     user: AuthUser,
     IdempotencyKey(key): IdempotencyKey,
     ApiJson(body): ApiJson<CreateOrderBody>,
-) -> Result<Response, ApiError> {
+) -> Result<ApiResponse<OrderView>, ApiError> {
     let request = parse_items(&body.items)?;
     let (order, replayed) = state
         .orders
         .create(user.id, &request, key.as_deref())
         .await?;
-    let mut response = ApiResponse::created(OrderView::from(order)).into_response();
-    if replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    Ok(response)
+    Ok(ApiResponse::created(OrderView::from(order)).replayed(replayed))
 }
 
 /// The caller's orders, newest first.

@@ -1,6 +1,6 @@
 //! The success half of the API envelope: `{"code": 0, "message": "OK", "data": …, "request_id": …}`.
 
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -12,6 +12,8 @@ use super::middleware::current_request_id;
 pub struct ApiResponse<T> {
     status: StatusCode,
     data: T,
+    /// Answers a retry with an `Idempotency-Key` (header `Idempotent-Replayed: true`).
+    replayed: bool,
 }
 
 /// The envelope of a successful answer (documented in OpenAPI as `Envelope<T>`).
@@ -42,6 +44,7 @@ impl<T: Serialize> ApiResponse<T> {
         ApiResponse {
             status: StatusCode::OK,
             data,
+            replayed: false,
         }
     }
 
@@ -50,6 +53,7 @@ impl<T: Serialize> ApiResponse<T> {
         ApiResponse {
             status: StatusCode::CREATED,
             data,
+            replayed: false,
         }
     }
 
@@ -58,7 +62,14 @@ impl<T: Serialize> ApiResponse<T> {
         ApiResponse {
             status: StatusCode::ACCEPTED,
             data,
+            replayed: false,
         }
+    }
+
+    /// Marks the answer as the replay of an earlier request with the same `Idempotency-Key`.
+    pub fn replayed(mut self, replayed: bool) -> ApiResponse<T> {
+        self.replayed = replayed;
+        self
     }
 }
 
@@ -70,6 +81,12 @@ impl<T: Serialize> IntoResponse for ApiResponse<T> {
             data: self.data,
             request_id: current_request_id(),
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.replayed {
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        }
+        response
     }
 }

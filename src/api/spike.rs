@@ -1,8 +1,6 @@
 //! `/spike/events`: flash-sale events (admin side and listing), warm-up, buying and results.
 
 use axum::extract::State;
-use axum::http::HeaderValue;
-use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -404,7 +402,7 @@ pub async fn buy(
     user: AuthUser,
     ApiPath(id): ApiPath<u64>,
     IdempotencyKey(key): IdempotencyKey,
-) -> Result<Response, ApiError> {
+) -> Result<ApiResponse<QueuedView>, ApiError> {
     let request_id = current_request_id();
     let queued = state
         .spike
@@ -415,17 +413,11 @@ pub async fn buy(
             request_id: &request_id,
         })
         .await?;
-    let mut response = ApiResponse::accepted(QueuedView {
+    Ok(ApiResponse::accepted(QueuedView {
         status: "queued",
         ticket: queued.ticket,
     })
-    .into_response();
-    if queued.replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    Ok(response)
+    .replayed(queued.replayed))
 }
 
 /// Where an event's units are, from MySQL and Redis (admin; the reconciler's view).
