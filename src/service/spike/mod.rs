@@ -29,6 +29,7 @@ use time::OffsetDateTime;
 
 use super::ServiceError;
 use super::catalog::CatalogService;
+use super::single_flight::SingleFlight;
 use crate::config::RateLimit;
 use crate::domain::money::Money;
 use crate::domain::order::{OrderItem, OrderKind};
@@ -142,6 +143,8 @@ pub struct SpikeService {
     keys_retention: Duration,
     prefetch: u16,
     drift_memory: Arc<reconcile::DriftMemory>,
+    /// Concurrent buyers of a cold event share one lookup (and re-warm) per event.
+    cold_flights: Arc<SingleFlight<u64, Option<EventStatus>>>,
 }
 
 impl SpikeService {
@@ -166,6 +169,7 @@ impl SpikeService {
             keys_retention: config.spike_keys_retention,
             prefetch: config.amqp_prefetch,
             drift_memory: Arc::default(),
+            cold_flights: Arc::default(),
         }
     }
 
@@ -449,26 +453,40 @@ impl SpikeService {
 
     /// The answer when the event's keys are missing: never "sold out" or "available". An
     /// unknown, upcoming or ended event says so; an active one is not warm (Redis lost its
-    /// keys, or warm-up has not run): fail closed with a retryable error.
+    /// keys): fail closed with a retryable error and re-warm it. A burst of buyers hitting a cold
+    /// event shares one lookup and one re-warm.
     async fn not_warm(&self, event_id: u64) -> ServiceError {
-        match spike_events::find(&self.db, event_id).await {
+        let status = self
+            .cold_flights
+            .run(event_id, || self.rewarm_if_active(event_id))
+            .await;
+        match status {
             Ok(None) => ServiceError::EventNotFound,
-            Ok(Some(event)) => match event.window.status_at(OffsetDateTime::now_utc()) {
-                EventStatus::Upcoming => ServiceError::EventNotStarted,
-                EventStatus::Ended => ServiceError::EventEnded,
-                EventStatus::Active => {
-                    tracing::warn!(
-                        event_id,
-                        "active event not warm: refusing to sell, re-warming"
-                    );
-                    if let Err(error) = self.warm(&event, WarmMode::Keep).await {
-                        tracing::warn!(event_id, %error, "re-warming the event failed");
-                    }
-                    ServiceError::Retryable("the sale is not ready, retry shortly".into())
-                }
-            },
-            Err(error) => error.into(),
+            Ok(Some(EventStatus::Upcoming)) => ServiceError::EventNotStarted,
+            Ok(Some(EventStatus::Ended)) => ServiceError::EventEnded,
+            Ok(Some(EventStatus::Active)) => {
+                ServiceError::Retryable("the sale is not ready, retry shortly".into())
+            }
+            Err(error) => error,
         }
+    }
+
+    /// The status of an event found cold (`None`: no such event), re-warming it when active.
+    async fn rewarm_if_active(&self, event_id: u64) -> Result<Option<EventStatus>, ServiceError> {
+        let Some(event) = spike_events::find(&self.db, event_id).await? else {
+            return Ok(None);
+        };
+        let status = event.window.status_at(OffsetDateTime::now_utc());
+        if status == EventStatus::Active {
+            tracing::warn!(
+                event_id,
+                "active event not warm: refusing to sell, re-warming"
+            );
+            if let Err(error) = self.warm(&event, WarmMode::Keep).await {
+                tracing::warn!(event_id, %error, "re-warming the event failed");
+            }
+        }
+        Ok(Some(status))
     }
 
     /// Where `user_id` stands: the Redis result, a pending reservation, or MySQL's record.
