@@ -646,6 +646,16 @@ pub async fn code(response: reqwest::Response) -> (u16, Option<u64>, serde_json:
 
 impl TestApp {
     /// MySQL's `available_stock` of a flash-sale event.
+    /// The order's status as its owner sees it.
+    pub async fn order_status(&self, token: &str, order_id: u64) -> String {
+        let body = envelope(
+            self.get_authed(&format!("/api/v1/orders/{order_id}"), token)
+                .await,
+        )
+        .await;
+        body["data"]["status"].as_str().unwrap().to_owned()
+    }
+
     /// Deletes every Redis key of the event, as a Redis restart would.
     pub async fn forget_event_keys(&self, event_id: u64) {
         let pattern = format!("{}ev:{{{event_id}}}:*", self.config.redis_prefix);
@@ -727,5 +737,18 @@ impl TestApp {
         .unwrap()
         .issue(&user)
         .unwrap()
+    }
+}
+
+/// Polls `check` every 100 ms until it holds; fails the test after `limit`.
+pub async fn wait_for<F, Fut>(what: &str, limit: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }

@@ -1,12 +1,12 @@
 //! Regular orders: placement, stock, idempotency, payment, cancellation, access control,
 //! timeout close through the delay queue, and the outbox.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestOptions, code, envelope, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, TestOptions, code, envelope, spawn_app, spawn_app_with, wait_for};
 
 async fn token(app: &TestApp) -> String {
     let (tokens, _) = app.signed_in_user().await;
@@ -415,23 +415,6 @@ async fn invalid_orders_are_refused() {
     assert_eq!(anonymous.status(), 401);
 }
 
-async fn order_status(app: &TestApp, token: &str, id: u64) -> String {
-    let body = envelope(app.get_authed(&format!("/api/v1/orders/{id}"), token).await).await;
-    body["data"]["status"].as_str().unwrap().to_owned()
-}
-
-async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test]
 async fn unpaid_orders_close_after_the_pay_timeout_and_paid_ones_stay_paid() {
     let app = spawn_app_with(
@@ -467,7 +450,7 @@ async fn unpaid_orders_close_after_the_pay_timeout_and_paid_ones_stay_paid() {
     wait_for(
         "the unpaid order to close",
         Duration::from_secs(15),
-        || async { order_status(&app, &buyer, unpaid).await == "closed" },
+        || async { app.order_status(&buyer, unpaid).await == "closed" },
     )
     .await;
     assert_eq!(
@@ -475,7 +458,7 @@ async fn unpaid_orders_close_after_the_pay_timeout_and_paid_ones_stay_paid() {
         2,
         "the closed order's stock is back"
     );
-    assert_eq!(order_status(&app, &buyer, paid).await, "paid");
+    assert_eq!(app.order_status(&buyer, paid).await, "paid");
     let (status, code_, _) =
         code(post(&app, &buyer, &format!("/api/v1/orders/{unpaid}/pay")).await).await;
     assert_eq!(
@@ -520,7 +503,7 @@ async fn the_close_message_goes_out_once_the_relay_can_publish() {
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        order_status(&app, &buyer, order).await,
+        app.order_status(&buyer, order).await,
         "pending_payment",
         "nobody closed it yet"
     );
@@ -531,7 +514,7 @@ async fn the_close_message_goes_out_once_the_relay_can_publish() {
     })
     .await;
     wait_for("the order to close", Duration::from_secs(15), || async {
-        order_status(&app, &buyer, order).await == "closed"
+        app.order_status(&buyer, order).await == "closed"
     })
     .await;
     assert_eq!(app.stock_of(product).await, 1);

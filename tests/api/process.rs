@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 
-use crate::helpers::{TestResources, closed_port};
+use crate::helpers::{TestResources, closed_port, wait_for};
+
+/// How long a freshly started binary may take to answer (a cold debug build is slow to start).
+const STARTUP_LIMIT: Duration = Duration::from_secs(60);
 
 fn spawn_spike(role: &str, resources: &TestResources, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_spike"))
@@ -46,18 +49,6 @@ fn terminate(mut child: Child) -> std::process::ExitStatus {
     }
 }
 
-async fn wait_until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn spike_all_answers_health_and_readiness_then_stops_on_sigterm() {
     let resources = TestResources::create().await;
@@ -66,7 +57,7 @@ async fn spike_all_answers_health_and_readiness_then_stops_on_sigterm() {
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
 
-    wait_until("/healthz", || {
+    wait_for("/healthz", STARTUP_LIMIT, || {
         let request = client.get(format!("{base}/healthz")).send();
         async move { matches!(request.await, Ok(r) if r.status() == 200) }
     })
@@ -97,7 +88,7 @@ async fn spike_worker_declares_the_topology_then_stops_on_sigterm() {
     let connection = lapin::Connection::connect(&amqp_url, lapin::ConnectionProperties::default())
         .await
         .unwrap();
-    wait_until("the worker to declare its queues", || {
+    wait_for("the worker to declare its queues", STARTUP_LIMIT, || {
         let connection = &connection;
         let queue = queue.clone();
         async move {

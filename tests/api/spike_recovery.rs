@@ -7,40 +7,18 @@ use std::time::{Duration as StdDuration, Instant};
 use reqwest::Method;
 use time::Duration;
 
-use crate::helpers::{TestApp, TestOptions, code, envelope, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, TestOptions, code, envelope, spawn_app, spawn_app_with, wait_for};
 use crate::spike::{active_event, buy, buyers, create, event_body, result_of, wait_for_success};
 use spike::repo::redis::spike::{self as redis_spike, EventKeys, Reservation};
-
-/// Polls `check` every 100 ms until it holds; fails after `limit`.
-async fn eventually<F, Fut>(limit: StdDuration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(StdDuration::from_millis(100)).await;
-    }
-}
 
 /// Waits until the app receives stock announcements (its subscription starts with the server).
 async fn wait_until_listening(app: &TestApp) {
     let flags = app.state.spike.sold_out_flags();
-    eventually(StdDuration::from_secs(5), "the stock subscription", || {
+    wait_for("the stock subscription", StdDuration::from_secs(5), || {
         let listening = flags.is_listening();
         async move { listening }
     })
     .await;
-}
-
-async fn order_status(app: &TestApp, token: &str, order_id: u64) -> String {
-    let order = envelope(
-        app.get_authed(&format!("/api/v1/orders/{order_id}"), token)
-            .await,
-    )
-    .await;
-    order["data"]["status"].as_str().unwrap().to_owned()
 }
 
 async fn buy_with_key(app: &TestApp, token: &str, event: u64, key: &str) -> reqwest::Response {
@@ -76,10 +54,10 @@ async fn an_unpaid_flash_sale_order_closes_and_its_unit_goes_to_another_buyer() 
         "sold out while the order is unpaid"
     );
 
-    eventually(
-        StdDuration::from_secs(15),
+    wait_for(
         "the unpaid order to close",
-        || async { order_status(&app, first, order_id).await == "closed" },
+        StdDuration::from_secs(15),
+        || async { app.order_status(first, order_id).await == "closed" },
     )
     .await;
     assert_eq!(app.event_stock(event).await, 1, "MySQL has the unit back");
@@ -406,9 +384,9 @@ async fn the_worker_warms_events_starting_within_the_lead_time() {
         events.push(id);
     }
     let (soon, later) = (events[0], events[1]);
-    eventually(
-        StdDuration::from_secs(10),
+    wait_for(
         "the scheduler to warm",
+        StdDuration::from_secs(10),
         || async { app.ledger(&admin, soon).await["redis_stock"] == 5 },
     )
     .await;
@@ -451,4 +429,36 @@ async fn a_cancelled_flash_sale_order_gives_its_unit_back_at_once() {
     );
     assert_eq!(buy(&app, second, event).await.status(), 202);
     assert_eq!(code(buy(&app, first, event).await).await.1, Some(50005));
+}
+
+#[tokio::test]
+async fn a_burst_of_buyers_on_a_cold_active_event_fails_closed_and_warms_it_once() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let event = active_event(&app, &admin, 10).await;
+    let people = buyers(&app, 50).await;
+    app.forget_event_keys(event).await;
+
+    let answers =
+        futures_util::future::join_all(people.iter().map(|(_, token)| buy(&app, token, event)))
+            .await;
+    let mut refused = 0;
+    let mut queued = 0;
+    for response in answers {
+        match code(response).await {
+            (503, Some(10008), _) => refused += 1,
+            (202, _, _) => queued += 1,
+            (409, Some(50004), _) => {} // sold out once the re-warmed units are gone
+            other => panic!("a cold event must fail closed, got {other:?}"),
+        }
+    }
+    assert!(refused >= 1, "the first buyers found it cold");
+    assert!(queued <= 10);
+    let ledger = app.ledger(&admin, event).await;
+    assert_eq!(
+        ledger["redis_stock"].as_i64().unwrap() + ledger["pending_reservations"].as_i64().unwrap(),
+        10,
+        "warmed once, from MySQL's 10 units: {ledger}"
+    );
+    assert_eq!(ledger["pending_reservations"], queued);
 }
