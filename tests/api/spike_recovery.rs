@@ -61,7 +61,18 @@ async fn an_unpaid_flash_sale_order_closes_and_its_unit_goes_to_another_buyer() 
     )
     .await;
     assert_eq!(app.event_stock(event).await, 1, "MySQL has the unit back");
-    // The sold-out flag this replica set is cleared by the announcement, so the unit sells.
+    // Redis gets the unit after MySQL's commit, and the sold-out flag this replica set is
+    // cleared by the announcement after that: only then does the unit sell.
+    let flags = app.state.spike.sold_out_flags();
+    wait_for(
+        "the unit back in Redis and the sold-out flag cleared",
+        StdDuration::from_secs(5),
+        || async {
+            app.ledger(&admin, event).await["redis_stock"] == 1
+                && !flags.is_sold_out(event, Instant::now())
+        },
+    )
+    .await;
     assert_eq!(buy(&app, second, event).await.status(), 202);
     let second_order = wait_for_success(&app, second, event).await;
     assert_ne!(second_order, order_id);
