@@ -5,9 +5,11 @@
 //! - [`service`]: business rules and transactions;
 //! - [`repo`]: MySQL, Redis and RabbitMQ access; [`domain`]: value types valid by construction.
 //!
-//! [`startup`] wires them into a running HTTP server; [`worker`] is the background role.
+//! [`startup`] wires them into a running HTTP server; [`worker`] is the background role;
+//! [`bench`] is the load tool (`spike bench`).
 
 pub mod api;
+pub mod bench;
 pub mod config;
 pub mod domain;
 pub mod repo;

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use spike::bench::BenchArgs;
 use spike::config::{Config, redact_url};
 use spike::repo::{Infra, mysql};
 use spike::startup::Application;
@@ -18,7 +19,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Subcommand, Clone, Copy)]
+#[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API.
     Serve,
@@ -28,6 +29,8 @@ enum Command {
     All,
     /// Apply database migrations and exit.
     Migrate,
+    /// Load-test a running server (docs/benchmarks.md).
+    Bench(BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +42,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let role = match cli.command {
+        Command::Bench(args) => return bench(&args, &config),
+        Command::Serve => Role::Serve,
+        Command::Worker => Role::Worker,
+        Command::All => Role::All,
+        Command::Migrate => Role::Migrate,
+    };
     telemetry::init(config.log_format, &config.log_level);
     log_config(&config);
 
@@ -49,7 +59,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command, config)) {
+    match runtime.block_on(run(role, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "spike stopped with an error");
@@ -59,28 +69,37 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+/// The long-running roles (and `migrate`), which share logging and signal handling.
+#[derive(Clone, Copy)]
+enum Role {
+    Serve,
+    Worker,
+    All,
+    Migrate,
+}
+
+async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    match command {
-        Command::Migrate => {
+    match role {
+        Role::Migrate => {
             let pool = mysql::connect(&config).await?;
             mysql::migrate(&pool).await?;
             tracing::info!("migrations applied");
             pool.close().await;
         }
-        Command::Serve => {
+        Role::Serve => {
             let app = Application::build(config).await?;
             let infra = app.infra().clone();
             app.run_until_stopped(shutdown).await?;
             infra.close().await;
         }
-        Command::Worker => {
+        Role::Worker => {
             let infra = Infra::connect(&config).await?;
             worker::run(config, infra.clone(), shutdown).await?;
             infra.close().await;
         }
-        Command::All => {
+        Role::All => {
             let app = Application::build(config.clone()).await?;
             let infra = app.infra().clone();
             let worker = tokio::spawn(worker::run(config, infra.clone(), shutdown.clone()));
@@ -93,6 +112,49 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `spike bench`: prints the report (text, or JSON with `--json`) on stdout, writes the HTML page
+/// when asked. Exit codes: 0 all good, 1 an invariant check failed, 2 the run could not be made.
+fn bench(args: &BenchArgs, config: &Config) -> ExitCode {
+    // Only warnings, on stderr: stdout is the report's.
+    telemetry::init_with_writer(config.log_format, "warn", std::io::stderr);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("spike bench: cannot start the async runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = match runtime.block_on(spike::bench::run(args, config)) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("spike bench: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(json) => println!("{json}"),
+            Err(error) => {
+                eprintln!("spike bench: cannot write JSON: {error}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        print!("{}", report.text());
+    }
+    if let Some(path) = &args.report
+        && let Err(error) = std::fs::write(path, report.html())
+    {
+        eprintln!("spike bench: cannot write {}: {error}", path.display());
+        return ExitCode::from(2);
+    }
+    if report.any_check_failed() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// Cancels `shutdown` on Ctrl-C or SIGTERM (what `docker stop` and Kubernetes send).

@@ -17,7 +17,7 @@
 
 mod reconcile;
 pub mod sold_out;
-mod user_limit;
+pub mod user_limit;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

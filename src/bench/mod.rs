@@ -1,0 +1,396 @@
+//! `spike bench`: the load tool (DESIGN.md §10, docs/benchmarks.md).
+//!
+//! A run sets up what its scenario needs before the clock starts (buyers seeded into MySQL with
+//! tokens minted from the configured JWT secret, a product and an event created through the
+//! admin API), fires the load ([`load`]), and reports throughput, latency percentiles and the
+//! outcome mix ([`report`]). A `sale` then waits for the worker to drain and checks the
+//! invariants of DESIGN.md §1 in MySQL and Redis ([`checks`]).
+//!
+//! The tool reads the same configuration as the server (`SPIKE_*`, `configs/<env>.toml`): the
+//! database and Redis it checks, the Redis prefix and the JWT secret must be the server's.
+
+pub mod checks;
+pub mod client;
+pub mod load;
+pub mod report;
+pub mod scenario;
+pub mod seed;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::Method;
+use redis::aio::ConnectionManager;
+use sqlx::MySqlPool;
+
+use crate::config::Config;
+use crate::repo::redis::spike::EventKeys;
+use crate::repo::{RepoError, mysql};
+use checks::{Accepted, Drain};
+use client::{Target, call_api};
+use load::{LoadResult, LoadSettings, RequestSource};
+use report::{Report, SaleSummary};
+use scenario::{BuyerOrder, Buys, Healthz, ProductDetail, RegularOrders, shared};
+use seed::Seeder;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("set-up failed: {0}")]
+    Setup(String),
+    #[error("no answer from the server: {0}")]
+    Transport(String),
+    #[error(transparent)]
+    Store(#[from] RepoError),
+}
+
+impl From<sqlx::Error> for BenchError {
+    fn from(error: sqlx::Error) -> BenchError {
+        BenchError::Store(error.into())
+    }
+}
+
+impl From<redis::RedisError> for BenchError {
+    fn from(error: redis::RedisError) -> BenchError {
+        BenchError::Store(error.into())
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// `GET /healthz`: the server's HTTP ceiling.
+    Healthz,
+    /// Flash-sale buys, every request a new buyer, stock for all of them (`202` path).
+    Reserve,
+    /// Flash-sale buys after the only unit is gone (`409/50004` path).
+    SoldOut,
+    /// The realistic burst: N buyers × k attempts against S units, then the drain and the
+    /// invariant checks.
+    Sale,
+    /// `GET /api/v1/products/{id}` of one product (cache hits).
+    Catalog,
+    /// Regular orders of one unit.
+    Orders,
+    /// No load: watch an existing event's queued reservations become orders (`--event`).
+    Drain,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Healthz => "healthz",
+            Scenario::Reserve => "reserve",
+            Scenario::SoldOut => "sold-out",
+            Scenario::Sale => "sale",
+            Scenario::Catalog => "catalog",
+            Scenario::Orders => "orders",
+            Scenario::Drain => "drain",
+        }
+    }
+}
+
+/// `spike bench` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+    /// The server under test (default: the configured `SPIKE_HTTP_ADDR` on 127.0.0.1).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Concurrent connections (one load task each).
+    #[arg(long, short = 'c', default_value_t = 64)]
+    pub connections: usize,
+    /// Stop after this long (`10s`, `1m`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Stop after this many requests.
+    #[arg(long, short = 'n')]
+    pub requests: Option<u64>,
+    /// Open loop: send at this constant rate (requests/s) and measure latency from each
+    /// request's intended send time.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Buyers to seed (sale: 20000; reserve: one per request, else 20000; sold-out: 10000;
+    /// orders: 1000).
+    #[arg(long)]
+    pub buyers: Option<u64>,
+    /// Attempts per buyer in a `sale`.
+    #[arg(long, default_value_t = 2)]
+    pub attempts: u32,
+    /// Units of the `sale` event.
+    #[arg(long, default_value_t = 2000)]
+    pub stock: u64,
+    /// The event `drain` watches.
+    #[arg(long)]
+    pub event: Option<u64>,
+    /// How long to wait for the worker to turn every reservation into an order.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+    /// Print the report as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a self-contained HTML report here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    /// Options for `scenario` with every default, as the CLI would give them.
+    pub fn new(scenario: Scenario) -> BenchArgs {
+        BenchArgs {
+            scenario,
+            url: None,
+            connections: 64,
+            duration: None,
+            requests: None,
+            rate: None,
+            buyers: None,
+            attempts: 2,
+            stock: 2000,
+            event: None,
+            drain_timeout: Duration::from_secs(300),
+            json: false,
+            report: None,
+        }
+    }
+}
+
+/// Without `--requests` or `--duration`, an open-ended scenario runs this long.
+const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+
+/// Runs one scenario against the server and returns what it measured and checked.
+pub async fn run(args: &BenchArgs, config: &Config) -> Result<Report, BenchError> {
+    if args
+        .rate
+        .is_some_and(|rate| !(rate > 0.0 && rate.is_finite()))
+    {
+        return Err(BenchError::Usage("--rate must be a positive number".into()));
+    }
+    let url = args.url.clone().unwrap_or_else(|| {
+        let addr = config.http_addr;
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            addr.ip().to_string()
+        };
+        format!("http://{host}:{}", addr.port())
+    });
+    let target = Target::parse(&url)?;
+    let bench = Bench {
+        args,
+        config,
+        url,
+        target,
+    };
+    match args.scenario {
+        Scenario::Healthz => bench.open_ended(shared(Healthz)).await,
+        Scenario::Catalog => bench.catalog().await,
+        Scenario::Reserve => bench.reserve().await,
+        Scenario::SoldOut => bench.sold_out().await,
+        Scenario::Sale => bench.sale().await,
+        Scenario::Orders => bench.orders().await,
+        Scenario::Drain => bench.drain().await,
+    }
+}
+
+struct Bench<'a> {
+    args: &'a BenchArgs,
+    config: &'a Config,
+    url: String,
+    target: Target,
+}
+
+impl Bench<'_> {
+    async fn db(&self) -> Result<MySqlPool, BenchError> {
+        Ok(mysql::connect(self.config).await?)
+    }
+
+    async fn redis(&self) -> Result<ConnectionManager, BenchError> {
+        Ok(crate::repo::redis::connect(self.config).await?)
+    }
+
+    fn keys(&self, event_id: u64) -> EventKeys {
+        EventKeys::new(&self.config.redis_prefix, event_id)
+    }
+
+    fn settings(&self, requests: Option<u64>, keep_tickets: bool) -> LoadSettings {
+        let (requests, duration) = match (self.args.requests, self.args.duration, requests) {
+            (Some(n), duration, _) => (Some(n), duration),
+            (None, Some(duration), _) => (None, Some(duration)),
+            (None, None, Some(n)) => (Some(n), None),
+            (None, None, None) => (None, Some(DEFAULT_DURATION)),
+        };
+        LoadSettings {
+            connections: self.args.connections,
+            requests,
+            duration,
+            rate: self.args.rate,
+            keep_tickets,
+            progress: !self.args.json,
+        }
+    }
+
+    fn report(&self, load: &LoadResult) -> Report {
+        Report::new(
+            self.args.scenario.name(),
+            &self.url,
+            self.args.connections,
+            self.args.rate,
+            load,
+        )
+    }
+
+    /// Runs until `--requests` or `--duration` (10 s by default).
+    async fn open_ended(&self, source: Arc<dyn RequestSource>) -> Result<Report, BenchError> {
+        let load = load::run(self.target.clone(), source, self.settings(None, false)).await;
+        Ok(self.report(&load))
+    }
+
+    async fn catalog(&self) -> Result<Report, BenchError> {
+        let seeder = Seeder::new(self.config, self.db().await?)?;
+        let admin = seeder.admin().await?;
+        let product = seed::create_product(&self.target, &admin, seeder.run_tag(), 1000).await?;
+        let path = format!("/api/v1/products/{product}");
+        // The first read fills the cache; the run measures hits.
+        call_api(&self.target, Method::GET, &path, &admin, None, 200).await?;
+        self.open_ended(shared(ProductDetail { path })).await
+    }
+
+    async fn orders(&self) -> Result<Report, BenchError> {
+        let seeder = Seeder::new(self.config, self.db().await?)?;
+        let admin = seeder.admin().await?;
+        let buyers = seeder.buyers(self.args.buyers.unwrap_or(1000)).await?;
+        // Enough stock that no order is refused for the lack of it.
+        let stock = self.args.requests.unwrap_or(5_000_000);
+        let product = seed::create_product(&self.target, &admin, seeder.run_tag(), stock).await?;
+        self.open_ended(shared(RegularOrders::new(product, &buyers)))
+            .await
+    }
+
+    /// An event of `stock` units of a new product, started.
+    async fn started_event(&self, seeder: &Seeder, stock: u64) -> Result<u64, BenchError> {
+        let admin = seeder.admin().await?;
+        let run = seeder.run_tag();
+        let product = seed::create_product(&self.target, &admin, run, stock).await?;
+        let (event, start) = seed::create_event(&self.target, &admin, run, product, stock).await?;
+        seed::wait_for_start(start).await;
+        Ok(event)
+    }
+
+    async fn reserve(&self) -> Result<Report, BenchError> {
+        let seeder = Seeder::new(self.config, self.db().await?)?;
+        let count = self.args.buyers.or(self.args.requests).unwrap_or(20_000);
+        let buyers = seeder.buyers(count).await?;
+        let event = self.started_event(&seeder, count).await?;
+        let source = shared(Buys::new(event, &buyers, BuyerOrder::EachOnce));
+        let load = load::run(
+            self.target.clone(),
+            source,
+            self.settings(Some(count), false),
+        )
+        .await;
+        let mut report = self.report(&load);
+        report.event_id = Some(event);
+        Ok(report)
+    }
+
+    async fn sold_out(&self) -> Result<Report, BenchError> {
+        let seeder = Seeder::new(self.config, self.db().await?)?;
+        let buyers = seeder
+            .buyers(self.args.buyers.unwrap_or(10_000).max(2))
+            .await?;
+        let event = self.started_event(&seeder, 1).await?;
+        // The first buyer takes the only unit; everybody else is refused.
+        let path = format!("/api/v1/spike/events/{event}/orders");
+        call_api(
+            &self.target,
+            Method::POST,
+            &path,
+            &buyers[0].token,
+            None,
+            202,
+        )
+        .await?;
+        let source = shared(Buys::new(event, &buyers, BuyerOrder::Cycle { skip: 1 }));
+        let load = load::run(self.target.clone(), source, self.settings(None, false)).await;
+        let mut report = self.report(&load);
+        report.event_id = Some(event);
+        Ok(report)
+    }
+
+    async fn sale(&self) -> Result<Report, BenchError> {
+        let db = self.db().await?;
+        let mut redis = self.redis().await?;
+        let seeder = Seeder::new(self.config, db.clone())?;
+        let count = self.args.buyers.unwrap_or(20_000);
+        let attempts = self.args.attempts.max(1);
+        let buyers = seeder.buyers(count).await?;
+        let event = self.started_event(&seeder, self.args.stock).await?;
+        let buys = Arc::new(Buys::new(event, &buyers, BuyerOrder::Rounds { attempts }));
+        let requests = count * u64::from(attempts);
+        let source: Arc<dyn RequestSource> = buys.clone();
+        let load = load::run(
+            self.target.clone(),
+            source,
+            self.settings(Some(requests), true),
+        )
+        .await;
+
+        let keys = self.keys(event);
+        let mut drain =
+            checks::wait_for_drain(&db, &mut redis, &keys, event, self.args.drain_timeout).await?;
+        // The sale's rate is the pipeline's: from the first request to the last order.
+        drain.orders_per_sec = drain.orders as f64 / (load.elapsed.as_secs_f64() + drain.seconds);
+        let accepted: Vec<Accepted> = load
+            .tickets
+            .iter()
+            .filter_map(|(i, ticket)| {
+                let buyer = &buyers[buys.buyer_of(*i)?];
+                Some(Accepted {
+                    user_id: buyer.user_id,
+                    token: buyer.token.clone(),
+                    ticket: ticket.clone(),
+                })
+            })
+            .collect();
+        let facts = checks::gather(&db, &mut redis, &keys, &self.target, event, &accepted).await?;
+        let mut report = self.report(&load);
+        report.event_id = Some(event);
+        report.checks = checks::evaluate(&facts);
+        report.drain = Some(drain);
+        report.sale = Some(SaleSummary {
+            event_id: event,
+            stock: self.args.stock,
+            buyers: count,
+            attempts,
+            facts,
+        });
+        db.close().await;
+        Ok(report)
+    }
+
+    async fn drain(&self) -> Result<Report, BenchError> {
+        let event = self
+            .args
+            .event
+            .ok_or_else(|| BenchError::Usage("drain needs --event <id>".into()))?;
+        let db = self.db().await?;
+        let mut redis = self.redis().await?;
+        let drain: Drain = checks::wait_for_drain(
+            &db,
+            &mut redis,
+            &self.keys(event),
+            event,
+            self.args.drain_timeout,
+        )
+        .await?;
+        let mut report = self.report(&LoadResult::empty());
+        report.event_id = Some(event);
+        report.checks = vec![checks::drained(&drain)];
+        report.drain = Some(drain);
+        Ok(report)
+    }
+}
