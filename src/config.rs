@@ -63,6 +63,7 @@ const KNOWN_KEYS: &[&str] = &[
     "spike_reconcile_after",
     "spike_queue_max_length",
     "spike_keys_retention",
+    "spike_mode",
     "log_format",
     "log_level",
 ];
@@ -131,6 +132,27 @@ impl FromStr for QueueType {
             "quorum" => Ok(QueueType::Quorum),
             "classic" => Ok(QueueType::Classic),
             _ => Err("must be quorum or classic".into()),
+        }
+    }
+}
+
+/// How the flash-sale buy endpoint takes a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpikeMode {
+    /// Redis reservation, confirmed publish, order created by the worker (DESIGN.md §5).
+    Queue,
+    /// The naive baseline: one MySQL transaction per request, no Redis, no queue. For teaching
+    /// and for measuring what the queue path buys (docs/benchmarks.md); never for a real sale.
+    Db,
+}
+
+impl FromStr for SpikeMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "queue" => Ok(SpikeMode::Queue),
+            "db" => Ok(SpikeMode::Db),
+            _ => Err("must be queue or db".into()),
         }
     }
 }
@@ -268,6 +290,8 @@ pub struct Config {
     pub spike_queue_max_length: u32,
     /// How long an event's Redis keys (stock, buyers, reservations) outlive the event.
     pub spike_keys_retention: Duration,
+    /// `queue` (the real path) or `db` (the naive baseline the load tool compares against).
+    pub spike_mode: SpikeMode,
     pub log_format: LogFormat,
     /// An `EnvFilter` directive such as `info` or `spike=debug,sqlx=warn`.
     pub log_level: String,
@@ -698,6 +722,7 @@ fn build(env: Environment, r: &mut KeyReader<'_>) -> Option<Config> {
     let spike_reconcile_after = r.duration("spike_reconcile_after", Duration::from_secs(60));
     let spike_queue_max_length = r.parsed::<u32>("spike_queue_max_length", 100_000);
     let spike_keys_retention = r.duration("spike_keys_retention", Duration::from_secs(3600));
+    let spike_mode = r.parsed("spike_mode", SpikeMode::Queue);
     if spike_queue_max_length == Some(0) {
         r.problem("spike_queue_max_length", "must be at least 1");
     }
@@ -755,6 +780,7 @@ fn build(env: Environment, r: &mut KeyReader<'_>) -> Option<Config> {
         spike_reconcile_after: spike_reconcile_after?,
         spike_queue_max_length: spike_queue_max_length?,
         spike_keys_retention: spike_keys_retention?,
+        spike_mode: spike_mode?,
         log_format: log_format?,
         log_level,
         unknown_keys: Vec::new(),

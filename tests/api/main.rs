@@ -3,6 +3,7 @@
 //! Redis prefix and AMQP prefix from `helpers::spawn_app`, so tests run in parallel.
 
 mod auth;
+mod bench;
 mod config;
 mod envelope;
 mod health;

@@ -30,7 +30,7 @@ use time::OffsetDateTime;
 use super::ServiceError;
 use super::catalog::CatalogService;
 use super::single_flight::SingleFlight;
-use crate::config::RateLimit;
+use crate::config::{RateLimit, SpikeMode};
 use crate::domain::money::Money;
 use crate::domain::order::{OrderItem, OrderKind};
 use crate::domain::product::Page;
@@ -142,6 +142,8 @@ pub struct SpikeService {
     /// How long an event's Redis keys outlive the event.
     keys_retention: Duration,
     prefetch: u16,
+    /// `db`: the naive baseline ([`SpikeService::buy_in_mysql`]).
+    mode: SpikeMode,
     drift_memory: Arc<reconcile::DriftMemory>,
     /// Concurrent buyers of a cold event share one lookup (and re-warm) per event.
     cold_flights: Arc<SingleFlight<u64, Option<EventStatus>>>,
@@ -168,6 +170,7 @@ impl SpikeService {
             reconcile_after: config.spike_reconcile_after,
             keys_retention: config.spike_keys_retention,
             prefetch: config.amqp_prefetch,
+            mode: config.spike_mode,
             drift_memory: Arc::default(),
             cold_flights: Arc::default(),
         }
@@ -366,6 +369,9 @@ impl SpikeService {
         self.user_limiter
             .take(user_id, now)
             .map_err(|retry_after| rejected(ServiceError::RateLimited { retry_after }))?;
+        if self.mode == SpikeMode::Db {
+            return self.buy_in_mysql(event_id, user_id).await;
+        }
         // A retry carrying an Idempotency-Key goes to Redis, which holds its first answer.
         if idempotency_key.is_none() && self.sold_out.is_sold_out(event_id, now) {
             return Err(rejected(ServiceError::SoldOut));
@@ -423,6 +429,42 @@ impl SpikeService {
             ticket,
             replayed: false,
         })
+    }
+
+    /// The naive baseline (`SPIKE_SPIKE_MODE=db`): the request itself runs the worker's order
+    /// transaction (conditional `UPDATE … WHERE available_stock > 0`, order rows, close outbox
+    /// row), no Redis and no queue, so every buyer queues on the event row's lock. Correct (the
+    /// conditional decrement and the unique buyer key guard it) but slow: the load tool measures
+    /// how much the queue path gains over it. `Idempotency-Key` is not replayed here: a repeat
+    /// answers "already purchased".
+    async fn buy_in_mysql(&self, event_id: u64, user_id: u64) -> Result<Queued, ServiceError> {
+        let event = spike_events::find(&self.db, event_id)
+            .await?
+            .ok_or_else(|| rejected(ServiceError::EventNotFound))?;
+        let now = OffsetDateTime::now_utc();
+        match event.window.status_at(now) {
+            EventStatus::Upcoming => return Err(rejected(ServiceError::EventNotStarted)),
+            EventStatus::Ended => return Err(rejected(ServiceError::EventEnded)),
+            EventStatus::Active => {}
+        }
+        let message = ReservationMessage {
+            ticket: uuid::Uuid::new_v4().simple().to_string(),
+            event_id,
+            user_id,
+            reserved_at_ms: (now.unix_timestamp_nanos() / 1_000_000) as i64,
+        };
+        match self.create_order_in_mysql(&message).await? {
+            CreateOutcome::Created { .. } => {
+                metrics::counter!("spike_buy_total", "outcome" => "queued").increment(1);
+                Ok(Queued {
+                    ticket: message.ticket,
+                    replayed: false,
+                })
+            }
+            CreateOutcome::AlreadyDone { .. } => Err(rejected(ServiceError::AlreadyPurchased)),
+            CreateOutcome::SoldOut => Err(rejected(ServiceError::SoldOut)),
+            CreateOutcome::UnknownEvent => Err(rejected(ServiceError::EventNotFound)),
+        }
     }
 
     /// Publishes a reservation to `spike.order.create` (persistent, confirmed).
