@@ -107,14 +107,17 @@ struct QueuedData {
     ticket: String,
 }
 
-/// One second of the run.
+/// Width of one slot of the timeline: fine enough to show a sub-second burst.
+pub const SLOT: Duration = Duration::from_millis(100);
+
+/// One [`SLOT`] of the run.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
-pub struct Second {
+pub struct Slot {
     pub requests: u64,
     pub successes: u64,
     pub refusals: u64,
     pub errors: u64,
-    /// Slowest answer of the second, in milliseconds.
+    /// Slowest answer of the slot, in milliseconds.
     pub max_ms: f64,
 }
 
@@ -122,7 +125,7 @@ pub struct Second {
 pub struct LoadResult {
     pub histogram: Histogram<u64>,
     pub outcomes: BTreeMap<Outcome, u64>,
-    pub timeline: Vec<Second>,
+    pub timeline: Vec<Slot>,
     pub elapsed: Duration,
     /// `(request number, ticket)` of every `202`, when asked for.
     pub tickets: Vec<(u64, String)>,
@@ -153,10 +156,21 @@ impl LoadResult {
     }
 }
 
+impl Slot {
+    /// Adds `other`'s counts (and keeps the slower maximum).
+    pub fn add(&mut self, other: &Slot) {
+        self.requests += other.requests;
+        self.successes += other.successes;
+        self.refusals += other.refusals;
+        self.errors += other.errors;
+        self.max_ms = self.max_ms.max(other.max_ms);
+    }
+}
+
 struct TaskResult {
     histogram: Histogram<u64>,
     outcomes: BTreeMap<Outcome, u64>,
-    timeline: Vec<Second>,
+    timeline: Vec<Slot>,
     tickets: Vec<(u64, String)>,
 }
 
@@ -219,16 +233,10 @@ fn merge(total: &mut LoadResult, part: TaskResult) {
         *total.outcomes.entry(outcome).or_default() += n;
     }
     if total.timeline.len() < part.timeline.len() {
-        total
-            .timeline
-            .resize(part.timeline.len(), Second::default());
+        total.timeline.resize(part.timeline.len(), Slot::default());
     }
-    for (sum, second) in total.timeline.iter_mut().zip(part.timeline) {
-        sum.requests += second.requests;
-        sum.successes += second.successes;
-        sum.refusals += second.refusals;
-        sum.errors += second.errors;
-        sum.max_ms = sum.max_ms.max(second.max_ms);
+    for (sum, slot) in total.timeline.iter_mut().zip(part.timeline) {
+        sum.add(&slot);
     }
     total.tickets.extend(part.tickets);
 }
@@ -293,11 +301,11 @@ fn record(mine: &mut TaskResult, outcome: Outcome, latency: Duration, at: Durati
         .clamp(1, HIGHEST_MICROS);
     mine.histogram.saturating_record(micros);
     *mine.outcomes.entry(outcome).or_default() += 1;
-    let second = at.as_secs() as usize;
-    if mine.timeline.len() <= second {
-        mine.timeline.resize(second + 1, Second::default());
+    let index = (at.as_millis() / SLOT.as_millis()) as usize;
+    if mine.timeline.len() <= index {
+        mine.timeline.resize(index + 1, Slot::default());
     }
-    let slot = &mut mine.timeline[second];
+    let slot = &mut mine.timeline[index];
     slot.requests += 1;
     if outcome.is_success() {
         slot.successes += 1;
@@ -378,7 +386,7 @@ mod tests {
     }
 
     #[test]
-    fn seconds_count_each_kind_and_keep_the_slowest() {
+    fn slots_count_each_kind_and_keep_the_slowest() {
         let mut mine = TaskResult {
             histogram: new_histogram(),
             outcomes: BTreeMap::new(),
@@ -393,19 +401,19 @@ mod tests {
             &mut mine,
             ok,
             Duration::from_millis(3),
-            Duration::from_millis(100),
+            Duration::from_millis(10),
         );
         record(
             &mut mine,
             Outcome::Transport,
             Duration::from_millis(9),
-            Duration::from_millis(1500),
+            Duration::from_millis(150),
         );
         record(
             &mut mine,
             ok,
             Duration::from_millis(1),
-            Duration::from_millis(1900),
+            Duration::from_millis(190),
         );
         assert_eq!(mine.timeline.len(), 2);
         assert_eq!(mine.timeline[0].successes, 1);

@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::checks::{Check, Drain, SaleFacts};
-use super::load::{LoadResult, Outcome, Second};
+use super::load::{LoadResult, Outcome, SLOT, Slot};
 
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
@@ -110,7 +110,9 @@ pub struct Report {
     pub latency: Latency,
     pub histogram: Vec<Bucket>,
     pub mix: Mix,
-    pub timeline: Vec<Second>,
+    /// Answers per [`SLOT`] (`timeline_slot_ms`) from the start of the load.
+    pub timeline: Vec<Slot>,
+    pub timeline_slot_ms: u64,
     /// The event under test, for scenarios that create one (`drain` reads it back).
     pub event_id: Option<u64>,
     /// How the worker turned the reservations into orders (`sale`, `drain`).
@@ -145,6 +147,7 @@ impl Report {
             histogram: buckets(&load.histogram),
             mix: Mix::of(&load.outcomes),
             timeline: load.timeline.clone(),
+            timeline_slot_ms: SLOT.as_millis() as u64,
             event_id: None,
             drain: None,
             sale: None,
@@ -273,7 +276,7 @@ impl Report {
         page.push_str(&percentile_table(&self.latency));
         page.push_str(&histogram_svg(&self.histogram));
         page.push_str("<h2>Throughput and errors over time</h2>");
-        page.push_str(&timeline_svg(&self.timeline));
+        page.push_str(&timeline_svg(&self.timeline, self.timeline_slot_ms));
         page.push_str("<h2>Outcomes</h2>");
         page.push_str(&outcome_svg(&self.mix.by_label));
         if let Some(sale) = &self.sale {
@@ -286,7 +289,7 @@ impl Report {
         if let Some(d) = &self.drain {
             let _ = write!(
                 page,
-                "<h2>Drain</h2><p>Drain {} in {:.2} s: {} orders, {:.0} orders/s.</p>",
+                "<h2>Drain</h2><p>Drain {} in {:.2} s after the load: {} orders, {:.0} orders/s.</p>",
                 if d.complete {
                     "complete"
                 } else {
@@ -379,6 +382,8 @@ fn buckets(histogram: &Histogram<u64>) -> Vec<Bucket> {
 }
 
 const WIDTH: f64 = 940.0;
+/// Most bars a chart draws.
+const MAX_BARS: usize = 150;
 const HEIGHT: f64 = 220.0;
 const LEFT: f64 = 60.0;
 const BOTTOM: f64 = 30.0;
@@ -403,7 +408,7 @@ fn histogram_svg(buckets: &[Bucket]) -> String {
             bucket.upto_ms,
             bucket.count
         );
-        if i % 4 == 0 || i + 1 == buckets.len() {
+        if i % 4 == 0 {
             let _ = write!(
                 svg,
                 "<text x=\"{x:.1}\" y=\"{:.1}\">{}</text>",
@@ -417,45 +422,60 @@ fn histogram_svg(buckets: &[Bucket]) -> String {
     svg
 }
 
-fn timeline_svg(timeline: &[Second]) -> String {
+/// Bars of answers per second (successes, refusals, errors stacked), at most [`MAX_BARS`]: a
+/// long run's slots are merged.
+fn timeline_svg(timeline: &[Slot], slot_ms: u64) -> String {
     if timeline.is_empty() {
         return "<p>No answers.</p>".to_owned();
     }
-    let top = timeline
+    let per_bar = timeline.len().div_ceil(MAX_BARS);
+    let bars: Vec<Slot> = timeline
+        .chunks(per_bar)
+        .map(|chunk| {
+            let mut bar = Slot::default();
+            chunk.iter().for_each(|slot| bar.add(slot));
+            bar
+        })
+        .collect();
+    let bar_secs = (per_bar as u64 * slot_ms) as f64 / 1e3;
+    let per_second = |count: u64| count as f64 / bar_secs;
+    let top = bars
         .iter()
-        .map(|s| s.requests)
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64;
+        .map(|b| per_second(b.requests))
+        .fold(1.0, f64::max);
     let plot_w = WIDTH - LEFT - 10.0;
     let plot_h = HEIGHT - BOTTOM - 10.0;
-    let step = plot_w / timeline.len() as f64;
-    let mut svg = svg_open("answers per second: successes (blue), refusals (grey), errors (red)");
-    for (i, second) in timeline.iter().enumerate() {
+    let step = plot_w / bars.len() as f64;
+    let mut svg = svg_open(
+        "answers per second over the run: successes (blue), refusals (grey), errors (red)",
+    );
+    for (i, bar) in bars.iter().enumerate() {
         let x = LEFT + i as f64 * step;
         let mut y = 10.0 + plot_h;
         for (count, color) in [
-            (second.successes, "#4c78a8"),
-            (second.refusals, "#bab0ac"),
-            (second.errors, "#e45756"),
+            (bar.successes, "#4c78a8"),
+            (bar.refusals, "#bab0ac"),
+            (bar.errors, "#e45756"),
         ] {
-            let h = count as f64 / top * plot_h;
+            let h = per_second(count) / top * plot_h;
             y -= h;
             let _ = write!(
                 svg,
-                "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"{color}\"><title>second {i}: {count}</title></rect>",
-                (step - 1.0).max(1.0)
+                "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"{color}\"><title>{:.1} s: {count}</title></rect>",
+                (step - 1.0).max(1.0),
+                i as f64 * bar_secs
             );
         }
-        if timeline.len() <= 20 || i % (timeline.len() / 10).max(1) == 0 {
+        if i % (bars.len() / 10).max(1) == 0 {
             let _ = write!(
                 svg,
-                "<text x=\"{x:.1}\" y=\"{:.1}\">{i}s</text>",
-                HEIGHT - 8.0
+                "<text x=\"{x:.1}\" y=\"{:.1}\">{:.1}s</text>",
+                HEIGHT - 8.0,
+                i as f64 * bar_secs
             );
         }
     }
-    axis(&mut svg, top, "per second");
+    axis(&mut svg, top, "req/s");
     svg.push_str("</svg>");
     svg
 }
@@ -558,7 +578,7 @@ mod tests {
         LoadResult {
             histogram,
             outcomes,
-            timeline: vec![Second {
+            timeline: vec![Slot {
                 requests: 5,
                 successes: 2,
                 refusals: 2,
@@ -604,5 +624,24 @@ mod tests {
                 "the page loads nothing: {external}"
             );
         }
+    }
+
+    #[test]
+    fn a_long_run_is_drawn_with_merged_bars_in_requests_per_second() {
+        let slot = Slot {
+            requests: 10,
+            successes: 10,
+            ..Slot::default()
+        };
+        let svg = timeline_svg(&vec![slot; 1000], 100);
+        assert_eq!(
+            svg.matches("<rect").count(),
+            3 * 143,
+            "1000 slots → 143 bars of 7"
+        );
+        assert!(
+            svg.contains(">100</text>"),
+            "10 answers per 100 ms = 100 req/s: {svg}"
+        );
     }
 }

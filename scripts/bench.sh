@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# Measures the whole system in one go and prints ONE table of figures and ratios, all taken in
+# the same run on the same machine (docs/benchmarks.md explains each line):
+#   /healthz ÷ a bare axum hello-world (the HTTP ceiling), the load tool's own ceiling next to
+#   wrk's, `reserve` ÷ raw EVALSHA of reserve.lua (redis-benchmark), `sold-out` ÷ /healthz,
+#   the Redis+MQ path ÷ the naive db mode, the worker's drain in orders/s, and a full `sale`
+#   with its invariant checks.
+#
+# Builds release, makes sure MariaDB/Redis/RabbitMQ run (scripts/dev-services.sh), installs wrk
+# and redis-benchmark from Debian if missing, and starts the servers itself on 127.0.0.1 only.
+# Uses its own database (spike_bench, re-created), Redis prefix (bench:) and queue prefix
+# (bench.), so it leaves the dev data alone. Exits non-zero if any invariant check fails.
+#
+# Env (defaults): BENCH_DURATION (5s) per open-ended scenario, BENCH_CONNECTIONS (64),
+# BENCH_RESERVE (30000) buyers of the reserve scenario and so messages for the drain,
+# BENCH_SALE_BUYERS (20000), BENCH_SALE_ATTEMPTS (2), BENCH_SALE_STOCK (2000),
+# BENCH_OUT (target/bench: JSON of every step, logs, sale.html).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${BENCH_DURATION:-5s}
+CONNECTIONS=${BENCH_CONNECTIONS:-64}
+RESERVE=${BENCH_RESERVE:-30000}
+SALE_BUYERS=${BENCH_SALE_BUYERS:-20000}
+SALE_ATTEMPTS=${BENCH_SALE_ATTEMPTS:-2}
+SALE_STOCK=${BENCH_SALE_STOCK:-2000}
+OUT=${BENCH_OUT:-target/bench}
+SPIKE_PORT=18080
+HELLO_PORT=18081
+DB=spike_bench
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+
+need() {
+  local command=$1 package=$2
+  command -v "$command" >/dev/null 2>&1 && return
+  log "installing $package (for $command)"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "bench: $command is missing; install the Debian package $package" >&2
+    exit 2
+  fi
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
+}
+
+need wrk wrk
+need redis-benchmark redis-tools
+need python3 python3
+need curl curl
+
+log "services"
+scripts/dev-services.sh
+
+log "release build"
+cargo build --release --locked --bin spike --example hello
+SPIKE=target/release/spike
+mkdir -p "$OUT"
+rm -f "$OUT"/*.json "$OUT"/*.log "$OUT"/sale.html
+
+client=$(command -v mariadb || command -v mysql)
+"$client" -h127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB;
+  GRANT ALL ON $DB.* TO 'spike'@'%'; GRANT ALL ON $DB.* TO 'spike'@'localhost';"
+redis-cli --scan --pattern 'bench:*' | xargs -r -n 500 redis-cli DEL >/dev/null
+while read -r queue; do
+  timeout 20 rabbitmqctl -q delete_queue "$queue" </dev/null >/dev/null 2>&1 || true
+done < <(timeout 30 rabbitmqctl -q list_queues name 2>/dev/null | grep '^bench\.' || true)
+
+# The server's settings: its own data, quiet logs, and limits out of the way of the measurement
+# (the per-buyer and per-event limits are features; here they would cap what is measured).
+export SPIKE_ENV=dev
+export SPIKE_DATABASE_URL="mysql://spike:${SPIKE_DB_PASSWORD:-spike}@127.0.0.1:3306/$DB"
+export SPIKE_REDIS_PREFIX=bench:
+export SPIKE_AMQP_PREFIX=bench.
+export SPIKE_HTTP_ADDR=127.0.0.1:$SPIKE_PORT
+export SPIKE_LOG_LEVEL=${SPIKE_LOG_LEVEL:-warn}
+export SPIKE_LOG_FORMAT=json
+export SPIKE_SPIKE_USER_RATE_LIMIT=1000000/1s
+export SPIKE_SPIKE_EVENT_RATE_LIMIT=100000000/1s
+export SPIKE_SPIKE_QUEUE_MAX_LENGTH=$((RESERVE + SALE_BUYERS * SALE_ATTEMPTS + 10000))
+export SPIKE_DB_MAX_CONNECTIONS=${SPIKE_DB_MAX_CONNECTIONS:-32}
+# The drain measures the worker, not the reconciler: with tens of thousands of reservations
+# legitimately queued, a 60 s bound would republish the tail of the queue while it drains.
+export SPIKE_SPIKE_RECONCILE_AFTER=30m
+
+pids=()
+stop_all() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  pids=()
+}
+trap stop_all EXIT
+
+# start NAME PORT COMMAND...: starts a process in the background and waits for its /healthz
+# (or, without a port, a moment).
+start() {
+  local name=$1 port=$2
+  shift 2
+  "$@" >"$OUT/$name.log" 2>&1 &
+  pids+=("$!")
+  [ "$port" = - ] && { sleep 2; return; }
+  for _ in $(seq 1 300); do
+    curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && return
+    sleep 0.1
+  done
+  echo "bench: $name did not answer on port $port (see $OUT/$name.log)" >&2
+  exit 2
+}
+
+# bench NAME ARGS...: one run of the load tool, its JSON kept as $OUT/NAME.json.
+bench() {
+  local name=$1
+  shift
+  log "spike bench $*"
+  local status=0
+  "$SPIKE" bench "$@" --json >"$OUT/$name.json" || status=$?
+  if [ "$status" -ne 0 ]; then
+    echo "bench: '$name' exited with $status" >&2
+    [ "$status" -eq 1 ] || exit "$status"
+    FAILED=1
+  fi
+}
+FAILED=0
+
+wrk_rate() { # prints wrk's requests/s for URL
+  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" "$1" | awk '/^Requests\/sec/ {print $2}'
+}
+
+log "HTTP ceiling: hello-world (wrk, then the load tool)"
+start hello "$HELLO_PORT" target/release/examples/hello "127.0.0.1:$HELLO_PORT"
+wrk_rate "http://127.0.0.1:$HELLO_PORT/healthz" >"$OUT/hello.wrk"
+bench hello healthz --url "http://127.0.0.1:$HELLO_PORT" -c "$CONNECTIONS" --duration "$DURATION"
+stop_all
+
+log "spike serve alone (no worker): the API side"
+start serve "$SPIKE_PORT" "$SPIKE" serve
+wrk_rate "http://127.0.0.1:$SPIKE_PORT/healthz" >"$OUT/healthz.wrk"
+bench healthz healthz -c "$CONNECTIONS" --duration "$DURATION"
+bench reserve reserve -c "$CONNECTIONS" --requests "$RESERVE"
+bench sold-out sold-out -c "$CONNECTIONS" --duration "$DURATION"
+bench catalog catalog -c "$CONNECTIONS" --duration "$DURATION"
+bench orders orders -c "$CONNECTIONS" --duration "$DURATION"
+
+log "raw EVALSHA of reserve.lua (redis-benchmark, 50 clients, a new buyer each call)"
+raw='bench:raw:ev:{1}'
+redis-cli SET "$raw:stock" 1000000000 >/dev/null
+redis-cli HSET "$raw:meta" start_ms 0 end_ms 99999999999999 >/dev/null
+sha=$(redis-cli SCRIPT LOAD "$(cat src/repo/redis/scripts/reserve.lua)")
+redis-benchmark --csv -n 200000 -c 50 -r 1000000000 EVALSHA "$sha" 4 \
+  "$raw:stock" "$raw:meta" "$raw:buyers" "$raw:resv" __rand_int__ t__rand_int__ |
+  tail -1 | cut -d, -f2 | tr -d '"' >"$OUT/evalsha.rate"
+redis-cli DEL "$raw:stock" "$raw:meta" "$raw:buyers" "$raw:resv" >/dev/null
+stop_all
+
+log "spike worker alone: drain the reserve scenario's queued reservations"
+reserve_event=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["event_id"])' "$OUT/reserve.json")
+start worker - "$SPIKE" worker
+bench drain drain --event "$reserve_event" --drain-timeout 10m
+
+log "spike serve + worker: a whole sale, then its invariant checks"
+start serve "$SPIKE_PORT" "$SPIKE" serve
+bench sale sale -c "$CONNECTIONS" --buyers "$SALE_BUYERS" --attempts "$SALE_ATTEMPTS" \
+  --stock "$SALE_STOCK" --report "$OUT/sale.html"
+stop_all
+
+log "the naive baseline: spike serve with SPIKE_SPIKE_MODE=db"
+export SPIKE_SPIKE_MODE=db
+start serve-db "$SPIKE_PORT" "$SPIKE" serve
+bench reserve-db reserve -c "$CONNECTIONS" --duration "$DURATION" --buyers "$RESERVE"
+stop_all
+
+log "results"
+python3 - "$OUT" "$CONNECTIONS" <<'EOF'
+import json, os, sys
+out, connections = sys.argv[1], sys.argv[2]
+def load(name): return json.load(open(os.path.join(out, name + ".json")))
+def num(name): return float(open(os.path.join(out, name)).read().strip() or 0)
+hello_wrk, healthz_wrk, evalsha = num("hello.wrk"), num("healthz.wrk"), num("evalsha.rate")
+hello, healthz, reserve, sold_out = load("hello"), load("healthz"), load("reserve"), load("sold-out")
+catalog, orders, drain, sale, db = load("catalog"), load("orders"), load("drain"), load("sale"), load("reserve-db")
+def ratio(a, b): return f"{a / b:.2f}" if b else "n/a"
+def run(r): return f"{r['throughput']:,.0f} req/s, p99 {r['latency']['p99']:.1f} ms"
+rows = [
+    ("hello-world /healthz (wrk)", f"{hello_wrk:,.0f} req/s", "the box's HTTP ceiling"),
+    ("hello-world /healthz (spike bench)", run(hello), f"tool ÷ wrk = {ratio(hello['throughput'], hello_wrk)}"),
+    ("spike /healthz (wrk)", f"{healthz_wrk:,.0f} req/s", f"÷ hello-world = {ratio(healthz_wrk, hello_wrk)}"),
+    ("spike /healthz (spike bench)", run(healthz), f"÷ hello-world (tool) = {ratio(healthz['throughput'], hello['throughput'])}"),
+    ("reserve: buy → 202 (no worker)", run(reserve), f"÷ raw EVALSHA = {ratio(reserve['throughput'], evalsha)}"),
+    ("raw EVALSHA reserve.lua (redis-benchmark)", f"{evalsha:,.0f} calls/s", "the store's ceiling for the buy path"),
+    ("sold-out: buy → 409/50004", run(sold_out), f"÷ /healthz = {ratio(sold_out['throughput'], healthz['throughput'])}"),
+    ("db mode: buy → 202 in one MySQL tx", run(db), f"Redis+MQ ÷ db = {ratio(reserve['throughput'], db['throughput'])}"),
+    ("worker drain (spike worker alone)", f"{drain['drain']['orders_per_sec']:,.0f} orders/s", f"{drain['drain']['orders']:,} orders in {drain['drain']['seconds']:.1f} s"),
+    ("catalog: product detail (cache hit)", run(catalog), ""),
+    ("orders: regular order placement", run(orders), ""),
+]
+s = sale["sale"]; d = sale["drain"]
+failed = [c["name"] for c in sale["checks"] if c["passed"] is False]
+rows.append((f"sale: {s['buyers']:,} buyers × {s['attempts']} for {s['stock']:,} units", run(sale),
+             f"drain {d['seconds']:.1f} s, pipeline {d['orders_per_sec']:,.0f} orders/s"))
+rows.append(("sale invariant checks", "all pass" if not failed else "FAILED: " + ", ".join(failed), f"{len(sale['checks'])} checks"))
+mix = sale["mix"]
+rows.append(("sale outcomes", f"202 {mix['success']:,}, 409 {sum(mix['conflict_by_code'].values()):,}, 429 {mix['too_many_requests']}, 503 {mix['unavailable']}, 5xx {mix['server_errors']}, transport {mix['transport_errors']}", ""))
+w = [max(len(r[i]) for r in rows) for i in range(3)]
+print(f"\nspike bench.sh — {connections} connections, {os.cpu_count()} cores")
+print(f"| {'measure':<{w[0]}} | {'figure':<{w[1]}} | {'ratio':<{w[2]}} |")
+print(f"|{'-' * (w[0] + 2)}|{'-' * (w[1] + 2)}|{'-' * (w[2] + 2)}|")
+for a, b, c in rows:
+    print(f"| {a:<{w[0]}} | {b:<{w[1]}} | {c:<{w[2]}} |")
+print(f"\nJSON of every step and the sale's HTML report: {out}/")
+EOF
+exit "$FAILED"
