@@ -327,8 +327,8 @@ fn progress_bar(settings: &LoadSettings) -> ProgressBar {
             "{bar:30} {pos}/{len} requests {msg}",
         ),
         (None, Some(duration)) => (
-            ProgressBar::new(duration.as_secs().max(1)),
-            "{bar:30} {pos}/{len} s {msg}",
+            ProgressBar::new(duration.as_millis().max(1) as u64),
+            "{bar:30} {percent:>3}% of the duration {msg}",
         ),
         (None, None) => (ProgressBar::no_length(), "{pos} requests {msg}"),
     };
@@ -349,7 +349,7 @@ async fn tick(shared: Arc<Shared>, bar: ProgressBar) {
         last = (now, done);
         let position = match (shared.settings.requests, shared.settings.duration) {
             (Some(_), _) | (None, None) => done,
-            (None, Some(_)) => shared.start.elapsed().as_secs(),
+            (None, Some(_)) => shared.start.elapsed().as_millis() as u64,
         };
         bar.set_position(position);
         bar.set_message(format!(
