@@ -150,6 +150,8 @@ pub async fn gather(
             .bind(event_id)
             .fetch_one(db)
             .await?;
+    // The queries are written out here rather than taken from `repo::mysql`: a checker that
+    // shares the checked code's SQL would share its bugs too.
     let live_orders: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM spike_orders so JOIN orders o ON o.id = so.order_id \
          WHERE so.spike_event_id = ? AND o.status NOT IN ('closed', 'cancelled')",
