@@ -955,6 +955,18 @@ mod tests {
     }
 
     #[test]
+    fn the_flash_sale_mode_is_queue_unless_db_is_asked_for() {
+        assert_eq!(
+            Config::load(vars(&[])).unwrap().spike_mode,
+            SpikeMode::Queue
+        );
+        let c = Config::load(vars(&[("SPIKE_SPIKE_MODE", "db")])).unwrap();
+        assert_eq!(c.spike_mode, SpikeMode::Db);
+        let err = Config::load(vars(&[("SPIKE_SPIKE_MODE", "redis")])).expect_err("bad");
+        assert!(err.to_string().contains("spike_mode"), "{err}");
+    }
+
+    #[test]
     fn durations_accept_units_and_bare_seconds() {
         assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
         assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
