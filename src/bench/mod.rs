@@ -185,15 +185,22 @@ pub async fn run(args: &BenchArgs, config: &Config) -> Result<Report, BenchError
         url,
         target,
     };
-    match args.scenario {
-        Scenario::Healthz => bench.open_ended(shared(Healthz)).await,
-        Scenario::Catalog => bench.catalog().await,
-        Scenario::Reserve => bench.reserve().await,
-        Scenario::SoldOut => bench.sold_out().await,
-        Scenario::Sale => bench.sale().await,
-        Scenario::Orders => bench.orders().await,
-        Scenario::Drain => bench.drain().await,
+    let report = match args.scenario {
+        Scenario::Healthz => bench.open_ended(shared(Healthz)).await?,
+        Scenario::Catalog => bench.catalog().await?,
+        Scenario::Reserve => bench.reserve().await?,
+        Scenario::SoldOut => bench.sold_out().await?,
+        Scenario::Sale => bench.sale().await?,
+        Scenario::Orders => bench.orders().await?,
+        Scenario::Drain => bench.drain().await?,
+    };
+    if report.requests > 0 && report.mix.transport_errors == report.requests {
+        return Err(BenchError::Transport(format!(
+            "none of {} requests got an answer: is the server at {} running?",
+            report.requests, report.url
+        )));
     }
+    Ok(report)
 }
 
 struct Bench<'a> {

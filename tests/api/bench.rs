@@ -306,3 +306,19 @@ async fn the_naive_db_mode_never_oversells_under_a_race() {
         "buyer {winner}"
     );
 }
+
+#[tokio::test]
+async fn a_server_that_never_answers_is_an_error_not_a_report() {
+    let app = spawn_app_with(TestOptions::default()).await;
+    let port = crate::helpers::closed_port().await;
+    let args = BenchArgs {
+        url: Some(format!("http://127.0.0.1:{port}")),
+        requests: Some(5),
+        connections: 1,
+        ..BenchArgs::new(Scenario::Healthz)
+    };
+    let error = bench::run(&args, &app.config)
+        .await
+        .expect_err("nobody answered");
+    assert!(matches!(error, bench::BenchError::Transport(_)), "{error}");
+}
