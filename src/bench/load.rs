@@ -146,14 +146,6 @@ impl LoadResult {
     pub fn requests(&self) -> u64 {
         self.outcomes.values().sum()
     }
-
-    pub fn count(&self, pick: impl Fn(Outcome) -> bool) -> u64 {
-        self.outcomes
-            .iter()
-            .filter(|(outcome, _)| pick(**outcome))
-            .map(|(_, n)| n)
-            .sum()
-    }
 }
 
 impl Slot {

@@ -79,21 +79,18 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    fn name(self) -> &'static str {
-        match self {
-            Scenario::Healthz => "healthz",
-            Scenario::Reserve => "reserve",
-            Scenario::SoldOut => "sold-out",
-            Scenario::Sale => "sale",
-            Scenario::Catalog => "catalog",
-            Scenario::Orders => "orders",
-            Scenario::Drain => "drain",
-        }
+    /// The name on the command line (`sold-out`).
+    fn name(self) -> String {
+        use clap::ValueEnum;
+        self.to_possible_value()
+            .map(|value| value.get_name().to_owned())
+            .unwrap_or_default()
     }
 }
 
-/// `spike bench` options.
-#[derive(Debug, Clone, clap::Args)]
+/// `spike bench` options. (`Parser` as well as `Args`, so [`BenchArgs::new`] takes its defaults
+/// from the same attributes the command line does.)
+#[derive(Debug, Clone, clap::Parser)]
 pub struct BenchArgs {
     #[arg(value_enum)]
     pub scenario: Scenario,
@@ -140,21 +137,7 @@ pub struct BenchArgs {
 impl BenchArgs {
     /// Options for `scenario` with every default, as the CLI would give them.
     pub fn new(scenario: Scenario) -> BenchArgs {
-        BenchArgs {
-            scenario,
-            url: None,
-            connections: 64,
-            duration: None,
-            requests: None,
-            rate: None,
-            buyers: None,
-            attempts: 2,
-            stock: 2000,
-            event: None,
-            drain_timeout: Duration::from_secs(300),
-            json: false,
-            report: None,
-        }
+        clap::Parser::parse_from(["bench", &scenario.name()])
     }
 }
 
@@ -242,7 +225,7 @@ impl Bench<'_> {
 
     fn report(&self, load: &LoadResult) -> Report {
         Report::new(
-            self.args.scenario.name(),
+            &self.args.scenario.name(),
             &self.url,
             self.args.connections,
             self.args.rate,
@@ -399,5 +382,22 @@ impl Bench<'_> {
         report.checks = vec![checks::drained(&drain)];
         report.drain = Some(drain);
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    #[test]
+    fn options_built_in_code_are_the_command_line_defaults() {
+        for &scenario in Scenario::value_variants() {
+            let args = BenchArgs::new(scenario);
+            assert_eq!(args.scenario, scenario);
+            assert_eq!((args.connections, args.attempts, args.stock), (64, 2, 2000));
+            assert_eq!(args.drain_timeout, Duration::from_secs(300));
+        }
+        assert_eq!(Scenario::SoldOut.name(), "sold-out");
     }
 }
