@@ -218,7 +218,7 @@ rows = [
 s = sale["sale"]; d = sale["drain"]
 failed = [c["name"] for c in sale["checks"] if c["passed"] is False]
 rows.append((f"sale: {s['buyers']:,} buyers × {s['attempts']} for {s['stock']:,} units", run(sale),
-             f"drain {d['seconds']:.1f} s, pipeline {d['orders_per_sec']:,.0f} orders/s"))
+             f"drain {d['seconds']:.1f} s, pipeline {s['pipeline_orders_per_sec']:,.0f} orders/s"))
 rows.append(("sale invariant checks", "all pass" if not failed else "FAILED: " + ", ".join(failed), f"{len(sale['checks'])} checks"))
 mix = sale["mix"]
 rows.append(("sale outcomes", f"202 {mix['success']:,}, 409 {sum(mix['conflict_by_code'].values()):,}, 429 {mix['too_many_requests']}, 503 {mix['unavailable']}, 5xx {mix['server_errors']}, transport {mix['transport_errors']}", ""))

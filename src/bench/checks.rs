@@ -34,8 +34,8 @@ pub struct Drain {
     pub seconds: f64,
     /// Orders of the event when the drain ended.
     pub orders: u64,
-    /// `drain`: orders created per second while the worker was busy (first new order to the
-    /// last). `sale`: orders ÷ (burst + drain), the whole pipeline's rate.
+    /// Orders created per second while watching (first new order to the last): the worker's
+    /// rate. A drain that finished before watching began has too few points to say much.
     pub orders_per_sec: f64,
 }
 

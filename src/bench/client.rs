@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
-use hyper::{Method, Request};
+use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -43,21 +43,22 @@ impl Target {
     }
 }
 
-/// One request as the load loop sends it; cheap to build (the header values are shared).
+/// One request as the load loop sends it; cheap to build (the path is parsed once and, like the
+/// header values, shared).
 #[derive(Debug, Clone)]
 pub struct Call {
     pub method: Method,
-    pub path: String,
+    pub path: Uri,
     /// `Bearer <token>`, precomputed per buyer.
     pub authorization: Option<HeaderValue>,
     pub body: Option<Bytes>,
 }
 
 impl Call {
-    pub fn get(path: impl Into<String>) -> Call {
+    pub fn get(path: Uri) -> Call {
         Call {
             method: Method::GET,
-            path: path.into(),
+            path,
             authorization: None,
             body: None,
         }
@@ -150,6 +151,12 @@ fn transport(error: impl std::fmt::Display) -> BenchError {
     BenchError::Transport(error.to_string())
 }
 
+/// An origin-form request target (`/api/v1/orders`), parsed once per scenario.
+pub fn parse_path(path: &str) -> Result<Uri, BenchError> {
+    path.parse()
+        .map_err(|_| BenchError::Usage(format!("not a request path: {path}")))
+}
+
 /// `Bearer <token>` as a header value.
 pub fn bearer(token: &str) -> Result<HeaderValue, BenchError> {
     HeaderValue::from_str(&format!("Bearer {token}"))
@@ -168,7 +175,7 @@ pub async fn call_api(
 ) -> Result<Value, BenchError> {
     let call = Call {
         method: method.clone(),
-        path: path.to_owned(),
+        path: parse_path(path)?,
         authorization: Some(bearer(token)?),
         body: body.map(|b| Bytes::from(b.to_string())),
     };

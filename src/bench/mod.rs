@@ -246,6 +246,7 @@ impl Bench<'_> {
         let path = format!("/api/v1/products/{product}");
         // The first read fills the cache; the run measures hits.
         call_api(&self.target, Method::GET, &path, &admin, None, 200).await?;
+        let path = client::parse_path(&path)?;
         self.open_ended(shared(ProductDetail { path })).await
     }
 
@@ -275,7 +276,7 @@ impl Bench<'_> {
         let count = self.args.buyers.or(self.args.requests).unwrap_or(20_000);
         let buyers = seeder.buyers(count).await?;
         let event = self.started_event(&seeder, count).await?;
-        let source = shared(Buys::new(event, &buyers, BuyerOrder::EachOnce));
+        let source = shared(Buys::new(event, &buyers, BuyerOrder::EachOnce)?);
         let load = load::run(
             self.target.clone(),
             source,
@@ -304,7 +305,7 @@ impl Bench<'_> {
             202,
         )
         .await?;
-        let source = shared(Buys::new(event, &buyers, BuyerOrder::Cycle { skip: 1 }));
+        let source = shared(Buys::new(event, &buyers, BuyerOrder::Cycle { skip: 1 })?);
         let load = load::run(self.target.clone(), source, self.settings(None, false)).await;
         let mut report = self.report(&load);
         report.event_id = Some(event);
@@ -319,7 +320,7 @@ impl Bench<'_> {
         let attempts = self.args.attempts.max(1);
         let buyers = seeder.buyers(count).await?;
         let event = self.started_event(&seeder, self.args.stock).await?;
-        let buys = Arc::new(Buys::new(event, &buyers, BuyerOrder::Rounds { attempts }));
+        let buys = Arc::new(Buys::new(event, &buyers, BuyerOrder::Rounds { attempts })?);
         let requests = count * u64::from(attempts);
         let source: Arc<dyn RequestSource> = buys.clone();
         let load = load::run(
@@ -330,10 +331,8 @@ impl Bench<'_> {
         .await;
 
         let keys = self.keys(event);
-        let mut drain =
+        let drain =
             checks::wait_for_drain(&db, &mut redis, &keys, event, self.args.drain_timeout).await?;
-        // The sale's rate is the pipeline's: from the first request to the last order.
-        drain.orders_per_sec = drain.orders as f64 / (load.elapsed.as_secs_f64() + drain.seconds);
         let accepted: Vec<Accepted> = load
             .tickets
             .iter()
@@ -356,6 +355,9 @@ impl Bench<'_> {
             stock: self.args.stock,
             buyers: count,
             attempts,
+            // From the first request to the last order.
+            pipeline_orders_per_sec: drain.orders as f64
+                / (load.elapsed.as_secs_f64() + drain.seconds),
             facts,
         });
         db.close().await;

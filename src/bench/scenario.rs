@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hyper::Method;
 use hyper::header::HeaderValue;
+use hyper::{Method, Uri};
 
-use super::client::Call;
+use super::BenchError;
+use super::client::{Call, parse_path};
 use super::load::RequestSource;
 use super::seed::Buyer;
 
@@ -16,13 +17,13 @@ pub struct Healthz;
 
 impl RequestSource for Healthz {
     fn call(&self, _: u64) -> Option<Call> {
-        Some(Call::get("/healthz"))
+        Some(Call::get(Uri::from_static("/healthz")))
     }
 }
 
 /// `GET /api/v1/products/{id}` of one product: the cache-hit path.
 pub struct ProductDetail {
-    pub path: String,
+    pub path: Uri,
 }
 
 impl RequestSource for ProductDetail {
@@ -33,7 +34,7 @@ impl RequestSource for ProductDetail {
 
 /// Flash-sale buys: request `i` comes from buyer `order(i)`.
 pub struct Buys {
-    path: String,
+    path: Uri,
     authorizations: Vec<HeaderValue>,
     order: BuyerOrder,
 }
@@ -51,12 +52,12 @@ pub enum BuyerOrder {
 }
 
 impl Buys {
-    pub fn new(event_id: u64, buyers: &[Buyer], order: BuyerOrder) -> Buys {
-        Buys {
-            path: format!("/api/v1/spike/events/{event_id}/orders"),
+    pub fn new(event_id: u64, buyers: &[Buyer], order: BuyerOrder) -> Result<Buys, BenchError> {
+        Ok(Buys {
+            path: parse_path(&format!("/api/v1/spike/events/{event_id}/orders"))?,
             authorizations: buyers.iter().map(|b| b.authorization.clone()).collect(),
             order,
-        }
+        })
     }
 
     /// The buyer (index into the seeded buyers) of request `i`.
@@ -108,7 +109,7 @@ impl RequestSource for RegularOrders {
         let n = self.authorizations.len() as u64;
         (n > 0).then(|| Call {
             method: Method::POST,
-            path: "/api/v1/orders".to_owned(),
+            path: Uri::from_static("/api/v1/orders"),
             authorization: Some(self.authorizations[(i % n) as usize].clone()),
             body: Some(self.body.clone()),
         })
@@ -126,7 +127,7 @@ mod tests {
 
     fn buys(n: usize, order: BuyerOrder) -> Buys {
         Buys {
-            path: String::new(),
+            path: Uri::from_static("/"),
             authorizations: vec![HeaderValue::from_static("Bearer x"); n],
             order,
         }

@@ -57,14 +57,14 @@ pub(super) fn page(report: &Report) -> String {
     if let Some(sale) = &report.sale {
         let _ = write!(
             page,
-            "<h2>Sale</h2><p>Event {}: {} buyers × {} attempts for {} units.</p>",
-            sale.event_id, sale.buyers, sale.attempts, sale.stock,
+            "<h2>Sale</h2><p>Event {}: {} buyers × {} attempts for {} units; the pipeline made {:.0} orders/s (first request to last order).</p>",
+            sale.event_id, sale.buyers, sale.attempts, sale.stock, sale.pipeline_orders_per_sec,
         );
     }
     if let Some(d) = &report.drain {
         let _ = write!(
             page,
-            "<h2>Drain</h2><p>Drain {} in {:.2} s after the load: {} orders, {:.0} orders/s.</p>",
+            "<h2>Drain</h2><p>Drain {} in {:.2} s after the load: {} orders; the worker made {:.0} orders/s while watched.</p>",
             if d.complete {
                 "complete"
             } else {

@@ -95,6 +95,8 @@ pub struct SaleSummary {
     pub stock: u64,
     pub buyers: u64,
     pub attempts: u32,
+    /// Orders ÷ (burst + drain): how fast the whole pipeline turned buyers into orders.
+    pub pipeline_orders_per_sec: f64,
     pub facts: SaleFacts,
 }
 
@@ -209,14 +211,14 @@ impl Report {
         if let Some(sale) = &self.sale {
             let _ = writeln!(
                 out,
-                "  sale        event {}: {} buyers x {} attempts for {} units",
-                sale.event_id, sale.buyers, sale.attempts, sale.stock
+                "  sale        event {}: {} buyers x {} attempts for {} units, pipeline {:.0} orders/s",
+                sale.event_id, sale.buyers, sale.attempts, sale.stock, sale.pipeline_orders_per_sec
             );
         }
         if let Some(d) = &self.drain {
             let _ = writeln!(
                 out,
-                "  drain       {} in {:.2} s, {} orders, {:.0} orders/s",
+                "  drain       {} in {:.2} s, {} orders, worker {:.0} orders/s while watched",
                 if d.complete { "complete" } else { "INCOMPLETE" },
                 d.seconds,
                 d.orders,
