@@ -80,13 +80,13 @@ export SPIKE_AMQP_PREFIX=bench.
 export SPIKE_HTTP_ADDR=127.0.0.1:$SPIKE_PORT
 export SPIKE_LOG_LEVEL=${SPIKE_LOG_LEVEL:-warn}
 export SPIKE_LOG_FORMAT=json
-export SPIKE_SPIKE_USER_RATE_LIMIT=1000000/1s
-export SPIKE_SPIKE_EVENT_RATE_LIMIT=100000000/1s
-export SPIKE_SPIKE_QUEUE_MAX_LENGTH=$((RESERVE + SALE_BUYERS * SALE_ATTEMPTS + 10000))
+export SPIKE_FLASH_SALE_USER_RATE_LIMIT=1000000/1s
+export SPIKE_FLASH_SALE_EVENT_RATE_LIMIT=100000000/1s
+export SPIKE_FLASH_SALE_QUEUE_MAX_LENGTH=$((RESERVE + SALE_BUYERS * SALE_ATTEMPTS + 10000))
 export SPIKE_DB_MAX_CONNECTIONS=${SPIKE_DB_MAX_CONNECTIONS:-32}
 # The drain measures the worker, not the reconciler: with tens of thousands of reservations
 # legitimately queued, a 60 s bound would republish the tail of the queue while it drains.
-export SPIKE_SPIKE_RECONCILE_AFTER=30m
+export SPIKE_FLASH_SALE_RECONCILE_AFTER=30m
 
 pids=()
 stop_all() {
@@ -181,8 +181,8 @@ bench sale sale -c "$CONNECTIONS" --buyers "$SALE_BUYERS" --attempts "$SALE_ATTE
   --stock "$SALE_STOCK" --report "$OUT/sale.html"
 stop_all
 
-log "the naive baseline: spike serve with SPIKE_SPIKE_MODE=db"
-export SPIKE_SPIKE_MODE=db
+log "the naive baseline: spike serve with SPIKE_FLASH_SALE_MODE=db"
+export SPIKE_FLASH_SALE_MODE=db
 start serve-db "$SPIKE_PORT" "$SPIKE" serve
 bench reserve-db reserve -c "$CONNECTIONS" --duration "$DURATION" --buyers "$RESERVE"
 stop_all

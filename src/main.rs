@@ -5,11 +5,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use spike::bench::BenchArgs;
 use spike::config::{Config, redact_url};
-use spike::repo::{Infra, mysql};
-use spike::startup::Application;
+use spike::repo::mysql;
+use spike::startup::{self, Application, Services};
 use spike::{telemetry, worker};
 
 #[derive(Parser)]
@@ -49,7 +50,7 @@ fn main() -> ExitCode {
         Command::All => Role::All,
         Command::Migrate => Role::Migrate,
     };
-    telemetry::init(config.log_format, &config.log_level);
+    telemetry::init(config.telemetry.log_format, &config.telemetry.log_level);
     log_config(&config);
 
     let runtime = match tokio::runtime::Runtime::new() {
@@ -81,9 +82,11 @@ enum Role {
 async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    // Background tasks the roles start; waited for before the connections close.
+    let tasks = TaskTracker::new();
     match role {
         Role::Migrate => {
-            let pool = mysql::connect(&config).await?;
+            let pool = mysql::connect(&config.database).await?;
             mysql::migrate(&pool).await?;
             tracing::info!("migrations applied");
             pool.close().await;
@@ -91,22 +94,32 @@ async fn run(role: Role, config: Config) -> anyhow::Result<()> {
         Role::Serve => {
             let app = Application::build(config).await?;
             let infra = app.infra().clone();
-            app.run_until_stopped(shutdown).await?;
-            infra.close().await;
+            let served = app.run_until_stopped(shutdown.clone(), &tasks).await;
+            shutdown.cancel();
+            close(&tasks, &infra).await;
+            served?;
         }
         Role::Worker => {
-            let infra = Infra::connect(&config).await?;
-            worker::run(config, infra.clone(), shutdown).await?;
-            infra.close().await;
+            let infra = startup::connect(&config).await?;
+            let services = Services::build(&config, &infra)?;
+            let worked = worker::run(&config, infra.clone(), services, shutdown.clone()).await;
+            shutdown.cancel();
+            close(&tasks, &infra).await;
+            worked?;
         }
         Role::All => {
+            // One set of services for both roles: one sold-out flag map, one cache.
             let app = Application::build(config.clone()).await?;
             let infra = app.infra().clone();
-            let worker = tokio::spawn(worker::run(config, infra.clone(), shutdown.clone()));
-            let served = app.run_until_stopped(shutdown.clone()).await;
+            let services = app.services().clone();
+            let worker = tasks.spawn({
+                let (infra, shutdown) = (infra.clone(), shutdown.clone());
+                async move { worker::run(&config, infra, services, shutdown).await }
+            });
+            let served = app.run_until_stopped(shutdown.clone(), &tasks).await;
             shutdown.cancel();
             let worked = worker.await.context("worker task failed")?;
-            infra.close().await;
+            close(&tasks, &infra).await;
             served?;
             worked?;
         }
@@ -114,11 +127,18 @@ async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits for the tracked background tasks, then closes the connections they used.
+async fn close(tasks: &TaskTracker, infra: &spike::repo::Infra) {
+    tasks.close();
+    tasks.wait().await;
+    infra.close().await;
+}
+
 /// `spike bench`: prints the report (text, or JSON with `--json`) on stdout, writes the HTML page
 /// when asked. Exit codes: 0 all good, 1 an invariant check failed, 2 the run could not be made.
 fn bench(args: &BenchArgs, config: &Config) -> ExitCode {
     // Only warnings, on stderr: stdout is the report's.
-    telemetry::init_with_writer(config.log_format, "warn", std::io::stderr);
+    telemetry::init_with_writer(config.telemetry.log_format, "warn", std::io::stderr);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -192,16 +212,23 @@ fn log_config(config: &Config) {
     for key in &config.unknown_keys {
         tracing::warn!(key, "unknown configuration key ignored (typo?)");
     }
+    for (old, new) in &config.renamed_keys {
+        tracing::warn!(
+            old = format!("{old} (SPIKE_{})", old.to_uppercase()),
+            new = format!("{new} (SPIKE_{})", new.to_uppercase()),
+            "deprecated configuration key: still read in 0.2, removed in 0.3; use the new name"
+        );
+    }
     tracing::info!(
         env = config.env.as_str(),
         file = ?config.source_file,
-        http_addr = %config.http_addr,
-        database = redact_url(config.database_url.expose()),
-        redis = redact_url(config.redis_url.expose()),
-        amqp = redact_url(config.amqp_url.expose()),
-        redis_prefix = config.redis_prefix,
-        amqp_prefix = config.amqp_prefix,
-        auto_migrate = config.auto_migrate,
+        http_addr = %config.http.addr,
+        database = redact_url(config.database.url.expose()),
+        redis = redact_url(config.redis.url.expose()),
+        amqp = redact_url(config.amqp.url.expose()),
+        redis_prefix = config.redis.prefix,
+        amqp_prefix = config.amqp.prefix,
+        auto_migrate = config.database.auto_migrate,
         "configuration loaded"
     );
 }

@@ -1,5 +1,6 @@
-//! Builds the HTTP application from a [`Config`]: connects the stores, migrates, binds the
-//! listener. `main` and the integration tests use the same builder, so tests run the real wiring.
+//! The composition root: connects the stores, builds every service once ([`Services`]), and
+//! binds the HTTP application. `main` and the integration tests use the same builders, so tests
+//! run the real wiring; `spike all` hands the same [`Services`] to the HTTP API and the worker.
 
 use std::io;
 use std::net::SocketAddr;
@@ -7,10 +8,11 @@ use std::net::SocketAddr;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::repo::{Infra, RepoError, mysql};
+use crate::repo::{Infra, RepoError, Topology, mysql};
 use crate::service::ServiceError;
 use crate::service::auth::AuthService;
 use crate::service::catalog::CatalogService;
@@ -30,18 +32,80 @@ pub enum StartupError {
     Serve(io::Error),
 }
 
+/// Connects MySQL, Redis and RabbitMQ (retrying until each store's `startup_timeout`) and
+/// declares the RabbitMQ topology.
+pub async fn connect(config: &Config) -> Result<Infra, RepoError> {
+    Infra::connect(
+        &config.database,
+        &config.redis,
+        &config.amqp,
+        topology(config),
+    )
+    .await
+}
+
+/// The exchanges and queues `config` names.
+pub fn topology(config: &Config) -> Topology {
+    Topology::new(&config.amqp, config.orders.pay_timeout, &config.flash_sale)
+}
+
+/// Every service of one process, each built once; cheap to clone.
+#[derive(Clone)]
+pub struct Services {
+    pub health: HealthService,
+    pub auth: AuthService,
+    pub catalog: CatalogService,
+    pub orders: OrderService,
+    pub flash_sale: SpikeService,
+}
+
+impl Services {
+    pub fn build(config: &Config, infra: &Infra) -> Result<Services, ServiceError> {
+        let prefix = &config.redis.prefix;
+        let auth = AuthService::new(&config.auth, prefix, infra.db.clone(), infra.redis.clone())?;
+        let catalog = CatalogService::new(
+            &config.catalog,
+            prefix,
+            infra.db.clone(),
+            infra.redis.clone(),
+        );
+        let orders = OrderService::new(
+            infra.db.clone(),
+            catalog.clone(),
+            SpikeUnits::new(infra.redis.clone(), prefix.clone()),
+            config.orders.pay_timeout,
+        );
+        let flash_sale = SpikeService::new(
+            &config.flash_sale,
+            prefix,
+            config.orders.pay_timeout,
+            config.amqp.prefetch,
+            infra,
+            catalog.clone(),
+        );
+        Ok(Services {
+            health: HealthService::new(infra.clone()),
+            auth,
+            catalog,
+            orders,
+            flash_sale,
+        })
+    }
+}
+
 /// A bound, not yet running, HTTP server.
 pub struct Application {
     listener: TcpListener,
     router: Router,
     infra: Infra,
+    services: Services,
     state: AppState,
     config: Config,
 }
 
 impl Application {
     /// Connects every dependency (retrying until `startup_timeout`), runs migrations when
-    /// `auto_migrate` is on, and binds `http_addr` (port 0 picks a free port).
+    /// `auto_migrate` is on, builds the services, and binds `http_addr` (port 0 picks a free port).
     pub async fn build(config: Config) -> Result<Application, StartupError> {
         Application::build_with_routes(config, Router::new()).await
     }
@@ -51,41 +115,32 @@ impl Application {
         config: Config,
         extra: Router<AppState>,
     ) -> Result<Application, StartupError> {
-        let infra = Infra::connect(&config).await?;
-        if config.auto_migrate {
+        let infra = connect(&config).await?;
+        if config.database.auto_migrate {
             mysql::migrate(&infra.db).await?;
         }
-        let auth = AuthService::new(&config, infra.db.clone(), infra.redis.clone())?;
-        if let Some(admin) = &config.bootstrap_admin {
-            auth.bootstrap_admin(admin).await?;
+        let services = Services::build(&config, &infra)?;
+        if let Some(admin) = &config.auth.bootstrap_admin {
+            services.auth.bootstrap_admin(admin).await?;
         }
-        let catalog = CatalogService::new(&config, infra.db.clone(), infra.redis.clone());
-        let orders = OrderService::new(
-            infra.db.clone(),
-            catalog.clone(),
-            SpikeUnits::new(infra.redis.clone(), config.redis_prefix.clone()),
-            config.order_pay_timeout,
-        );
-        let spike = SpikeService::new(&config, &infra, catalog.clone());
         let state = AppState {
-            health: HealthService::new(infra.clone()),
-            auth,
-            catalog,
-            orders,
-            spike,
-            trusted_proxy_hops: config.trusted_proxy_hops,
+            health: services.health.clone(),
+            auth: services.auth.clone(),
+            catalog: services.catalog.clone(),
+            orders: services.orders.clone(),
+            spike: services.flash_sale.clone(),
+            trusted_proxy_hops: config.http.trusted_proxy_hops,
         };
-        let router = api::router(state.clone(), &config, extra);
-        let listener = TcpListener::bind(config.http_addr)
+        let router = api::router(state.clone(), &config.http, extra);
+        let addr = config.http.addr;
+        let listener = TcpListener::bind(addr)
             .await
-            .map_err(|source| StartupError::Bind {
-                addr: config.http_addr,
-                source,
-            })?;
+            .map_err(|source| StartupError::Bind { addr, source })?;
         Ok(Application {
             listener,
             router,
             infra,
+            services,
             state,
             config,
         })
@@ -104,14 +159,24 @@ impl Application {
         &self.infra
     }
 
-    /// The services behind the routes (tests read their counters).
+    /// The services behind the routes (shared with the worker in `spike all`).
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// What the handlers see (tests read the services' counters through it).
     pub fn state(&self) -> &AppState {
         &self.state
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting connections and lets in-flight
-    /// requests finish for up to `shutdown_grace`.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
+    /// requests finish for up to `shutdown_grace`. Background tasks it starts are tracked by
+    /// `tasks`, so the caller can wait for them.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Result<(), StartupError> {
         let address = self.listener.local_addr().map_err(StartupError::Serve)?;
         tracing::info!(%address, "http server listening");
         let service = self
@@ -120,12 +185,12 @@ impl Application {
         let server = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         // Clears this replica's sold-out flags when another process announces returned stock.
-        let flags = self.state.spike.sold_out_flags();
-        let channel = self.state.spike.stock_returned_channel();
+        let flags = self.services.flash_sale.sold_out_flags();
+        let channel = self.services.flash_sale.stock_returned_channel();
         let client = self.infra.redis_client.clone();
         let listening = shutdown.clone();
-        tokio::spawn(async move { flags.listen(client, channel, listening).await });
-        let grace = self.config.shutdown_grace;
+        tasks.spawn(async move { flags.listen(client, channel, listening).await });
+        let grace = self.config.http.shutdown_grace;
         tokio::select! {
             result = server => result.map_err(StartupError::Serve)?,
             () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {

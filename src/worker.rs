@@ -12,37 +12,36 @@ use crate::repo::amqp::{
     ATTEMPT_HEADER, ORDER_CLOSE, ORDER_CLOSE_DELAY, ORDER_CREATE, Topology, consumer,
 };
 use crate::repo::{Infra, RepoError};
-use crate::service::catalog::CatalogService;
 use crate::service::orders::{CloseOutcome, OrderCloseMessage, OrderService};
 use crate::service::outbox::OutboxRelay;
-use crate::service::spike::{REQUEST_ID_HEADER, ReservationMessage, SpikeService, SpikeUnits};
+use crate::service::spike::{REQUEST_ID_HEADER, ReservationMessage, SpikeService};
+use crate::startup::Services;
 use consumer::Outcome;
 use tracing::Instrument;
 
-/// Runs the background tasks until `shutdown` is cancelled; returns when all have stopped.
+/// Runs the background tasks with `services` (the same ones the HTTP API uses in `spike all`)
+/// until `shutdown` is cancelled; returns when all have stopped.
 pub async fn run(
-    config: Config,
+    config: &Config,
     infra: Infra,
+    services: Services,
     shutdown: CancellationToken,
 ) -> Result<(), RepoError> {
-    let catalog = CatalogService::new(&config, infra.db.clone(), infra.redis.clone());
-    let spike = SpikeService::new(&config, &infra, catalog.clone());
-    let orders = OrderService::new(
-        infra.db.clone(),
-        catalog,
-        SpikeUnits::new(infra.redis.clone(), config.redis_prefix.clone()),
-        config.order_pay_timeout,
-    );
+    let Services {
+        orders,
+        flash_sale: spike,
+        ..
+    } = services;
     let relay = OutboxRelay::new(
         infra.db.clone(),
         infra.amqp.clone(),
         infra.topology.exchange(),
-        config.outbox_poll_interval,
+        config.orders.outbox_poll_interval,
     );
     let relay = tokio::spawn(relay.run(shutdown.clone()));
     let housekeeping = tokio::spawn(run_housekeeping(
         spike.clone(),
-        config.spike_scheduler_interval,
+        config.flash_sale.scheduler_interval,
         shutdown.clone(),
     ));
 
@@ -50,7 +49,7 @@ pub async fn run(
     let closer = consumer::run(
         infra.amqp.create_channel().await?,
         &close_queue,
-        config.amqp_prefetch,
+        config.amqp.prefetch,
         shutdown.clone(),
         |delivery| handle_order_close(&orders, &infra, delivery),
     );
@@ -58,7 +57,7 @@ pub async fn run(
     let creator = consumer::run(
         infra.amqp.create_channel().await?,
         &create_queue,
-        config.amqp_prefetch,
+        config.amqp.prefetch,
         shutdown.clone(),
         |delivery| handle_order_create(&spike, &infra, delivery),
     );

@@ -25,7 +25,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use super::error::{ApiError, ErrorCode};
-use crate::config::{Config, CorsOrigins};
+use crate::config::{CorsOrigins, HttpSettings};
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 const IDEMPOTENCY_KEY_HEADER: HeaderName = HeaderName::from_static("idempotency-key");
@@ -42,7 +42,7 @@ pub fn current_request_id() -> String {
 }
 
 /// Wraps `router` in the full middleware stack configured by `config`.
-pub fn apply(router: Router, config: &Config) -> Router {
+pub fn apply(router: Router, config: &HttpSettings) -> Router {
     let trace = TraceLayer::new_for_http()
         .make_span_with(|request: &Request<Body>| {
             let request_id = request
@@ -71,9 +71,9 @@ pub fn apply(router: Router, config: &Config) -> Router {
         .layer(cors(&config.cors_origins))
         .layer(CompressionLayer::new())
         .layer(HandleErrorLayer::new(request_timed_out))
-        .layer(TimeoutLayer::new(config.http_request_timeout))
+        .layer(TimeoutLayer::new(config.request_timeout))
         .layer(CatchPanicLayer::custom(handler_panicked))
-        .layer(DefaultBodyLimit::max(config.http_body_limit));
+        .layer(DefaultBodyLimit::max(config.body_limit));
     router.layer(stack)
 }
 

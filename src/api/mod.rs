@@ -20,7 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::config::Config;
+use crate::config::HttpSettings;
 use crate::service::auth::AuthService;
 use crate::service::catalog::CatalogService;
 use crate::service::health::HealthService;
@@ -44,7 +44,7 @@ pub struct AppState {
 ///
 /// `extra` is merged before the middleware is applied; tests use it to mount probe routes
 /// (a panicking or slow handler) that run through the real stack.
-pub fn router(state: AppState, config: &Config, extra: Router<AppState>) -> Router {
+pub fn router(state: AppState, config: &HttpSettings, extra: Router<AppState>) -> Router {
     let (routes, openapi) = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

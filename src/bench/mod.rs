@@ -153,7 +153,7 @@ pub async fn run(args: &BenchArgs, config: &Config) -> Result<Report, BenchError
         return Err(BenchError::Usage("--rate must be a positive number".into()));
     }
     let url = args.url.clone().unwrap_or_else(|| {
-        let addr = config.http_addr;
+        let addr = config.http.addr;
         let host = if addr.ip().is_unspecified() {
             "127.0.0.1".to_owned()
         } else {
@@ -195,15 +195,15 @@ struct Bench<'a> {
 
 impl Bench<'_> {
     async fn db(&self) -> Result<MySqlPool, BenchError> {
-        Ok(mysql::connect(self.config).await?)
+        Ok(mysql::connect(&self.config.database).await?)
     }
 
     async fn redis(&self) -> Result<ConnectionManager, BenchError> {
-        Ok(crate::repo::redis::connect(self.config).await?)
+        Ok(crate::repo::redis::connect(&self.config.redis).await?)
     }
 
     fn keys(&self, event_id: u64) -> EventKeys {
-        EventKeys::new(&self.config.redis_prefix, event_id)
+        EventKeys::new(&self.config.redis.prefix, event_id)
     }
 
     fn settings(&self, requests: Option<u64>, keep_tickets: bool) -> LoadSettings {
@@ -240,7 +240,7 @@ impl Bench<'_> {
     }
 
     async fn catalog(&self) -> Result<Report, BenchError> {
-        let seeder = Seeder::new(self.config, self.db().await?)?;
+        let seeder = Seeder::new(&self.config.auth, self.db().await?)?;
         let admin = seeder.admin().await?;
         let product = seed::create_product(&self.target, &admin, seeder.run_tag(), 1000).await?;
         let path = format!("/api/v1/products/{product}");
@@ -251,7 +251,7 @@ impl Bench<'_> {
     }
 
     async fn orders(&self) -> Result<Report, BenchError> {
-        let seeder = Seeder::new(self.config, self.db().await?)?;
+        let seeder = Seeder::new(&self.config.auth, self.db().await?)?;
         let admin = seeder.admin().await?;
         let buyers = seeder.buyers(self.args.buyers.unwrap_or(1000)).await?;
         // Enough stock that no order is refused for the lack of it.
@@ -272,7 +272,7 @@ impl Bench<'_> {
     }
 
     async fn reserve(&self) -> Result<Report, BenchError> {
-        let seeder = Seeder::new(self.config, self.db().await?)?;
+        let seeder = Seeder::new(&self.config.auth, self.db().await?)?;
         let count = self.args.buyers.or(self.args.requests).unwrap_or(20_000);
         let buyers = seeder.buyers(count).await?;
         let event = self.started_event(&seeder, count).await?;
@@ -289,7 +289,7 @@ impl Bench<'_> {
     }
 
     async fn sold_out(&self) -> Result<Report, BenchError> {
-        let seeder = Seeder::new(self.config, self.db().await?)?;
+        let seeder = Seeder::new(&self.config.auth, self.db().await?)?;
         let buyers = seeder
             .buyers(self.args.buyers.unwrap_or(10_000).max(2))
             .await?;
@@ -315,7 +315,7 @@ impl Bench<'_> {
     async fn sale(&self) -> Result<Report, BenchError> {
         let db = self.db().await?;
         let mut redis = self.redis().await?;
-        let seeder = Seeder::new(self.config, db.clone())?;
+        let seeder = Seeder::new(&self.config.auth, db.clone())?;
         let count = self.args.buyers.unwrap_or(20_000);
         let attempts = self.args.attempts.max(1);
         let buyers = seeder.buyers(count).await?;

@@ -15,7 +15,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::BenchError;
 use super::client::{Target, bearer, call_api};
-use crate::config::Config;
+use crate::config::AuthSettings;
 use crate::domain::user::{Role, User};
 use crate::service::auth::password::PasswordHasher;
 use crate::service::auth::tokens::AccessTokens;
@@ -44,7 +44,7 @@ pub struct Seeder {
 }
 
 impl Seeder {
-    pub fn new(config: &Config, db: MySqlPool) -> Result<Seeder, BenchError> {
+    pub fn new(config: &AuthSettings, db: MySqlPool) -> Result<Seeder, BenchError> {
         let tokens = AccessTokens::new(config.jwt_secret.expose().as_bytes(), TOKEN_TTL)
             .map_err(|e| BenchError::Setup(format!("cannot mint tokens: {e}")))?;
         let hasher = PasswordHasher::new(config.argon2, 1)

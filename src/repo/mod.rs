@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{AmqpSettings, DatabaseSettings, RedisSettings};
 
 pub use amqp::{Amqp, Topology};
 
@@ -115,14 +115,18 @@ pub struct Infra {
 }
 
 impl Infra {
-    /// Connects to MySQL, Redis and RabbitMQ, retrying each with backoff for up to
-    /// `config.startup_timeout`, then declares the RabbitMQ topology.
-    pub async fn connect(config: &Config) -> Result<Infra, RepoError> {
-        let db = mysql::connect(config).await?;
-        let redis = redis::connect(config).await?;
-        let redis_client = ::redis::Client::open(config.redis_url.expose())?;
-        let amqp = Amqp::connect(config).await?;
-        let topology = Topology::from_config(config);
+    /// Connects to MySQL, Redis and RabbitMQ, retrying each with backoff for up to its
+    /// `startup_timeout`, then declares the RabbitMQ `topology`.
+    pub async fn connect(
+        database: &DatabaseSettings,
+        redis_settings: &RedisSettings,
+        amqp_settings: &AmqpSettings,
+        topology: Topology,
+    ) -> Result<Infra, RepoError> {
+        let db = mysql::connect(database).await?;
+        let redis = redis::connect(redis_settings).await?;
+        let redis_client = ::redis::Client::open(redis_settings.url.expose())?;
+        let amqp = Amqp::connect(amqp_settings).await?;
         topology.declare(amqp.channel()).await?;
         Ok(Infra {
             db,

@@ -20,7 +20,7 @@ use sqlx::MySqlPool;
 
 use super::ServiceError;
 use super::single_flight::SingleFlight;
-use crate::config::Config;
+use crate::config::CatalogSettings;
 use crate::domain::product::{NewProduct, Product, ProductChanges, ProductQuery};
 use crate::repo::mysql::products;
 use crate::repo::redis::Keys;
@@ -54,12 +54,18 @@ struct Inner {
 }
 
 impl CatalogService {
-    pub fn new(config: &Config, db: MySqlPool, redis: ConnectionManager) -> CatalogService {
+    /// Keys go under `redis_prefix`.
+    pub fn new(
+        config: &CatalogSettings,
+        redis_prefix: &str,
+        db: MySqlPool,
+        redis: ConnectionManager,
+    ) -> CatalogService {
         CatalogService {
             inner: Arc::new(Inner {
                 db,
                 redis,
-                keys: Keys::new(config.redis_prefix.clone()),
+                keys: Keys::new(redis_prefix.to_owned()),
                 ttl: config.product_cache_ttl,
                 missing_ttl: config.product_cache_missing_ttl,
                 flights: SingleFlight::default(),

@@ -138,7 +138,7 @@ async fn bad_access_tokens_are_401() {
     let app = spawn_app().await;
     let (tokens, _) = app.signed_in_user().await;
     let valid = tokens["access_token"].as_str().unwrap().to_owned();
-    let secret = app.config.jwt_secret.expose().as_bytes().to_vec();
+    let secret = app.config.auth.jwt_secret.expose().as_bytes().to_vec();
     let now = jsonwebtoken::get_current_timestamp();
     let claims = |exp: u64, role: &str| json!({"sub": "1", "role": role, "iat": now - 3600, "exp": exp, "jti": "j"});
 
@@ -318,7 +318,7 @@ async fn bootstrap_promotes_an_existing_account_idempotently() {
     let app = spawn_app().await;
     let (_, email) = app.signed_in_user().await;
     let mut config = app.config.clone();
-    config.bootstrap_admin = Some(BootstrapAdmin {
+    config.auth.bootstrap_admin = Some(BootstrapAdmin {
         email: email.clone(),
         password: Secret::new("ignored-for-existing-accounts"),
     });

@@ -145,7 +145,7 @@ async fn an_oversold_event_fails_the_oversell_and_conservation_checks() {
         ticket,
     })
     .collect();
-    let keys = EventKeys::new(&app.config.redis_prefix, event);
+    let keys = EventKeys::new(&app.config.redis.prefix, event);
     let target = Target::parse(&app.address).unwrap();
     let facts = checks::gather(
         db,
@@ -255,10 +255,10 @@ impl CliApp {
             .args(["--url", &self.address, "--json"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("SPIKE_ENV", "dev")
-            .env("SPIKE_DATABASE_URL", config.database_url.expose())
-            .env("SPIKE_REDIS_URL", config.redis_url.expose())
-            .env("SPIKE_REDIS_PREFIX", &config.redis_prefix)
-            .env("SPIKE_JWT_SECRET", config.jwt_secret.expose())
+            .env("SPIKE_DATABASE_URL", config.database.url.expose())
+            .env("SPIKE_REDIS_URL", config.redis.url.expose())
+            .env("SPIKE_REDIS_PREFIX", &config.redis.prefix)
+            .env("SPIKE_JWT_SECRET", config.auth.jwt_secret.expose())
             .output()
             .expect("spike bench runs")
     }
@@ -267,7 +267,7 @@ impl CliApp {
 #[tokio::test]
 async fn the_naive_db_mode_never_oversells_under_a_race() {
     // No worker and no queue: the request itself makes the order.
-    let app = spawn_app_with(TestOptions::default().env("SPIKE_SPIKE_MODE", "db")).await;
+    let app = spawn_app_with(TestOptions::default().env("SPIKE_FLASH_SALE_MODE", "db")).await;
     let admin = app.admin_token().await;
     let event = active_event(&app, &admin, 20).await;
     let people = buyers(&app, 200).await;

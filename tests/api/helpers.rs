@@ -14,10 +14,11 @@ use axum::Router;
 use spike::api::AppState;
 use spike::config::{Config, LogFormat};
 use spike::repo::{Infra, Topology};
-use spike::startup::Application;
+use spike::startup::{self, Application, Services};
 use sqlx::mysql::MySqlConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Every test app has this admin (bootstrap), unless a test overrides it.
 pub const ADMIN_EMAIL: &str = "admin@spike.test";
@@ -32,6 +33,8 @@ pub struct TestApp {
     pub config: Config,
     pub infra: Infra,
     pub state: AppState,
+    /// The app's services; the worker, when started, shares them (as in `spike all`).
+    pub services: Services,
     pub shutdown: CancellationToken,
     pub server: Option<tokio::task::JoinHandle<()>>,
     resources: TestResources,
@@ -78,11 +81,17 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
     let infra = app.infra().clone();
     let state = app.state().clone();
+    let services = app.services().clone();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
-            app.run_until_stopped(shutdown).await.expect("server runs");
+            let tasks = TaskTracker::new();
+            app.run_until_stopped(shutdown, &tasks)
+                .await
+                .expect("server runs");
+            tasks.close();
+            tasks.wait().await;
         }
     });
     let app = TestApp {
@@ -94,6 +103,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         config,
         infra,
         state,
+        services,
         shutdown,
         server: Some(server),
         resources,
@@ -214,13 +224,10 @@ impl TestApp {
 
     /// Starts the worker role (outbox relay, `order.close` consumer) until the app is dropped.
     pub fn start_worker(&self) {
-        let worker = spike::worker::run(
-            self.config.clone(),
-            self.infra.clone(),
-            self.shutdown.clone(),
-        );
+        let (config, infra) = (self.config.clone(), self.infra.clone());
+        let (services, shutdown) = (self.services.clone(), self.shutdown.clone());
         tokio::spawn(async move {
-            if let Err(error) = worker.await {
+            if let Err(error) = spike::worker::run(&config, infra, services, shutdown).await {
                 panic!("worker failed: {error}");
             }
         });
@@ -297,7 +304,7 @@ impl TestApp {
     }
 
     pub fn topology(&self) -> Topology {
-        Topology::from_config(&self.config)
+        startup::topology(&self.config)
     }
 
     pub fn database_name(&self) -> &str {
@@ -369,7 +376,7 @@ impl TestResources {
         let base_config = Config::from_env().expect("base configuration (configs/dev.toml + env)");
         let id = uuid::Uuid::new_v4().simple().to_string();
         let database = format!("spike_test_{id}");
-        let base_url = base_config.database_url.expose();
+        let base_url = base_config.database.url.expose();
         let mut admin = admin_connection(base_url).await;
         // The name is ours (a UUID), not user input: safe to splice.
         let create = format!(
@@ -397,7 +404,7 @@ impl Drop for TestResources {
         let database = self.database.clone();
         let redis_prefix = self.redis_prefix.clone();
         let mut config = self.base_config.clone();
-        config.amqp_prefix = self.amqp_prefix.clone();
+        config.amqp.prefix = self.amqp_prefix.clone();
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -422,7 +429,7 @@ impl Drop for TestResources {
 }
 
 async fn remove_resources(config: &Config, database: &str, redis_prefix: &str) {
-    let mut admin = admin_connection(config.database_url.expose()).await;
+    let mut admin = admin_connection(config.database.url.expose()).await;
     // The app's connections belong to the test's runtime, which is blocked while this runs: one
     // of them may sit inside a transaction (the outbox relay's, say) whose locks would make
     // DROP DATABASE wait forever. End them first.
@@ -446,7 +453,7 @@ async fn remove_resources(config: &Config, database: &str, redis_prefix: &str) {
         .await
         .expect("drop test database");
 
-    let client = redis::Client::open(config.redis_url.expose()).expect("redis url");
+    let client = redis::Client::open(config.redis.url.expose()).expect("redis url");
     let mut redis = client
         .get_multiplexed_async_connection()
         .await
@@ -465,13 +472,13 @@ async fn remove_resources(config: &Config, database: &str, redis_prefix: &str) {
     }
 
     let amqp = lapin::Connection::connect(
-        config.amqp_url.expose(),
+        config.amqp.url.expose(),
         lapin::ConnectionProperties::default(),
     )
     .await
     .expect("amqp connection");
     let channel = amqp.create_channel().await.expect("amqp channel");
-    Topology::from_config(config)
+    startup::topology(config)
         .delete(&channel)
         .await
         .expect("delete test topology");
@@ -658,7 +665,7 @@ impl TestApp {
 
     /// Deletes every Redis key of the event, as a Redis restart would.
     pub async fn forget_event_keys(&self, event_id: u64) {
-        let pattern = format!("{}ev:{{{event_id}}}:*", self.config.redis_prefix);
+        let pattern = format!("{}ev:{{{event_id}}}:*", self.config.redis.prefix);
         let mut redis = self.infra.redis.clone();
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(&pattern)
@@ -731,7 +738,7 @@ impl TestApp {
             role: spike::domain::user::Role::User,
         };
         spike::service::auth::tokens::AccessTokens::new(
-            self.config.jwt_secret.expose().as_bytes(),
+            self.config.auth.jwt_secret.expose().as_bytes(),
             Duration::from_secs(600),
         )
         .unwrap()

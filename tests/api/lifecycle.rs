@@ -38,15 +38,15 @@ async fn queue_exists(amqp_url: &str, queue: &str) -> bool {
 async fn start_up_declares_every_queue_and_drop_removes_everything() {
     // The production default: quorum queues.
     let app = spawn_app_with(TestOptions::default().env("SPIKE_AMQP_QUEUE_TYPE", "quorum")).await;
-    let amqp_url = app.config.amqp_url.expose().to_owned();
+    let amqp_url = app.config.amqp.url.expose().to_owned();
     let queues = app.topology().queue_names();
     assert_eq!(queues.len(), 7);
     for queue in &queues {
-        assert!(queue.starts_with(&app.config.amqp_prefix), "{queue}");
+        assert!(queue.starts_with(&app.config.amqp.prefix), "{queue}");
         assert!(queue_exists(&amqp_url, queue).await, "{queue} declared");
     }
     let mut redis = app.infra.redis.clone();
-    let key = format!("{}probe", app.config.redis_prefix);
+    let key = format!("{}probe", app.config.redis.prefix);
     let _: () = redis::cmd("SET")
         .arg(&key)
         .arg("1")
@@ -56,7 +56,7 @@ async fn start_up_declares_every_queue_and_drop_removes_everything() {
     let database = app.database_name().to_owned();
     // The app's own connections are closed by the cleanup; look from outside.
     let outside =
-        crate::helpers::with_database(app.config.database_url.expose(), "information_schema");
+        crate::helpers::with_database(app.config.database.url.expose(), "information_schema");
 
     drop(app);
 

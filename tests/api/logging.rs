@@ -63,14 +63,14 @@ async fn credentials_in_urls_and_authorization_headers_are_not_logged() {
     );
     // The database and AMQP URLs contain passwords ("spike", "guest"); only the masked forms may
     // appear.
-    let db_url = app.config.database_url.expose();
+    let db_url = app.config.database.url.expose();
     assert!(!text.contains(db_url), "database URL with password leaked");
     assert!(
-        !text.contains(app.config.amqp_url.expose()),
+        !text.contains(app.config.amqp.url.expose()),
         "AMQP URL with password leaked"
     );
     assert!(
-        !text.contains(app.config.jwt_secret.expose()),
+        !text.contains(app.config.auth.jwt_secret.expose()),
         "JWT secret leaked"
     );
 }

@@ -292,7 +292,7 @@ async fn product_detail_is_cached_and_invalidated() {
     .await;
     let id = product["id"].as_u64().unwrap();
     let path = format!("/api/v1/products/{id}");
-    let key = format!("{}product:{id}", app.config.redis_prefix);
+    let key = format!("{}product:{id}", app.config.redis.prefix);
     let stats = app.state.catalog.cache_stats();
     let mut redis = app.infra.redis.clone();
 
@@ -334,7 +334,7 @@ async fn product_detail_is_cached_and_invalidated() {
     );
 
     // A missing id is remembered as an empty marker with a TTL.
-    let missing_key = format!("{}product:999999", app.config.redis_prefix);
+    let missing_key = format!("{}product:999999", app.config.redis.prefix);
     let (status, body) = status_and_code(app.get("/api/v1/products/999999").await).await;
     assert_eq!((status, body["code"].as_u64()), (404, Some(30001)));
     let marker: Option<String> = redis::cmd("GET")
@@ -380,7 +380,7 @@ async fn fifty_concurrent_reads_of_a_cold_key_make_one_mysql_read() {
     let path = format!("/api/v1/products/{}", product["id"]);
     // Let the create's delayed second invalidation pass, then make sure the key is cold.
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
-    let key = format!("{}product:{}", app.config.redis_prefix, product["id"]);
+    let key = format!("{}product:{}", app.config.redis.prefix, product["id"]);
     let mut redis = app.infra.redis.clone();
     let _: () = redis::cmd("DEL")
         .arg(&key)

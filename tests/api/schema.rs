@@ -192,7 +192,7 @@ async fn stock_can_never_go_negative() {
 async fn lock_wait_timeouts_count_as_retryable_outages() {
     use sqlx::{Connection, Executor};
     let app = spawn_app().await;
-    let url = app.config.database_url.expose();
+    let url = app.config.database.url.expose();
     let mut holder = sqlx::MySqlConnection::connect(url).await.unwrap();
     let mut waiter = sqlx::MySqlConnection::connect(url).await.unwrap();
     holder

@@ -556,7 +556,7 @@ async fn an_order_that_always_fails_dead_letters_and_its_reservation_returns() {
     let app = crate::helpers::spawn_app_with(
         crate::helpers::TestOptions::default()
             .with_worker()
-            .env("SPIKE_SPIKE_RETRY_DELAYS", "100ms,200ms"),
+            .env("SPIKE_FLASH_SALE_RETRY_DELAYS", "100ms,200ms"),
     )
     .await;
     let admin = app.admin_token().await;
@@ -585,7 +585,7 @@ async fn an_order_that_always_fails_dead_letters_and_its_reservation_returns() {
     let shown = envelope(app.get(&format!("/api/v1/spike/events/{event}")).await).await;
     assert_eq!(shown["data"]["remaining_stock"], 2, "the unit is back");
     let mut redis = app.infra.redis.clone();
-    let buyers_key = format!("{}ev:{{{event}}}:buyers", app.config.redis_prefix);
+    let buyers_key = format!("{}ev:{{{event}}}:buyers", app.config.redis.prefix);
     let marked: bool = redis::cmd("SISMEMBER")
         .arg(&buyers_key)
         .arg(ghost_id)

@@ -107,7 +107,7 @@ async fn returned_stock_clears_the_sold_out_flag_of_every_replica() {
     // Another process gives a unit back (here: the order service's helper, as the worker does).
     spike::service::spike::SpikeUnits::new(
         app.infra.redis.clone(),
-        app.config.redis_prefix.clone(),
+        app.config.redis.prefix.clone(),
     )
     .give_back(event)
     .await;
@@ -128,8 +128,8 @@ async fn a_reservation_lost_before_its_publish_is_republished_by_the_reconciler(
     let app = spawn_app_with(
         TestOptions::default()
             .with_worker()
-            .env("SPIKE_SPIKE_RECONCILE_AFTER", "1s")
-            .env("SPIKE_SPIKE_SCHEDULER_INTERVAL", "200ms"),
+            .env("SPIKE_FLASH_SALE_RECONCILE_AFTER", "1s")
+            .env("SPIKE_FLASH_SALE_SCHEDULER_INTERVAL", "200ms"),
     )
     .await;
     let admin = app.admin_token().await;
@@ -138,7 +138,7 @@ async fn a_reservation_lost_before_its_publish_is_republished_by_the_reconciler(
     let (user_id, token) = (people[0].0, &people[0].1);
 
     // The API "crashed" right after the script: a reservation with no message.
-    let keys = EventKeys::new(&app.config.redis_prefix, event);
+    let keys = EventKeys::new(&app.config.redis.prefix, event);
     let reserved =
         redis_spike::reserve(&mut app.infra.redis.clone(), &keys, user_id, "lost-1", None)
             .await
@@ -174,7 +174,7 @@ async fn a_transient_failure_lands_after_a_retry() {
     let app = spawn_app_with(
         TestOptions::default()
             .with_worker()
-            .env("SPIKE_SPIKE_RETRY_DELAYS", "2s,2s"),
+            .env("SPIKE_FLASH_SALE_RETRY_DELAYS", "2s,2s"),
     )
     .await;
     let admin = app.admin_token().await;
@@ -224,7 +224,8 @@ async fn after_redis_loses_an_active_event_it_rewarms_holding_back_queued_reserv
 
 #[tokio::test]
 async fn a_full_order_queue_refuses_the_purchase_and_undoes_the_reservation() {
-    let app = spawn_app_with(TestOptions::default().env("SPIKE_SPIKE_QUEUE_MAX_LENGTH", "2")).await;
+    let app =
+        spawn_app_with(TestOptions::default().env("SPIKE_FLASH_SALE_QUEUE_MAX_LENGTH", "2")).await;
     let admin = app.admin_token().await;
     let event = active_event(&app, &admin, 5).await;
     let people = buyers(&app, 4).await;
@@ -256,8 +257,8 @@ async fn a_full_order_queue_refuses_the_purchase_and_undoes_the_reservation() {
 async fn buyers_and_events_are_rate_limited_with_retry_after() {
     let app = spawn_app_with(
         TestOptions::default()
-            .env("SPIKE_SPIKE_USER_RATE_LIMIT", "2/1m")
-            .env("SPIKE_SPIKE_EVENT_RATE_LIMIT", "4/1m"),
+            .env("SPIKE_FLASH_SALE_USER_RATE_LIMIT", "2/1m")
+            .env("SPIKE_FLASH_SALE_EVENT_RATE_LIMIT", "4/1m"),
     )
     .await;
     let admin = app.admin_token().await;
@@ -378,8 +379,8 @@ async fn the_worker_warms_events_starting_within_the_lead_time() {
     let app = spawn_app_with(
         TestOptions::default()
             .with_worker()
-            .env("SPIKE_SPIKE_WARMUP_LEAD", "1h")
-            .env("SPIKE_SPIKE_SCHEDULER_INTERVAL", "100ms"),
+            .env("SPIKE_FLASH_SALE_WARMUP_LEAD", "1h")
+            .env("SPIKE_FLASH_SALE_SCHEDULER_INTERVAL", "100ms"),
     )
     .await;
     let admin = app.admin_token().await;

@@ -25,7 +25,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
 use super::{Dependency, RepoError, retry};
-use crate::config::{Config, QueueType, redact_url};
+use crate::config::{AmqpSettings, FlashSaleSettings, QueueType, redact_url};
 
 /// Routing key (and unprefixed queue name) of flash-sale order creation.
 pub const ORDER_CREATE: &str = "spike.order.create";
@@ -52,8 +52,8 @@ pub struct Amqp {
 impl Amqp {
     /// Connects, retrying until `startup_timeout`. Auto-recovery is on: after a broker restart
     /// lapin reconnects and replays the declared topology.
-    pub async fn connect(config: &Config) -> Result<Amqp, RepoError> {
-        let url = config.amqp_url.expose();
+    pub async fn connect(config: &AmqpSettings) -> Result<Amqp, RepoError> {
+        let url = config.url.expose();
         let target = redact_url(url);
         let connection = retry::with_backoff(
             Dependency::Rabbitmq,
@@ -231,13 +231,18 @@ pub struct Topology {
 }
 
 impl Topology {
-    pub fn from_config(config: &Config) -> Topology {
+    /// The names and arguments for these settings; `pay_timeout` is the delay queue's TTL.
+    pub fn new(
+        amqp: &AmqpSettings,
+        pay_timeout: Duration,
+        flash_sale: &FlashSaleSettings,
+    ) -> Topology {
         Topology {
-            prefix: config.amqp_prefix.clone(),
-            queue_type: config.amqp_queue_type,
-            pay_timeout: config.order_pay_timeout,
-            retry_delays: config.spike_retry_delays.clone(),
-            order_queue_max_length: config.spike_queue_max_length,
+            prefix: amqp.prefix.clone(),
+            queue_type: amqp.queue_type,
+            pay_timeout,
+            retry_delays: flash_sale.retry_delays.clone(),
+            order_queue_max_length: flash_sale.queue_max_length,
         }
     }
 
@@ -340,11 +345,7 @@ impl Topology {
 
     fn arguments(&self, extra: &[(&str, AMQPValue)]) -> FieldTable {
         let mut table = FieldTable::default();
-        let queue_type = match self.queue_type {
-            QueueType::Quorum => "quorum",
-            QueueType::Classic => "classic",
-        };
-        table.insert("x-queue-type".into(), text(queue_type));
+        table.insert("x-queue-type".into(), text(self.queue_type.into()));
         for (key, value) in extra {
             table.insert(ShortString::from(*key), value.clone());
         }

@@ -17,7 +17,7 @@ use sqlx::migrate::Migrator;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 
 use super::{Dependency, RepoError, retry};
-use crate::config::{Config, redact_url};
+use crate::config::{DatabaseSettings, redact_url};
 
 /// The schema migrations, embedded at compile time from `migrations/`.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -27,15 +27,15 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Opens the pool, retrying until `startup_timeout`.
-pub async fn connect(config: &Config) -> Result<MySqlPool, RepoError> {
+pub async fn connect(config: &DatabaseSettings) -> Result<MySqlPool, RepoError> {
     // Every DATETIME column holds UTC; pin the session zone so NOW() agrees with the app.
-    let options = MySqlConnectOptions::from_str(config.database_url.expose())?
+    let options = MySqlConnectOptions::from_str(config.url.expose())?
         .timezone(Some("+00:00".into()))
         .charset("utf8mb4");
-    let target = redact_url(config.database_url.expose());
+    let target = redact_url(config.url.expose());
     retry::with_backoff(Dependency::Mysql, &target, config.startup_timeout, || {
         MySqlPoolOptions::new()
-            .max_connections(config.db_max_connections)
+            .max_connections(config.max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.clone())
     })

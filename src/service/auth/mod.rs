@@ -16,7 +16,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use sqlx::MySqlPool;
 
-use crate::config::{BootstrapAdmin, Config, RateLimit};
+use crate::config::{AuthSettings, BootstrapAdmin, RateLimit};
 use crate::domain::user::{Email, Password, Role, User};
 use crate::repo::mysql::{self, refresh_tokens, users};
 use crate::repo::redis::Keys;
@@ -51,8 +51,10 @@ struct Inner {
 }
 
 impl AuthService {
+    /// Keys go under `redis_prefix`.
     pub fn new(
-        config: &Config,
+        config: &AuthSettings,
+        redis_prefix: &str,
         db: MySqlPool,
         redis: ConnectionManager,
     ) -> Result<AuthService, ServiceError> {
@@ -60,7 +62,7 @@ impl AuthService {
             inner: Arc::new(Inner {
                 db,
                 redis,
-                keys: Keys::new(config.redis_prefix.clone()),
+                keys: Keys::new(redis_prefix.to_owned()),
                 hasher: PasswordHasher::new(config.argon2, config.password_hash_concurrency)?,
                 access_tokens: AccessTokens::new(
                     config.jwt_secret.expose().as_bytes(),

@@ -30,7 +30,7 @@ use time::OffsetDateTime;
 use super::ServiceError;
 use super::catalog::CatalogService;
 use super::single_flight::SingleFlight;
-use crate::config::{RateLimit, SpikeMode};
+use crate::config::{FlashSaleMode, FlashSaleSettings, RateLimit};
 use crate::domain::money::Money;
 use crate::domain::order::{OrderItem, OrderKind};
 use crate::domain::product::Page;
@@ -143,15 +143,20 @@ pub struct SpikeService {
     keys_retention: Duration,
     prefetch: u16,
     /// `db`: the naive baseline ([`SpikeService::buy_in_mysql`]).
-    mode: SpikeMode,
+    mode: FlashSaleMode,
     drift_memory: Arc<reconcile::DriftMemory>,
     /// Concurrent buyers of a cold event share one lookup (and re-warm) per event.
     cold_flights: Arc<SingleFlight<u64, Option<EventStatus>>>,
 }
 
 impl SpikeService {
+    /// Keys go under `redis_prefix`; orders must be paid within `pay_timeout`; each consumer
+    /// holds up to `prefetch` messages (the queue's backlog estimate counts them).
     pub fn new(
-        config: &crate::config::Config,
+        config: &FlashSaleSettings,
+        redis_prefix: &str,
+        pay_timeout: Duration,
+        prefetch: u16,
         infra: &crate::repo::Infra,
         catalog: CatalogService,
     ) -> SpikeService {
@@ -160,17 +165,17 @@ impl SpikeService {
             redis: infra.redis.clone(),
             amqp: infra.amqp.clone(),
             topology: infra.topology.clone(),
-            redis_prefix: config.redis_prefix.clone(),
+            redis_prefix: redis_prefix.to_owned(),
             catalog,
-            pay_timeout: config.order_pay_timeout,
-            user_limiter: Arc::new(UserRateLimiter::new(config.spike_user_rate_limit)),
-            event_limit: config.spike_event_rate_limit,
+            pay_timeout,
+            user_limiter: Arc::new(UserRateLimiter::new(config.user_rate_limit)),
+            event_limit: config.event_rate_limit,
             sold_out: Arc::new(SoldOutFlags::default()),
-            warmup_lead: config.spike_warmup_lead,
-            reconcile_after: config.spike_reconcile_after,
-            keys_retention: config.spike_keys_retention,
-            prefetch: config.amqp_prefetch,
-            mode: config.spike_mode,
+            warmup_lead: config.warmup_lead,
+            reconcile_after: config.reconcile_after,
+            keys_retention: config.keys_retention,
+            prefetch,
+            mode: config.mode,
             drift_memory: Arc::default(),
             cold_flights: Arc::default(),
         }
@@ -369,7 +374,7 @@ impl SpikeService {
         self.user_limiter
             .take(user_id, now)
             .map_err(|retry_after| rejected(ServiceError::RateLimited { retry_after }))?;
-        if self.mode == SpikeMode::Db {
+        if self.mode == FlashSaleMode::Db {
             return self.buy_in_mysql(event_id, user_id).await;
         }
         // A retry carrying an Idempotency-Key goes to Redis, which holds its first answer.
@@ -431,7 +436,7 @@ impl SpikeService {
         })
     }
 
-    /// The naive baseline (`SPIKE_SPIKE_MODE=db`): the request itself runs the worker's order
+    /// The naive baseline (`SPIKE_FLASH_SALE_MODE=db`): the request itself runs the worker's order
     /// transaction (conditional `UPDATE … WHERE available_stock > 0`, order rows, close outbox
     /// row), no Redis and no queue, so every buyer queues on the event row's lock. Correct (the
     /// conditional decrement and the unique buyer key guard it) but slow: the load tool measures

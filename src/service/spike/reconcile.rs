@@ -1,7 +1,7 @@
 //! The reconciler (DESIGN.md §5), run by the worker next to the warm-up scheduler.
 //!
 //! A reservation lives in Redis from the script until the worker settles it. One still there
-//! after `SPIKE_SPIKE_RECONCILE_AFTER` means its message was lost on the way (the API crashed
+//! after `SPIKE_FLASH_SALE_RECONCILE_AFTER` means its message was lost on the way (the API crashed
 //! between the script and the publish) or the worker died between its commit and the settle:
 //! with an order in MySQL it is settled, without one its message is published again — the
 //! worker is idempotent, so a copy that was merely slow costs nothing.

@@ -1,0 +1,162 @@
+//! Accounts and tokens: the JWT key and lifetimes, password hashing cost, login limits, and the
+//! admin created at start-up.
+
+use std::time::Duration;
+
+use super::Environment;
+use super::reader::Reader;
+use super::values::{RateLimit, Secret};
+
+/// The JWT secret shipped in `configs/dev.toml`. Accepted only when `SPIKE_ENV=dev`.
+pub const DEV_JWT_SECRET: &str = "dev-only-jwt-secret-change-me-0123456789abcdef";
+
+/// Minimum length of `jwt_secret` in bytes (HS256 wants at least the hash size).
+const MIN_JWT_SECRET_BYTES: usize = 32;
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub jwt_secret: Secret,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub bootstrap_admin: Option<BootstrapAdmin>,
+    /// Login attempts per client IP.
+    pub login_limit_per_ip: RateLimit,
+    /// Failed login attempts per email address.
+    pub login_limit_per_email: RateLimit,
+    pub argon2: Argon2Params,
+    /// Password hashes computed at once; each takes `argon2.memory_kib` of memory.
+    pub password_hash_concurrency: usize,
+}
+
+/// Argon2id cost parameters (OWASP's recommendation by default: 19 MiB, 2 passes, 1 lane).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Params {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+/// Credentials of the admin account created or promoted at start-up.
+#[derive(Debug, Clone)]
+pub struct BootstrapAdmin {
+    pub email: String,
+    pub password: Secret,
+}
+
+impl AuthSettings {
+    pub(super) fn read(r: &mut Reader<'_>, env: Environment) -> Option<AuthSettings> {
+        r.section("Accounts and tokens");
+        let jwt_secret = r.required(
+            "jwt_secret",
+            "HS256 key, at least 32 bytes (configs/dev.toml has a dev-only one, refused elsewhere)",
+            "change-me-to-at-least-32-random-bytes!!",
+        );
+        let jwt_secret = match jwt_secret {
+            Some(s) if env != Environment::Dev && s == DEV_JWT_SECRET => {
+                r.problem("jwt_secret", "the dev default is not allowed outside dev");
+                None
+            }
+            Some(s) if s.len() < MIN_JWT_SECRET_BYTES => {
+                r.problem(
+                    "jwt_secret",
+                    format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
+                );
+                None
+            }
+            other => other.map(Secret::new),
+        };
+        let access_ttl = r.duration(
+            "access_ttl",
+            "access token lifetime",
+            Duration::from_secs(15 * 60),
+        );
+        let refresh_ttl = r.duration(
+            "refresh_ttl",
+            "refresh token lifetime",
+            Duration::from_secs(14 * 24 * 3600),
+        );
+        let bootstrap_admin = read_bootstrap_admin(r);
+
+        let login_limit_per_ip = r.parsed(
+            "login_limit_per_ip",
+            "login attempts per client IP (token bucket: burst / refill period); generous because buyers share NAT addresses",
+            RateLimit::new(600, Duration::from_secs(60)),
+        );
+        let login_limit_per_email = r.parsed(
+            "login_limit_per_email",
+            "failed login attempts per email address",
+            RateLimit::new(10, Duration::from_secs(60)),
+        );
+        let memory_kib = r.parsed::<u32>(
+            "argon2_memory_kib",
+            "argon2id memory cost in KiB (OWASP's recommendation)",
+            19 * 1024,
+        );
+        let iterations = r.parsed::<u32>("argon2_iterations", "argon2id passes", 2);
+        let parallelism = r.parsed::<u32>("argon2_parallelism", "argon2id lanes", 1);
+        if let (Some(m), Some(t), Some(p)) = (memory_kib, iterations, parallelism)
+            && argon2::Params::new(m, t, p, None).is_err()
+        {
+            r.problem(
+                "argon2_memory_kib",
+                "argon2 parameters out of range (memory must be at least 8 × parallelism KiB)",
+            );
+        }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let password_hash_concurrency = r.at_least::<usize>(
+            "password_hash_concurrency",
+            "password hashes computed at once (each takes the argon2 memory)",
+            cores.max(2),
+            1,
+        );
+        r.default_is("CPU cores (≥ 2)", "2");
+
+        Some(AuthSettings {
+            jwt_secret: jwt_secret?,
+            access_ttl: access_ttl?,
+            refresh_ttl: refresh_ttl?,
+            bootstrap_admin: bootstrap_admin?,
+            login_limit_per_ip: login_limit_per_ip?,
+            login_limit_per_email: login_limit_per_email?,
+            argon2: Argon2Params {
+                memory_kib: memory_kib?,
+                iterations: iterations?,
+                parallelism: parallelism?,
+            },
+            password_hash_concurrency: password_hash_concurrency?,
+        })
+    }
+}
+
+/// Both halves or neither.
+fn read_bootstrap_admin(r: &mut Reader<'_>) -> Option<Option<BootstrapAdmin>> {
+    let email = r.optional(
+        "bootstrap_admin_email",
+        "admin created or promoted at start-up (with the password; an existing account keeps its password)",
+    );
+    let password = r.optional(
+        "bootstrap_admin_password",
+        "password of that admin (both or neither)",
+    );
+    match (email, password) {
+        (None, None) => Some(None),
+        (Some(email), Some(password)) => Some(Some(BootstrapAdmin {
+            email,
+            password: Secret::new(password),
+        })),
+        (Some(_), None) => {
+            r.problem(
+                "bootstrap_admin_password",
+                "missing (bootstrap_admin_email is set)",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            r.problem(
+                "bootstrap_admin_email",
+                "missing (bootstrap_admin_password is set)",
+            );
+            None
+        }
+    }
+}

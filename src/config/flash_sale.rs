@@ -1,0 +1,99 @@
+//! The flash-sale path: limits, the worker's housekeeping rhythm, the order queue's bound and
+//! retries. Keys are `flash_sale_*`; their pre-0.2 names `spike_*` still work, with a warning.
+
+use std::time::Duration;
+
+use super::Environment;
+use super::reader::Reader;
+use super::values::{FlashSaleMode, RateLimit};
+
+#[derive(Debug, Clone)]
+pub struct FlashSaleSettings {
+    /// Backoff before each retry of a failed order creation; after the last one the message
+    /// dead-letters. Written `1s,5s,30s`.
+    pub retry_delays: Vec<Duration>,
+    /// Requests per buyer, counted in each API process.
+    pub user_rate_limit: RateLimit,
+    /// Requests admitted per event across every replica (counted in Redis).
+    pub event_rate_limit: RateLimit,
+    /// The worker warms events starting within this much time.
+    pub warmup_lead: Duration,
+    /// How often the worker's warm-up scheduler and reconciler run.
+    pub scheduler_interval: Duration,
+    /// A reservation older than this without an order is republished by the reconciler.
+    pub reconcile_after: Duration,
+    /// Messages `spike.order.create` holds before the broker refuses more (`reject-publish`).
+    pub queue_max_length: u32,
+    /// How long an event's Redis keys (stock, buyers, reservations) outlive the event.
+    pub keys_retention: Duration,
+    /// `queue` (the real path) or `db` (the naive baseline the load tool compares against).
+    pub mode: FlashSaleMode,
+}
+
+impl FlashSaleSettings {
+    pub(super) fn read(r: &mut Reader<'_>, _env: Environment) -> Option<FlashSaleSettings> {
+        r.section("Flash sale");
+        let retry_delays = r.durations(
+            "flash_sale_retry_delays",
+            "backoff of each retry of a failed flash-sale order creation; after the last the message dead-letters and the reservation is given back",
+            &[
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+                Duration::from_secs(30),
+            ],
+            10,
+        );
+        let user_rate_limit = r.parsed(
+            "flash_sale_user_rate_limit",
+            "flash-sale requests per buyer, per API process (429 / `10006` beyond)",
+            RateLimit::new(5, Duration::from_secs(1)),
+        );
+        let event_rate_limit = r.parsed(
+            "flash_sale_event_rate_limit",
+            "flash-sale requests admitted per event across all replicas (Redis; 429 / `10006` beyond)",
+            RateLimit::new(20_000, Duration::from_secs(1)),
+        );
+        let warmup_lead = r.duration(
+            "flash_sale_warmup_lead",
+            "the worker warms events starting within this time",
+            Duration::from_secs(5 * 60),
+        );
+        let scheduler_interval = r.duration(
+            "flash_sale_scheduler_interval",
+            "how often the worker's warm-up scheduler and reconciler run",
+            Duration::from_secs(1),
+        );
+        let reconcile_after = r.duration(
+            "flash_sale_reconcile_after",
+            "a reservation this old with no order is republished by the reconciler",
+            Duration::from_secs(60),
+        );
+        let queue_max_length = r.at_least::<u32>(
+            "flash_sale_queue_max_length",
+            "bound of `spike.order.create`; a full queue nacks and the buyer gets 503 / `10008` (nothing reserved)",
+            100_000,
+            1,
+        );
+        let keys_retention = r.duration(
+            "flash_sale_keys_retention",
+            "how long an event's Redis keys outlive the event",
+            Duration::from_secs(3600),
+        );
+        let mode = r.choice(
+            "flash_sale_mode",
+            "`queue`, or `db`: the naive baseline (one MySQL transaction per buy, no Redis, no queue), for benchmarks only (docs/benchmarks.md)",
+            FlashSaleMode::Queue,
+        );
+        Some(FlashSaleSettings {
+            retry_delays: retry_delays?,
+            user_rate_limit: user_rate_limit?,
+            event_rate_limit: event_rate_limit?,
+            warmup_lead: warmup_lead?,
+            scheduler_interval: scheduler_interval?,
+            reconcile_after: reconcile_after?,
+            queue_max_length: queue_max_length?,
+            keys_retention: keys_retention?,
+            mode: mode?,
+        })
+    }
+}

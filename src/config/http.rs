@@ -1,0 +1,73 @@
+//! The HTTP server: where it listens, how big and how slow a request may be, who may call it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::Environment;
+use super::reader::Reader;
+use super::values::CorsOrigins;
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub addr: SocketAddr,
+    /// Largest accepted request body in bytes (larger → 413/10010).
+    pub body_limit: usize,
+    /// A request still running after this answers 503/10008.
+    pub request_timeout: Duration,
+    pub cors_origins: CorsOrigins,
+    /// How long shutdown waits for in-flight work before giving up.
+    pub shutdown_grace: Duration,
+    /// Reverse proxies in front of the service that append to `X-Forwarded-For`; 0 trusts no
+    /// header and uses the socket's peer address as the client IP.
+    pub trusted_proxy_hops: usize,
+}
+
+impl HttpSettings {
+    pub(super) fn read(r: &mut Reader<'_>, _env: Environment) -> Option<HttpSettings> {
+        r.section("HTTP server");
+        let addr =
+            r.parsed::<SocketAddr>("http_addr", "listen address", ([0, 0, 0, 0], 8080).into());
+        let body_limit = r.parsed::<usize>(
+            "http_body_limit",
+            "largest request body in bytes (413 / `10010` above)",
+            64 * 1024,
+        );
+        let request_timeout = r.duration(
+            "http_request_timeout",
+            "longer requests answer 503 / `10008`",
+            Duration::from_secs(10),
+        );
+        // Unlike other keys, an empty value is meaningful here: no browser origin at all.
+        let cors_origins = match r.raw_even_if_empty(
+            "cors_origins",
+            "comma-separated browser origins allowed by CORS; `*` for any, empty for none (prod.toml)",
+            "*",
+        ) {
+            None | Some("*") => CorsOrigins::Any,
+            Some(list) => CorsOrigins::List(
+                list.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+            ),
+        };
+        let shutdown_grace = r.duration(
+            "shutdown_grace",
+            "time in-flight requests get after SIGTERM",
+            Duration::from_secs(30),
+        );
+        let trusted_proxy_hops = r.parsed::<usize>(
+            "trusted_proxy_hops",
+            "reverse proxies in front that append to `X-Forwarded-For`; 0 uses the socket peer as client IP",
+            0,
+        );
+        Some(HttpSettings {
+            addr: addr?,
+            body_limit: body_limit?,
+            request_timeout: request_timeout?,
+            cors_origins,
+            shutdown_grace: shutdown_grace?,
+            trusted_proxy_hops: trusted_proxy_hops?,
+        })
+    }
+}

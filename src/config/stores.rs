@@ -1,0 +1,134 @@
+//! The three stores: MySQL, Redis and RabbitMQ — where they are, how their names are prefixed,
+//! how hard the process leans on them.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::mysql::MySqlConnectOptions;
+
+use super::Environment;
+use super::reader::Reader;
+use super::values::{QueueType, Secret};
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub url: Secret,
+    pub max_connections: u32,
+    /// Apply migrations when `serve`/`all` start.
+    pub auto_migrate: bool,
+    /// How long start-up keeps retrying a store that is down before it gives up (all three).
+    pub startup_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: Secret,
+    /// Prefix of every key (tests and tenants share one Redis).
+    pub prefix: String,
+    pub startup_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AmqpSettings {
+    pub url: Secret,
+    /// Prefix of every exchange and queue name.
+    pub prefix: String,
+    pub queue_type: QueueType,
+    /// Unacknowledged messages a consumer holds at once (and handles concurrently).
+    pub prefetch: u16,
+    pub startup_timeout: Duration,
+}
+
+/// All three, read together because they share `startup_timeout`.
+pub(super) fn read(
+    r: &mut Reader<'_>,
+    env: Environment,
+) -> Option<(DatabaseSettings, RedisSettings, AmqpSettings)> {
+    r.section("Stores");
+    let startup_timeout = r.duration(
+        "startup_timeout",
+        "how long start-up retries a store that is down, then exits non-zero",
+        Duration::from_secs(60),
+    );
+
+    let database_url = r.url(
+        "database_url",
+        "MySQL 8 / MariaDB 10.11 (configs/dev.toml has the local one)",
+        "mysql://spike:spike@127.0.0.1:3306/spike",
+        &["mysql", "mariadb"],
+        |url| {
+            MySqlConnectOptions::from_str(url)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+    );
+    let max_connections = r.at_least::<u32>("db_max_connections", "MySQL pool size", 20, 1);
+    let auto_migrate = r.bool(
+        "auto_migrate",
+        "apply migrations when `serve`/`all` start",
+        env == Environment::Dev,
+    );
+    r.default_is(
+        "`true` in dev, `false` elsewhere (staging.toml sets `true`)",
+        "true",
+    );
+
+    let redis_url = r.url(
+        "redis_url",
+        "Redis 7 (configs/dev.toml has the local one)",
+        "redis://127.0.0.1:6379",
+        &["redis", "rediss", "unix"],
+        |url| {
+            redis::Client::open(url)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+    );
+    let redis_prefix = r.text(
+        "redis_prefix",
+        "prefix of every Redis key (tests and tenants share one Redis)",
+        "spike:",
+    );
+
+    let amqp_url = r.url(
+        "amqp_url",
+        "RabbitMQ 3 (configs/dev.toml has the local one)",
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        &["amqp", "amqps"],
+        |url| url.parse::<lapin::uri::AMQPUri>().map(|_| ()),
+    );
+    let amqp_prefix = r.text("amqp_prefix", "prefix of every exchange and queue name", "");
+    let queue_type = r.choice(
+        "amqp_queue_type",
+        "`quorum` (replicated; RabbitMQ ≥ 3.10 for message TTLs) or `classic`",
+        QueueType::Quorum,
+    );
+    let prefetch = r.at_least::<u16>(
+        "amqp_prefetch",
+        "unacknowledged messages per consumer, handled concurrently",
+        32,
+        1,
+    );
+
+    let startup_timeout = startup_timeout?;
+    Some((
+        DatabaseSettings {
+            url: database_url?,
+            max_connections: max_connections?,
+            auto_migrate: auto_migrate?,
+            startup_timeout,
+        },
+        RedisSettings {
+            url: redis_url?,
+            prefix: redis_prefix,
+            startup_timeout,
+        },
+        AmqpSettings {
+            url: amqp_url?,
+            prefix: amqp_prefix,
+            queue_type: queue_type?,
+            prefetch: prefetch?,
+            startup_timeout,
+        },
+    ))
+}
