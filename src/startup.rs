@@ -18,7 +18,8 @@ use crate::service::auth::AuthService;
 use crate::service::catalog::CatalogService;
 use crate::service::health::HealthService;
 use crate::service::orders::OrderService;
-use crate::service::spike::{SpikeService, SpikeUnits};
+use crate::service::spike::SpikeService;
+use crate::service::spike_units::SpikeUnits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {

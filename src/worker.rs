@@ -1,23 +1,21 @@
 //! The background role (`spike worker`, or inside `spike all`): the outbox relay, the
 //! `order.close` consumer, the `spike.order.create` consumer, and the flash-sale housekeeping
 //! loop (warm-up scheduler and reconciler). Every handler is idempotent, so any number of
-//! workers may run.
+//! workers may run. The handlers here decide; `repo::amqp::consumer` acknowledges, retries and
+//! dead-letters.
 
-use lapin::message::Delivery;
-use lapin::types::AMQPValue;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::Config;
-use crate::repo::amqp::{
-    ATTEMPT_HEADER, ORDER_CLOSE, ORDER_CLOSE_DELAY, ORDER_CREATE, Topology, consumer,
-};
+use crate::repo::amqp::consumer::{self, Decision, Handler, Message, RetryPolicy, Route};
+use crate::repo::amqp::{ORDER_CLOSE, ORDER_CLOSE_DELAY, ORDER_CREATE};
 use crate::repo::{Infra, RepoError};
-use crate::service::orders::{CloseOutcome, OrderCloseMessage, OrderService};
+use crate::service::messages::{OrderCloseMessage, REQUEST_ID_HEADER, ReservationMessage};
+use crate::service::orders::{CloseOutcome, OrderService};
 use crate::service::outbox::OutboxRelay;
-use crate::service::spike::{REQUEST_ID_HEADER, ReservationMessage, SpikeService};
+use crate::service::spike::SpikeService;
 use crate::startup::Services;
-use consumer::Outcome;
-use tracing::Instrument;
 
 /// Runs the background tasks with `services` (the same ones the HTTP API uses in `spike all`)
 /// until `shutdown` is cancelled; returns when all have stopped.
@@ -45,21 +43,31 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let close_queue = infra.topology.queue(ORDER_CLOSE);
+    let prefetch = config.amqp.prefetch;
+    let (closer_handler, creator_handler) = (OrderCloser { orders }, OrderCreator { spike });
     let closer = consumer::run(
-        infra.amqp.create_channel().await?,
-        &close_queue,
-        config.amqp.prefetch,
+        &infra.amqp,
+        &infra.topology,
+        Route {
+            queue: ORDER_CLOSE,
+            retry: RetryPolicy::Requeue,
+            defer_to: Some(ORDER_CLOSE_DELAY),
+        },
+        prefetch,
         shutdown.clone(),
-        |delivery| handle_order_close(&orders, &infra, delivery),
+        &closer_handler,
     );
-    let create_queue = infra.topology.queue(ORDER_CREATE);
     let creator = consumer::run(
-        infra.amqp.create_channel().await?,
-        &create_queue,
-        config.amqp.prefetch,
+        &infra.amqp,
+        &infra.topology,
+        Route {
+            queue: ORDER_CREATE,
+            retry: RetryPolicy::RetryQueues,
+            defer_to: None,
+        },
+        prefetch,
         shutdown.clone(),
-        |delivery| handle_order_create(&spike, &infra, delivery),
+        &creator_handler,
     );
     // The first consumer to stop (shutdown, or a failure) stops the others.
     let closed = tokio::select! {
@@ -99,125 +107,85 @@ async fn run_housekeeping(
     }
 }
 
-/// One `spike.order.create` message: turn the reservation into an order. A failure goes to the
-/// next retry queue (its TTL is the backoff); after the last retry the reservation is
-/// compensated and the message dead-letters to `spike.order.create.dead`.
-async fn handle_order_create(
-    spike: &SpikeService,
-    infra: &Infra,
-    delivery: Delivery,
-) -> (Delivery, Outcome) {
-    let message: ReservationMessage = match serde_json::from_slice(&delivery.data) {
-        Ok(message) => message,
-        Err(error) => {
-            tracing::error!(%error, "malformed spike.order.create message dead-lettered");
-            return (delivery, Outcome::Reject);
-        }
-    };
-    let request_id = header_text(&delivery, REQUEST_ID_HEADER).unwrap_or_default();
-    let span = tracing::info_span!("spike.order.create", ticket = message.ticket, request_id);
-    let error = match spike.create_order(&message).instrument(span).await {
-        Ok(_) => return (delivery, Outcome::Ack),
-        Err(error) => error,
-    };
-    let attempt = attempt_of(&delivery);
-    if attempt < infra.topology.retries() {
-        tracing::warn!(ticket = message.ticket, attempt, %error, "creating a flash-sale order failed; retrying later");
-        // The other headers (the request id) travel on with the retry.
-        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-        headers.insert(
-            ATTEMPT_HEADER.into(),
-            AMQPValue::LongUInt(attempt as u32 + 1),
-        );
-        let routing_key = Topology::retry_routing_key(attempt + 1);
-        let sent = infra
-            .amqp
-            .publish_with_headers(
-                &infra.topology.exchange(),
-                &routing_key,
-                &delivery.data,
-                None,
-                headers,
-            )
-            .await;
-        return match sent {
-            Ok(()) => (delivery, Outcome::Ack),
-            Err(_) => (delivery, Outcome::Retry),
+/// `spike.order.create`: turns a reservation into an order. A failure goes through the retry
+/// queues (their TTLs are the backoff); after the last one the reservation is compensated and
+/// the message dead-letters to `spike.order.create.dead`.
+struct OrderCreator {
+    spike: SpikeService,
+}
+
+impl Handler for OrderCreator {
+    async fn handle(&self, message: &Message<'_>) -> Decision {
+        let reservation: ReservationMessage = match serde_json::from_slice(message.body) {
+            Ok(reservation) => reservation,
+            Err(error) => {
+                tracing::error!(%error, "malformed spike.order.create message dead-lettered");
+                return Decision::Poison;
+            }
         };
-    }
-    tracing::error!(ticket = message.ticket, attempt, %error, "creating a flash-sale order failed for good");
-    match spike.give_up(&message).await {
-        Ok(()) => (delivery, Outcome::Reject),
-        Err(_) => (delivery, Outcome::Retry),
-    }
-}
-
-/// A text header of the message.
-fn header_text(delivery: &Delivery, name: &str) -> Option<String> {
-    match delivery.properties.headers().as_ref()?.inner().get(name)? {
-        AMQPValue::LongString(text) => Some(text.to_string()),
-        AMQPValue::ShortString(text) => Some(text.to_string()),
-        _ => None,
-    }
-}
-
-/// Retries a message has been through (the header the retry path sets).
-fn attempt_of(delivery: &Delivery) -> usize {
-    let value = delivery
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|headers| headers.inner().get(ATTEMPT_HEADER).cloned());
-    match value {
-        Some(AMQPValue::LongUInt(n)) => n as usize,
-        Some(AMQPValue::LongInt(n)) => n.max(0) as usize,
-        Some(AMQPValue::LongLongInt(n)) => n.max(0) as usize,
-        _ => 0,
-    }
-}
-
-/// One `order.close` message: close the order if it is still unpaid and due.
-async fn handle_order_close(
-    orders: &OrderService,
-    infra: &Infra,
-    delivery: Delivery,
-) -> (Delivery, Outcome) {
-    let message: OrderCloseMessage = match serde_json::from_slice(&delivery.data) {
-        Ok(message) => message,
-        Err(error) => {
-            tracing::error!(%error, "malformed order.close message dropped");
-            return (delivery, Outcome::Reject);
-        }
-    };
-    let outcome = match orders.close_expired(message.order_id).await {
-        Ok(CloseOutcome::Closed | CloseOutcome::AlreadySettled) => Outcome::Ack,
-        Ok(CloseOutcome::Unknown) => {
-            tracing::warn!(
-                order_id = message.order_id,
-                "order.close for an unknown order"
-            );
-            Outcome::Ack
-        }
-        Ok(CloseOutcome::NotDue(remaining)) => {
-            // Wait out the rest in the delay queue, with a per-message TTL for the remainder.
-            let republished = infra
-                .amqp
-                .publish(
-                    &infra.topology.exchange(),
-                    ORDER_CLOSE_DELAY,
-                    &delivery.data,
-                    Some(remaining),
-                )
-                .await;
-            match republished {
-                Ok(()) => Outcome::Ack,
-                Err(_) => Outcome::Retry,
+        let request_id = message.header(REQUEST_ID_HEADER).unwrap_or_default();
+        let span = tracing::info_span!(
+            "spike.order.create",
+            ticket = reservation.ticket,
+            request_id
+        );
+        match self.spike.create_order(&reservation).instrument(span).await {
+            Ok(_) => Decision::Done,
+            Err(error) => {
+                tracing::warn!(
+                    ticket = reservation.ticket,
+                    attempt = message.attempt,
+                    %error,
+                    "creating a flash-sale order failed"
+                );
+                Decision::RetryLater
             }
         }
-        Err(error) => {
-            tracing::warn!(order_id = message.order_id, %error, "closing an order failed; will retry");
-            Outcome::Retry
+    }
+
+    async fn exhausted(&self, message: &Message<'_>) -> bool {
+        // `handle` has parsed it already: only well-formed messages reach here.
+        let Ok(reservation) = serde_json::from_slice::<ReservationMessage>(message.body) else {
+            return true;
+        };
+        tracing::error!(
+            ticket = reservation.ticket,
+            attempt = message.attempt,
+            "creating a flash-sale order failed for good; giving the reservation back"
+        );
+        self.spike.give_up(&reservation).await.is_ok()
+    }
+}
+
+/// `order.close`: closes the order if it is still unpaid and due.
+struct OrderCloser {
+    orders: OrderService,
+}
+
+impl Handler for OrderCloser {
+    async fn handle(&self, message: &Message<'_>) -> Decision {
+        let close: OrderCloseMessage = match serde_json::from_slice(message.body) {
+            Ok(close) => close,
+            Err(error) => {
+                tracing::error!(%error, "malformed order.close message dropped");
+                return Decision::Poison;
+            }
+        };
+        match self.orders.close_expired(close.order_id).await {
+            Ok(CloseOutcome::Closed | CloseOutcome::AlreadySettled) => Decision::Done,
+            Ok(CloseOutcome::Unknown) => {
+                tracing::warn!(
+                    order_id = close.order_id,
+                    "order.close for an unknown order"
+                );
+                Decision::Done
+            }
+            // Wait out the rest in the delay queue, with a per-message TTL for the remainder.
+            Ok(CloseOutcome::NotDue(remaining)) => Decision::Defer(remaining),
+            Err(error) => {
+                tracing::warn!(order_id = close.order_id, %error, "closing an order failed; will retry");
+                Decision::RetryLater
+            }
         }
-    };
-    (delivery, outcome)
+    }
 }

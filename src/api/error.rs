@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::middleware::current_request_id;
+use super::request_id::current_request_id;
 use crate::service::ServiceError;
 
 /// Every error code of API.md, with its HTTP status.

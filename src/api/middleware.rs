@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
 use tower::timeout::TimeoutLayer;
@@ -25,21 +25,10 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use super::error::{ApiError, ErrorCode};
+use super::request_id::{REQUEST_ID_HEADER, assign_request_id};
 use crate::config::{CorsOrigins, HttpSettings};
 
-pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 const IDEMPOTENCY_KEY_HEADER: HeaderName = HeaderName::from_static("idempotency-key");
-/// Client-supplied ids longer than this (or with odd characters) are replaced by a fresh one.
-const MAX_REQUEST_ID_LEN: usize = 128;
-
-tokio::task_local! {
-    static REQUEST_ID: String;
-}
-
-/// The id of the request being handled, or an empty string outside a request.
-pub fn current_request_id() -> String {
-    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
-}
 
 /// Wraps `router` in the full middleware stack configured by `config`.
 pub fn apply(router: Router, config: &HttpSettings) -> Router {
@@ -75,34 +64,6 @@ pub fn apply(router: Router, config: &HttpSettings) -> Router {
         .layer(CatchPanicLayer::custom(handler_panicked))
         .layer(DefaultBodyLimit::max(config.body_limit));
     router.layer(stack)
-}
-
-/// Accepts the client's `X-Request-Id` when it is sane, else makes one; echoes it on the response.
-async fn assign_request_id(mut request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get(&REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| is_acceptable_request_id(v))
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let header_value = HeaderValue::from_str(&id).expect("request ids are visible ASCII");
-    request
-        .headers_mut()
-        .insert(REQUEST_ID_HEADER, header_value.clone());
-    let mut response = REQUEST_ID.scope(id, next.run(request)).await;
-    response
-        .headers_mut()
-        .insert(REQUEST_ID_HEADER, header_value);
-    response
-}
-
-fn is_acceptable_request_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_REQUEST_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
 fn cors(origins: &CorsOrigins) -> CorsLayer {
@@ -153,17 +114,4 @@ fn handler_panicked(panic: Box<dyn Any + Send + 'static>) -> Response {
         .unwrap_or("non-string panic payload");
     tracing::error!(panic = detail, "handler panicked");
     ApiError::internal().into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_are_bounded_and_plain() {
-        assert!(is_acceptable_request_id("abc-123_x.y:z"));
-        assert!(!is_acceptable_request_id(""));
-        assert!(!is_acceptable_request_id("has space"));
-        assert!(!is_acceptable_request_id(&"a".repeat(129)));
-    }
 }

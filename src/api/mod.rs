@@ -9,6 +9,7 @@ pub mod health;
 pub mod middleware;
 pub mod orders;
 pub mod products;
+pub mod request_id;
 pub mod response;
 pub mod spike;
 pub mod validation;

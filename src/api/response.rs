@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::middleware::current_request_id;
+use super::request_id::current_request_id;
 
 /// A successful answer: the status (200, 201 or 202) and the `data` of the envelope.
 #[derive(Debug)]

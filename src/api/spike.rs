@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{AdminUser, ApiJson, ApiPath, ApiQuery, AuthUser, IdempotencyKey};
-use super::middleware::current_request_id;
+use super::request_id::current_request_id;
 use super::response::{ApiResponse, Envelope, PageView};
 use super::validation::{self, FieldErrors};
 use crate::domain::money::Money;

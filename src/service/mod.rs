@@ -4,10 +4,13 @@
 pub mod auth;
 pub mod catalog;
 pub mod health;
+pub mod messages;
+pub mod order_writer;
 pub mod orders;
 pub mod outbox;
 pub mod single_flight;
 pub mod spike;
+pub mod spike_units;
 
 use std::time::Duration;
 

@@ -9,24 +9,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::{MySqlConnection, MySqlPool};
 
 use super::ServiceError;
 use super::catalog::CatalogService;
-use super::spike::SpikeUnits;
+use super::order_writer::{self, WriteError};
+use super::spike_units::SpikeUnits;
 use crate::domain::money::Money;
 use crate::domain::order::{Order, OrderEvent, OrderItem, OrderKind, OrderRequest, OrderStatus};
 use crate::domain::product::Page;
-use crate::repo::amqp::ORDER_CLOSE_DELAY;
-use crate::repo::mysql::{self, orders, outbox};
-
-/// Body of the messages on `order.close.delay` / `order.close`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderCloseMessage {
-    pub order_id: u64,
-}
+use crate::repo::mysql::{self, orders};
 
 /// What the close consumer found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,9 +109,11 @@ impl OrderService {
             request_hash: request_hash.as_deref(),
             pay_deadline: mysql::now_utc() + self.inner.pay_timeout,
         };
-        let order_id = match orders::insert(&mut tx, &new_order).await {
+        let order_id = match order_writer::write(&mut tx, &new_order, &items).await {
             Ok(id) => id,
-            Err(error) if mysql::is_unique_violation(&error, orders::IDEMPOTENCY_KEY) => {
+            Err(WriteError::Order(error))
+                if mysql::is_unique_violation(&error, orders::IDEMPOTENCY_KEY) =>
+            {
                 drop(tx);
                 let key = idempotency_key.expect("only keyed orders hit the idempotency key");
                 return match self.replay(user_id, key, request_hash.as_deref()).await? {
@@ -126,7 +121,8 @@ impl OrderService {
                     None => Err(ServiceError::internal("idempotency key vanished")),
                 };
             }
-            Err(error) => return Err(error.into()),
+            Err(WriteError::Order(error)) => return Err(error.into()),
+            Err(WriteError::Other(error)) => return Err(error),
         };
         // Lines are in ascending product id order: concurrent orders lock inventory rows in the
         // same order and cannot deadlock on each other.
@@ -137,8 +133,6 @@ impl OrderService {
                 });
             }
         }
-        orders::insert_items(&mut tx, order_id, &items).await?;
-        announce_close(&mut tx, order_id).await?;
         let order = orders::find(&mut tx, order_id)
             .await?
             .ok_or_else(|| ServiceError::internal("order vanished inside its own transaction"))?;
@@ -319,14 +313,6 @@ async fn lock_own(
         Some((owner, status, deadline)) if owner == user_id => Ok((status, deadline)),
         _ => Err(ServiceError::OrderNotFound),
     }
-}
-
-/// Writes the outbox row that becomes the order's delayed close message.
-async fn announce_close(tx: &mut MySqlConnection, order_id: u64) -> Result<(), ServiceError> {
-    let payload =
-        serde_json::to_string(&OrderCloseMessage { order_id }).map_err(ServiceError::internal)?;
-    outbox::insert(tx, ORDER_CLOSE_DELAY, &payload).await?;
-    Ok(())
 }
 
 fn state_conflict(error: crate::domain::order::IllegalTransition) -> ServiceError {

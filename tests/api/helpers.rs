@@ -478,10 +478,22 @@ async fn remove_resources(config: &Config, database: &str, redis_prefix: &str) {
     .await
     .expect("amqp connection");
     let channel = amqp.create_channel().await.expect("amqp channel");
-    startup::topology(config)
-        .delete(&channel)
-        .await
-        .expect("delete test topology");
+    let topology = startup::topology(config);
+    for queue in topology.queue_names() {
+        channel
+            .queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default())
+            .await
+            .expect("delete a test queue");
+    }
+    for exchange in [topology.exchange(), topology.dead_letter_exchange()] {
+        channel
+            .exchange_delete(
+                exchange.into(),
+                lapin::options::ExchangeDeleteOptions::default(),
+            )
+            .await
+            .expect("delete a test exchange");
+    }
     amqp.close(200, "test cleanup".into()).await.ok();
 }
 

@@ -445,7 +445,7 @@ async fn a_redelivered_reservation_creates_one_order() {
     let admin = app.admin_token().await;
     let event = active_event(&app, &admin, 5).await;
     let people = buyers(&app, 1).await;
-    let message = spike::service::spike::ReservationMessage {
+    let message = spike::service::messages::ReservationMessage {
         ticket: "ticket-1".into(),
         event_id: event,
         user_id: people[0].0,

@@ -105,7 +105,7 @@ async fn returned_stock_clears_the_sold_out_flag_of_every_replica() {
     );
 
     // Another process gives a unit back (here: the order service's helper, as the worker does).
-    spike::service::spike::SpikeUnits::new(
+    spike::service::spike_units::SpikeUnits::new(
         app.infra.redis.clone(),
         app.config.redis.prefix.clone(),
     )

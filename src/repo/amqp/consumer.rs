@@ -1,87 +1,154 @@
-//! The consuming loop shared by every queue: bounded prefetch, manual acknowledgements, and a
-//! handler that decides per message whether it is done, should come back, or is poison.
+//! The consuming loop shared by every queue. It owns everything AMQP about a delivery: bounded
+//! prefetch, acknowledgements, the attempt header, routing a failed message to its retry queue
+//! or back onto its queue, deferring one to a delay queue, dead-lettering poison. Handlers see a
+//! [`Message`] and answer with a [`Decision`]; they know no lapin types.
 
 use std::future::Future;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use tokio_util::sync::CancellationToken;
 
-use crate::repo::RepoError;
+use super::{ATTEMPT_HEADER, Amqp, Topology};
+use crate::repo::{Dependency, RepoError};
 
-/// What to do with a message once its handler returns.
+/// A delivered message as a handler sees it.
+#[derive(Debug)]
+pub struct Message<'a> {
+    pub body: &'a [u8],
+    /// Retries it has been through (0 on the first delivery).
+    pub attempt: usize,
+    headers: Option<&'a FieldTable>,
+}
+
+impl Message<'_> {
+    /// A text header, if present.
+    pub fn header(&self, name: &str) -> Option<String> {
+        match self.headers?.inner().get(name)? {
+            AMQPValue::LongString(text) => Some(text.to_string()),
+            AMQPValue::ShortString(text) => Some(text.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// What a handler decided about a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Decision {
     /// Done (including "already done"): remove it from the queue.
-    Ack,
-    /// A transient failure: put it back for another attempt (after a short pause, so a broken
-    /// dependency is not hammered in a tight loop).
-    Retry,
+    Done,
+    /// A transient failure: try again later, as the queue's [`RetryPolicy`] says.
+    RetryLater,
+    /// Not yet: deliver it again after this long (through the consumer's delay route).
+    Defer(Duration),
     /// It can never succeed (malformed): drop it, or dead-letter it where the queue has a DLX.
+    Poison,
+}
+
+/// How a queue retries a message its handler could not finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryPolicy {
+    /// Back onto the same queue after a short pause, as often as it takes.
+    Requeue,
+    /// Through the order-creation retry queues (`retry.1`…`retry.n`, each with its backoff
+    /// TTL), counting attempts in a header; after the last, the handler's
+    /// [`Handler::exhausted`] undoes what the message holds and it dead-letters.
+    RetryQueues,
+}
+
+/// Handles one message at a time (the consumer runs up to `prefetch` of them at once).
+pub trait Handler: Send + Sync {
+    fn handle(&self, message: &Message<'_>) -> impl Future<Output = Decision> + Send;
+
+    /// The message failed its last retry and is about to dead-letter: compensate. `false` means
+    /// the compensation could not be done now; the message is put back and tried again.
+    fn exhausted(&self, _message: &Message<'_>) -> impl Future<Output = bool> + Send {
+        async { true }
+    }
+}
+
+/// Which queue to consume and how.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Routing key (and unprefixed name) of the queue.
+    pub queue: &'static str,
+    pub retry: RetryPolicy,
+    /// Where [`Decision::Defer`] sends a message (a queue that expires into this one).
+    pub defer_to: Option<&'static str>,
+}
+
+/// Pause before a message handed back with [`RetryPolicy::Requeue`] is requeued, so a broken
+/// dependency is not hammered in a tight loop.
+const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
+
+/// What happens to the delivery once the decision has been carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    Ack,
+    Requeue,
     Reject,
 }
 
-/// Pause before a message handed back with [`Outcome::Retry`] is requeued.
-const RETRY_PAUSE: Duration = Duration::from_secs(1);
-
-/// Consumes `queue` until `shutdown`, running up to `prefetch` handlers at once. Messages in
-/// flight at shutdown finish and are acknowledged; unacknowledged ones return to the queue when
+/// Consumes `route.queue` until `shutdown`, running up to `prefetch` handlers at once. Messages
+/// in flight at shutdown finish and are settled; unacknowledged ones return to the queue when
 /// the channel closes, so nothing is lost.
-pub async fn run<H, Fut>(
-    channel: Channel,
-    queue: &str,
+pub async fn run<H: Handler>(
+    amqp: &Amqp,
+    topology: &Topology,
+    route: Route,
     prefetch: u16,
     shutdown: CancellationToken,
-    handler: H,
-) -> Result<(), RepoError>
-where
-    H: Fn(Delivery) -> Fut,
-    Fut: Future<Output = (Delivery, Outcome)>,
-{
+    handler: &H,
+) -> Result<(), RepoError> {
+    let queue = topology.queue(route.queue);
+    let channel = amqp.create_channel().await?;
     channel
         .basic_qos(prefetch, BasicQosOptions::default())
         .await?;
     let consumer = channel
         .basic_consume(
-            queue.into(),
+            queue.as_str().into(),
             format!("spike-{}", uuid::Uuid::new_v4().simple()).into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
         .await?;
     tracing::info!(queue, prefetch, "consuming");
+    let queue = queue.as_str();
     consumer
         .take_until(shutdown.cancelled())
-        .for_each_concurrent(usize::from(prefetch), |delivery| async {
-            let delivery = match delivery {
-                Ok(delivery) => delivery,
-                Err(error) => {
-                    tracing::warn!(queue, %error, "consumer error");
-                    return;
+        .for_each_concurrent(usize::from(prefetch), |delivery| {
+            let route = &route;
+            async move {
+                let delivery = match delivery {
+                    Ok(delivery) => delivery,
+                    Err(error) => {
+                        tracing::warn!(queue, %error, "consumer error");
+                        return;
+                    }
+                };
+                let settle = consume_one(amqp, topology, route, handler, &delivery).await;
+                let settled = match settle {
+                    Settle::Ack => delivery.ack(BasicAckOptions::default()).await,
+                    Settle::Requeue => {
+                        tokio::time::sleep(REQUEUE_PAUSE).await;
+                        let requeue = BasicNackOptions {
+                            requeue: true,
+                            ..BasicNackOptions::default()
+                        };
+                        delivery.nack(requeue).await
+                    }
+                    Settle::Reject => delivery.reject(BasicRejectOptions { requeue: false }).await,
+                };
+                if let Err(error) = settled {
+                    // The broker redelivers it after the channel recovers; handlers are idempotent.
+                    tracing::warn!(queue, %error, ?settle, "could not settle a message");
                 }
-            };
-            let (delivery, outcome) = handler(delivery).await;
-            let settled = match outcome {
-                Outcome::Ack => delivery.ack(BasicAckOptions::default()).await,
-                Outcome::Retry => {
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                    let requeue = BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    };
-                    delivery.nack(requeue).await
-                }
-                Outcome::Reject => delivery.reject(BasicRejectOptions { requeue: false }).await,
-            };
-            if let Err(error) = settled {
-                // The broker redelivers it after the channel recovers; handlers are idempotent.
-                tracing::warn!(queue, %error, ?outcome, "could not settle a message");
             }
         })
         .await;
@@ -89,8 +156,114 @@ where
         // The broker cancelled the consumer or the channel died for good: let the process fail
         // (and be restarted) rather than run on without consuming.
         tracing::error!(queue, "consumer ended unexpectedly");
-        return Err(RepoError::Disconnected(crate::repo::Dependency::Rabbitmq));
+        return Err(RepoError::Disconnected(Dependency::Rabbitmq));
     }
     tracing::info!(queue, "consumer stopped");
     Ok(())
+}
+
+/// Runs the handler and carries out its decision; says how to settle the delivery.
+async fn consume_one<H: Handler>(
+    amqp: &Amqp,
+    topology: &Topology,
+    route: &Route,
+    handler: &H,
+    delivery: &Delivery,
+) -> Settle {
+    let headers = delivery.properties.headers().as_ref();
+    let message = Message {
+        body: &delivery.data,
+        attempt: attempt_of(headers),
+        headers,
+    };
+    match handler.handle(&message).await {
+        Decision::Done => Settle::Ack,
+        Decision::Poison => Settle::Reject,
+        Decision::Defer(delay) => {
+            let Some(delay_route) = route.defer_to else {
+                tracing::error!(
+                    queue = route.queue,
+                    "a handler deferred a message on a queue without a delay route"
+                );
+                return Settle::Requeue;
+            };
+            let published = amqp
+                .publish(&topology.exchange(), delay_route, message.body, Some(delay))
+                .await;
+            if published.is_ok() {
+                Settle::Ack
+            } else {
+                Settle::Requeue
+            }
+        }
+        Decision::RetryLater => match route.retry {
+            RetryPolicy::Requeue => Settle::Requeue,
+            RetryPolicy::RetryQueues if message.attempt < topology.retries() => {
+                // The other headers (the request id) travel on with the retry.
+                let mut headers = headers.cloned().unwrap_or_default();
+                let next = message.attempt + 1;
+                headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(next as u32));
+                let published = amqp
+                    .publish_with_headers(
+                        &topology.exchange(),
+                        &Topology::retry_routing_key(next),
+                        message.body,
+                        None,
+                        headers,
+                    )
+                    .await;
+                if published.is_ok() {
+                    Settle::Ack
+                } else {
+                    Settle::Requeue
+                }
+            }
+            RetryPolicy::RetryQueues => {
+                if handler.exhausted(&message).await {
+                    Settle::Reject
+                } else {
+                    Settle::Requeue
+                }
+            }
+        },
+    }
+}
+
+/// Retries a message has been through (the header the retry path sets).
+fn attempt_of(headers: Option<&FieldTable>) -> usize {
+    match headers.and_then(|headers| headers.inner().get(ATTEMPT_HEADER)) {
+        Some(AMQPValue::LongUInt(n)) => *n as usize,
+        Some(AMQPValue::LongInt(n)) => (*n).max(0) as usize,
+        Some(AMQPValue::LongLongInt(n)) => (*n).max(0) as usize,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_attempt_header_reads_any_integer_width_and_defaults_to_zero() {
+        let mut headers = FieldTable::default();
+        assert_eq!(attempt_of(None), 0);
+        assert_eq!(attempt_of(Some(&headers)), 0);
+        headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(2));
+        assert_eq!(attempt_of(Some(&headers)), 2);
+        headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(-1));
+        assert_eq!(attempt_of(Some(&headers)), 0);
+    }
+
+    #[test]
+    fn text_headers_are_read_whatever_their_amqp_string_type() {
+        let mut headers = FieldTable::default();
+        headers.insert("x-request-id".into(), AMQPValue::LongString("abc".into()));
+        let message = Message {
+            body: b"{}",
+            attempt: 0,
+            headers: Some(&headers),
+        };
+        assert_eq!(message.header("x-request-id").as_deref(), Some("abc"));
+        assert_eq!(message.header("missing"), None);
+    }
 }

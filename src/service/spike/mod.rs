@@ -23,12 +23,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
-use serde::{Deserialize, Serialize};
 use sqlx::MySqlPool;
 use time::OffsetDateTime;
 
 use super::ServiceError;
 use super::catalog::CatalogService;
+use super::messages::{REQUEST_ID_HEADER, ReservationMessage};
+use super::order_writer::{self, WriteError};
 use super::single_flight::SingleFlight;
 use crate::config::{FlashSaleMode, FlashSaleSettings, RateLimit};
 use crate::domain::money::Money;
@@ -37,7 +38,7 @@ use crate::domain::product::Page;
 use crate::domain::spike::{EventStatus, EventWindow, SpikeEvent};
 use crate::repo::amqp::ORDER_CREATE;
 use crate::repo::mysql::spike_events::{self, EventFields};
-use crate::repo::mysql::{self, orders, outbox, products};
+use crate::repo::mysql::{self, orders, products};
 use crate::repo::redis::rate_limit::{self, Decision};
 use crate::repo::redis::spike::{self as redis_spike, EventKeys, Reservation, WarmMode, WarmState};
 use crate::repo::{Amqp, Topology};
@@ -45,21 +46,8 @@ pub use reconcile::{Ledger, ReconcileReport};
 use sold_out::SoldOutFlags;
 use user_limit::UserRateLimiter;
 
-/// Message header carrying the id of the HTTP request that reserved the unit, so the worker's
-/// log lines can be joined with the API's.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
 /// How long a buyer's result stays in Redis (MySQL answers after that).
 const RESULT_TTL_SECS: u64 = 24 * 3600;
-
-/// The message published for each reservation (`spike.order.create`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReservationMessage {
-    pub ticket: String,
-    pub event_id: u64,
-    pub user_id: u64,
-    pub reserved_at_ms: i64,
-}
 
 /// A purchase attempt as the API hands it over.
 #[derive(Debug, Clone, Copy)]
@@ -667,7 +655,16 @@ impl SpikeService {
             request_hash: None,
             pay_deadline: mysql::now_utc() + self.pay_timeout,
         };
-        let order_id = orders::insert(&mut tx, &new_order).await?;
+        let item = OrderItem {
+            product_id: event.product_id,
+            quantity: 1,
+            price: event.spike_price,
+        };
+        let order_id = match order_writer::write(&mut tx, &new_order, &[item]).await {
+            Ok(order_id) => order_id,
+            Err(WriteError::Order(error)) => return Err(error.into()),
+            Err(WriteError::Other(error)) => return Err(error),
+        };
         let linked = spike_events::insert_spike_order(
             &mut tx,
             message.event_id,
@@ -689,15 +686,6 @@ impl SpikeService {
             }
             return Err(error.into());
         }
-        let item = OrderItem {
-            product_id: event.product_id,
-            quantity: 1,
-            price: event.spike_price,
-        };
-        orders::insert_items(&mut tx, order_id, &[item]).await?;
-        let close = serde_json::to_string(&crate::service::orders::OrderCloseMessage { order_id })
-            .map_err(ServiceError::internal)?;
-        outbox::insert(&mut tx, crate::repo::amqp::ORDER_CLOSE_DELAY, &close).await?;
         tx.commit().await?;
         tracing::info!(
             order_id,
@@ -730,33 +718,4 @@ fn rejected(error: ServiceError) -> ServiceError {
     };
     metrics::counter!("spike_buy_total", "outcome" => outcome).increment(1);
     error
-}
-
-/// Returns flash-sale units to Redis once MySQL has them back (an order closed unpaid or was
-/// cancelled), and announces them so every replica clears its sold-out flag.
-#[derive(Clone)]
-pub struct SpikeUnits {
-    redis: ConnectionManager,
-    prefix: String,
-}
-
-impl SpikeUnits {
-    pub fn new(redis: ConnectionManager, prefix: impl Into<String>) -> SpikeUnits {
-        SpikeUnits {
-            redis,
-            prefix: prefix.into(),
-        }
-    }
-
-    /// Never fails its caller: MySQL has committed the unit. If Redis cannot be told, the unit
-    /// stays unsold until the event is warmed again, and the reconciler reports the drift.
-    pub async fn give_back(&self, event_id: u64) {
-        let keys = EventKeys::new(&self.prefix, event_id);
-        match redis_spike::return_unit(&mut self.redis.clone(), &keys).await {
-            Ok(returned) => tracing::info!(event_id, returned, "flash-sale unit given back"),
-            Err(error) => {
-                tracing::warn!(event_id, %error, "flash-sale unit not given back to redis");
-            }
-        }
-    }
 }

@@ -15,11 +15,12 @@ use std::sync::Mutex;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{RESULT_TTL_SECS, ReservationMessage, SpikeService};
+use super::{RESULT_TTL_SECS, SpikeService};
 use crate::domain::spike::SpikeEvent;
 use crate::repo::mysql::spike_events;
 use crate::repo::redis::spike::{self as redis_spike, PendingReservation};
 use crate::service::ServiceError;
+use crate::service::messages::ReservationMessage;
 
 /// Where an event's units are, from both stores.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

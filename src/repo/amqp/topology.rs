@@ -1,0 +1,266 @@
+//! Names and arguments of every exchange and queue (all under `SPIKE_AMQP_PREFIX`), and their
+//! declaration. Both roles declare the whole topology at start-up; declarations are idempotent.
+
+use std::time::Duration;
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, ExchangeKind};
+
+use super::{ORDER_CLOSE, ORDER_CLOSE_DELAY, ORDER_CREATE};
+use crate::config::{AmqpSettings, FlashSaleSettings, QueueType};
+use crate::repo::RepoError;
+
+/// Names and arguments of every exchange and queue, with the configured prefix applied.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    prefix: String,
+    queue_type: QueueType,
+    pay_timeout: Duration,
+    /// Backoff of the order-creation retry queues (DESIGN.md §5): retry n waits `retry_delays[n-1]`.
+    retry_delays: Vec<Duration>,
+    /// Bound of the order-creation queue; a full queue refuses publishes (`reject-publish`).
+    order_queue_max_length: u32,
+}
+
+impl Topology {
+    /// The names and arguments for these settings; `pay_timeout` is the delay queue's TTL.
+    pub fn new(
+        amqp: &AmqpSettings,
+        pay_timeout: Duration,
+        flash_sale: &FlashSaleSettings,
+    ) -> Topology {
+        Topology {
+            prefix: amqp.prefix.clone(),
+            queue_type: amqp.queue_type,
+            pay_timeout,
+            retry_delays: flash_sale.retry_delays.clone(),
+            order_queue_max_length: flash_sale.queue_max_length,
+        }
+    }
+
+    fn name(&self, base: &str) -> String {
+        format!("{}{base}", self.prefix)
+    }
+
+    /// The direct exchange every message is published to.
+    pub fn exchange(&self) -> String {
+        self.name("spike.direct")
+    }
+
+    /// Where order-creation messages go after their last failed attempt.
+    pub fn dead_letter_exchange(&self) -> String {
+        self.name("spike.dlx")
+    }
+
+    /// Full queue name for a routing key of [`Topology::exchange`].
+    pub fn queue(&self, routing_key: &str) -> String {
+        self.name(routing_key)
+    }
+
+    /// Routing key (and unprefixed queue name) of retry attempt `attempt` (1-based).
+    pub fn retry_routing_key(attempt: usize) -> String {
+        format!("{ORDER_CREATE}.retry.{attempt}")
+    }
+
+    /// How many retries a failed order-creation message gets before it dead-letters.
+    pub fn retries(&self) -> usize {
+        self.retry_delays.len()
+    }
+
+    /// The order-creation queue and its retry queues: where a reservation's message can wait.
+    pub fn order_create_queues(&self) -> Vec<String> {
+        let mut queues = vec![self.queue(ORDER_CREATE)];
+        queues.extend((1..=self.retries()).map(|n| self.queue(&Topology::retry_routing_key(n))));
+        queues
+    }
+
+    /// Kept for inspection: messages that failed every attempt.
+    pub fn dead_queue(&self) -> String {
+        self.name(&format!("{ORDER_CREATE}.dead"))
+    }
+
+    /// Every queue with its declaration arguments and the routing key binding it to the exchange
+    /// it is fed from.
+    fn queues(&self) -> Vec<QueueSpec> {
+        let mut queues = vec![QueueSpec {
+            name: self.queue(ORDER_CREATE),
+            exchange: self.exchange(),
+            routing_key: ORDER_CREATE.into(),
+            arguments: self.arguments(&[
+                ("x-dead-letter-exchange", text(&self.dead_letter_exchange())),
+                // Bounded: an overloaded broker nacks the publish and the buyer's reservation is
+                // undone, instead of the backlog growing without limit.
+                (
+                    "x-max-length",
+                    AMQPValue::LongLongInt(i64::from(self.order_queue_max_length)),
+                ),
+                ("x-overflow", text("reject-publish")),
+            ]),
+        }];
+        for (index, delay) in self.retry_delays.iter().enumerate() {
+            let routing_key = Topology::retry_routing_key(index + 1);
+            queues.push(QueueSpec {
+                name: self.queue(&routing_key),
+                exchange: self.exchange(),
+                routing_key,
+                arguments: self.arguments(&[
+                    ("x-message-ttl", millis(*delay)),
+                    ("x-dead-letter-exchange", text(&self.exchange())),
+                    ("x-dead-letter-routing-key", text(ORDER_CREATE)),
+                ]),
+            });
+        }
+        queues.push(QueueSpec {
+            name: self.dead_queue(),
+            exchange: self.dead_letter_exchange(),
+            routing_key: ORDER_CREATE.into(),
+            arguments: self.arguments(&[]),
+        });
+        queues.push(QueueSpec {
+            name: self.queue(ORDER_CLOSE_DELAY),
+            exchange: self.exchange(),
+            routing_key: ORDER_CLOSE_DELAY.into(),
+            arguments: self.arguments(&[
+                ("x-message-ttl", millis(self.pay_timeout)),
+                ("x-dead-letter-exchange", text(&self.exchange())),
+                ("x-dead-letter-routing-key", text(ORDER_CLOSE)),
+            ]),
+        });
+        queues.push(QueueSpec {
+            name: self.queue(ORDER_CLOSE),
+            exchange: self.exchange(),
+            routing_key: ORDER_CLOSE.into(),
+            arguments: self.arguments(&[]),
+        });
+        queues
+    }
+
+    fn arguments(&self, extra: &[(&str, AMQPValue)]) -> FieldTable {
+        let mut table = FieldTable::default();
+        table.insert("x-queue-type".into(), text(self.queue_type.into()));
+        for (key, value) in extra {
+            table.insert(ShortString::from(*key), value.clone());
+        }
+        table
+    }
+
+    /// Declares exchanges, queues and bindings. Idempotent; fails with PRECONDITION_FAILED when a
+    /// queue exists with other arguments (e.g. the pay timeout changed: see docs/runbook.md).
+    pub async fn declare(&self, channel: &Channel) -> Result<(), RepoError> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        for exchange in [self.exchange(), self.dead_letter_exchange()] {
+            channel
+                .exchange_declare(
+                    exchange.into(),
+                    ExchangeKind::Direct,
+                    durable,
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        for queue in self.queues() {
+            channel
+                .queue_declare(
+                    queue.name.clone().into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    queue.arguments,
+                )
+                .await?;
+            channel
+                .queue_bind(
+                    queue.name.into(),
+                    queue.exchange.into(),
+                    queue.routing_key.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Names of every queue, for tests and diagnostics.
+    pub fn queue_names(&self) -> Vec<String> {
+        self.queues().into_iter().map(|q| q.name).collect()
+    }
+}
+
+struct QueueSpec {
+    name: String,
+    exchange: String,
+    routing_key: String,
+    arguments: FieldTable,
+}
+
+fn text(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}
+
+fn millis(duration: Duration) -> AMQPValue {
+    AMQPValue::LongLongInt(duration.as_millis().min(i64::MAX as u128) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topology(prefix: &str) -> Topology {
+        Topology {
+            prefix: prefix.into(),
+            queue_type: QueueType::Quorum,
+            pay_timeout: Duration::from_secs(900),
+            retry_delays: vec![
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+                Duration::from_secs(30),
+            ],
+            order_queue_max_length: 1000,
+        }
+    }
+
+    #[test]
+    fn every_name_carries_the_prefix() {
+        let t = topology("t1.");
+        assert_eq!(t.exchange(), "t1.spike.direct");
+        assert_eq!(t.dead_letter_exchange(), "t1.spike.dlx");
+        assert!(t.queue_names().iter().all(|q| q.starts_with("t1.")));
+        assert_eq!(
+            t.queue_names(),
+            vec![
+                "t1.spike.order.create",
+                "t1.spike.order.create.retry.1",
+                "t1.spike.order.create.retry.2",
+                "t1.spike.order.create.retry.3",
+                "t1.spike.order.create.dead",
+                "t1.order.close.delay",
+                "t1.order.close",
+            ]
+        );
+    }
+
+    #[test]
+    fn delay_queue_expires_into_order_close_after_the_pay_timeout() {
+        let t = topology("");
+        let delay = t
+            .queues()
+            .into_iter()
+            .find(|q| q.name == ORDER_CLOSE_DELAY)
+            .expect("delay queue");
+        let args = delay.arguments.inner();
+        assert_eq!(
+            args.get("x-message-ttl"),
+            Some(&AMQPValue::LongLongInt(900_000))
+        );
+        assert_eq!(
+            args.get("x-dead-letter-routing-key"),
+            Some(&text(ORDER_CLOSE))
+        );
+    }
+}
