@@ -3,7 +3,7 @@
 //! endpoint answers with. `cargo bench` prints time per call; docs/benchmarks.md has figures.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use spike::api::error::ErrorEnvelope;
@@ -34,25 +34,23 @@ fn user_limiter(c: &mut Criterion) {
         burst: u32::MAX,
         per: Duration::from_secs(1),
     });
-    let now = Instant::now();
     let mut user = 0u64;
     c.bench_function("user_limiter_take_10k_buyers", |b| {
         b.iter(|| {
             user = (user + 1) % 10_000;
-            limiter.take(black_box(user), now)
+            limiter.take(black_box(user))
         })
     });
 }
 
 fn sold_out_flag(c: &mut Criterion) {
     let flags = SoldOutFlags::default();
-    let now = Instant::now();
-    flags.mark(7, now);
+    flags.mark(7);
     c.bench_function("sold_out_flag_hit", |b| {
-        b.iter(|| flags.is_sold_out(black_box(7), now))
+        b.iter(|| flags.is_sold_out(black_box(7)))
     });
     c.bench_function("sold_out_flag_miss", |b| {
-        b.iter(|| flags.is_sold_out(black_box(8), now))
+        b.iter(|| flags.is_sold_out(black_box(8)))
     });
 }
 

@@ -3,9 +3,11 @@
 //! Layers, each depending only on the ones below it:
 //! - [`api`]: HTTP routing, middleware, extractors, DTOs and the response envelope;
 //! - [`service`]: business rules and transactions;
-//! - [`repo`]: MySQL, Redis and RabbitMQ access; [`domain`]: value types valid by construction.
+//! - [`repo`]: MySQL, Redis and RabbitMQ access; [`domain`]: value types valid by construction;
+//! - [`util`]: domain-free helpers any layer may use (single-flight loading).
 //!
-//! [`startup`] wires them into a running HTTP server; [`worker`] is the background role;
+//! [`config`] reads the settings, one section per area; [`startup`] is the composition root: it
+//! builds the services once and wires them into a running HTTP server; [`worker`] is the background role;
 //! [`bench`] is the load tool (`spike bench`).
 
 pub mod api;
@@ -16,4 +18,5 @@ pub mod repo;
 pub mod service;
 pub mod startup;
 pub mod telemetry;
+pub mod util;
 pub mod worker;

@@ -21,6 +21,9 @@ use crate::service::orders::OrderService;
 use crate::service::spike::SpikeService;
 use crate::service::spike_units::SpikeUnits;
 
+/// How often the API forgets buyers whose flash-sale rate limit has recovered.
+const IDLE_BUYER_SWEEP: std::time::Duration = std::time::Duration::from_secs(60);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error(transparent)]
@@ -191,6 +194,13 @@ impl Application {
         let client = self.infra.redis_client.clone();
         let listening = shutdown.clone();
         tasks.spawn(async move { flags.listen(client, channel, listening).await });
+        let flash_sale = self.services.flash_sale.clone();
+        let sweeping = shutdown.clone();
+        tasks.spawn(async move {
+            flash_sale
+                .forget_idle_buyers_every(IDLE_BUYER_SWEEP, sweeping)
+                .await
+        });
         let grace = self.config.http.shutdown_grace;
         tokio::select! {
             result = server => result.map_err(StartupError::Serve)?,

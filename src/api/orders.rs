@@ -192,7 +192,7 @@ pub async fn list_orders(
     let status = params
         .status
         .as_deref()
-        .and_then(|raw| errors.check("status", raw.parse::<OrderStatus>()));
+        .and_then(|raw| errors.check("status", validation::choice::<OrderStatus>("status", raw)));
     errors.into_result()?;
     let (orders, total) = state.orders.list(user.id, status, page).await?;
     Ok(ApiResponse::ok(PageView {

@@ -324,7 +324,7 @@ pub async fn list_events(
     let status = params
         .status
         .as_deref()
-        .and_then(|raw| errors.check("status", raw.parse::<EventStatus>()));
+        .and_then(|raw| errors.check("status", validation::choice::<EventStatus>("status", raw)));
     errors.into_result()?;
     let (events, total) = state.spike.list(status, page).await?;
     Ok(ApiResponse::ok(PageView {

@@ -10,6 +10,15 @@ use crate::domain::product::Page;
 #[derive(Debug, Default)]
 pub struct FieldErrors(BTreeMap<String, String>);
 
+/// One of an enum's names (`status=paid`), or "`field` must be one of …" naming them all.
+pub fn choice<T>(field: &str, raw: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + strum::VariantNames,
+{
+    raw.parse::<T>()
+        .map_err(|_| format!("{field} must be one of {}", T::VARIANTS.join(", ")))
+}
+
 impl FieldErrors {
     /// Keeps the value, or records the problem under `field` and returns `None`.
     pub fn check<T, E: Into<String>>(&mut self, field: &str, result: Result<T, E>) -> Option<T> {

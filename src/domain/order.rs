@@ -1,8 +1,6 @@
 //! Orders: the status machine, order lines and the rules for a valid order request.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
 use time::OffsetDateTime;
 
@@ -19,7 +17,18 @@ pub const MAX_ITEMS: usize = 50;
 ///        │ └──close───▶ closed      (pay timeout; stock returns)
 /// ```
 /// Every other transition is illegal (409/40002); a paid order never closes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum OrderStatus {
     PendingPayment,
     Paid,
@@ -57,35 +66,22 @@ impl OrderStatus {
     }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::PendingPayment => "pending_payment",
-            OrderStatus::Paid => "paid",
-            OrderStatus::Cancelled => "cancelled",
-            OrderStatus::Closed => "closed",
-        }
+        self.into()
     }
 }
 
-impl fmt::Display for OrderStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for OrderStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<OrderStatus, String> {
-        match s {
-            "pending_payment" => Ok(OrderStatus::PendingPayment),
-            "paid" => Ok(OrderStatus::Paid),
-            "cancelled" => Ok(OrderStatus::Cancelled),
-            "closed" => Ok(OrderStatus::Closed),
-            _ => Err("status must be one of pending_payment, paid, cancelled, closed".into()),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum OrderKind {
     Regular,
     Spike,
@@ -93,21 +89,7 @@ pub enum OrderKind {
 
 impl OrderKind {
     pub fn as_str(self) -> &'static str {
-        match self {
-            OrderKind::Regular => "regular",
-            OrderKind::Spike => "spike",
-        }
-    }
-}
-
-impl FromStr for OrderKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<OrderKind, String> {
-        match s {
-            "regular" => Ok(OrderKind::Regular),
-            "spike" => Ok(OrderKind::Spike),
-            other => Err(format!("unknown order kind {other:?}")),
-        }
+        self.into()
     }
 }
 

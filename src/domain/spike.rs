@@ -39,7 +39,18 @@ impl EventWindow {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum EventStatus {
     Upcoming,
     Active,
@@ -48,23 +59,7 @@ pub enum EventStatus {
 
 impl EventStatus {
     pub fn as_str(self) -> &'static str {
-        match self {
-            EventStatus::Upcoming => "upcoming",
-            EventStatus::Active => "active",
-            EventStatus::Ended => "ended",
-        }
-    }
-}
-
-impl std::str::FromStr for EventStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<EventStatus, String> {
-        match s {
-            "upcoming" => Ok(EventStatus::Upcoming),
-            "active" => Ok(EventStatus::Active),
-            "ended" => Ok(EventStatus::Ended),
-            _ => Err("status must be one of upcoming, active, ended".into()),
-        }
+        self.into()
     }
 }
 

@@ -8,7 +8,6 @@ pub mod mysql;
 pub mod redis;
 mod retry;
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,8 +76,21 @@ impl RepoError {
     }
 }
 
-/// The external services the process depends on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The external services the process depends on (`Dependency::iter()` lists them in this order).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
+#[strum(serialize_all = "lowercase")]
 pub enum Dependency {
     Mysql,
     Redis,
@@ -86,20 +98,8 @@ pub enum Dependency {
 }
 
 impl Dependency {
-    pub const ALL: [Dependency; 3] = [Dependency::Mysql, Dependency::Redis, Dependency::Rabbitmq];
-
     pub fn name(self) -> &'static str {
-        match self {
-            Dependency::Mysql => "mysql",
-            Dependency::Redis => "redis",
-            Dependency::Rabbitmq => "rabbitmq",
-        }
-    }
-}
-
-impl fmt::Display for Dependency {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        self.into()
     }
 }
 

@@ -19,12 +19,12 @@ use redis::aio::ConnectionManager;
 use sqlx::MySqlPool;
 
 use super::ServiceError;
-use super::single_flight::SingleFlight;
 use crate::config::CatalogSettings;
 use crate::domain::product::{NewProduct, Product, ProductChanges, ProductQuery};
 use crate::repo::mysql::products;
 use crate::repo::redis::Keys;
 use crate::repo::redis::product_cache::{self, Cached};
+use crate::util::single_flight::SingleFlight;
 
 /// How long after a write the key is deleted a second time.
 const SECOND_INVALIDATION_DELAY: Duration = Duration::from_millis(500);

@@ -10,7 +10,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The result of probing every dependency.
 #[derive(Debug, Clone)]
 pub struct Readiness {
-    /// One entry per dependency, in [`Dependency::ALL`] order: `Ok` or the failure reason.
+    /// One entry per dependency, in declaration order of [`Dependency`]: `Ok` or the failure reason.
     pub checks: Vec<(Dependency, Result<(), String>)>,
 }
 

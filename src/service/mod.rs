@@ -8,7 +8,6 @@ pub mod messages;
 pub mod order_writer;
 pub mod orders;
 pub mod outbox;
-pub mod single_flight;
 pub mod spike;
 pub mod spike_units;
 

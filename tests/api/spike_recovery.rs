@@ -68,8 +68,7 @@ async fn an_unpaid_flash_sale_order_closes_and_its_unit_goes_to_another_buyer() 
         "the unit back in Redis and the sold-out flag cleared",
         StdDuration::from_secs(5),
         || async {
-            app.ledger(&admin, event).await["redis_stock"] == 1
-                && !flags.is_sold_out(event, Instant::now())
+            app.ledger(&admin, event).await["redis_stock"] == 1 && !flags.is_sold_out(event)
         },
     )
     .await;
@@ -99,10 +98,7 @@ async fn returned_stock_clears_the_sold_out_flag_of_every_replica() {
         Some(50004)
     );
     let flags = app.state.spike.sold_out_flags();
-    assert!(
-        flags.is_sold_out(event, Instant::now()),
-        "flag set by the sold-out answer"
-    );
+    assert!(flags.is_sold_out(event), "flag set by the sold-out answer");
 
     // Another process gives a unit back (here: the order service's helper, as the worker does).
     spike::service::spike_units::SpikeUnits::new(
@@ -113,7 +109,7 @@ async fn returned_stock_clears_the_sold_out_flag_of_every_replica() {
     .await;
     // Well within the flag's own lifetime: only the announcement can clear it this fast.
     let started = Instant::now();
-    while flags.is_sold_out(event, Instant::now()) {
+    while flags.is_sold_out(event) {
         assert!(
             started.elapsed() < spike::service::spike::sold_out::FLAG_TTL / 2,
             "flag not cleared by the announcement"

@@ -55,6 +55,12 @@ pub async fn ping(pool: &MySqlPool) -> Result<(), RepoError> {
     Ok(())
 }
 
+/// A column whose value the domain type refuses (a status no code knows, a negative price):
+/// the row is unreadable, which is a bug or a bad migration, never the client's fault.
+pub(crate) fn decode_error(column: &str, error: impl std::fmt::Display) -> RepoError {
+    RepoError::Mysql(sqlx::Error::Decode(format!("{column}: {error}").into()))
+}
+
 /// True when `error` is a duplicate-key violation of the unique key named `key`.
 pub fn is_unique_violation(error: &sqlx::Error, key: &str) -> bool {
     match error {

@@ -7,6 +7,7 @@ use rust_decimal::Decimal;
 use sqlx::{MySql, MySqlConnection, MySqlExecutor, QueryBuilder};
 use time::PrimitiveDateTime;
 
+use super::decode_error;
 use crate::domain::money::Money;
 use crate::domain::order::{Order, OrderItem, OrderKind, OrderStatus};
 use crate::domain::product::Page;
@@ -14,11 +15,6 @@ use crate::repo::RepoError;
 
 /// Name of the unique key on `orders (user_id, idempotency_key)`.
 pub const IDEMPOTENCY_KEY: &str = "uk_orders_user_idempotency_key";
-
-fn decode_error(message: impl Into<String>) -> RepoError {
-    let message: String = message.into();
-    RepoError::Mysql(sqlx::Error::Decode(message.into()))
-}
 
 #[derive(sqlx::FromRow)]
 struct OrderRow {
@@ -45,9 +41,9 @@ fn to_order(row: OrderRow, items: Vec<OrderItem>) -> Result<Order, RepoError> {
     Ok(Order {
         id: row.id,
         user_id: row.user_id,
-        status: OrderStatus::from_str(&row.status).map_err(decode_error)?,
-        kind: OrderKind::from_str(&row.kind).map_err(decode_error)?,
-        total_amount: Money::new(row.total_amount).map_err(|e| decode_error(e.to_string()))?,
+        status: OrderStatus::from_str(&row.status).map_err(|e| decode_error("status", e))?,
+        kind: OrderKind::from_str(&row.kind).map_err(|e| decode_error("kind", e))?,
+        total_amount: Money::new(row.total_amount).map_err(|e| decode_error("total_amount", e))?,
         items,
         pay_deadline: row.pay_deadline.assume_utc(),
         created_at: row.created_at.assume_utc(),
@@ -92,7 +88,7 @@ pub async fn active_prices(
         .map(|(id, price)| {
             Money::new(price)
                 .map(|price| (id, price))
-                .map_err(|e| decode_error(e.to_string()))
+                .map_err(|e| decode_error("price", e))
         })
         .collect()
 }
@@ -203,7 +199,7 @@ pub async fn lock(
     row.map(|(user_id, status, deadline)| {
         Ok((
             user_id,
-            OrderStatus::from_str(&status).map_err(decode_error)?,
+            OrderStatus::from_str(&status).map_err(|e| decode_error("status", e))?,
             deadline,
         ))
     })
@@ -306,7 +302,7 @@ async fn items_of(
     query.push(") ORDER BY order_id, product_id");
     let rows: Vec<ItemRow> = query.build_query_as().fetch_all(db).await?;
     for row in rows {
-        let price = Money::new(row.price).map_err(|e| decode_error(e.to_string()))?;
+        let price = Money::new(row.price).map_err(|e| decode_error("price", e))?;
         by_order.entry(row.order_id).or_default().push(OrderItem {
             product_id: row.product_id,
             quantity: row.quantity,

@@ -25,8 +25,7 @@ struct ProductRow {
 impl TryFrom<ProductRow> for Product {
     type Error = RepoError;
     fn try_from(row: ProductRow) -> Result<Product, RepoError> {
-        let price =
-            Money::new(row.price).map_err(|e| RepoError::Mysql(sqlx::Error::Decode(e.into())))?;
+        let price = Money::new(row.price).map_err(|e| super::decode_error("price", e))?;
         Ok(Product {
             id: row.id,
             title: row.title,

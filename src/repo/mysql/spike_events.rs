@@ -26,17 +26,17 @@ struct EventRow {
 impl TryFrom<EventRow> for SpikeEvent {
     type Error = RepoError;
     fn try_from(row: EventRow) -> Result<SpikeEvent, RepoError> {
-        let decode = |e: String| RepoError::Mysql(sqlx::Error::Decode(e.into()));
         Ok(SpikeEvent {
             id: row.id,
             product_id: row.product_id,
             title: row.title,
-            spike_price: Money::new(row.spike_price).map_err(|e| decode(e.to_string()))?,
+            spike_price: Money::new(row.spike_price)
+                .map_err(|e| super::decode_error("spike_price", e))?,
             total_stock: row.total_stock,
             available_stock: row.available_stock,
             per_user_limit: row.per_user_limit,
             window: EventWindow::new(row.start_at.assume_utc(), row.end_at.assume_utc())
-                .map_err(decode)?,
+                .map_err(|e| super::decode_error("start_at/end_at", e))?,
             created_at: row.created_at.assume_utc(),
         })
     }

@@ -21,7 +21,7 @@ impl TryFrom<UserRow> for User {
         let role = row
             .role
             .parse::<Role>()
-            .map_err(|e| RepoError::Mysql(sqlx::Error::Decode(e.into())))?;
+            .map_err(|e| super::decode_error("role", e))?;
         Ok(User {
             id: row.id,
             email: row.email,

@@ -20,7 +20,9 @@ pub mod sold_out;
 pub mod user_limit;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use redis::aio::ConnectionManager;
 use sqlx::MySqlPool;
@@ -30,7 +32,6 @@ use super::ServiceError;
 use super::catalog::CatalogService;
 use super::messages::{REQUEST_ID_HEADER, ReservationMessage};
 use super::order_writer::{self, WriteError};
-use super::single_flight::SingleFlight;
 use crate::config::{FlashSaleMode, FlashSaleSettings, RateLimit};
 use crate::domain::money::Money;
 use crate::domain::order::{OrderItem, OrderKind};
@@ -42,6 +43,7 @@ use crate::repo::mysql::{self, orders, products};
 use crate::repo::redis::rate_limit::{self, Decision};
 use crate::repo::redis::spike::{self as redis_spike, EventKeys, Reservation, WarmMode, WarmState};
 use crate::repo::{Amqp, Topology};
+use crate::util::single_flight::SingleFlight;
 pub use reconcile::{Ledger, ReconcileReport};
 use sold_out::SoldOutFlags;
 use user_limit::UserRateLimiter;
@@ -166,6 +168,19 @@ impl SpikeService {
             mode: config.mode,
             drift_memory: Arc::default(),
             cold_flights: Arc::default(),
+        }
+    }
+
+    /// Forgets, every `interval` until `shutdown`, the buyers whose per-buyer allowance is full
+    /// again (run by the API role, next to the flags' listener).
+    pub async fn forget_idle_buyers_every(&self, interval: Duration, shutdown: CancellationToken) {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticks.tick() => self.user_limiter.forget_idle(),
+            }
         }
     }
 
@@ -358,15 +373,14 @@ impl SpikeService {
             idempotency_key,
             request_id,
         } = request;
-        let now = Instant::now();
         self.user_limiter
-            .take(user_id, now)
+            .take(user_id)
             .map_err(|retry_after| rejected(ServiceError::RateLimited { retry_after }))?;
         if self.mode == FlashSaleMode::Db {
             return self.buy_in_mysql(event_id, user_id).await;
         }
         // A retry carrying an Idempotency-Key goes to Redis, which holds its first answer.
-        if idempotency_key.is_none() && self.sold_out.is_sold_out(event_id, now) {
+        if idempotency_key.is_none() && self.sold_out.is_sold_out(event_id) {
             return Err(rejected(ServiceError::SoldOut));
         }
         let keys = self.keys(event_id);
@@ -393,7 +407,7 @@ impl SpikeService {
                 ));
             }
             Reservation::SoldOut => {
-                self.sold_out.mark(event_id, now);
+                self.sold_out.mark(event_id);
                 return Err(rejected(ServiceError::SoldOut));
             }
             Reservation::NotStarted => return Err(rejected(ServiceError::EventNotStarted)),

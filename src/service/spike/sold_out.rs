@@ -2,12 +2,11 @@
 //! replica answers "sold out" without calling Redis. A unit that comes back (an order closed
 //! unpaid, a reservation undone) is announced on a Redis pub/sub channel and every replica clears
 //! its flag. A flag also expires by itself after [`FLAG_TTL`], so a missed announcement (the
-//! subscription was down) costs at most that long of wrong "sold out" answers.
+//! subscription was down) costs at most that long of wrong "sold out" answers. The flags live in
+//! a `moka` cache with that TTL, which also evicts the flags of events nobody asks about again.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -16,40 +15,43 @@ use tokio_util::sync::CancellationToken;
 pub const FLAG_TTL: Duration = Duration::from_secs(5);
 /// Pause before resubscribing after the subscription failed.
 const RESUBSCRIBE_PAUSE: Duration = Duration::from_secs(1);
+/// Events flagged at once, at most (far more than run at the same time).
+const MAX_FLAGS: u64 = 100_000;
 
-/// Events this replica believes sold out, with when the belief expires.
-#[derive(Debug, Default)]
+/// Events this replica believes sold out.
 pub struct SoldOutFlags {
-    until: Mutex<HashMap<u64, Instant>>,
+    flags: moka::sync::Cache<u64, ()>,
     /// Whether the subscription is up (announcements are being received).
     listening: AtomicBool,
 }
 
+impl Default for SoldOutFlags {
+    fn default() -> SoldOutFlags {
+        SoldOutFlags::with_ttl(FLAG_TTL)
+    }
+}
+
 impl SoldOutFlags {
-    pub fn is_sold_out(&self, event_id: u64, now: Instant) -> bool {
-        let mut until = self.until.lock().expect("sold-out flags poisoned");
-        match until.get(&event_id) {
-            Some(expiry) if *expiry > now => true,
-            Some(_) => {
-                until.remove(&event_id);
-                false
-            }
-            None => false,
+    pub fn with_ttl(ttl: Duration) -> SoldOutFlags {
+        SoldOutFlags {
+            flags: moka::sync::Cache::builder()
+                .time_to_live(ttl)
+                .max_capacity(MAX_FLAGS)
+                .build(),
+            listening: AtomicBool::new(false),
         }
     }
 
-    pub fn mark(&self, event_id: u64, now: Instant) {
-        self.until
-            .lock()
-            .expect("sold-out flags poisoned")
-            .insert(event_id, now + FLAG_TTL);
+    pub fn is_sold_out(&self, event_id: u64) -> bool {
+        self.flags.contains_key(&event_id)
+    }
+
+    pub fn mark(&self, event_id: u64) {
+        self.flags.insert(event_id, ());
     }
 
     pub fn clear(&self, event_id: u64) {
-        self.until
-            .lock()
-            .expect("sold-out flags poisoned")
-            .remove(&event_id);
+        self.flags.invalidate(&event_id);
     }
 
     pub fn is_listening(&self) -> bool {
@@ -57,7 +59,7 @@ impl SoldOutFlags {
     }
 
     pub fn clear_all(&self) {
-        self.until.lock().expect("sold-out flags poisoned").clear();
+        self.flags.invalidate_all();
     }
 
     /// Listens on `channel` until `shutdown`, clearing the flag of every announced event. After a
@@ -121,20 +123,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_flag_holds_until_cleared_or_expired() {
+    fn a_flag_holds_until_cleared() {
         let flags = SoldOutFlags::default();
-        let now = Instant::now();
-        assert!(!flags.is_sold_out(7, now));
-        flags.mark(7, now);
-        assert!(flags.is_sold_out(7, now + Duration::from_secs(1)));
-        assert!(!flags.is_sold_out(8, now), "flags are per event");
-        assert!(!flags.is_sold_out(7, now + FLAG_TTL), "expired");
-        flags.mark(7, now);
+        assert!(!flags.is_sold_out(7));
+        flags.mark(7);
+        assert!(flags.is_sold_out(7));
+        assert!(!flags.is_sold_out(8), "flags are per event");
         flags.clear(7);
-        assert!(!flags.is_sold_out(7, now));
-        flags.mark(7, now);
-        flags.mark(9, now);
+        assert!(!flags.is_sold_out(7));
+        flags.mark(7);
+        flags.mark(9);
         flags.clear_all();
-        assert!(!flags.is_sold_out(7, now) && !flags.is_sold_out(9, now));
+        assert!(!flags.is_sold_out(7) && !flags.is_sold_out(9));
+    }
+
+    #[test]
+    fn a_flag_expires_by_itself() {
+        let flags = SoldOutFlags::with_ttl(Duration::from_millis(50));
+        flags.mark(7);
+        assert!(flags.is_sold_out(7));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while flags.is_sold_out(7) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the flag never expired"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
