@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use spike::api::error::ErrorEnvelope;
+use spike::api::flash_sale::QueuedView;
 use spike::api::response::Envelope;
-use spike::api::spike::QueuedView;
 use spike::config::RateLimit;
 use spike::domain::user::{Role, User};
 use spike::service::auth::tokens::AccessTokens;
-use spike::service::spike::sold_out::SoldOutFlags;
-use spike::service::spike::user_limit::UserRateLimiter;
+use spike::service::flash_sale::sold_out::SoldOutFlags;
+use spike::service::flash_sale::user_limit::UserRateLimiter;
 
 fn jwt(c: &mut Criterion) {
     let tokens = AccessTokens::new(&[7u8; 32], Duration::from_secs(900)).expect("token keys");

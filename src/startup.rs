@@ -12,14 +12,15 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::repo::redis::flash_sale::EventStore;
 use crate::repo::{Infra, RepoError, Topology, mysql};
 use crate::service::ServiceError;
 use crate::service::auth::AuthService;
 use crate::service::catalog::CatalogService;
+use crate::service::flash_sale::FlashSale;
+use crate::service::flash_sale_units::FlashSaleUnits;
 use crate::service::health::HealthService;
 use crate::service::orders::OrderService;
-use crate::service::spike::SpikeService;
-use crate::service::spike_units::SpikeUnits;
 
 /// How often the API forgets buyers whose flash-sale rate limit has recovered.
 const IDLE_BUYER_SWEEP: std::time::Duration = std::time::Duration::from_secs(60);
@@ -60,7 +61,7 @@ pub struct Services {
     pub auth: AuthService,
     pub catalog: CatalogService,
     pub orders: OrderService,
-    pub flash_sale: SpikeService,
+    pub flash_sale: FlashSale,
 }
 
 impl Services {
@@ -76,10 +77,10 @@ impl Services {
         let orders = OrderService::new(
             infra.db.clone(),
             catalog.clone(),
-            SpikeUnits::new(infra.redis.clone(), prefix.clone()),
+            FlashSaleUnits::new(EventStore::new(infra.redis.clone(), prefix.clone())),
             config.orders.pay_timeout,
         );
-        let flash_sale = SpikeService::new(
+        let flash_sale = FlashSale::new(
             &config.flash_sale,
             prefix,
             config.orders.pay_timeout,
@@ -132,7 +133,7 @@ impl Application {
             auth: services.auth.clone(),
             catalog: services.catalog.clone(),
             orders: services.orders.clone(),
-            spike: services.flash_sale.clone(),
+            flash_sale: services.flash_sale.clone(),
             trusted_proxy_hops: config.http.trusted_proxy_hops,
         };
         let router = api::router(state.clone(), &config.http, extra);
@@ -189,15 +190,15 @@ impl Application {
         let server = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         // Clears this replica's sold-out flags when another process announces returned stock.
-        let flags = self.services.flash_sale.sold_out_flags();
-        let channel = self.services.flash_sale.stock_returned_channel();
+        let purchase = self.services.flash_sale.purchase.clone();
+        let flags = purchase.sold_out_flags();
+        let channel = purchase.stock_returned_channel();
         let client = self.infra.redis_client.clone();
         let listening = shutdown.clone();
         tasks.spawn(async move { flags.listen(client, channel, listening).await });
-        let flash_sale = self.services.flash_sale.clone();
         let sweeping = shutdown.clone();
         tasks.spawn(async move {
-            flash_sale
+            purchase
                 .forget_idle_buyers_every(IDLE_BUYER_SWEEP, sweeping)
                 .await
         });

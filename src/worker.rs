@@ -11,10 +11,10 @@ use crate::config::Config;
 use crate::repo::amqp::consumer::{self, Decision, Handler, Message, RetryPolicy, Route};
 use crate::repo::amqp::{ORDER_CLOSE, ORDER_CLOSE_DELAY, ORDER_CREATE};
 use crate::repo::{Infra, RepoError};
+use crate::service::flash_sale::{FlashSale, Fulfilment};
 use crate::service::messages::{OrderCloseMessage, REQUEST_ID_HEADER, ReservationMessage};
 use crate::service::orders::{CloseOutcome, OrderService};
 use crate::service::outbox::OutboxRelay;
-use crate::service::spike::SpikeService;
 use crate::startup::Services;
 
 /// Runs the background tasks with `services` (the same ones the HTTP API uses in `spike all`)
@@ -26,9 +26,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RepoError> {
     let Services {
-        orders,
-        flash_sale: spike,
-        ..
+        orders, flash_sale, ..
     } = services;
     let relay = OutboxRelay::new(
         infra.db.clone(),
@@ -38,13 +36,16 @@ pub async fn run(
     );
     let relay = tokio::spawn(relay.run(shutdown.clone()));
     let housekeeping = tokio::spawn(run_housekeeping(
-        spike.clone(),
+        flash_sale.clone(),
         config.flash_sale.scheduler_interval,
         shutdown.clone(),
     ));
 
     let prefetch = config.amqp.prefetch;
-    let (closer_handler, creator_handler) = (OrderCloser { orders }, OrderCreator { spike });
+    let closer_handler = OrderCloser { orders };
+    let creator_handler = OrderCreator {
+        fulfilment: flash_sale.fulfilment,
+    };
     let closer = consumer::run(
         &infra.amqp,
         &infra.topology,
@@ -87,7 +88,7 @@ pub async fn run(
 /// Every `interval` until `shutdown`: warm the events about to start (or running cold), then
 /// reconcile stale reservations and the ledgers. A failed pass is logged and tried next time.
 async fn run_housekeeping(
-    spike: SpikeService,
+    flash_sale: FlashSale,
     interval: std::time::Duration,
     shutdown: CancellationToken,
 ) {
@@ -98,10 +99,10 @@ async fn run_housekeeping(
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        if let Err(error) = spike.warm_due_events().await {
+        if let Err(error) = flash_sale.warmup.warm_due_events().await {
             tracing::warn!(%error, "warm-up scheduler pass failed");
         }
-        if let Err(error) = spike.reconcile().await {
+        if let Err(error) = flash_sale.reconciler.reconcile().await {
             tracing::warn!(%error, "reconciler pass failed");
         }
     }
@@ -111,7 +112,7 @@ async fn run_housekeeping(
 /// queues (their TTLs are the backoff); after the last one the reservation is compensated and
 /// the message dead-letters to `spike.order.create.dead`.
 struct OrderCreator {
-    spike: SpikeService,
+    fulfilment: Fulfilment,
 }
 
 impl Handler for OrderCreator {
@@ -129,7 +130,12 @@ impl Handler for OrderCreator {
             ticket = reservation.ticket,
             request_id
         );
-        match self.spike.create_order(&reservation).instrument(span).await {
+        match self
+            .fulfilment
+            .create_order(&reservation)
+            .instrument(span)
+            .await
+        {
             Ok(_) => Decision::Done,
             Err(error) => {
                 tracing::warn!(
@@ -153,7 +159,7 @@ impl Handler for OrderCreator {
             attempt = message.attempt,
             "creating a flash-sale order failed for good; giving the reservation back"
         );
-        self.spike.give_up(&reservation).await.is_ok()
+        self.fulfilment.give_up(&reservation).await.is_ok()
     }
 }
 

@@ -5,13 +5,13 @@ pub mod auth;
 pub mod docs;
 pub mod error;
 pub mod extract;
+pub mod flash_sale;
 pub mod health;
 pub mod middleware;
 pub mod orders;
 pub mod products;
 pub mod request_id;
 pub mod response;
-pub mod spike;
 pub mod validation;
 
 use axum::Router;
@@ -24,9 +24,9 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::config::HttpSettings;
 use crate::service::auth::AuthService;
 use crate::service::catalog::CatalogService;
+use crate::service::flash_sale::FlashSale;
 use crate::service::health::HealthService;
 use crate::service::orders::OrderService;
-use crate::service::spike::SpikeService;
 use error::{ApiError, ErrorCode};
 
 /// What handlers share: one handle per service. Cheap to clone.
@@ -36,7 +36,7 @@ pub struct AppState {
     pub auth: AuthService,
     pub catalog: CatalogService,
     pub orders: OrderService,
-    pub spike: SpikeService,
+    pub flash_sale: FlashSale,
     /// See `extract::ClientIp`.
     pub trusted_proxy_hops: usize,
 }
@@ -54,7 +54,7 @@ pub fn router(state: AppState, config: &HttpSettings, extra: Router<AppState>) -
             auth::router()
                 .merge(products::router())
                 .merge(orders::router())
-                .merge(spike::router()),
+                .merge(flash_sale::router()),
         )
         .split_for_parts();
     let app = routes

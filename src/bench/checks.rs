@@ -12,7 +12,7 @@ use sqlx::MySqlPool;
 
 use super::BenchError;
 use super::client::{Target, call_api};
-use crate::repo::redis::spike::EventKeys;
+use crate::repo::redis::flash_sale::EventKeys;
 
 /// How often the drain is polled.
 const POLL: Duration = Duration::from_millis(100);

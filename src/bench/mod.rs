@@ -25,7 +25,7 @@ use redis::aio::ConnectionManager;
 use sqlx::MySqlPool;
 
 use crate::config::Config;
-use crate::repo::redis::spike::EventKeys;
+use crate::repo::redis::flash_sale::EventKeys;
 use crate::repo::{RepoError, mysql};
 use checks::{Accepted, Drain};
 use client::{Target, call_api};

@@ -3,13 +3,13 @@
 
 pub mod auth;
 pub mod catalog;
+pub mod flash_sale;
+pub mod flash_sale_units;
 pub mod health;
 pub mod messages;
 pub mod order_writer;
 pub mod orders;
 pub mod outbox;
-pub mod spike;
-pub mod spike_units;
 
 use std::time::Duration;
 

@@ -14,8 +14,8 @@ use sqlx::{MySqlConnection, MySqlPool};
 
 use super::ServiceError;
 use super::catalog::CatalogService;
+use super::flash_sale_units::FlashSaleUnits;
 use super::order_writer::{self, WriteError};
-use super::spike_units::SpikeUnits;
 use crate::domain::money::Money;
 use crate::domain::order::{Order, OrderEvent, OrderItem, OrderKind, OrderRequest, OrderStatus};
 use crate::domain::product::Page;
@@ -42,7 +42,7 @@ pub struct OrderService {
 struct Inner {
     db: MySqlPool,
     catalog: CatalogService,
-    spike_units: SpikeUnits,
+    flash_sale_units: FlashSaleUnits,
     pay_timeout: Duration,
 }
 
@@ -50,14 +50,14 @@ impl OrderService {
     pub fn new(
         db: MySqlPool,
         catalog: CatalogService,
-        spike_units: SpikeUnits,
+        flash_sale_units: FlashSaleUnits,
         pay_timeout: Duration,
     ) -> OrderService {
         OrderService {
             inner: Arc::new(Inner {
                 db,
                 catalog,
-                spike_units,
+                flash_sale_units,
                 pay_timeout,
             }),
         }
@@ -292,7 +292,7 @@ impl OrderService {
     async fn after_release(&self, order: &Order, spike_event: Option<u64>) {
         self.invalidate_products(order).await;
         if let Some(event_id) = spike_event {
-            self.inner.spike_units.give_back(event_id).await;
+            self.inner.flash_sale_units.give_back(event_id).await;
         }
     }
 

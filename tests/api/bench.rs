@@ -9,7 +9,7 @@ use std::time::Duration;
 use spike::bench::checks::{self, Accepted};
 use spike::bench::client::Target;
 use spike::bench::{self, BenchArgs, Scenario};
-use spike::repo::redis::spike::EventKeys;
+use spike::repo::redis::flash_sale::EventKeys;
 
 use crate::helpers::{TestApp, TestOptions, code, spawn_app_with};
 use crate::spike::{active_event, buy, buyers, result_of};

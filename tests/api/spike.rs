@@ -451,14 +451,26 @@ async fn a_redelivered_reservation_creates_one_order() {
         user_id: people[0].0,
         reserved_at_ms: 0,
     };
-    let first = app.state.spike.create_order(&message).await.unwrap();
-    let second = app.state.spike.create_order(&message).await.unwrap();
-    let spike::service::spike::CreateOutcome::Created { order_id } = first else {
+    let first = app
+        .state
+        .flash_sale
+        .fulfilment
+        .create_order(&message)
+        .await
+        .unwrap();
+    let second = app
+        .state
+        .flash_sale
+        .fulfilment
+        .create_order(&message)
+        .await
+        .unwrap();
+    let spike::service::flash_sale::CreateOutcome::Created { order_id } = first else {
         panic!("first delivery creates: {first:?}");
     };
     assert_eq!(
         second,
-        spike::service::spike::CreateOutcome::AlreadyDone { order_id }
+        spike::service::flash_sale::CreateOutcome::AlreadyDone { order_id }
     );
     let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE kind = 'spike'")
         .fetch_one(&app.infra.db)

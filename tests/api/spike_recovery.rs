@@ -9,11 +9,11 @@ use time::Duration;
 
 use crate::helpers::{TestApp, TestOptions, code, envelope, spawn_app, spawn_app_with, wait_for};
 use crate::spike::{active_event, buy, buyers, create, event_body, result_of, wait_for_success};
-use spike::repo::redis::spike::{self as redis_spike, EventKeys, Reservation};
+use spike::repo::redis::flash_sale::{EventStore, Reservation};
 
 /// Waits until the app receives stock announcements (its subscription starts with the server).
 async fn wait_until_listening(app: &TestApp) {
-    let flags = app.state.spike.sold_out_flags();
+    let flags = app.state.flash_sale.purchase.sold_out_flags();
     wait_for("the stock subscription", StdDuration::from_secs(5), || {
         let listening = flags.is_listening();
         async move { listening }
@@ -63,7 +63,7 @@ async fn an_unpaid_flash_sale_order_closes_and_its_unit_goes_to_another_buyer() 
     assert_eq!(app.event_stock(event).await, 1, "MySQL has the unit back");
     // Redis gets the unit after MySQL's commit, and the sold-out flag this replica set is
     // cleared by the announcement after that: only then does the unit sell.
-    let flags = app.state.spike.sold_out_flags();
+    let flags = app.state.flash_sale.purchase.sold_out_flags();
     wait_for(
         "the unit back in Redis and the sold-out flag cleared",
         StdDuration::from_secs(5),
@@ -97,21 +97,21 @@ async fn returned_stock_clears_the_sold_out_flag_of_every_replica() {
         code(buy(&app, &people[1].1, event).await).await.1,
         Some(50004)
     );
-    let flags = app.state.spike.sold_out_flags();
+    let flags = app.state.flash_sale.purchase.sold_out_flags();
     assert!(flags.is_sold_out(event), "flag set by the sold-out answer");
 
     // Another process gives a unit back (here: the order service's helper, as the worker does).
-    spike::service::spike_units::SpikeUnits::new(
+    spike::service::flash_sale_units::FlashSaleUnits::new(EventStore::new(
         app.infra.redis.clone(),
         app.config.redis.prefix.clone(),
-    )
+    ))
     .give_back(event)
     .await;
     // Well within the flag's own lifetime: only the announcement can clear it this fast.
     let started = Instant::now();
     while flags.is_sold_out(event) {
         assert!(
-            started.elapsed() < spike::service::spike::sold_out::FLAG_TTL / 2,
+            started.elapsed() < spike::service::flash_sale::sold_out::FLAG_TTL / 2,
             "flag not cleared by the announcement"
         );
         tokio::time::sleep(StdDuration::from_millis(20)).await;
@@ -134,11 +134,8 @@ async fn a_reservation_lost_before_its_publish_is_republished_by_the_reconciler(
     let (user_id, token) = (people[0].0, &people[0].1);
 
     // The API "crashed" right after the script: a reservation with no message.
-    let keys = EventKeys::new(&app.config.redis.prefix, event);
-    let reserved =
-        redis_spike::reserve(&mut app.infra.redis.clone(), &keys, user_id, "lost-1", None)
-            .await
-            .unwrap();
+    let store = EventStore::new(app.infra.redis.clone(), app.config.redis.prefix.clone());
+    let reserved = store.reserve(event, user_id, "lost-1", None).await.unwrap();
     assert!(
         matches!(reserved, Reservation::Reserved { .. }),
         "{reserved:?}"

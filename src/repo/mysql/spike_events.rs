@@ -4,9 +4,9 @@ use rust_decimal::Decimal;
 use sqlx::{MySql, MySqlConnection, MySqlExecutor, QueryBuilder};
 use time::{OffsetDateTime, PrimitiveDateTime};
 
+use crate::domain::flash_sale::{EventStatus, EventWindow, SpikeEvent};
 use crate::domain::money::Money;
 use crate::domain::product::Page;
-use crate::domain::spike::{EventStatus, EventWindow, SpikeEvent};
 use crate::repo::RepoError;
 
 #[derive(sqlx::FromRow)]

@@ -5,9 +5,9 @@
 //! One `ConnectionManager` per process multiplexes every command over a single connection and
 //! reconnects by itself after a failure; it is cheap to clone into each task.
 
+pub mod flash_sale;
 pub mod product_cache;
 pub mod rate_limit;
-pub mod spike;
 
 use std::time::Duration;
 

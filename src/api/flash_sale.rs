@@ -15,10 +15,10 @@ use super::extract::{AdminUser, ApiJson, ApiPath, ApiQuery, AuthUser, Idempotenc
 use super::request_id::current_request_id;
 use super::response::{ApiResponse, Envelope, PageView};
 use super::validation::{self, FieldErrors};
+use crate::domain::flash_sale::{EventStatus, EventWindow, SpikeEvent};
 use crate::domain::money::Money;
 use crate::domain::product::{self, STOCK_MAX};
-use crate::domain::spike::{EventStatus, EventWindow, SpikeEvent};
-use crate::service::spike::{BuyRequest, BuyResult, EventChanges, Ledger, NewEvent};
+use crate::service::flash_sale::{BuyRequest, BuyResult, EventChanges, Ledger, NewEvent};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -61,7 +61,7 @@ impl From<BuyResult> for ResultView {
         let (status, order_id, reason) = match result {
             BuyResult::Queued => ("queued", None, None),
             BuyResult::Success { order_id } => ("success", Some(order_id), None),
-            BuyResult::Failed { reason } => ("failed", None, Some(reason)),
+            BuyResult::Failed { reason } => ("failed", None, Some(reason.to_string())),
             BuyResult::None => ("none", None, None),
         };
         ResultView {
@@ -264,7 +264,7 @@ pub async fn create_event(
         window,
     };
     Ok(ApiResponse::created(
-        state.spike.create(event).await?.into(),
+        state.flash_sale.admin.create(event).await?.into(),
     ))
 }
 
@@ -296,7 +296,7 @@ pub async fn update_event(
     let changes = parse_changes(&body, &mut errors);
     errors.into_result()?;
     Ok(ApiResponse::ok(
-        state.spike.update(id, changes).await?.into(),
+        state.flash_sale.admin.update(id, changes).await?.into(),
     ))
 }
 
@@ -326,7 +326,7 @@ pub async fn list_events(
         .as_deref()
         .and_then(|raw| errors.check("status", validation::choice::<EventStatus>("status", raw)));
     errors.into_result()?;
-    let (events, total) = state.spike.list(status, page).await?;
+    let (events, total) = state.flash_sale.admin.list(status, page).await?;
     Ok(ApiResponse::ok(PageView {
         items: events.into_iter().map(EventView::from).collect(),
         page: page.page,
@@ -350,7 +350,9 @@ pub async fn get_event(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<u64>,
 ) -> Result<ApiResponse<EventView>, ApiError> {
-    Ok(ApiResponse::ok(state.spike.get(id).await?.into()))
+    Ok(ApiResponse::ok(
+        state.flash_sale.admin.get(id).await?.into(),
+    ))
 }
 
 /// Admin: copy the event's free units into Redis so it can sell (idempotent; never raises
@@ -371,7 +373,7 @@ pub async fn warm_up_event(
     _admin: AdminUser,
     ApiPath(id): ApiPath<u64>,
 ) -> Result<ApiResponse<WarmUpView>, ApiError> {
-    let warmed_now = state.spike.warm_up(id).await?;
+    let warmed_now = state.flash_sale.warmup.warm_up(id).await?;
     Ok(ApiResponse::ok(WarmUpView {
         event_id: id,
         warmed_now,
@@ -405,7 +407,8 @@ pub async fn buy(
 ) -> Result<ApiResponse<QueuedView>, ApiError> {
     let request_id = current_request_id();
     let queued = state
-        .spike
+        .flash_sale
+        .purchase
         .buy(BuyRequest {
             event_id: id,
             user_id: user.id,
@@ -438,7 +441,9 @@ pub async fn event_ledger(
     _admin: AdminUser,
     ApiPath(id): ApiPath<u64>,
 ) -> Result<ApiResponse<LedgerView>, ApiError> {
-    Ok(ApiResponse::ok(state.spike.ledger(id).await?.into()))
+    Ok(ApiResponse::ok(
+        state.flash_sale.reconciler.ledger(id).await?.into(),
+    ))
 }
 
 /// An event's units as both stores see them.
@@ -490,6 +495,6 @@ pub async fn buy_result(
     ApiPath(id): ApiPath<u64>,
 ) -> Result<ApiResponse<ResultView>, ApiError> {
     Ok(ApiResponse::ok(
-        state.spike.result(id, user.id).await?.into(),
+        state.flash_sale.purchase.result(id, user.id).await?.into(),
     ))
 }

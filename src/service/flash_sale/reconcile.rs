@@ -10,15 +10,18 @@
 //! equal the allotted stock; the difference is logged and exported as `spike_reconciler_drift`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
+use sqlx::MySqlPool;
 use time::OffsetDateTime;
 
-use super::{RESULT_TTL_SECS, SpikeService};
-use crate::domain::spike::SpikeEvent;
+use super::{OrderQueue, RESULT_TTL_SECS, unix_millis};
+use crate::config::FlashSaleSettings;
+use crate::domain::flash_sale::{BuyerOutcome, SpikeEvent};
 use crate::repo::mysql::spike_events;
-use crate::repo::redis::spike::{self as redis_spike, PendingReservation};
+use crate::repo::redis::flash_sale::{EventStore, PendingReservation};
 use crate::service::ServiceError;
 use crate::service::messages::ReservationMessage;
 
@@ -56,12 +59,40 @@ pub struct ReconcileReport {
     pub settled: usize,
 }
 
-/// Drift seen on the previous pass per event, so only a drift that persists is warned about
-/// (a reservation being settled shows as a drift of one for a moment).
-#[derive(Debug, Default)]
-pub(super) struct DriftMemory(Mutex<HashMap<u64, i64>>);
+#[derive(Clone)]
+pub struct Reconciler {
+    db: MySqlPool,
+    store: EventStore,
+    queue: OrderQueue,
+    /// A reservation this old with no order is republished.
+    stale_after: Duration,
+    /// Events whose keys may still be alive: ended up to this long ago…
+    keys_retention: Duration,
+    /// …or starting within this lead time.
+    warmup_lead: Duration,
+    /// Drift seen on the previous pass per event, so only a drift that persists is warned about
+    /// (a reservation being settled shows as a drift of one for a moment).
+    last_drift: Arc<Mutex<HashMap<u64, i64>>>,
+}
 
-impl SpikeService {
+impl Reconciler {
+    pub(super) fn new(
+        settings: &FlashSaleSettings,
+        db: MySqlPool,
+        store: EventStore,
+        queue: OrderQueue,
+    ) -> Reconciler {
+        Reconciler {
+            db,
+            store,
+            queue,
+            stale_after: settings.reconcile_after,
+            keys_retention: settings.keys_retention,
+            warmup_lead: settings.warmup_lead,
+            last_drift: Arc::default(),
+        }
+    }
+
     /// The event's ledger (admin endpoint and reconciler).
     pub async fn ledger(&self, event_id: u64) -> Result<Ledger, ServiceError> {
         let event = spike_events::find(&self.db, event_id)
@@ -71,14 +102,10 @@ impl SpikeService {
     }
 
     async fn ledger_of(&self, event: &SpikeEvent) -> Result<Ledger, ServiceError> {
-        let keys = self.keys(event.id);
-        let mut redis = self.redis.clone();
         let live_orders = spike_events::live_orders(&self.db, event.id).await?;
-        let redis_stock = redis_spike::stock(&mut redis, &keys).await?;
-        let pending = redis_spike::pending_reservations(&mut redis, &keys)
-            .await?
-            .len() as u64;
-        let redis_buyers = redis_spike::buyer_count(&mut redis, &keys).await?;
+        let redis_stock = self.store.stock(event.id).await?;
+        let pending = self.store.pending_reservations(event.id).await?.len() as u64;
+        let redis_buyers = self.store.buyer_count(event.id).await?;
         let total = i64::from(event.total_stock);
         let live = live_orders as i64;
         Ok(Ledger {
@@ -105,11 +132,10 @@ impl SpikeService {
             events: events.len(),
             ..ReconcileReport::default()
         };
-        let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
-        let stale_ms = self.reconcile_after.as_millis() as i64;
+        let now_ms = unix_millis(now);
+        let stale_ms = self.stale_after.as_millis() as i64;
         for event in &events {
-            let keys = self.keys(event.id);
-            let pending = redis_spike::pending_reservations(&mut self.redis.clone(), &keys).await?;
+            let pending = self.store.pending_reservations(event.id).await?;
             for reservation in pending
                 .iter()
                 .filter(|r| now_ms - r.reserved_at_ms >= stale_ms)
@@ -142,20 +168,13 @@ impl SpikeService {
         reservation: &PendingReservation,
         now_ms: i64,
     ) -> Result<bool, ServiceError> {
-        let keys = self.keys(event_id);
-        let mut redis = self.redis.clone();
         if let Some(order_id) =
             spike_events::order_of(&self.db, event_id, reservation.user_id).await?
         {
-            let outcome = format!("success:{order_id}");
-            redis_spike::settle(
-                &mut redis,
-                &keys,
-                reservation.user_id,
-                &outcome,
-                RESULT_TTL_SECS,
-            )
-            .await?;
+            let success = BuyerOutcome::Success { order_id };
+            self.store
+                .settle(event_id, reservation.user_id, &success, RESULT_TTL_SECS)
+                .await?;
             return Ok(false);
         }
         let message = ReservationMessage {
@@ -164,9 +183,11 @@ impl SpikeService {
             user_id: reservation.user_id,
             reserved_at_ms: reservation.reserved_at_ms,
         };
-        self.publish_reservation(&message, "").await?;
+        self.queue.publish(&message, "").await?;
         // Not again before another full interval: the copy needs time to be consumed.
-        redis_spike::touch_reservation(&mut redis, &keys, reservation, now_ms).await?;
+        self.store
+            .touch_reservation(event_id, reservation, now_ms)
+            .await?;
         tracing::warn!(
             event_id,
             user_id = reservation.user_id,
@@ -185,8 +206,7 @@ impl SpikeService {
         metrics::gauge!("spike_reconciler_drift", "event_id" => event.id.to_string())
             .set(drift as f64);
         let previous = self
-            .drift_memory
-            .0
+            .last_drift
             .lock()
             .expect("drift memory poisoned")
             .insert(event.id, drift);

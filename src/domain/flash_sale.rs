@@ -1,4 +1,8 @@
-//! Flash-sale events: the sale window, the status derived from it, and the event entity.
+//! Flash-sale events: the sale window, the status derived from it, the event entity, and what
+//! became of a buyer's reservation.
+
+use std::fmt;
+use std::str::FromStr;
 
 use time::OffsetDateTime;
 
@@ -79,6 +83,55 @@ pub struct SpikeEvent {
     pub created_at: OffsetDateTime,
 }
 
+/// What became of a buyer's reservation, once the worker has settled it.
+///
+/// Kept in Redis for polling as `success:<order id>` or `failed:<reason>`: the same text every
+/// version wrote, so replicas of two versions read each other's outcomes during a rolling deploy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuyerOutcome {
+    Success { order_id: u64 },
+    Failed(FailureReason),
+}
+
+/// Why a reservation did not become an order.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::Display, strum::EnumString, strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
+pub enum FailureReason {
+    /// MySQL had no unit left although Redis had reserved one.
+    SoldOut,
+    /// The event was deleted meanwhile.
+    UnknownEvent,
+    /// Every retry failed; the reservation was given back.
+    OrderCreationFailed,
+}
+
+impl fmt::Display for BuyerOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuyerOutcome::Success { order_id } => write!(f, "success:{order_id}"),
+            BuyerOutcome::Failed(reason) => write!(f, "failed:{reason}"),
+        }
+    }
+}
+
+impl FromStr for BuyerOutcome {
+    type Err = String;
+    fn from_str(s: &str) -> Result<BuyerOutcome, String> {
+        let unreadable = || format!("unreadable buyer outcome {s:?}");
+        match s.split_once(':') {
+            Some(("success", id)) => Ok(BuyerOutcome::Success {
+                order_id: id.parse().map_err(|_| unreadable())?,
+            }),
+            Some(("failed", reason)) => Ok(BuyerOutcome::Failed(
+                reason.parse().map_err(|_| unreadable())?,
+            )),
+            _ => Err(unreadable()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +163,23 @@ mod tests {
         let t = datetime!(2026-01-01 10:00 UTC);
         assert!(EventWindow::new(t, t).is_err());
         assert!(EventWindow::new(t, t - time::Duration::SECOND).is_err());
+    }
+
+    #[test]
+    fn buyer_outcomes_read_back_what_they_write() {
+        for outcome in [
+            BuyerOutcome::Success { order_id: 42 },
+            BuyerOutcome::Failed(FailureReason::SoldOut),
+            BuyerOutcome::Failed(FailureReason::OrderCreationFailed),
+        ] {
+            assert_eq!(outcome.to_string().parse::<BuyerOutcome>(), Ok(outcome));
+        }
+        assert_eq!(
+            BuyerOutcome::Failed(FailureReason::UnknownEvent).to_string(),
+            "failed:unknown_event"
+        );
+        assert!("success:x".parse::<BuyerOutcome>().is_err());
+        assert!("failed:bored".parse::<BuyerOutcome>().is_err());
+        assert!("queued".parse::<BuyerOutcome>().is_err());
     }
 }

@@ -1,0 +1,367 @@
+//! Flash-sale state in Redis: per-event stock, window, buyers and reservations, the per-buyer
+//! outcome the client polls, and the per-event admission bucket. [`EventStore`] is the one door
+//! to them: every operation names the event, the store builds its keys. Keys carry the event's
+//! hash tag (`ev:{<id>}:…`) so each script touches a single Redis Cluster slot.
+
+use std::sync::LazyLock;
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+
+use super::rate_limit::{self, Decision};
+use crate::config::RateLimit;
+use crate::domain::flash_sale::BuyerOutcome;
+use crate::repo::RepoError;
+
+static RESERVE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/reserve.lua")));
+static UNRESERVE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/unreserve.lua")));
+static WARM: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/warm_event.lua")));
+static TOUCH_RESERVATION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/touch_reservation.lua")));
+static RETURN_UNIT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/return_unit.lua")));
+
+/// The pub/sub channel announcing "stock came back to event <id>" (the message is the id), so
+/// every API replica clears its local sold-out flag.
+pub fn stock_returned_channel(prefix: &str) -> String {
+    format!("{prefix}spike:stock-returned")
+}
+
+/// The keys of one event.
+#[derive(Debug, Clone)]
+pub struct EventKeys {
+    event_id: u64,
+    base: String,
+    channel: String,
+}
+
+impl EventKeys {
+    pub fn new(prefix: &str, event_id: u64) -> EventKeys {
+        EventKeys {
+            event_id,
+            base: format!("{prefix}ev:{{{event_id}}}"),
+            channel: stock_returned_channel(prefix),
+        }
+    }
+
+    pub fn stock(&self) -> String {
+        format!("{}:stock", self.base)
+    }
+
+    pub fn meta(&self) -> String {
+        format!("{}:meta", self.base)
+    }
+
+    pub fn buyers(&self) -> String {
+        format!("{}:buyers", self.base)
+    }
+
+    pub fn reservations(&self) -> String {
+        format!("{}:resv", self.base)
+    }
+
+    pub fn result(&self, user_id: u64) -> String {
+        format!("{}:result:{user_id}", self.base)
+    }
+
+    /// The event's cluster-wide admission token bucket.
+    pub fn admission(&self) -> String {
+        format!("{}:admission", self.base)
+    }
+
+    /// The ticket a buyer's `Idempotency-Key` was answered with.
+    pub fn idempotency(&self, user_id: u64, key: &str) -> String {
+        format!("{}:idem:{user_id}:{key}", self.base)
+    }
+}
+
+/// Every event's flash-sale keys under one prefix. Cheap to clone (one multiplexed connection).
+#[derive(Clone)]
+pub struct EventStore {
+    redis: ConnectionManager,
+    prefix: String,
+}
+
+/// What the reservation script answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    /// Reserved at this Redis time (unix ms).
+    Reserved {
+        at_ms: i64,
+    },
+    /// The `Idempotency-Key` was answered with this ticket before.
+    Replay {
+        ticket: String,
+    },
+    /// The `Idempotency-Key`'s first request is still being published.
+    InProgress,
+    NotWarm,
+    NotStarted,
+    Ended,
+    Duplicate,
+    SoldOut,
+}
+
+/// How warm-up treats existing keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
+pub enum WarmMode {
+    /// Leave a warm event alone (idempotent; never raises the stock).
+    Keep,
+    /// Replace every key: only for an event that has not started.
+    Reset,
+}
+
+/// What warm-up writes.
+#[derive(Debug, Clone)]
+pub struct WarmState<'a> {
+    pub free: u32,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub expire_at_ms: i64,
+    /// Users who hold an order already.
+    pub buyers: &'a [u64],
+}
+
+/// A reservation not yet settled by the worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingReservation {
+    pub user_id: u64,
+    pub ticket: String,
+    pub reserved_at_ms: i64,
+}
+
+impl EventStore {
+    pub fn new(redis: ConnectionManager, prefix: impl Into<String>) -> EventStore {
+        EventStore {
+            redis,
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn keys(&self, event_id: u64) -> EventKeys {
+        EventKeys::new(&self.prefix, event_id)
+    }
+
+    /// See [`stock_returned_channel`].
+    pub fn stock_returned_channel(&self) -> String {
+        stock_returned_channel(&self.prefix)
+    }
+
+    /// A handle on the shared connection for one command (clones are cheap).
+    fn conn(&self) -> ConnectionManager {
+        self.redis.clone()
+    }
+
+    /// Takes one token from the event's cluster-wide admission bucket.
+    pub async fn admit(&self, event_id: u64, limit: RateLimit) -> Result<Decision, RepoError> {
+        rate_limit::take(&mut self.conn(), &self.keys(event_id).admission(), limit).await
+    }
+
+    /// Runs the reservation script for `user_id` with a fresh `ticket`; `idempotency_key` makes
+    /// a repeated request answer with the first one's ticket.
+    pub async fn reserve(
+        &self,
+        event_id: u64,
+        user_id: u64,
+        ticket: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Reservation, RepoError> {
+        let keys = self.keys(event_id);
+        let mut invocation = RESERVE.key(keys.stock());
+        invocation
+            .key(keys.meta())
+            .key(keys.buyers())
+            .key(keys.reservations())
+            .arg(user_id)
+            .arg(ticket);
+        if let Some(key) = idempotency_key {
+            invocation.key(keys.idempotency(user_id, key));
+        }
+        let (code, now, earlier): (i64, i64, String) =
+            invocation.invoke_async(&mut self.conn()).await?;
+        Ok(match code {
+            0 => Reservation::Reserved { at_ms: now },
+            2 => Reservation::NotStarted,
+            3 => Reservation::Ended,
+            4 => Reservation::Duplicate,
+            5 => Reservation::SoldOut,
+            6 => Reservation::Replay { ticket: earlier },
+            7 => Reservation::InProgress,
+            _ => Reservation::NotWarm,
+        })
+    }
+
+    /// Marks the `Idempotency-Key`'s reservation as published: later requests with the key
+    /// replay it.
+    pub async fn confirm_idempotency(
+        &self,
+        event_id: u64,
+        user_id: u64,
+        key: &str,
+        ticket: &str,
+    ) -> Result<(), RepoError> {
+        let _: Option<String> = redis::cmd("SET")
+            .arg(self.keys(event_id).idempotency(user_id, key))
+            .arg(ticket)
+            .arg("XX")
+            .arg("KEEPTTL")
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Undoes the reservation `ticket` of `user_id` (and forgets its `Idempotency-Key`),
+    /// announcing the returned unit; false when there was no such reservation.
+    pub async fn unreserve(
+        &self,
+        event_id: u64,
+        user_id: u64,
+        ticket: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<bool, RepoError> {
+        let keys = self.keys(event_id);
+        let mut invocation = UNRESERVE.key(keys.stock());
+        invocation
+            .key(keys.buyers())
+            .key(keys.reservations())
+            .arg(user_id)
+            .arg(ticket)
+            .arg(&keys.channel)
+            .arg(keys.event_id);
+        if let Some(key) = idempotency_key {
+            invocation.key(keys.idempotency(user_id, key));
+        }
+        let undone: i64 = invocation.invoke_async(&mut self.conn()).await?;
+        Ok(undone == 1)
+    }
+
+    /// Gives a unit back to a warm event and announces it; false when the event is not warm
+    /// (MySQL, which warm-up reads, already counts the unit).
+    pub async fn return_unit(&self, event_id: u64) -> Result<bool, RepoError> {
+        let keys = self.keys(event_id);
+        let returned: i64 = RETURN_UNIT
+            .key(keys.stock())
+            .arg(&keys.channel)
+            .arg(keys.event_id)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(returned == 1)
+    }
+
+    /// Sets the event's keys (see [`WarmMode`]); true when the stock was set now.
+    pub async fn warm(
+        &self,
+        event_id: u64,
+        state: &WarmState<'_>,
+        mode: WarmMode,
+    ) -> Result<bool, RepoError> {
+        let keys = self.keys(event_id);
+        let mut invocation = WARM.key(keys.stock());
+        invocation
+            .key(keys.meta())
+            .key(keys.buyers())
+            .key(keys.reservations())
+            .arg(state.free)
+            .arg(state.start_ms)
+            .arg(state.end_ms)
+            .arg(state.expire_at_ms)
+            .arg(<&str>::from(mode));
+        for buyer in state.buyers {
+            invocation.arg(*buyer);
+        }
+        let fresh: i64 = invocation.invoke_async(&mut self.conn()).await?;
+        Ok(fresh == 1)
+    }
+
+    /// Every reservation of the event not yet settled (entries it cannot parse are skipped).
+    pub async fn pending_reservations(
+        &self,
+        event_id: u64,
+    ) -> Result<Vec<PendingReservation>, RepoError> {
+        let entries: std::collections::HashMap<String, String> = self
+            .conn()
+            .hgetall(self.keys(event_id).reservations())
+            .await?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(user, held)| {
+                let (ticket, at) = held.rsplit_once(':')?;
+                Some(PendingReservation {
+                    user_id: user.parse().ok()?,
+                    ticket: ticket.to_owned(),
+                    reserved_at_ms: at.parse().ok()?,
+                })
+            })
+            .collect())
+    }
+
+    /// Moves a pending reservation's timestamp to `now_ms` unless it changed meanwhile.
+    pub async fn touch_reservation(
+        &self,
+        event_id: u64,
+        reservation: &PendingReservation,
+        now_ms: i64,
+    ) -> Result<bool, RepoError> {
+        let moved: i64 = TOUCH_RESERVATION
+            .key(self.keys(event_id).reservations())
+            .arg(reservation.user_id)
+            .arg(format!(
+                "{}:{}",
+                reservation.ticket, reservation.reserved_at_ms
+            ))
+            .arg(format!("{}:{now_ms}", reservation.ticket))
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(moved == 1)
+    }
+
+    /// How many buyers are marked in Redis.
+    pub async fn buyer_count(&self, event_id: u64) -> Result<u64, RepoError> {
+        Ok(self.conn().scard(self.keys(event_id).buyers()).await?)
+    }
+
+    /// Remaining units, when the event is warm.
+    pub async fn stock(&self, event_id: u64) -> Result<Option<i64>, RepoError> {
+        Ok(self.conn().get(self.keys(event_id).stock()).await?)
+    }
+
+    /// Whether `user_id` holds a reservation not yet confirmed by MySQL.
+    pub async fn has_reservation(&self, event_id: u64, user_id: u64) -> Result<bool, RepoError> {
+        Ok(self
+            .conn()
+            .hexists(self.keys(event_id).reservations(), user_id)
+            .await?)
+    }
+
+    /// Records the buyer's outcome for polling and drops the reservation (it is settled now).
+    pub async fn settle(
+        &self,
+        event_id: u64,
+        user_id: u64,
+        outcome: &BuyerOutcome,
+        ttl_secs: u64,
+    ) -> Result<(), RepoError> {
+        let keys = self.keys(event_id);
+        let _: () = redis::pipe()
+            .atomic()
+            .set_ex(keys.result(user_id), outcome.to_string(), ttl_secs)
+            .hdel(keys.reservations(), user_id)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// The buyer's recorded outcome; `None` when there is none (or it cannot be read).
+    pub async fn outcome(
+        &self,
+        event_id: u64,
+        user_id: u64,
+    ) -> Result<Option<BuyerOutcome>, RepoError> {
+        let raw: Option<String> = self.conn().get(self.keys(event_id).result(user_id)).await?;
+        Ok(raw.and_then(|raw| raw.parse().ok()))
+    }
+}

@@ -1,0 +1,161 @@
+//! The admin side of flash-sale events: creating one moves its stock out of the product's
+//! inventory in the same transaction; an event can be changed only before it starts. Readers
+//! see Redis's live stock while the event is warm.
+
+use sqlx::MySqlPool;
+use time::OffsetDateTime;
+
+use super::Warmup;
+use crate::domain::flash_sale::{EventStatus, EventWindow, SpikeEvent};
+use crate::domain::money::Money;
+use crate::domain::product::Page;
+use crate::repo::mysql::spike_events::{self, EventFields};
+use crate::repo::mysql::{orders, products};
+use crate::repo::redis::flash_sale::EventStore;
+use crate::service::ServiceError;
+use crate::service::catalog::CatalogService;
+
+/// A new event, validated.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub product_id: u64,
+    pub title: String,
+    pub spike_price: Money,
+    pub stock: u32,
+    pub window: EventWindow,
+}
+
+/// A partial change; `None` keeps the field.
+#[derive(Debug, Clone, Default)]
+pub struct EventChanges {
+    pub title: Option<String>,
+    pub spike_price: Option<Money>,
+    pub stock: Option<u32>,
+    pub start_at: Option<OffsetDateTime>,
+    pub end_at: Option<OffsetDateTime>,
+}
+
+#[derive(Clone)]
+pub struct EventAdmin {
+    db: MySqlPool,
+    store: EventStore,
+    /// Product details show their stock: changed when an event takes or returns units.
+    catalog: CatalogService,
+    warmup: Warmup,
+}
+
+impl EventAdmin {
+    pub(super) fn new(
+        db: MySqlPool,
+        store: EventStore,
+        catalog: CatalogService,
+        warmup: Warmup,
+    ) -> EventAdmin {
+        EventAdmin {
+            db,
+            store,
+            catalog,
+            warmup,
+        }
+    }
+
+    pub async fn create(&self, event: NewEvent) -> Result<SpikeEvent, ServiceError> {
+        let mut tx = self.db.begin().await?;
+        if !products::lock_active(&mut tx, event.product_id).await? {
+            return Err(ServiceError::ProductNotFound(event.product_id));
+        }
+        if !orders::take_stock(&mut tx, event.product_id, event.stock).await? {
+            return Err(ServiceError::InsufficientStock {
+                product_id: event.product_id,
+            });
+        }
+        let fields = EventFields {
+            product_id: event.product_id,
+            title: &event.title,
+            spike_price: event.spike_price,
+            stock: event.stock,
+            per_user_limit: 1,
+            window: event.window,
+        };
+        let id = spike_events::insert(&mut tx, &fields).await?;
+        let created = spike_events::find(&mut *tx, id)
+            .await?
+            .ok_or_else(|| ServiceError::internal("event vanished inside its own transaction"))?;
+        tx.commit().await?;
+        self.catalog.invalidate(event.product_id).await;
+        tracing::info!(
+            event_id = id,
+            product_id = event.product_id,
+            stock = event.stock,
+            "flash-sale event created"
+        );
+        self.warmup.warm_new_event(&created).await;
+        Ok(created)
+    }
+
+    /// Changes an event that has not started; a changed stock takes from or returns to the
+    /// product's inventory.
+    pub async fn update(&self, id: u64, changes: EventChanges) -> Result<SpikeEvent, ServiceError> {
+        let mut tx = self.db.begin().await?;
+        let event = spike_events::lock(&mut tx, id)
+            .await?
+            .ok_or(ServiceError::EventNotFound)?;
+        if event.window.status_at(OffsetDateTime::now_utc()) != EventStatus::Upcoming {
+            return Err(ServiceError::Conflict(
+                "the event has started: it can no longer be changed".into(),
+            ));
+        }
+        let window = EventWindow::new(
+            changes.start_at.unwrap_or(event.window.start_at()),
+            changes.end_at.unwrap_or(event.window.end_at()),
+        )
+        .map_err(ServiceError::InvalidArgument)?;
+        let stock = changes.stock.unwrap_or(event.total_stock);
+        if stock > event.total_stock {
+            let more = stock - event.total_stock;
+            if !orders::take_stock(&mut tx, event.product_id, more).await? {
+                return Err(ServiceError::InsufficientStock {
+                    product_id: event.product_id,
+                });
+            }
+        } else if stock < event.total_stock {
+            orders::return_stock(&mut tx, event.product_id, event.total_stock - stock).await?;
+        }
+        let title = changes.title.unwrap_or(event.title);
+        let fields = EventFields {
+            product_id: event.product_id,
+            title: &title,
+            spike_price: changes.spike_price.unwrap_or(event.spike_price),
+            stock,
+            per_user_limit: event.per_user_limit,
+            window,
+        };
+        spike_events::update(&mut tx, id, &fields).await?;
+        let updated = spike_events::find(&mut *tx, id)
+            .await?
+            .ok_or(ServiceError::EventNotFound)?;
+        tx.commit().await?;
+        self.catalog.invalidate(event.product_id).await;
+        self.warmup.warm_new_event(&updated).await;
+        Ok(updated)
+    }
+
+    /// One event; `available_stock` is Redis's count when the event is warm.
+    pub async fn get(&self, id: u64) -> Result<SpikeEvent, ServiceError> {
+        let mut event = spike_events::find(&self.db, id)
+            .await?
+            .ok_or(ServiceError::EventNotFound)?;
+        if let Ok(Some(stock)) = self.store.stock(id).await {
+            event.available_stock = stock.clamp(0, i64::from(u32::MAX)) as u32;
+        }
+        Ok(event)
+    }
+
+    pub async fn list(
+        &self,
+        status: Option<EventStatus>,
+        page: Page,
+    ) -> Result<(Vec<SpikeEvent>, u64), ServiceError> {
+        Ok(spike_events::list(&self.db, status, OffsetDateTime::now_utc(), page).await?)
+    }
+}

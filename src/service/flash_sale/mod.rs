@@ -1,0 +1,140 @@
+//! Flash sales (DESIGN.md §5), one struct per job, each holding only what it needs:
+//!
+//! - [`EventAdmin`] (`admin`): creating an event moves its stock out of the product's inventory
+//!   in the same transaction; an event can be changed only before it starts.
+//! - [`Warmup`] (`warmup`): copies an event's free units, window and buyers into Redis — when it
+//!   is created or changed, on the worker's schedule, and when a buyer finds it cold.
+//! - [`Purchase`] (`purchase`): the buy path. An in-process per-buyer limit ([`user_limit`]), the
+//!   local sold-out flag ([`sold_out`]) and the cluster-wide admission bucket in Redis stand in
+//!   front of one Lua script (window, duplicate buyer, stock → reserve); the reservation is
+//!   published with publisher confirms and the buyer gets `queued`. Also the buyer's result.
+//! - [`Fulfilment`] (`fulfilment`): the worker's half — one MySQL transaction per reservation,
+//!   guarded by the unique `(user_id, spike_event_id)` key and a conditional decrement; after
+//!   the last retry, [`Fulfilment::give_up`] compensates the reservation.
+//! - [`Reconciler`] (`reconcile`): republishes reservations whose message was lost and keeps
+//!   each event's ledger.
+//!
+//! [`FlashSale`] builds them once per process and hands them to the API and the worker.
+
+mod admin;
+mod fulfilment;
+mod purchase;
+mod reconcile;
+pub mod sold_out;
+pub mod user_limit;
+mod warmup;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use admin::{EventAdmin, EventChanges, NewEvent};
+pub use fulfilment::{CreateOutcome, Fulfilment};
+pub use purchase::{BuyRequest, BuyResult, Purchase, Queued};
+pub use reconcile::{Ledger, ReconcileReport, Reconciler};
+pub use warmup::Warmup;
+
+use super::ServiceError;
+use super::catalog::CatalogService;
+use super::messages::{REQUEST_ID_HEADER, ReservationMessage};
+use crate::config::FlashSaleSettings;
+use crate::repo::amqp::ORDER_CREATE;
+use crate::repo::redis::flash_sale::EventStore;
+use crate::repo::{Amqp, Infra, Topology};
+
+/// How long a buyer's result stays in Redis (MySQL answers after that).
+const RESULT_TTL_SECS: u64 = 24 * 3600;
+
+/// Every part of the flash sale, built once per process; cheap to clone.
+#[derive(Clone)]
+pub struct FlashSale {
+    pub admin: EventAdmin,
+    pub warmup: Warmup,
+    pub purchase: Purchase,
+    pub fulfilment: Fulfilment,
+    pub reconciler: Reconciler,
+}
+
+impl FlashSale {
+    /// Keys go under `redis_prefix`; orders must be paid within `pay_timeout`; each consumer
+    /// holds up to `prefetch` messages (the backlog estimate of a re-warm counts them).
+    pub fn new(
+        settings: &FlashSaleSettings,
+        redis_prefix: &str,
+        pay_timeout: Duration,
+        prefetch: u16,
+        infra: &Infra,
+        catalog: CatalogService,
+    ) -> FlashSale {
+        let store = EventStore::new(infra.redis.clone(), redis_prefix);
+        let queue = OrderQueue {
+            amqp: infra.amqp.clone(),
+            topology: infra.topology.clone(),
+        };
+        let warmup = Warmup::new(
+            settings,
+            prefetch,
+            infra.db.clone(),
+            store.clone(),
+            queue.clone(),
+        );
+        let fulfilment = Fulfilment::new(infra.db.clone(), store.clone(), pay_timeout);
+        FlashSale {
+            admin: EventAdmin::new(infra.db.clone(), store.clone(), catalog, warmup.clone()),
+            purchase: Purchase::new(
+                settings,
+                infra.db.clone(),
+                store.clone(),
+                queue.clone(),
+                warmup.clone(),
+                fulfilment.clone(),
+            ),
+            reconciler: Reconciler::new(settings, infra.db.clone(), store, queue),
+            warmup,
+            fulfilment,
+        }
+    }
+}
+
+/// The `spike.order.create` queue as the services see it: where reservations are published
+/// (persistent, confirmed), and how many may be waiting in it.
+#[derive(Clone)]
+struct OrderQueue {
+    amqp: Arc<Amqp>,
+    topology: Arc<Topology>,
+}
+
+impl OrderQueue {
+    /// Publishes a reservation; `request_id` (if any) travels as a header.
+    async fn publish(
+        &self,
+        message: &ReservationMessage,
+        request_id: &str,
+    ) -> Result<(), ServiceError> {
+        let payload = serde_json::to_vec(message).map_err(ServiceError::internal)?;
+        let headers: &[(&str, &str)] = if request_id.is_empty() {
+            &[]
+        } else {
+            &[(REQUEST_ID_HEADER, request_id)]
+        };
+        self.amqp
+            .publish_with_text_headers(&self.topology.exchange(), ORDER_CREATE, &payload, headers)
+            .await?;
+        Ok(())
+    }
+
+    /// Messages that may carry a reservation MySQL has not seen: everything waiting in the order
+    /// queue and its retry queues, plus what `prefetch`-bounded consumers may hold.
+    async fn in_flight_bound(&self, prefetch: u16) -> Result<u64, ServiceError> {
+        let mut bound = 0;
+        for queue in self.topology.order_create_queues() {
+            let depth = self.amqp.queue_depth(&queue).await?;
+            bound += u64::from(depth.messages) + u64::from(depth.consumers) * u64::from(prefetch);
+        }
+        Ok(bound)
+    }
+}
+
+/// Unix milliseconds, as Redis and the messages carry time.
+fn unix_millis(t: time::OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}

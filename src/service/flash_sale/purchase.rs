@@ -1,0 +1,281 @@
+//! The buy path (DESIGN.md §5) and the buyer's result. Cheap refusals come first: the per-buyer
+//! limit and the sold-out flag cost no Redis call, the per-event admission bucket one; then one
+//! Lua script reserves, the reservation is published with a confirm, and the buyer gets `queued`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::MySqlPool;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use super::sold_out::SoldOutFlags;
+use super::user_limit::UserRateLimiter;
+use super::{CreateOutcome, Fulfilment, OrderQueue, Warmup, unix_millis};
+use crate::config::{FlashSaleMode, FlashSaleSettings, RateLimit};
+use crate::domain::flash_sale::{BuyerOutcome, EventStatus, FailureReason};
+use crate::repo::mysql::spike_events;
+use crate::repo::redis::flash_sale::{EventStore, Reservation};
+use crate::repo::redis::rate_limit::Decision;
+use crate::service::ServiceError;
+use crate::service::messages::ReservationMessage;
+use crate::util::single_flight::SingleFlight;
+
+/// A purchase attempt as the API hands it over.
+#[derive(Debug, Clone, Copy)]
+pub struct BuyRequest<'a> {
+    pub event_id: u64,
+    pub user_id: u64,
+    /// Makes a retry answer with the first request's ticket.
+    pub idempotency_key: Option<&'a str>,
+    /// Travels with the message (a header), to join the worker's logs with the API's.
+    pub request_id: &'a str,
+}
+
+/// A queued purchase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    pub ticket: String,
+    /// True when an earlier request with the same `Idempotency-Key` was answered with it.
+    pub replayed: bool,
+}
+
+/// Where a buyer stands in an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuyResult {
+    Queued,
+    Success { order_id: u64 },
+    Failed { reason: FailureReason },
+    None,
+}
+
+#[derive(Clone)]
+pub struct Purchase {
+    db: MySqlPool,
+    store: EventStore,
+    queue: OrderQueue,
+    user_limiter: Arc<UserRateLimiter>,
+    event_limit: RateLimit,
+    sold_out: Arc<SoldOutFlags>,
+    /// `db`: the naive baseline ([`Purchase::buy_in_mysql`]).
+    mode: FlashSaleMode,
+    /// Re-warms an active event found cold.
+    warmup: Warmup,
+    /// Runs the order transaction in the request in `db` mode.
+    fulfilment: Fulfilment,
+    /// Concurrent buyers of a cold event share one lookup (and re-warm) per event.
+    cold_flights: Arc<SingleFlight<u64, Option<EventStatus>>>,
+}
+
+impl Purchase {
+    pub(super) fn new(
+        settings: &FlashSaleSettings,
+        db: MySqlPool,
+        store: EventStore,
+        queue: OrderQueue,
+        warmup: Warmup,
+        fulfilment: Fulfilment,
+    ) -> Purchase {
+        Purchase {
+            db,
+            store,
+            queue,
+            user_limiter: Arc::new(UserRateLimiter::new(settings.user_rate_limit)),
+            event_limit: settings.event_rate_limit,
+            sold_out: warmup.sold_out_flags(),
+            mode: settings.mode,
+            warmup,
+            fulfilment,
+            cold_flights: Arc::default(),
+        }
+    }
+
+    /// This replica's sold-out flags (the API role listens for their clearing).
+    pub fn sold_out_flags(&self) -> Arc<SoldOutFlags> {
+        self.sold_out.clone()
+    }
+
+    /// The pub/sub channel on which returned stock is announced.
+    pub fn stock_returned_channel(&self) -> String {
+        self.store.stock_returned_channel()
+    }
+
+    /// Forgets, every `interval` until `shutdown`, the buyers whose per-buyer allowance is full
+    /// again (run by the API role, next to the flags' listener).
+    pub async fn forget_idle_buyers_every(&self, interval: Duration, shutdown: CancellationToken) {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticks.tick() => self.user_limiter.forget_idle(),
+            }
+        }
+    }
+
+    /// Reserves a unit for the buyer and queues its order (DESIGN.md §5).
+    pub async fn buy(&self, request: BuyRequest<'_>) -> Result<Queued, ServiceError> {
+        let BuyRequest {
+            event_id,
+            user_id,
+            idempotency_key,
+            request_id,
+        } = request;
+        self.user_limiter
+            .take(user_id)
+            .map_err(|retry_after| rejected(ServiceError::RateLimited { retry_after }))?;
+        if self.mode == FlashSaleMode::Db {
+            return self.buy_in_mysql(event_id, user_id).await;
+        }
+        // A retry carrying an Idempotency-Key goes to Redis, which holds its first answer.
+        if idempotency_key.is_none() && self.sold_out.is_sold_out(event_id) {
+            return Err(rejected(ServiceError::SoldOut));
+        }
+        if let Decision::Limited { retry_after } =
+            self.store.admit(event_id, self.event_limit).await?
+        {
+            return Err(rejected(ServiceError::RateLimited { retry_after }));
+        }
+        let ticket = uuid::Uuid::new_v4().simple().to_string();
+        let reservation = self
+            .store
+            .reserve(event_id, user_id, &ticket, idempotency_key)
+            .await?;
+        let reserved_at_ms = match reservation {
+            Reservation::Reserved { at_ms } => at_ms,
+            Reservation::Replay { ticket } => {
+                return Ok(Queued {
+                    ticket,
+                    replayed: true,
+                });
+            }
+            Reservation::InProgress => {
+                return Err(ServiceError::Conflict(
+                    "a request with this Idempotency-Key is still in progress".into(),
+                ));
+            }
+            Reservation::SoldOut => {
+                self.sold_out.mark(event_id);
+                return Err(rejected(ServiceError::SoldOut));
+            }
+            Reservation::NotStarted => return Err(rejected(ServiceError::EventNotStarted)),
+            Reservation::Ended => return Err(rejected(ServiceError::EventEnded)),
+            Reservation::Duplicate => return Err(rejected(ServiceError::AlreadyPurchased)),
+            Reservation::NotWarm => return Err(rejected(self.not_warm(event_id).await)),
+        };
+        let message = ReservationMessage {
+            ticket: ticket.clone(),
+            event_id,
+            user_id,
+            reserved_at_ms,
+        };
+        if let Err(error) = self.queue.publish(&message, request_id).await {
+            tracing::warn!(event_id, user_id, %error, "reservation not queued; undoing it");
+            self.store
+                .unreserve(event_id, user_id, &ticket, idempotency_key)
+                .await?;
+            return Err(rejected(ServiceError::Retryable(
+                "the order queue cannot take the order now, retry later".into(),
+            )));
+        }
+        if let Some(key) = idempotency_key {
+            self.store
+                .confirm_idempotency(event_id, user_id, key, &ticket)
+                .await?;
+        }
+        metrics::counter!("spike_buy_total", "outcome" => "queued").increment(1);
+        Ok(Queued {
+            ticket,
+            replayed: false,
+        })
+    }
+
+    /// The naive baseline (`SPIKE_FLASH_SALE_MODE=db`): the request itself runs the worker's
+    /// order transaction (conditional `UPDATE … WHERE available_stock > 0`, order rows, close
+    /// outbox row), no Redis and no queue, so every buyer queues on the event row's lock. Correct
+    /// (the conditional decrement and the unique buyer key guard it) but slow: the load tool
+    /// measures how much the queue path gains over it. `Idempotency-Key` is not replayed here: a
+    /// repeat answers "already purchased".
+    async fn buy_in_mysql(&self, event_id: u64, user_id: u64) -> Result<Queued, ServiceError> {
+        let event = spike_events::find(&self.db, event_id)
+            .await?
+            .ok_or_else(|| rejected(ServiceError::EventNotFound))?;
+        let now = OffsetDateTime::now_utc();
+        match event.window.status_at(now) {
+            EventStatus::Upcoming => return Err(rejected(ServiceError::EventNotStarted)),
+            EventStatus::Ended => return Err(rejected(ServiceError::EventEnded)),
+            EventStatus::Active => {}
+        }
+        let message = ReservationMessage {
+            ticket: uuid::Uuid::new_v4().simple().to_string(),
+            event_id,
+            user_id,
+            reserved_at_ms: unix_millis(now),
+        };
+        match self.fulfilment.create_order_in_mysql(&message).await? {
+            CreateOutcome::Created { .. } => {
+                metrics::counter!("spike_buy_total", "outcome" => "queued").increment(1);
+                Ok(Queued {
+                    ticket: message.ticket,
+                    replayed: false,
+                })
+            }
+            CreateOutcome::AlreadyDone { .. } => Err(rejected(ServiceError::AlreadyPurchased)),
+            CreateOutcome::SoldOut => Err(rejected(ServiceError::SoldOut)),
+            CreateOutcome::UnknownEvent => Err(rejected(ServiceError::EventNotFound)),
+        }
+    }
+
+    /// The answer when the event's keys are missing: never "sold out" or "available". An
+    /// unknown, upcoming or ended event says so; an active one is not warm (Redis lost its
+    /// keys): fail closed with a retryable error and re-warm it. A burst of buyers hitting a cold
+    /// event shares one lookup and one re-warm.
+    async fn not_warm(&self, event_id: u64) -> ServiceError {
+        let status = self
+            .cold_flights
+            .run(event_id, || self.warmup.rewarm_if_active(event_id))
+            .await;
+        match status {
+            Ok(None) => ServiceError::EventNotFound,
+            Ok(Some(EventStatus::Upcoming)) => ServiceError::EventNotStarted,
+            Ok(Some(EventStatus::Ended)) => ServiceError::EventEnded,
+            Ok(Some(EventStatus::Active)) => {
+                ServiceError::Retryable("the sale is not ready, retry shortly".into())
+            }
+            Err(error) => error,
+        }
+    }
+
+    /// Where `user_id` stands: the outcome in Redis, a pending reservation, or MySQL's record.
+    pub async fn result(&self, event_id: u64, user_id: u64) -> Result<BuyResult, ServiceError> {
+        match self.store.outcome(event_id, user_id).await? {
+            Some(BuyerOutcome::Success { order_id }) => return Ok(BuyResult::Success { order_id }),
+            Some(BuyerOutcome::Failed(reason)) => return Ok(BuyResult::Failed { reason }),
+            None => {}
+        }
+        if self.store.has_reservation(event_id, user_id).await? {
+            return Ok(BuyResult::Queued);
+        }
+        Ok(
+            match spike_events::order_of(&self.db, event_id, user_id).await? {
+                Some(order_id) => BuyResult::Success { order_id },
+                None => BuyResult::None,
+            },
+        )
+    }
+}
+
+/// Counts a refused purchase by its reason, then hands the error on.
+fn rejected(error: ServiceError) -> ServiceError {
+    let outcome = match &error {
+        ServiceError::RateLimited { .. } => "rate_limited",
+        ServiceError::SoldOut => "sold_out",
+        ServiceError::AlreadyPurchased => "duplicate",
+        ServiceError::EventNotStarted => "not_started",
+        ServiceError::EventEnded => "ended",
+        ServiceError::EventNotFound => "unknown_event",
+        _ => "unavailable",
+    };
+    metrics::counter!("spike_buy_total", "outcome" => outcome).increment(1);
+    error
+}
