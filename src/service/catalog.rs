@@ -36,6 +36,8 @@ pub struct CacheStats {
     pub misses: AtomicU64,
     /// Product reads that reached MySQL because of a miss.
     pub loads: AtomicU64,
+    /// Second invalidations scheduled and not yet done.
+    pub pending_invalidations: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -151,11 +153,20 @@ impl CatalogService {
         if let Err(error) = product_cache::invalidate(&mut redis, &key).await {
             tracing::warn!(product_id = id, %error, "product cache invalidation failed");
         }
+        let inner = self.inner.clone();
+        inner
+            .stats
+            .pending_invalidations
+            .fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             tokio::time::sleep(SECOND_INVALIDATION_DELAY).await;
             if let Err(error) = product_cache::invalidate(&mut redis, &key).await {
                 tracing::warn!(product_id = id, %error, "delayed product cache invalidation failed");
             }
+            inner
+                .stats
+                .pending_invalidations
+                .fetch_sub(1, Ordering::Relaxed);
         });
     }
 

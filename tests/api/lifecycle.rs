@@ -1,6 +1,7 @@
 //! Process lifecycle: topology declared at start-up, graceful shutdown, and test isolation
 //! (each test's database, Redis keys and queues are gone after it).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -82,11 +83,16 @@ async fn start_up_declares_every_queue_and_drop_removes_everything() {
 
 #[tokio::test]
 async fn shutdown_finishes_in_flight_requests_and_stops_accepting() {
+    let started = Arc::new(tokio::sync::Notify::new());
     let slow: Router<AppState> = Router::new().route(
         "/api/v1/_probe/slow",
-        get(|| async {
-            tokio::time::sleep(Duration::from_millis(800)).await;
-            ApiResponse::ok("finished")
+        get({
+            let started = started.clone();
+            || async move {
+                started.notify_one();
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                ApiResponse::ok("finished")
+            }
         }),
     );
     let mut app = spawn_app_with(TestOptions::default().routes(slow)).await;
@@ -96,7 +102,7 @@ async fn shutdown_finishes_in_flight_requests_and_stops_accepting() {
         let url = app.url("/api/v1/_probe/slow");
         async move { client.get(url).send().await }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    started.notified().await;
     app.shutdown.cancel();
 
     let response = in_flight

@@ -501,13 +501,7 @@ async fn the_close_message_goes_out_once_the_relay_can_publish() {
         1,
         "the order committed with its close message in the outbox"
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        app.order_status(&buyer, order).await,
-        "pending_payment",
-        "nobody closed it yet"
-    );
-
+    // Its pay deadline passes while the relay is down; the close happens once it runs.
     app.start_worker();
     wait_for("the outbox to drain", Duration::from_secs(10), || async {
         pending().await == 0

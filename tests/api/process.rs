@@ -2,7 +2,7 @@
 //! topology, and both stop cleanly (exit 0) on SIGTERM.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
@@ -29,24 +29,25 @@ fn spawn_spike(role: &str, resources: &TestResources, port: u16) -> Child {
         .expect("start spike")
 }
 
-/// Sends SIGTERM and waits for the exit status.
-fn terminate(mut child: Child) -> std::process::ExitStatus {
+/// Sends SIGTERM and waits (without blocking the test's runtime) for the exit status.
+async fn terminate(mut child: Child) -> std::process::ExitStatus {
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("kill");
     assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            child.kill().ok();
-            panic!("spike did not stop within 20 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut status = None;
+    wait_for(
+        "spike to stop after SIGTERM",
+        Duration::from_secs(20),
+        || {
+            status = status.or_else(|| child.try_wait().unwrap());
+            let stopped = status.is_some();
+            async move { stopped }
+        },
+    )
+    .await;
+    status.expect("stopped")
 }
 
 #[tokio::test]
@@ -65,7 +66,7 @@ async fn spike_all_answers_health_and_readiness_then_stops_on_sigterm() {
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
 
-    let status = terminate(child);
+    let status = terminate(child).await;
     assert!(status.success(), "clean exit on SIGTERM, got {status}");
 }
 
@@ -107,6 +108,6 @@ async fn spike_worker_declares_the_topology_then_stops_on_sigterm() {
     .await;
     connection.close(200, "done".into()).await.ok();
 
-    let status = terminate(child);
+    let status = terminate(child).await;
     assert!(status.success(), "clean exit on SIGTERM, got {status}");
 }

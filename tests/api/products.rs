@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, envelope, spawn_app};
+use crate::helpers::{TestApp, code, envelope, spawn_app, wait_for};
 
 async fn create(app: &TestApp, token: &str, body: Value) -> Value {
     let response = app
@@ -13,11 +13,6 @@ async fn create(app: &TestApp, token: &str, body: Value) -> Value {
         .await;
     assert_eq!(response.status(), 201, "create {body}");
     envelope(response).await["data"].clone()
-}
-
-async fn status_and_code(response: reqwest::Response) -> (u16, Value) {
-    let status = response.status().as_u16();
-    (status, envelope(response).await)
 }
 
 #[tokio::test]
@@ -73,7 +68,7 @@ async fn crud_round_trip() {
         .await,
         app.send_authed(Method::DELETE, &path, &admin, None).await,
     ] {
-        let (status, body) = status_and_code(response).await;
+        let (status, _, body) = code(response).await;
         assert_eq!((status, body["code"].as_u64()), (404, Some(30001)));
     }
     let list = envelope(app.get("/api/v1/products").await).await;
@@ -98,7 +93,7 @@ async fn writes_need_an_admin() {
         let response = app
             .send_authed(method.clone(), &path, user, Some(&body))
             .await;
-        let (status, body) = status_and_code(response).await;
+        let (status, _, body) = code(response).await;
         assert_eq!(
             (status, body["code"].as_u64()),
             (403, Some(10003)),
@@ -144,7 +139,7 @@ async fn invalid_product_fields_are_named() {
         let response = app
             .send_authed(Method::POST, "/api/v1/products", &admin, Some(&body))
             .await;
-        let (status, error) = status_and_code(response).await;
+        let (status, _, error) = code(response).await;
         assert_eq!(
             (status, error["code"].as_u64()),
             (400, Some(10001)),
@@ -160,10 +155,10 @@ async fn invalid_product_fields_are_named() {
     let response = app
         .send_authed(Method::PATCH, &path, &admin, Some(&json!({"price": "-5"})))
         .await;
-    let (status, error) = status_and_code(response).await;
+    let (status, _, error) = code(response).await;
     assert_eq!(status, 400);
     assert!(error["data"]["fields"]["price"].is_string());
-    let (status, error) = status_and_code(app.get("/api/v1/products/abc").await).await;
+    let (status, _, error) = code(app.get("/api/v1/products/abc").await).await;
     assert_eq!((status, error["code"].as_u64()), (400, Some(10001)));
 }
 
@@ -185,7 +180,7 @@ async fn invalid_list_parameters_are_400_naming_the_parameter() {
     ];
     for (query, field) in cases {
         let response = app.get(&format!("/api/v1/products?{query}")).await;
-        let (status, error) = status_and_code(response).await;
+        let (status, _, error) = code(response).await;
         assert_eq!(
             (status, error["code"].as_u64()),
             (400, Some(10001)),
@@ -335,7 +330,7 @@ async fn product_detail_is_cached_and_invalidated() {
 
     // A missing id is remembered as an empty marker with a TTL.
     let missing_key = format!("{}product:999999", app.config.redis.prefix);
-    let (status, body) = status_and_code(app.get("/api/v1/products/999999").await).await;
+    let (status, _, body) = code(app.get("/api/v1/products/999999").await).await;
     assert_eq!((status, body["code"].as_u64()), (404, Some(30001)));
     let marker: Option<String> = redis::cmd("GET")
         .arg(&missing_key)
@@ -379,7 +374,13 @@ async fn fifty_concurrent_reads_of_a_cold_key_make_one_mysql_read() {
     .await;
     let path = format!("/api/v1/products/{}", product["id"]);
     // Let the create's delayed second invalidation pass, then make sure the key is cold.
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let stats = app.state.catalog.cache_stats();
+    wait_for(
+        "the delayed invalidation",
+        std::time::Duration::from_secs(5),
+        || async { stats.pending_invalidations.load(Ordering::SeqCst) == 0 },
+    )
+    .await;
     let key = format!("{}product:{}", app.config.redis.prefix, product["id"]);
     let mut redis = app.infra.redis.clone();
     let _: () = redis::cmd("DEL")

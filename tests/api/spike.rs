@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
-use crate::helpers::{TestApp, code, envelope, spawn_app};
+use crate::helpers::{TestApp, code, envelope, spawn_app, wait_for};
 
 fn at(offset: Duration) -> String {
     (OffsetDateTime::now_utc() + offset)
@@ -318,18 +318,15 @@ pub async fn buyers(app: &TestApp, n: usize) -> Vec<(u64, String)> {
 }
 
 pub async fn wait_for_success(app: &TestApp, token: &str, event: u64) -> u64 {
-    let started = std::time::Instant::now();
-    loop {
-        let result = result_of(app, token, event).await;
-        if result["status"] == "success" {
-            return result["order_id"].as_u64().unwrap();
-        }
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(15),
-            "no order yet: {result}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_for(
+        "the buyer's order",
+        std::time::Duration::from_secs(15),
+        || async { result_of(app, token, event).await["status"] == "success" },
+    )
+    .await;
+    result_of(app, token, event).await["order_id"]
+        .as_u64()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -520,24 +517,17 @@ async fn a_thousand_buyers_racing_twice_for_a_hundred_units_never_oversell() {
     }
     assert_eq!((winners.len(), refused), (100, 1900));
 
-    let started = std::time::Instant::now();
-    loop {
+    wait_for("100 orders", std::time::Duration::from_secs(30), || async {
         let orders: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM spike_orders WHERE spike_event_id = ?")
                 .bind(event)
                 .fetch_one(&app.infra.db)
                 .await
                 .unwrap();
-        if orders == 100 {
-            break;
-        }
-        assert!(orders < 100, "oversold: {orders}");
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(30),
-            "{orders} of 100 orders"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+        assert!(orders <= 100, "oversold: {orders}");
+        orders == 100
+    })
+    .await;
     let owners: Vec<u64> =
         sqlx::query_scalar("SELECT user_id FROM spike_orders WHERE spike_event_id = ?")
             .bind(event)
@@ -581,18 +571,13 @@ async fn an_order_that_always_fails_dead_letters_and_its_reservation_returns() {
     let shown = envelope(app.get(&format!("/api/v1/spike/events/{event}")).await).await;
     assert_eq!(shown["data"]["remaining_stock"], 1, "reserved");
 
-    let started = std::time::Instant::now();
-    let result = loop {
-        let result = result_of(&app, &token, event).await;
-        if result["status"] == "failed" {
-            break result;
-        }
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(15),
-            "still {result}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    wait_for(
+        "the buyer's result to say failed",
+        std::time::Duration::from_secs(15),
+        || async { result_of(&app, &token, event).await["status"] == "failed" },
+    )
+    .await;
+    let result = result_of(&app, &token, event).await;
     assert_eq!(result["reason"], "order_creation_failed");
     let shown = envelope(app.get(&format!("/api/v1/spike/events/{event}")).await).await;
     assert_eq!(shown["data"]["remaining_stock"], 2, "the unit is back");

@@ -1,0 +1,241 @@
+//! The test app: [`spawn_app`] builds the real application on an isolated set of resources,
+//! serves it on a free port, and (on request) runs the worker beside it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use spike::api::AppState;
+use spike::config::Config;
+use spike::repo::{Infra, Topology};
+use spike::startup::{self, Application, Services};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::logs::init_logs;
+use super::resources::TestResources;
+
+/// Every test app has this admin (bootstrap), unless a test overrides it.
+pub const ADMIN_EMAIL: &str = "admin@spike.test";
+pub const ADMIN_PASSWORD: &str = "admin-password";
+
+/// The password `signed_in_user` registers with.
+pub const TEST_PASSWORD: &str = "correct horse battery";
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub config: Config,
+    pub infra: Infra,
+    pub state: AppState,
+    /// The app's services; the worker, when started, shares them (as in `spike all`).
+    pub services: Services,
+    pub shutdown: CancellationToken,
+    /// Why the worker stopped, if it failed: reported when the app is dropped, so a test that
+    /// timed out waiting for the worker also says what happened to it.
+    worker_failure: Arc<Mutex<Option<String>>>,
+    pub server: Option<tokio::task::JoinHandle<()>>,
+    resources: TestResources,
+}
+
+/// Environment overrides for one test app, on top of the process environment and dev.toml.
+#[derive(Default)]
+pub struct TestOptions {
+    pub env: HashMap<String, String>,
+    pub extra_routes: Option<Router<AppState>>,
+    /// Also run the worker role (outbox relay, consumers) in the test's runtime.
+    pub worker: bool,
+}
+
+impl TestOptions {
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env.insert(key.to_owned(), value.into());
+        self
+    }
+
+    pub fn routes(mut self, routes: Router<AppState>) -> Self {
+        self.extra_routes = Some(routes);
+        self
+    }
+
+    pub fn with_worker(mut self) -> Self {
+        self.worker = true;
+        self
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(TestOptions::default()).await
+}
+
+pub async fn spawn_app_with(options: TestOptions) -> TestApp {
+    init_logs();
+    let resources = TestResources::create().await;
+    let config = test_config(&resources, &options.env).expect("test configuration is valid");
+    let app =
+        Application::build_with_routes(config.clone(), options.extra_routes.unwrap_or_default())
+            .await
+            .expect("application starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let infra = app.infra().clone();
+    let state = app.state().clone();
+    let services = app.services().clone();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            let tasks = TaskTracker::new();
+            app.run_until_stopped(shutdown, &tasks)
+                .await
+                .expect("server runs");
+            tasks.close();
+            tasks.wait().await;
+        }
+    });
+    let app = TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("http client"),
+        config,
+        infra,
+        state,
+        services,
+        shutdown,
+        worker_failure: Arc::default(),
+        server: Some(server),
+        resources,
+    };
+    if options.worker {
+        app.start_worker();
+    }
+    app
+}
+
+/// The configuration a test app would get: process env, then the test's isolation settings,
+/// then `overrides`.
+pub fn test_config(
+    resources: &TestResources,
+    overrides: &HashMap<String, String>,
+) -> Result<Config, spike::config::ConfigError> {
+    let mut vars: HashMap<String, String> = std::env::vars().collect();
+    vars.insert("SPIKE_HTTP_ADDR".into(), "127.0.0.1:0".into());
+    vars.insert("SPIKE_DATABASE_URL".into(), resources.database_url.clone());
+    vars.insert("SPIKE_REDIS_PREFIX".into(), resources.redis_prefix.clone());
+    vars.insert("SPIKE_AMQP_PREFIX".into(), resources.amqp_prefix.clone());
+    vars.insert("SPIKE_AUTO_MIGRATE".into(), "true".into());
+    vars.insert("SPIKE_STARTUP_TIMEOUT".into(), "5s".into());
+    vars.insert("SPIKE_SHUTDOWN_GRACE".into(), "5s".into());
+    // Every test declares and deletes its own set of queues. A quorum queue is a Raft cluster
+    // of its own: hundreds of them created and torn down per run load a 2-core broker heavily
+    // (one wedged RabbitMQ 3.10 here). Tests use classic queues unless they say otherwise;
+    // `lifecycle` covers the quorum declaration.
+    vars.insert("SPIKE_AMQP_QUEUE_TYPE".into(), "classic".into());
+    vars.insert("SPIKE_BOOTSTRAP_ADMIN_EMAIL".into(), ADMIN_EMAIL.into());
+    vars.insert(
+        "SPIKE_BOOTSTRAP_ADMIN_PASSWORD".into(),
+        ADMIN_PASSWORD.into(),
+    );
+    vars.extend(overrides.clone());
+    Config::load(vars)
+}
+
+impl TestApp {
+    /// Starts the worker role (outbox relay, consumers, housekeeping) with the app's services
+    /// until the app is dropped. A failure is recorded and reported by the drop.
+    pub fn start_worker(&self) {
+        let (config, infra) = (self.config.clone(), self.infra.clone());
+        let (services, shutdown) = (self.services.clone(), self.shutdown.clone());
+        let failure = self.worker_failure.clone();
+        tokio::spawn(async move {
+            if let Err(error) = spike::worker::run(&config, infra, services, shutdown).await {
+                eprintln!("worker failed: {error}");
+                *failure.lock().unwrap() = Some(error.to_string());
+            }
+        });
+    }
+
+    /// Current stock of a product, from MySQL.
+    pub async fn stock_of(&self, product_id: u64) -> i64 {
+        sqlx::query_scalar("SELECT CAST(stock AS SIGNED) FROM inventory WHERE product_id = ?")
+            .bind(product_id)
+            .fetch_one(&self.infra.db)
+            .await
+            .unwrap()
+    }
+
+    pub fn topology(&self) -> Topology {
+        startup::topology(&self.config)
+    }
+
+    pub fn database_name(&self) -> &str {
+        &self.resources.database
+    }
+
+    /// Deletes every Redis key of the event, as a Redis restart would.
+    pub async fn forget_event_keys(&self, event_id: u64) {
+        let pattern = format!("{}ev:{{{event_id}}}:*", self.config.redis.prefix);
+        let mut redis = self.infra.redis.clone();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert!(!keys.is_empty(), "the event was warm");
+        let _: () = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+
+    /// Waits (up to 5 s) until `queue` holds exactly `expected` messages; fails at once on more.
+    /// The broker's queue statistics trail publisher confirms by a moment.
+    pub async fn expect_queue_len(&self, queue: &str, expected: u32) {
+        let channel = self.infra.amqp.create_channel().await.unwrap();
+        let started = std::time::Instant::now();
+        loop {
+            let declared = channel
+                .queue_declare(
+                    queue.into(),
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    lapin::types::FieldTable::default(),
+                )
+                .await
+                .unwrap();
+            let waiting = declared.message_count();
+            assert!(
+                waiting <= expected,
+                "{waiting} messages in {queue}, expected {expected}"
+            );
+            if waiting == expected {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "only {waiting} of {expected} messages reached {queue}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        let failure = self.worker_failure.lock().unwrap().take();
+        if let Some(failure) = failure
+            && !std::thread::panicking()
+        {
+            panic!("the worker failed during the test: {failure}");
+        }
+    }
+}
