@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (CI runs it through .ci/run):
-# services up → leftovers of killed test runs removed → fmt → clippy → Docker file lint → all tests.
+# services up → leftovers of killed test runs removed → fmt → clippy → Docker file lint →
+# .sqlx/ offline query data up to date → all tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,9 @@ cargo clippy --all-targets --locked -- -D warnings
 
 step "Dockerfile and compose file"
 scripts/check-deploy.sh
+
+step "checked SQL: .sqlx/ matches the queries and the migrations"
+scripts/sqlx-prepare.sh --check
 
 step "tests"
 cargo test --locked

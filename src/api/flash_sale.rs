@@ -4,7 +4,6 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -142,30 +141,18 @@ pub struct ListEventsParams {
     pub page_size: Option<String>,
 }
 
-fn timestamp(value: &Value, field: &str) -> Result<OffsetDateTime, String> {
-    value
-        .as_str()
-        .and_then(|raw| OffsetDateTime::parse(raw, &Rfc3339).ok())
-        .ok_or_else(|| format!("{field} must be an RFC 3339 time such as 2026-11-11T00:00:00Z"))
-}
-
 fn parse_changes(body: &EventFields, errors: &mut FieldErrors) -> EventChanges {
     let title = body.title.as_ref().and_then(|v| {
-        let title = v
-            .as_str()
-            .ok_or_else(|| "title must be a string".to_owned());
-        errors.check("title", title.and_then(product::parse_title))
+        let title = validation::text(v, "title").and_then(|t| product::parse_title(&t));
+        errors.check("title", title)
     });
-    let spike_price = body.spike_price.as_ref().and_then(|v| {
-        let price = match v {
-            Value::String(raw) => raw.parse::<Money>().map_err(|e| format!("spike_price {e}")),
-            _ => Err("spike_price must be a decimal string such as \"99.00\"".to_owned()),
-        };
-        errors.check("spike_price", price)
-    });
+    let spike_price = body
+        .spike_price
+        .as_ref()
+        .and_then(|v| errors.check("spike_price", validation::money(v, "spike_price")));
     let stock = body.stock.as_ref().and_then(|v| {
-        let stock = v
-            .as_i64()
+        let stock = validation::integer(v, "stock")
+            .ok()
             .filter(|n| (1..=i64::from(STOCK_MAX)).contains(n))
             .map(|n| n as u32)
             .ok_or_else(|| format!("stock must be an integer from 1 to {STOCK_MAX}"));
@@ -174,11 +161,11 @@ fn parse_changes(body: &EventFields, errors: &mut FieldErrors) -> EventChanges {
     let start_at = body
         .start_at
         .as_ref()
-        .and_then(|v| errors.check("start_at", timestamp(v, "start_at")));
+        .and_then(|v| errors.check("start_at", validation::timestamp(v, "start_at")));
     let end_at = body
         .end_at
         .as_ref()
-        .and_then(|v| errors.check("end_at", timestamp(v, "end_at")));
+        .and_then(|v| errors.check("end_at", validation::timestamp(v, "end_at")));
     if let Some(limit) = &body.per_user_limit
         && limit.as_u64() != Some(1)
     {

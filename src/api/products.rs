@@ -95,47 +95,29 @@ pub struct ListParams {
     pub max_price: Option<String>,
 }
 
-fn text(value: &Value, field: &str) -> Result<String, String> {
-    value
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| format!("{field} must be a string"))
-}
-
-fn money(value: &Value, field: &str) -> Result<Money, String> {
-    match value {
-        Value::String(raw) => raw.parse().map_err(|e| format!("{field} {e}")),
-        _ => Err(format!(
-            "{field} must be a decimal string such as \"19.90\""
-        )),
-    }
-}
-
-fn stock(value: &Value) -> Result<u32, String> {
-    value
-        .as_i64()
-        .ok_or_else(|| "stock must be an integer".to_owned())
-        .and_then(product::parse_stock)
-}
-
 fn parse_changes(body: ProductFields, errors: &mut FieldErrors) -> ProductChanges {
     ProductChanges {
         title: body.title.and_then(|v| {
             errors.check(
                 "title",
-                text(&v, "title").and_then(|t| product::parse_title(&t)),
+                validation::text(&v, "title").and_then(|t| product::parse_title(&t)),
             )
         }),
         description: body.description.and_then(|v| {
             errors.check(
                 "description",
-                text(&v, "description").and_then(|d| product::parse_description(&d)),
+                validation::text(&v, "description").and_then(|d| product::parse_description(&d)),
             )
         }),
         price: body
             .price
-            .and_then(|v| errors.check("price", money(&v, "price"))),
-        stock: body.stock.and_then(|v| errors.check("stock", stock(&v))),
+            .and_then(|v| errors.check("price", validation::money(&v, "price"))),
+        stock: body.stock.and_then(|v| {
+            errors.check(
+                "stock",
+                validation::integer(&v, "stock").and_then(product::parse_stock),
+            )
+        }),
     }
 }
 
@@ -157,8 +139,9 @@ fn parse_list_params(params: ListParams) -> Result<ProductQuery, ApiError> {
         errors.add("q", "q must be at most 200 characters");
     }
     let mut price = |field: &str, raw: &Option<String>| {
-        raw.as_ref()
-            .and_then(|raw| errors.check(field, money(&Value::String(raw.clone()), field)))
+        raw.as_ref().and_then(|raw| {
+            errors.check(field, validation::money(&Value::String(raw.clone()), field))
+        })
     };
     let min_price = price("min_price", &params.min_price);
     let max_price = price("max_price", &params.max_price);

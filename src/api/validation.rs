@@ -1,10 +1,50 @@
-//! Input checks shared by handlers: collecting per-field problems into one 400 answer, and the
+//! Input checks shared by handlers: collecting per-field problems into one 400 answer, the
+//! readers of JSON field values (bodies are read as `serde_json::Value` per field, so every bad
+//! field is named at once with its own message instead of serde stopping at the first), and the
 //! `page` / `page_size` query parameters every list takes.
 
 use std::collections::BTreeMap;
 
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
 use super::error::ApiError;
+use crate::domain::money::Money;
 use crate::domain::product::Page;
+
+/// A JSON string.
+pub fn text(value: &Value, field: &str) -> Result<String, String> {
+    value
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{field} must be a string"))
+}
+
+/// Money is a decimal string (never a JSON number, which would lose cents).
+pub fn money(value: &Value, field: &str) -> Result<Money, String> {
+    match value {
+        Value::String(raw) => raw.parse().map_err(|e| format!("{field} {e}")),
+        _ => Err(format!(
+            "{field} must be a decimal string such as \"19.90\""
+        )),
+    }
+}
+
+/// A JSON integer.
+pub fn integer(value: &Value, field: &str) -> Result<i64, String> {
+    value
+        .as_i64()
+        .ok_or_else(|| format!("{field} must be an integer"))
+}
+
+/// An RFC 3339 time.
+pub fn timestamp(value: &Value, field: &str) -> Result<OffsetDateTime, String> {
+    value
+        .as_str()
+        .and_then(|raw| OffsetDateTime::parse(raw, &Rfc3339).ok())
+        .ok_or_else(|| format!("{field} must be an RFC 3339 time such as 2026-11-11T00:00:00Z"))
+}
 
 /// Per-field problems, so one response names every invalid field (`data.fields`).
 #[derive(Debug, Default)]

@@ -82,12 +82,13 @@ pub async fn wait_for_drain(
 }
 
 async fn spike_orders(db: &MySqlPool, event_id: u64) -> Result<u64, BenchError> {
-    let count: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM spike_orders WHERE spike_event_id = ?")
-            .bind(event_id)
-            .fetch_one(db)
-            .await?;
-    Ok(count as u64)
+    let count = sqlx::query_scalar!(
+        "SELECT COUNT(*) FROM spike_orders WHERE spike_event_id = ?",
+        event_id
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(count.max(0) as u64)
 }
 
 /// What the stores say about one event after the sale.
@@ -145,32 +146,35 @@ pub async fn gather(
     event_id: u64,
     accepted: &[Accepted],
 ) -> Result<SaleFacts, BenchError> {
-    let (total_stock, mysql_available): (u32, u32) =
-        sqlx::query_as("SELECT total_stock, available_stock FROM spike_events WHERE id = ?")
-            .bind(event_id)
-            .fetch_one(db)
-            .await?;
+    let event = sqlx::query!(
+        "SELECT total_stock, available_stock FROM spike_events WHERE id = ?",
+        event_id
+    )
+    .fetch_one(db)
+    .await?;
+    let (total_stock, mysql_available) = (event.total_stock, event.available_stock);
     // The queries are written out here rather than taken from `repo::mysql`: a checker that
     // shares the checked code's SQL would share its bugs too.
-    let live_orders: i64 = sqlx::query_scalar(
+    let live_orders = sqlx::query_scalar!(
         "SELECT COUNT(*) FROM spike_orders so JOIN orders o ON o.id = so.order_id \
          WHERE so.spike_event_id = ? AND o.status NOT IN ('closed', 'cancelled')",
+        event_id
     )
-    .bind(event_id)
     .fetch_one(db)
     .await?;
-    let buyers_with_two_orders: i64 = sqlx::query_scalar(
+    let buyers_with_two_orders = sqlx::query_scalar!(
         "SELECT COUNT(*) FROM (SELECT user_id FROM spike_orders WHERE spike_event_id = ? \
          GROUP BY user_id HAVING COUNT(*) > 1) AS twice",
+        event_id
     )
-    .bind(event_id)
     .fetch_one(db)
     .await?;
-    let tickets: Vec<String> =
-        sqlx::query_scalar("SELECT ticket FROM spike_orders WHERE spike_event_id = ?")
-            .bind(event_id)
-            .fetch_all(db)
-            .await?;
+    let tickets = sqlx::query_scalar!(
+        "SELECT ticket FROM spike_orders WHERE spike_event_id = ?",
+        event_id
+    )
+    .fetch_all(db)
+    .await?;
     let redis_stock: Option<i64> = redis::cmd("GET")
         .arg(keys.stock())
         .query_async(redis)

@@ -119,11 +119,12 @@ impl Seeder {
             insert.build().execute(&self.db).await?;
         }
         // Ids are read back by email: a multi-row insert's ids need not be consecutive.
-        let rows: Vec<(u64, String)> =
-            sqlx::query_as("SELECT id, email FROM users WHERE email LIKE ? ORDER BY email")
-                .bind(format!("{prefix}%"))
-                .fetch_all(&self.db)
-                .await?;
+        let rows = sqlx::query!(
+            "SELECT id, email FROM users WHERE email LIKE ? ORDER BY email",
+            format!("{prefix}%")
+        )
+        .fetch_all(&self.db)
+        .await?;
         if rows.len() as u64 != count {
             return Err(BenchError::Setup(format!(
                 "seeded {count} {kind} accounts but found {}",
@@ -132,7 +133,11 @@ impl Seeder {
         }
         Ok(rows
             .into_iter()
-            .map(|(id, email)| User { id, email, role })
+            .map(|row| User {
+                id: row.id,
+                email: row.email,
+                role,
+            })
             .collect())
     }
 }

@@ -19,7 +19,7 @@ use super::order_writer::{self, WriteError};
 use crate::domain::money::Money;
 use crate::domain::order::{Order, OrderEvent, OrderItem, OrderKind, OrderRequest, OrderStatus};
 use crate::domain::product::Page;
-use crate::repo::mysql::{self, orders};
+use crate::repo::mysql::{self, inventory, orders, spike_events};
 
 /// What the close consumer found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,7 +127,7 @@ impl OrderService {
         // Lines are in ascending product id order: concurrent orders lock inventory rows in the
         // same order and cannot deadlock on each other.
         for item in &items {
-            if !orders::take_stock(&mut tx, item.product_id, item.quantity).await? {
+            if !inventory::take_stock(&mut tx, item.product_id, item.quantity).await? {
                 return Err(ServiceError::InsufficientStock {
                     product_id: item.product_id,
                 });
@@ -190,46 +190,39 @@ impl OrderService {
     /// or a cancelled or closed order, is a conflict.
     pub async fn pay(&self, user_id: u64, order_id: u64) -> Result<Order, ServiceError> {
         let mut tx = self.inner.db.begin().await?;
-        let (status, deadline) = lock_own(&mut tx, user_id, order_id).await?;
-        if status == OrderStatus::Paid {
-            let order = orders::find(&mut tx, order_id)
-                .await?
-                .ok_or(ServiceError::OrderNotFound)?;
+        let mut order = lock_own(&mut tx, user_id, order_id).await?;
+        if order.status == OrderStatus::Paid {
             return Ok(order);
         }
-        status.apply(OrderEvent::Pay).map_err(state_conflict)?;
+        let paid = order
+            .status
+            .apply(OrderEvent::Pay)
+            .map_err(state_conflict)?;
         let now = mysql::now_utc();
-        if now > deadline {
+        if now.assume_utc() > order.pay_deadline {
             return Err(ServiceError::OrderStateConflict(
                 "the payment deadline has passed".into(),
             ));
         }
-        let order = orders::find(&mut tx, order_id)
-            .await?
-            .ok_or(ServiceError::OrderNotFound)?;
         orders::insert_payment(&mut tx, order_id, order.total_amount).await?;
-        orders::transition(
-            &mut tx,
-            order_id,
-            OrderStatus::PendingPayment,
-            OrderStatus::Paid,
-            now,
-        )
-        .await?;
-        let paid = orders::find(&mut tx, order_id)
-            .await?
-            .ok_or(ServiceError::OrderNotFound)?;
+        orders::transition(&mut tx, order_id, order.status, paid, now).await?;
         tx.commit().await?;
+        // What the row now holds, without reading it back.
+        order.status = paid;
+        order.paid_at = Some(now.assume_utc());
         tracing::info!(order_id, user_id, "order paid");
-        Ok(paid)
+        Ok(order)
     }
 
     /// The buyer gives up an unpaid order; its stock returns.
     pub async fn cancel(&self, user_id: u64, order_id: u64) -> Result<Order, ServiceError> {
         let mut tx = self.inner.db.begin().await?;
-        let (status, _) = lock_own(&mut tx, user_id, order_id).await?;
-        let to = status.apply(OrderEvent::Cancel).map_err(state_conflict)?;
-        let (order, spike_event) = self.release(&mut tx, order_id, to).await?;
+        let order = lock_own(&mut tx, user_id, order_id).await?;
+        let to = order
+            .status
+            .apply(OrderEvent::Cancel)
+            .map_err(state_conflict)?;
+        let (order, spike_event) = self.release(&mut tx, order, to).await?;
         tx.commit().await?;
         self.after_release(&order, spike_event).await;
         tracing::info!(order_id, user_id, "order cancelled");
@@ -240,17 +233,19 @@ impl OrderService {
     /// stock in the same transaction. Safe to call any number of times for one order.
     pub async fn close_expired(&self, order_id: u64) -> Result<CloseOutcome, ServiceError> {
         let mut tx = self.inner.db.begin().await?;
-        let Some((_, status, deadline)) = orders::lock(&mut tx, order_id).await? else {
+        let Some(order) = orders::lock(&mut tx, order_id).await? else {
             return Ok(CloseOutcome::Unknown);
         };
-        let Ok(to) = status.apply(OrderEvent::Close) else {
+        let Ok(to) = order.status.apply(OrderEvent::Close) else {
             return Ok(CloseOutcome::AlreadySettled);
         };
-        let now = mysql::now_utc();
-        if now < deadline {
-            return Ok(CloseOutcome::NotDue((deadline - now).unsigned_abs()));
+        let now = mysql::now_utc().assume_utc();
+        if now < order.pay_deadline {
+            return Ok(CloseOutcome::NotDue(
+                (order.pay_deadline - now).unsigned_abs(),
+            ));
         }
-        let (order, spike_event) = self.release(&mut tx, order_id, to).await?;
+        let (order, spike_event) = self.release(&mut tx, order, to).await?;
         tx.commit().await?;
         self.after_release(&order, spike_event).await;
         tracing::info!(order_id, "unpaid order closed");
@@ -262,27 +257,27 @@ impl OrderService {
     async fn release(
         &self,
         tx: &mut MySqlConnection,
-        order_id: u64,
+        mut order: Order,
         to: OrderStatus,
     ) -> Result<(Order, Option<u64>), ServiceError> {
+        let order_id = order.id;
         let now = mysql::now_utc();
         if !orders::transition(tx, order_id, OrderStatus::PendingPayment, to, now).await? {
             return Err(ServiceError::OrderStateConflict(
                 "the order changed meanwhile".into(),
             ));
         }
-        let order = orders::find(tx, order_id)
-            .await?
-            .ok_or(ServiceError::OrderNotFound)?;
+        order.status = to;
+        order.closed_at = Some(now.assume_utc());
         let spike_event = match order.kind {
             OrderKind::Regular => {
                 for item in &order.items {
-                    orders::return_stock(tx, item.product_id, item.quantity).await?;
+                    inventory::return_stock(tx, item.product_id, item.quantity).await?;
                 }
                 None
             }
             // A flash-sale unit goes back to its event, not to the product (DESIGN.md §3).
-            OrderKind::Spike => orders::return_spike_unit(tx, order_id).await?,
+            OrderKind::Spike => spike_events::return_spike_unit(tx, order_id).await?,
         };
         Ok((order, spike_event))
     }
@@ -308,9 +303,9 @@ async fn lock_own(
     tx: &mut MySqlConnection,
     user_id: u64,
     order_id: u64,
-) -> Result<(OrderStatus, time::PrimitiveDateTime), ServiceError> {
+) -> Result<Order, ServiceError> {
     match orders::lock(tx, order_id).await? {
-        Some((owner, status, deadline)) if owner == user_id => Ok((status, deadline)),
+        Some(order) if order.user_id == user_id => Ok(order),
         _ => Err(ServiceError::OrderNotFound),
     }
 }

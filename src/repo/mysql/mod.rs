@@ -2,6 +2,7 @@
 //! queries per table group. Functions take `impl MySqlExecutor` (a pool or a transaction) so the
 //! service layer decides what runs in one transaction.
 
+pub mod inventory;
 pub mod orders;
 pub mod outbox;
 pub mod products;
@@ -51,7 +52,9 @@ pub async fn migrate(pool: &MySqlPool) -> Result<(), RepoError> {
 
 /// Cheapest query that proves a connection works.
 pub async fn ping(pool: &MySqlPool) -> Result<(), RepoError> {
-    sqlx::query("SELECT 1").execute(pool).await?;
+    sqlx::query_scalar!("SELECT 1 AS one")
+        .fetch_one(pool)
+        .await?;
     Ok(())
 }
 
@@ -61,11 +64,82 @@ pub(crate) fn decode_error(column: &str, error: impl std::fmt::Display) -> RepoE
     RepoError::Mysql(sqlx::Error::Decode(format!("{column}: {error}").into()))
 }
 
+/// Lets an enum of the domain travel as its text (`Display`/`FromStr`, the names the schema's
+/// `ENUM` columns list), in checked queries (`status AS "status: OrderStatus"`) and in rows read
+/// at run time alike. Written here rather than derived in the domain: the domain knows no SQL,
+/// and sqlx's derived enums do not accept the ENUM columns MariaDB reports.
+macro_rules! text_column {
+    ($($domain:ty),+) => {$(
+        impl sqlx::Type<sqlx::MySql> for $domain {
+            fn type_info() -> sqlx::mysql::MySqlTypeInfo {
+                <str as sqlx::Type<sqlx::MySql>>::type_info()
+            }
+
+            fn compatible(ty: &sqlx::mysql::MySqlTypeInfo) -> bool {
+                <str as sqlx::Type<sqlx::MySql>>::compatible(ty)
+            }
+        }
+
+        impl sqlx::Decode<'_, sqlx::MySql> for $domain {
+            fn decode(value: sqlx::mysql::MySqlValueRef<'_>) -> Result<Self, sqlx::error::BoxDynError> {
+                let text = <&str as sqlx::Decode<sqlx::MySql>>::decode(value)?;
+                Ok(text.parse::<$domain>()?)
+            }
+        }
+
+        impl sqlx::Encode<'_, sqlx::MySql> for $domain {
+            fn encode_by_ref(
+                &self,
+                buf: &mut Vec<u8>,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<sqlx::MySql>>::encode(self.as_str(), buf)
+            }
+        }
+    )+};
+}
+
+text_column!(
+    crate::domain::order::OrderStatus,
+    crate::domain::order::OrderKind,
+    crate::domain::user::Role
+);
+
 /// True when `error` is a duplicate-key violation of the unique key named `key`.
+///
+/// sqlx-mysql has no `constraint()` (MySQL reports the key only inside the message text), so
+/// the key's name is looked for in the message; key names are unique in the schema.
 pub fn is_unique_violation(error: &sqlx::Error, key: &str) -> bool {
     match error {
         sqlx::Error::Database(db) => db.is_unique_violation() && db.message().contains(key),
         _ => false,
+    }
+}
+
+/// Turns a duplicate-key violation of one unique key into the caller's own error, in the shape
+/// of realworld-axum-sqlx's `on_constraint`:
+/// `users::insert(..).await.on_constraint(users::EMAIL_KEY, || ServiceError::EmailTaken)?`.
+/// Any other error converts as usual.
+pub trait OnConstraint<T> {
+    fn on_constraint<E: From<sqlx::Error>>(
+        self,
+        key: &str,
+        error: impl FnOnce() -> E,
+    ) -> Result<T, E>;
+}
+
+impl<T> OnConstraint<T> for Result<T, sqlx::Error> {
+    fn on_constraint<E: From<sqlx::Error>>(
+        self,
+        key: &str,
+        error: impl FnOnce() -> E,
+    ) -> Result<T, E> {
+        self.map_err(|e| {
+            if is_unique_violation(&e, key) {
+                error()
+            } else {
+                E::from(e)
+            }
+        })
     }
 }
 

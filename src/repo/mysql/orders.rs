@@ -1,7 +1,6 @@
-//! The `orders`, `order_items` and `payments` tables, and the stock moves orders make.
+//! The `orders`, `order_items` and `payments` tables.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 
 use rust_decimal::Decimal;
 use sqlx::{MySql, MySqlConnection, MySqlExecutor, QueryBuilder};
@@ -20,8 +19,8 @@ pub const IDEMPOTENCY_KEY: &str = "uk_orders_user_idempotency_key";
 struct OrderRow {
     id: u64,
     user_id: u64,
-    status: String,
-    kind: String,
+    status: OrderStatus,
+    kind: OrderKind,
     total_amount: Decimal,
     pay_deadline: PrimitiveDateTime,
     created_at: PrimitiveDateTime,
@@ -41,8 +40,8 @@ fn to_order(row: OrderRow, items: Vec<OrderItem>) -> Result<Order, RepoError> {
     Ok(Order {
         id: row.id,
         user_id: row.user_id,
-        status: OrderStatus::from_str(&row.status).map_err(|e| decode_error("status", e))?,
-        kind: OrderKind::from_str(&row.kind).map_err(|e| decode_error("kind", e))?,
+        status: row.status,
+        kind: row.kind,
         total_amount: Money::new(row.total_amount).map_err(|e| decode_error("total_amount", e))?,
         items,
         pay_deadline: row.pay_deadline.assume_utc(),
@@ -52,8 +51,10 @@ fn to_order(row: OrderRow, items: Vec<OrderItem>) -> Result<Order, RepoError> {
     })
 }
 
-const ORDER_COLUMNS: &str =
-    "id, user_id, status, kind, total_amount, pay_deadline, created_at, paid_at, closed_at";
+/// The list query's head (built at run time: its filter varies); `find` spells the same columns
+/// out for the checked macro.
+const SELECT_ORDERS: &str = "SELECT id, user_id, status, kind, total_amount, pay_deadline, \
+     created_at, paid_at, closed_at FROM orders";
 
 /// The order holding `key` for `user_id`, with the hash of the request that created it.
 pub async fn find_by_idempotency_key(
@@ -61,13 +62,14 @@ pub async fn find_by_idempotency_key(
     user_id: u64,
     key: &str,
 ) -> Result<Option<(u64, Option<String>)>, RepoError> {
-    Ok(sqlx::query_as(
+    let row = sqlx::query!(
         "SELECT id, request_hash FROM orders WHERE user_id = ? AND idempotency_key = ?",
+        user_id,
+        key
     )
-    .bind(user_id)
-    .bind(key)
     .fetch_optional(db)
-    .await?)
+    .await?;
+    Ok(row.map(|row| (row.id, row.request_hash)))
 }
 
 /// Current prices of the active products among `ids`.
@@ -104,16 +106,17 @@ pub struct NewOrder<'a> {
 }
 
 pub async fn insert(tx: &mut MySqlConnection, order: &NewOrder<'_>) -> Result<u64, sqlx::Error> {
-    let result = sqlx::query(
-        "INSERT INTO orders (user_id, status, kind, total_amount, idempotency_key, request_hash, pay_deadline) \
+    let result = sqlx::query!(
+        "INSERT INTO orders \
+         (user_id, status, kind, total_amount, idempotency_key, request_hash, pay_deadline) \
          VALUES (?, 'pending_payment', ?, ?, ?, ?, ?)",
+        order.user_id,
+        order.kind,
+        order.total_amount.amount(),
+        order.idempotency_key,
+        order.request_hash,
+        order.pay_deadline
     )
-    .bind(order.user_id)
-    .bind(order.kind.as_str())
-    .bind(order.total_amount.amount())
-    .bind(order.idempotency_key)
-    .bind(order.request_hash)
-    .bind(order.pay_deadline)
     .execute(tx)
     .await?;
     Ok(result.last_insert_id())
@@ -137,47 +140,16 @@ pub async fn insert_items(
     Ok(())
 }
 
-/// Takes `quantity` units of a product if that many are in stock; false (and nothing changed)
-/// otherwise. The condition in the UPDATE is what makes overselling impossible: two orders
-/// racing for the last unit serialize on the row lock and the second matches no row.
-pub async fn take_stock(
-    tx: &mut MySqlConnection,
-    product_id: u64,
-    quantity: u32,
-) -> Result<bool, RepoError> {
-    let result = sqlx::query(
-        "UPDATE inventory SET stock = stock - ?, version = version + 1 \
-         WHERE product_id = ? AND stock >= ?",
-    )
-    .bind(quantity)
-    .bind(product_id)
-    .bind(quantity)
-    .execute(tx)
-    .await?;
-    Ok(result.rows_affected() == 1)
-}
-
-pub async fn return_stock(
-    tx: &mut MySqlConnection,
-    product_id: u64,
-    quantity: u32,
-) -> Result<(), RepoError> {
-    sqlx::query(
-        "UPDATE inventory SET stock = stock + ?, version = version + 1 WHERE product_id = ?",
-    )
-    .bind(quantity)
-    .bind(product_id)
-    .execute(tx)
-    .await?;
-    Ok(())
-}
-
 pub async fn find(db: &mut MySqlConnection, id: u64) -> Result<Option<Order>, RepoError> {
-    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?");
-    let Some(row) = sqlx::query_as::<_, OrderRow>(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .fetch_optional(&mut *db)
-        .await?
+    let Some(row) = sqlx::query_as!(
+        OrderRow,
+        r#"SELECT id, user_id, status AS "status: OrderStatus", kind AS "kind: OrderKind",
+               total_amount, pay_deadline, created_at, paid_at, closed_at
+           FROM orders WHERE id = ?"#,
+        id
+    )
+    .fetch_optional(&mut *db)
+    .await?
     else {
         return Ok(None);
     };
@@ -186,24 +158,24 @@ pub async fn find(db: &mut MySqlConnection, id: u64) -> Result<Option<Order>, Re
     to_order(row, items).map(Some)
 }
 
-/// Locks an order row for the rest of the transaction and returns its status and owner.
-pub async fn lock(
-    tx: &mut MySqlConnection,
-    id: u64,
-) -> Result<Option<(u64, OrderStatus, PrimitiveDateTime)>, RepoError> {
-    let row: Option<(u64, String, PrimitiveDateTime)> =
-        sqlx::query_as("SELECT user_id, status, pay_deadline FROM orders WHERE id = ? FOR UPDATE")
-            .bind(id)
-            .fetch_optional(tx)
-            .await?;
-    row.map(|(user_id, status, deadline)| {
-        Ok((
-            user_id,
-            OrderStatus::from_str(&status).map_err(|e| decode_error("status", e))?,
-            deadline,
-        ))
-    })
-    .transpose()
+/// [`find`], locking the order row for the rest of the transaction: the one read a payment,
+/// a cancel or a close decides on.
+pub async fn lock(tx: &mut MySqlConnection, id: u64) -> Result<Option<Order>, RepoError> {
+    let Some(row) = sqlx::query_as!(
+        OrderRow,
+        r#"SELECT id, user_id, status AS "status: OrderStatus", kind AS "kind: OrderKind",
+               total_amount, pay_deadline, created_at, paid_at, closed_at
+           FROM orders WHERE id = ? FOR UPDATE"#,
+        id
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let mut items = items_of(&mut *tx, &[id]).await?;
+    let items = items.remove(&id).unwrap_or_default();
+    to_order(row, items).map(Some)
 }
 
 /// Moves an order from `from` to `to` if it is still in `from`, stamping `paid_at` or
@@ -215,18 +187,23 @@ pub async fn transition(
     to: OrderStatus,
     now: PrimitiveDateTime,
 ) -> Result<bool, RepoError> {
-    let stamp = match to {
-        OrderStatus::Paid => "paid_at",
-        _ => "closed_at",
+    let moved = match to {
+        OrderStatus::Paid => sqlx::query!(
+            "UPDATE orders SET status = ?, paid_at = ? WHERE id = ? AND status = ?",
+            to,
+            now,
+            id,
+            from
+        ),
+        _ => sqlx::query!(
+            "UPDATE orders SET status = ?, closed_at = ? WHERE id = ? AND status = ?",
+            to,
+            now,
+            id,
+            from
+        ),
     };
-    let sql = format!("UPDATE orders SET status = ?, {stamp} = ? WHERE id = ? AND status = ?");
-    let result = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(to.as_str())
-        .bind(now)
-        .bind(id)
-        .bind(from.as_str())
-        .execute(tx)
-        .await?;
+    let result = moved.execute(tx).await?;
     Ok(result.rows_affected() == 1)
 }
 
@@ -236,11 +213,13 @@ pub async fn insert_payment(
     order_id: u64,
     amount: Money,
 ) -> Result<(), RepoError> {
-    sqlx::query("INSERT INTO payments (order_id, amount, status) VALUES (?, ?, 'succeeded')")
-        .bind(order_id)
-        .bind(amount.amount())
-        .execute(tx)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO payments (order_id, amount, status) VALUES (?, ?, 'succeeded')",
+        order_id,
+        amount.amount()
+    )
+    .execute(tx)
+    .await?;
     Ok(())
 }
 
@@ -251,7 +230,7 @@ pub async fn list_for_user(
     status: Option<OrderStatus>,
     page: Page,
 ) -> Result<(Vec<Order>, u64), RepoError> {
-    let mut select = QueryBuilder::<MySql>::new(format!("SELECT {ORDER_COLUMNS} FROM orders"));
+    let mut select = QueryBuilder::<MySql>::new(SELECT_ORDERS);
     push_filter(&mut select, user_id, status);
     select
         .push(" ORDER BY created_at DESC, id DESC LIMIT ")
@@ -280,7 +259,7 @@ pub async fn list_for_user(
 fn push_filter(query: &mut QueryBuilder<MySql>, user_id: u64, status: Option<OrderStatus>) {
     query.push(" WHERE user_id = ").push_bind(user_id);
     if let Some(status) = status {
-        query.push(" AND status = ").push_bind(status.as_str());
+        query.push(" AND status = ").push_bind(status);
     }
 }
 
@@ -310,24 +289,4 @@ async fn items_of(
         });
     }
     Ok(by_order)
-}
-
-/// Gives a closed or cancelled flash-sale order's unit back to its event in MySQL; returns the
-/// event's id (`None` when the order is not linked to an event).
-pub async fn return_spike_unit(
-    tx: &mut MySqlConnection,
-    order_id: u64,
-) -> Result<Option<u64>, RepoError> {
-    let event_id: Option<u64> =
-        sqlx::query_scalar("SELECT spike_event_id FROM spike_orders WHERE order_id = ?")
-            .bind(order_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    if let Some(event_id) = event_id {
-        sqlx::query("UPDATE spike_events SET available_stock = available_stock + 1 WHERE id = ?")
-            .bind(event_id)
-            .execute(&mut *tx)
-            .await?;
-    }
-    Ok(event_id)
 }

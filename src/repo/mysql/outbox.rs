@@ -5,7 +5,7 @@ use sqlx::{MySql, MySqlConnection, QueryBuilder};
 
 use crate::repo::RepoError;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct OutboxMessage {
     pub id: u64,
     /// The routing key on the main exchange.
@@ -18,11 +18,13 @@ pub async fn insert(
     topic: &str,
     payload: &str,
 ) -> Result<u64, RepoError> {
-    let result = sqlx::query("INSERT INTO outbox (topic, payload) VALUES (?, ?)")
-        .bind(topic)
-        .bind(payload)
-        .execute(tx)
-        .await?;
+    let result = sqlx::query!(
+        "INSERT INTO outbox (topic, payload) VALUES (?, ?)",
+        topic,
+        payload
+    )
+    .execute(tx)
+    .await?;
     Ok(result.last_insert_id())
 }
 
@@ -30,11 +32,12 @@ pub async fn insert(
 /// ends. `SKIP LOCKED` lets several relays work side by side: each takes rows the others do not
 /// hold, and none waits.
 pub async fn claim(tx: &mut MySqlConnection, limit: u32) -> Result<Vec<OutboxMessage>, RepoError> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as!(
+        OutboxMessage,
         "SELECT id, topic, payload FROM outbox WHERE published_at IS NULL \
          ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED",
+        limit
     )
-    .bind(limit)
     .fetch_all(tx)
     .await?)
 }
@@ -61,17 +64,19 @@ pub async fn record_failure(
     error: &str,
 ) -> Result<(), RepoError> {
     let error: String = error.chars().take(500).collect();
-    sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?")
-        .bind(error)
-        .bind(id)
-        .execute(tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+        error,
+        id
+    )
+    .execute(tx)
+    .await?;
     Ok(())
 }
 
 /// Number of messages not yet published (a health figure for operators and tests).
 pub async fn pending(db: &sqlx::MySqlPool) -> Result<u64, RepoError> {
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+    let n = sqlx::query_scalar!("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
         .fetch_one(db)
         .await?;
     Ok(n.max(0) as u64)

@@ -11,6 +11,7 @@ use crate::domain::product::{
 };
 use crate::repo::RepoError;
 
+/// A product row joined with its stock, as `query_as!` and the list query read it.
 #[derive(sqlx::FromRow)]
 struct ProductRow {
     id: u64,
@@ -38,24 +39,30 @@ impl TryFrom<ProductRow> for Product {
     }
 }
 
+/// The list query's head (the list is built at run time: its filters vary). `find_active` spells
+/// the same columns out for the checked macro.
 const SELECT_PRODUCT: &str = "SELECT p.id, p.title, p.description, p.price, i.stock, \
      p.created_at, p.updated_at \
      FROM products p JOIN inventory i ON i.product_id = p.id";
 
 /// Inserts the product and its inventory row; run it in a transaction.
 pub async fn insert(tx: &mut MySqlConnection, product: &NewProduct) -> Result<u64, RepoError> {
-    let id = sqlx::query("INSERT INTO products (title, description, price) VALUES (?, ?, ?)")
-        .bind(&product.title)
-        .bind(&product.description)
-        .bind(product.price.amount())
-        .execute(&mut *tx)
-        .await?
-        .last_insert_id();
-    sqlx::query("INSERT INTO inventory (product_id, stock) VALUES (?, ?)")
-        .bind(id)
-        .bind(product.stock)
-        .execute(&mut *tx)
-        .await?;
+    let id = sqlx::query!(
+        "INSERT INTO products (title, description, price) VALUES (?, ?, ?)",
+        product.title,
+        product.description,
+        product.price.amount()
+    )
+    .execute(&mut *tx)
+    .await?
+    .last_insert_id();
+    sqlx::query!(
+        "INSERT INTO inventory (product_id, stock) VALUES (?, ?)",
+        id,
+        product.stock
+    )
+    .execute(&mut *tx)
+    .await?;
     Ok(id)
 }
 
@@ -64,22 +71,27 @@ pub async fn find_active(
     db: impl MySqlExecutor<'_>,
     id: u64,
 ) -> Result<Option<Product>, RepoError> {
-    let sql = format!("{SELECT_PRODUCT} WHERE p.id = ? AND p.status = 'active'");
-    sqlx::query_as::<_, ProductRow>(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .fetch_optional(db)
-        .await?
-        .map(Product::try_from)
-        .transpose()
+    sqlx::query_as!(
+        ProductRow,
+        "SELECT p.id, p.title, p.description, p.price, i.stock, p.created_at, p.updated_at \
+         FROM products p JOIN inventory i ON i.product_id = p.id \
+         WHERE p.id = ? AND p.status = 'active'",
+        id
+    )
+    .fetch_optional(db)
+    .await?
+    .map(Product::try_from)
+    .transpose()
 }
 
 /// Locks an active product's row for the rest of the transaction; false when there is none.
 pub async fn lock_active(tx: &mut MySqlConnection, id: u64) -> Result<bool, RepoError> {
-    let found: Option<u64> =
-        sqlx::query_scalar("SELECT id FROM products WHERE id = ? AND status = 'active' FOR UPDATE")
-            .bind(id)
-            .fetch_optional(tx)
-            .await?;
+    let found = sqlx::query_scalar!(
+        "SELECT id FROM products WHERE id = ? AND status = 'active' FOR UPDATE",
+        id
+    )
+    .fetch_optional(tx)
+    .await?;
     Ok(found.is_some())
 }
 
@@ -106,32 +118,35 @@ pub async fn update(
     query.build().execute(&mut *tx).await?;
 
     if let Some(stock) = changes.stock {
-        sqlx::query("UPDATE inventory SET stock = ?, version = version + 1 WHERE product_id = ?")
-            .bind(stock)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "UPDATE inventory SET stock = ?, version = version + 1 WHERE product_id = ?",
+            stock,
+            id
+        )
+        .execute(&mut *tx)
+        .await?;
     }
     Ok(())
 }
 
 /// Marks a product deleted; false when it did not exist or was already deleted.
 pub async fn soft_delete(db: impl MySqlExecutor<'_>, id: u64) -> Result<bool, RepoError> {
-    let result =
-        sqlx::query("UPDATE products SET status = 'deleted' WHERE id = ? AND status = 'active'")
-            .bind(id)
-            .execute(db)
-            .await?;
+    let result = sqlx::query!(
+        "UPDATE products SET status = 'deleted' WHERE id = ? AND status = 'active'",
+        id
+    )
+    .execute(db)
+    .await?;
     Ok(result.rows_affected() > 0)
 }
 
 /// Stock of an active product.
 pub async fn stock(db: impl MySqlExecutor<'_>, id: u64) -> Result<Option<u32>, RepoError> {
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar!(
         "SELECT i.stock FROM inventory i JOIN products p ON p.id = i.product_id \
          WHERE p.id = ? AND p.status = 'active'",
+        id
     )
-    .bind(id)
     .fetch_optional(db)
     .await?)
 }
@@ -146,9 +161,11 @@ pub async fn list(
     let (column, direction) = order_by(query);
     // id breaks ties so that pages never overlap or skip rows with equal sort values.
     select
-        .push(format!(
-            " ORDER BY p.{column} {direction}, p.id {direction}"
-        ))
+        .push(" ORDER BY p.")
+        .push(column)
+        .push(direction)
+        .push(", p.id")
+        .push(direction)
         .push(" LIMIT ")
         .push_bind(query.page.page_size)
         .push(" OFFSET ")
@@ -188,8 +205,8 @@ fn order_by(query: &ProductQuery) -> (&'static str, &'static str) {
         SortKey::Title => "title",
     };
     let direction = match query.sort.direction {
-        Direction::Asc => "ASC",
-        Direction::Desc => "DESC",
+        Direction::Asc => " ASC",
+        Direction::Desc => " DESC",
     };
     (column, direction)
 }

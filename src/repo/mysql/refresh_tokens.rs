@@ -7,7 +7,7 @@ use time::PrimitiveDateTime;
 
 use crate::repo::RepoError;
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct RefreshTokenRow {
     pub id: u64,
     pub user_id: u64,
@@ -30,19 +30,17 @@ pub async fn insert(
     token_hash: &str,
     expires_at: PrimitiveDateTime,
 ) -> Result<u64, RepoError> {
-    let result = sqlx::query(
+    let result = sqlx::query!(
         "INSERT INTO refresh_tokens (user_id, family_id, token_hash, expires_at) VALUES (?, ?, ?, ?)",
+        user_id,
+        family_id,
+        token_hash,
+        expires_at
     )
-    .bind(user_id)
-    .bind(family_id)
-    .bind(token_hash)
-    .bind(expires_at)
     .execute(db)
     .await?;
     Ok(result.last_insert_id())
 }
-
-const COLUMNS: &str = "id, user_id, family_id, expires_at, revoked_at, replaced_by";
 
 /// Finds a token by hash and locks its row until the transaction ends, so two concurrent
 /// refreshes with one token are serialized: the second sees it spent.
@@ -55,34 +53,38 @@ pub async fn find_for_update(
     tx: &mut MySqlConnection,
     token_hash: &str,
 ) -> Result<Option<RefreshTokenRow>, RepoError> {
-    let id: Option<u64> = sqlx::query_scalar("SELECT id FROM refresh_tokens WHERE token_hash = ?")
-        .bind(token_hash)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let id = sqlx::query_scalar!(
+        "SELECT id FROM refresh_tokens WHERE token_hash = ?",
+        token_hash
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
     let Some(id) = id else {
         return Ok(None);
     };
     // A locking read sees the latest committed version, whatever the snapshot above saw.
-    let sql = format!("SELECT {COLUMNS} FROM refresh_tokens WHERE id = ? FOR UPDATE");
-    Ok(
-        sqlx::query_as::<_, RefreshTokenRow>(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(tx)
-            .await?,
+    Ok(sqlx::query_as!(
+        RefreshTokenRow,
+        "SELECT id, user_id, family_id, expires_at, revoked_at, replaced_by \
+         FROM refresh_tokens WHERE id = ? FOR UPDATE",
+        id
     )
+    .fetch_optional(tx)
+    .await?)
 }
 
 pub async fn find(
     db: impl MySqlExecutor<'_>,
     token_hash: &str,
 ) -> Result<Option<RefreshTokenRow>, RepoError> {
-    let sql = format!("SELECT {COLUMNS} FROM refresh_tokens WHERE token_hash = ?");
-    Ok(
-        sqlx::query_as::<_, RefreshTokenRow>(sqlx::AssertSqlSafe(sql))
-            .bind(token_hash)
-            .fetch_optional(db)
-            .await?,
+    Ok(sqlx::query_as!(
+        RefreshTokenRow,
+        "SELECT id, user_id, family_id, expires_at, revoked_at, replaced_by \
+         FROM refresh_tokens WHERE token_hash = ?",
+        token_hash
     )
+    .fetch_optional(db)
+    .await?)
 }
 
 /// Marks `id` as rotated into `replaced_by`.
@@ -91,11 +93,13 @@ pub async fn mark_replaced(
     id: u64,
     replaced_by: u64,
 ) -> Result<(), RepoError> {
-    sqlx::query("UPDATE refresh_tokens SET replaced_by = ? WHERE id = ?")
-        .bind(replaced_by)
-        .bind(id)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "UPDATE refresh_tokens SET replaced_by = ? WHERE id = ?",
+        replaced_by,
+        id
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -105,11 +109,11 @@ pub async fn revoke_family(
     family_id: &str,
     now: PrimitiveDateTime,
 ) -> Result<u64, RepoError> {
-    let result = sqlx::query(
+    let result = sqlx::query!(
         "UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL",
+        now,
+        family_id
     )
-    .bind(now)
-    .bind(family_id)
     .execute(db)
     .await?;
     Ok(result.rows_affected())

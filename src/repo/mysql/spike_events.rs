@@ -42,8 +42,10 @@ impl TryFrom<EventRow> for SpikeEvent {
     }
 }
 
-const COLUMNS: &str = "id, product_id, title, spike_price, total_stock, available_stock, \
-     per_user_limit, start_at, end_at, created_at";
+/// The list query's head (built at run time: its filter varies); the checked queries below
+/// spell the same columns out.
+const SELECT_EVENTS: &str = "SELECT id, product_id, title, spike_price, total_stock, \
+     available_stock, per_user_limit, start_at, end_at, created_at FROM spike_events";
 
 /// Fields of an event, for insert and update.
 pub struct EventFields<'a> {
@@ -61,18 +63,18 @@ fn utc(t: OffsetDateTime) -> PrimitiveDateTime {
 }
 
 pub async fn insert(tx: &mut MySqlConnection, event: &EventFields<'_>) -> Result<u64, RepoError> {
-    let result = sqlx::query(
+    let result = sqlx::query!(
         "INSERT INTO spike_events (product_id, title, spike_price, total_stock, available_stock, \
          per_user_limit, start_at, end_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        event.product_id,
+        event.title,
+        event.spike_price.amount(),
+        event.stock,
+        event.stock,
+        event.per_user_limit,
+        utc(event.window.start_at()),
+        utc(event.window.end_at())
     )
-    .bind(event.product_id)
-    .bind(event.title)
-    .bind(event.spike_price.amount())
-    .bind(event.stock)
-    .bind(event.stock)
-    .bind(event.per_user_limit)
-    .bind(utc(event.window.start_at()))
-    .bind(utc(event.window.end_at()))
     .execute(tx)
     .await?;
     Ok(result.last_insert_id())
@@ -85,43 +87,49 @@ pub async fn update(
     id: u64,
     event: &EventFields<'_>,
 ) -> Result<(), RepoError> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE spike_events SET title = ?, spike_price = ?, total_stock = ?, available_stock = ?, \
          start_at = ?, end_at = ? WHERE id = ?",
+        event.title,
+        event.spike_price.amount(),
+        event.stock,
+        event.stock,
+        utc(event.window.start_at()),
+        utc(event.window.end_at()),
+        id
     )
-    .bind(event.title)
-    .bind(event.spike_price.amount())
-    .bind(event.stock)
-    .bind(event.stock)
-    .bind(utc(event.window.start_at()))
-    .bind(utc(event.window.end_at()))
-    .bind(id)
     .execute(tx)
     .await?;
     Ok(())
 }
 
 pub async fn find(db: impl MySqlExecutor<'_>, id: u64) -> Result<Option<SpikeEvent>, RepoError> {
-    let sql = format!("SELECT {COLUMNS} FROM spike_events WHERE id = ? AND status = 'scheduled'");
-    sqlx::query_as::<_, EventRow>(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .fetch_optional(db)
-        .await?
-        .map(SpikeEvent::try_from)
-        .transpose()
+    sqlx::query_as!(
+        EventRow,
+        "SELECT id, product_id, title, spike_price, total_stock, available_stock, per_user_limit, \
+         start_at, end_at, created_at FROM spike_events \
+         WHERE id = ? AND status = 'scheduled'",
+        id
+    )
+    .fetch_optional(db)
+    .await?
+    .map(SpikeEvent::try_from)
+    .transpose()
 }
 
 /// [`find`], locking the row for the rest of the transaction.
 pub async fn lock(tx: &mut MySqlConnection, id: u64) -> Result<Option<SpikeEvent>, RepoError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM spike_events WHERE id = ? AND status = 'scheduled' FOR UPDATE"
-    );
-    sqlx::query_as::<_, EventRow>(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .fetch_optional(tx)
-        .await?
-        .map(SpikeEvent::try_from)
-        .transpose()
+    sqlx::query_as!(
+        EventRow,
+        "SELECT id, product_id, title, spike_price, total_stock, available_stock, per_user_limit, \
+         start_at, end_at, created_at FROM spike_events \
+         WHERE id = ? AND status = 'scheduled' FOR UPDATE",
+        id
+    )
+    .fetch_optional(tx)
+    .await?
+    .map(SpikeEvent::try_from)
+    .transpose()
 }
 
 /// A page of events by start time, optionally only those in `status` at `now`.
@@ -151,7 +159,7 @@ pub async fn list(
             }
         }
     };
-    let mut select = QueryBuilder::<MySql>::new(format!("SELECT {COLUMNS} FROM spike_events"));
+    let mut select = QueryBuilder::<MySql>::new(SELECT_EVENTS);
     push_filter(&mut select);
     select
         .push(" ORDER BY start_at DESC, id DESC LIMIT ")
@@ -177,11 +185,11 @@ pub const TICKET_KEY: &str = "uk_spike_orders_ticket";
 /// Takes one unit of the event if MySQL still has one: the last guard against overselling,
 /// whatever Redis said.
 pub async fn take_unit(tx: &mut MySqlConnection, event_id: u64) -> Result<bool, RepoError> {
-    let result = sqlx::query(
+    let result = sqlx::query!(
         "UPDATE spike_events SET available_stock = available_stock - 1 \
          WHERE id = ? AND available_stock > 0",
+        event_id
     )
-    .bind(event_id)
     .execute(tx)
     .await?;
     Ok(result.rows_affected() == 1)
@@ -195,13 +203,13 @@ pub async fn insert_spike_order(
     order_id: u64,
     ticket: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO spike_orders (spike_event_id, user_id, order_id, ticket) VALUES (?, ?, ?, ?)",
+        event_id,
+        user_id,
+        order_id,
+        ticket
     )
-    .bind(event_id)
-    .bind(user_id)
-    .bind(order_id)
-    .bind(ticket)
     .execute(tx)
     .await?;
     Ok(())
@@ -213,23 +221,23 @@ pub async fn order_of(
     event_id: u64,
     user_id: u64,
 ) -> Result<Option<u64>, RepoError> {
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar!(
         "SELECT order_id FROM spike_orders WHERE spike_event_id = ? AND user_id = ?",
+        event_id,
+        user_id
     )
-    .bind(event_id)
-    .bind(user_id)
     .fetch_optional(db)
     .await?)
 }
 
 /// Every buyer holding an order in the event.
 pub async fn buyers(db: impl MySqlExecutor<'_>, event_id: u64) -> Result<Vec<u64>, RepoError> {
-    Ok(
-        sqlx::query_scalar("SELECT user_id FROM spike_orders WHERE spike_event_id = ?")
-            .bind(event_id)
-            .fetch_all(db)
-            .await?,
+    Ok(sqlx::query_scalar!(
+        "SELECT user_id FROM spike_orders WHERE spike_event_id = ?",
+        event_id
     )
+    .fetch_all(db)
+    .await?)
 }
 
 /// Events whose window overlaps `[from, to)`: started before `to` and not ended at `from`
@@ -239,28 +247,52 @@ pub async fn overlapping(
     from: OffsetDateTime,
     to: OffsetDateTime,
 ) -> Result<Vec<SpikeEvent>, RepoError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM spike_events \
-         WHERE status = 'scheduled' AND start_at < ? AND end_at > ? ORDER BY start_at, id"
-    );
-    sqlx::query_as::<_, EventRow>(sqlx::AssertSqlSafe(sql))
-        .bind(utc(to))
-        .bind(utc(from))
-        .fetch_all(db)
-        .await?
-        .into_iter()
-        .map(SpikeEvent::try_from)
-        .collect()
+    sqlx::query_as!(
+        EventRow,
+        "SELECT id, product_id, title, spike_price, total_stock, available_stock, per_user_limit, \
+         start_at, end_at, created_at FROM spike_events \
+         WHERE status = 'scheduled' AND start_at < ? AND end_at > ? ORDER BY start_at, id",
+        utc(to),
+        utc(from)
+    )
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .map(SpikeEvent::try_from)
+    .collect()
 }
 
 /// The event's orders that still hold a unit (any status but closed or cancelled).
 pub async fn live_orders(db: impl MySqlExecutor<'_>, event_id: u64) -> Result<u64, RepoError> {
-    let count: i64 = sqlx::query_scalar(
+    let count = sqlx::query_scalar!(
         "SELECT COUNT(*) FROM spike_orders s JOIN orders o ON o.id = s.order_id \
          WHERE s.spike_event_id = ? AND o.status NOT IN ('closed', 'cancelled')",
+        event_id
     )
-    .bind(event_id)
     .fetch_one(db)
     .await?;
     Ok(count.max(0) as u64)
+}
+
+/// Gives a closed or cancelled flash-sale order's unit back to its event in MySQL; returns the
+/// event's id (`None` when the order is not linked to an event).
+pub async fn return_spike_unit(
+    tx: &mut MySqlConnection,
+    order_id: u64,
+) -> Result<Option<u64>, RepoError> {
+    let event_id = sqlx::query_scalar!(
+        "SELECT spike_event_id FROM spike_orders WHERE order_id = ?",
+        order_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(event_id) = event_id {
+        sqlx::query!(
+            "UPDATE spike_events SET available_stock = available_stock + 1 WHERE id = ?",
+            event_id
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(event_id)
 }

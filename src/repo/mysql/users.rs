@@ -8,28 +8,6 @@ use crate::repo::RepoError;
 /// Name of the unique key on `users.email` (see the migration).
 pub const EMAIL_KEY: &str = "uk_users_email";
 
-#[derive(sqlx::FromRow)]
-struct UserRow {
-    id: u64,
-    email: String,
-    role: String,
-}
-
-impl TryFrom<UserRow> for User {
-    type Error = RepoError;
-    fn try_from(row: UserRow) -> Result<User, RepoError> {
-        let role = row
-            .role
-            .parse::<Role>()
-            .map_err(|e| super::decode_error("role", e))?;
-        Ok(User {
-            id: row.id,
-            email: row.email,
-            role,
-        })
-    }
-}
-
 /// A user with the stored password hash, for login.
 pub struct Credentials {
     pub user: User,
@@ -43,39 +21,45 @@ pub async fn insert(
     password_hash: &str,
     role: Role,
 ) -> Result<u64, sqlx::Error> {
-    let result = sqlx::query("INSERT INTO users (email, password_hash, role) VALUES (?, ?, ?)")
-        .bind(email)
-        .bind(password_hash)
-        .bind(role.as_str())
-        .execute(db)
-        .await?;
+    let result = sqlx::query!(
+        "INSERT INTO users (email, password_hash, role) VALUES (?, ?, ?)",
+        email,
+        password_hash,
+        role
+    )
+    .execute(db)
+    .await?;
     Ok(result.last_insert_id())
 }
 
 pub async fn find_by_id(db: impl MySqlExecutor<'_>, id: u64) -> Result<Option<User>, RepoError> {
-    let row = sqlx::query_as::<_, UserRow>("SELECT id, email, role FROM users WHERE id = ?")
-        .bind(id)
-        .fetch_optional(db)
-        .await?;
-    row.map(User::try_from).transpose()
+    Ok(sqlx::query_as!(
+        User,
+        r#"SELECT id, email, role AS "role: Role" FROM users WHERE id = ?"#,
+        id
+    )
+    .fetch_optional(db)
+    .await?)
 }
 
 pub async fn find_credentials(
     db: impl MySqlExecutor<'_>,
     email: &str,
 ) -> Result<Option<Credentials>, RepoError> {
-    let row: Option<(u64, String, String, String)> =
-        sqlx::query_as("SELECT id, email, role, password_hash FROM users WHERE email = ?")
-            .bind(email)
-            .fetch_optional(db)
-            .await?;
-    row.map(|(id, email, role, password_hash)| {
-        Ok(Credentials {
-            user: User::try_from(UserRow { id, email, role })?,
-            password_hash,
-        })
-    })
-    .transpose()
+    let row = sqlx::query!(
+        r#"SELECT id, email, role AS "role: Role", password_hash FROM users WHERE email = ?"#,
+        email
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|row| Credentials {
+        user: User {
+            id: row.id,
+            email: row.email,
+            role: row.role,
+        },
+        password_hash: row.password_hash,
+    }))
 }
 
 /// Sets the role of the user with `email`; returns whether such a user exists.
@@ -86,9 +70,7 @@ pub async fn set_role(
 ) -> Result<bool, RepoError> {
     // sqlx connects with CLIENT_FOUND_ROWS: rows_affected counts matched rows, so a user who
     // already has the role still reports 1.
-    let result = sqlx::query("UPDATE users SET role = ? WHERE email = ?")
-        .bind(role.as_str())
-        .bind(email)
+    let result = sqlx::query!("UPDATE users SET role = ? WHERE email = ?", role, email)
         .execute(db)
         .await?;
     Ok(result.rows_affected() > 0)

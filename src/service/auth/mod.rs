@@ -18,7 +18,7 @@ use sqlx::MySqlPool;
 
 use crate::config::{AuthSettings, BootstrapAdmin, RateLimit};
 use crate::domain::user::{Email, Password, Role, User};
-use crate::repo::mysql::{self, refresh_tokens, users};
+use crate::repo::mysql::{self, OnConstraint, refresh_tokens, users};
 use crate::repo::redis::Keys;
 use crate::repo::redis::rate_limit::{self, Decision};
 use crate::service::ServiceError;
@@ -79,13 +79,7 @@ impl AuthService {
         let hash = self.inner.hasher.hash(password.expose()).await?;
         let id = users::insert(&self.inner.db, email.as_str(), &hash, Role::User)
             .await
-            .map_err(|error| {
-                if mysql::is_unique_violation(&error, users::EMAIL_KEY) {
-                    ServiceError::EmailTaken
-                } else {
-                    ServiceError::from(error)
-                }
-            })?;
+            .on_constraint(users::EMAIL_KEY, || ServiceError::EmailTaken)?;
         tracing::info!(user_id = id, "user registered");
         Ok(User {
             id,

@@ -10,7 +10,7 @@ use crate::domain::flash_sale::{EventStatus, EventWindow, SpikeEvent};
 use crate::domain::money::Money;
 use crate::domain::product::Page;
 use crate::repo::mysql::spike_events::{self, EventFields};
-use crate::repo::mysql::{orders, products};
+use crate::repo::mysql::{inventory, products};
 use crate::repo::redis::flash_sale::EventStore;
 use crate::service::ServiceError;
 use crate::service::catalog::CatalogService;
@@ -64,7 +64,7 @@ impl EventAdmin {
         if !products::lock_active(&mut tx, event.product_id).await? {
             return Err(ServiceError::ProductNotFound(event.product_id));
         }
-        if !orders::take_stock(&mut tx, event.product_id, event.stock).await? {
+        if !inventory::take_stock(&mut tx, event.product_id, event.stock).await? {
             return Err(ServiceError::InsufficientStock {
                 product_id: event.product_id,
             });
@@ -113,13 +113,13 @@ impl EventAdmin {
         let stock = changes.stock.unwrap_or(event.total_stock);
         if stock > event.total_stock {
             let more = stock - event.total_stock;
-            if !orders::take_stock(&mut tx, event.product_id, more).await? {
+            if !inventory::take_stock(&mut tx, event.product_id, more).await? {
                 return Err(ServiceError::InsufficientStock {
                     product_id: event.product_id,
                 });
             }
         } else if stock < event.total_stock {
-            orders::return_stock(&mut tx, event.product_id, event.total_stock - stock).await?;
+            inventory::return_stock(&mut tx, event.product_id, event.total_stock - stock).await?;
         }
         let title = changes.title.unwrap_or(event.title);
         let fields = EventFields {
