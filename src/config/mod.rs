@@ -27,12 +27,13 @@ pub use auth::{Argon2Params, AuthSettings, BootstrapAdmin, DEV_JWT_SECRET};
 pub use docs::{env_example, readme_table};
 pub use flash_sale::FlashSaleSettings;
 pub use http::HttpSettings;
-pub use reader::{KeyDoc, parse_duration};
+pub use reader::KeyDoc;
 pub use shop::{CatalogSettings, OrderSettings};
 pub use stores::{AmqpSettings, DatabaseSettings, RedisSettings};
 pub use telemetry::TelemetrySettings;
 pub use values::{
-    CorsOrigins, Environment, FlashSaleMode, LogFormat, QueueType, RateLimit, Secret, redact_url,
+    CorsOrigins, Environment, FlashSaleMode, LogFormat, QueueType, RateLimit, Secret,
+    parse_duration, redact_url,
 };
 
 use reader::{ENV_PREFIX, Reader};

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::values::Secret;
+use super::values::{Secret, format_duration, parse_duration};
 
 /// Prefix of every environment variable.
 pub const ENV_PREFIX: &str = "SPIKE_";
@@ -367,53 +367,9 @@ fn first_words(message: &str) -> String {
         .to_owned()
 }
 
-/// Accepts humantime strings (`15m`, `2s`, `1h 30m`) and bare integers as seconds.
-pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    if let Ok(secs) = raw.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    humantime::parse_duration(raw).map_err(|e| e.to_string())
-}
-
-/// A duration as the docs write it: the largest whole unit (`15m`, `14d`, `500ms`).
-pub fn format_duration(duration: Duration) -> String {
-    const UNITS: [(u128, &str); 5] = [
-        (86_400_000, "d"),
-        (3_600_000, "h"),
-        (60_000, "m"),
-        (1_000, "s"),
-        (1, "ms"),
-    ];
-    let millis = duration.as_millis();
-    if millis == 0 {
-        return "0s".into();
-    }
-    for (size, unit) in UNITS {
-        if millis.is_multiple_of(size) {
-            return format!("{}{unit}", millis / size);
-        }
-    }
-    format!("{millis}ms")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_accept_units_and_bare_seconds() {
-        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
-        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
-        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
-        assert!(parse_duration("soon").is_err());
-    }
-
-    #[test]
-    fn durations_are_documented_in_their_largest_whole_unit() {
-        for text in ["15m", "14d", "500ms", "1h", "90s", "5s"] {
-            assert_eq!(format_duration(parse_duration(text).unwrap()), text);
-        }
-    }
 
     #[test]
     fn a_renamed_key_is_read_under_its_old_name_and_reported() {

@@ -1,11 +1,9 @@
 //! The value types settings are made of: secrets that never print, rate limits written `10/1m`,
-//! and the enums a key chooses between.
+//! the enums a key chooses between, and durations as the keys write them (`15m`, `500ms`).
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
-
-use super::reader::{format_duration, parse_duration};
 
 /// Deployment environment; selects the config file and a few safety rules.
 #[derive(
@@ -155,6 +153,35 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Accepts humantime strings (`15m`, `2s`, `1h 30m`) and bare integers as seconds.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    if let Ok(secs) = raw.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(raw).map_err(|e| e.to_string())
+}
+
+/// A duration as the docs write it: the largest whole unit (`15m`, `14d`, `500ms`).
+pub fn format_duration(duration: Duration) -> String {
+    const UNITS: [(u128, &str); 5] = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1_000, "s"),
+        (1, "ms"),
+    ];
+    let millis = duration.as_millis();
+    if millis == 0 {
+        return "0s".into();
+    }
+    for (size, unit) in UNITS {
+        if millis.is_multiple_of(size) {
+            return format!("{}{unit}", millis / size);
+        }
+    }
+    format!("{millis}ms")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,5 +216,20 @@ mod tests {
             redact_url("redis://127.0.0.1:6379"),
             "redis://127.0.0.1:6379"
         );
+    }
+
+    #[test]
+    fn durations_accept_units_and_bare_seconds() {
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn durations_are_documented_in_their_largest_whole_unit() {
+        for text in ["15m", "14d", "500ms", "1h", "90s", "5s"] {
+            assert_eq!(format_duration(parse_duration(text).unwrap()), text);
+        }
     }
 }
