@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, Handlers};
 use crate::config::Config;
 use crate::repo::redis::flash_sale::EventStore;
 use crate::repo::{Infra, RepoError, Topology, mysql};
@@ -128,14 +128,14 @@ impl Application {
         if let Some(admin) = &config.auth.bootstrap_admin {
             services.auth.bootstrap_admin(admin).await?;
         }
-        let state = AppState {
+        let state = AppState::new(Handlers {
             health: services.health.clone(),
             auth: services.auth.clone(),
             catalog: services.catalog.clone(),
             orders: services.orders.clone(),
             flash_sale: services.flash_sale.clone(),
             trusted_proxy_hops: config.http.trusted_proxy_hops,
-        };
+        });
         let router = api::router(state.clone(), &config.http, extra);
         let addr = config.http.addr;
         let listener = TcpListener::bind(addr)

@@ -14,6 +14,8 @@ pub mod request_id;
 pub mod response;
 pub mod validation;
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::http::{Method, Uri};
 use utoipa::OpenApi;
@@ -29,9 +31,14 @@ use crate::service::health::HealthService;
 use crate::service::orders::OrderService;
 use error::{ApiError, ErrorCode};
 
-/// What handlers share: one handle per service. Cheap to clone.
+/// What handlers share: one handle per service, behind one `Arc`. axum clones the state for
+/// every request (whatever the handler extracts), so the clone must be one reference count,
+/// not a copy of every service's handles.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Handlers>);
+
+/// The services the handlers call.
+pub struct Handlers {
     pub health: HealthService,
     pub auth: AuthService,
     pub catalog: CatalogService,
@@ -39,6 +46,19 @@ pub struct AppState {
     pub flash_sale: FlashSale,
     /// See `extract::ClientIp`.
     pub trusted_proxy_hops: usize,
+}
+
+impl AppState {
+    pub fn new(handlers: Handlers) -> AppState {
+        AppState(Arc::new(handlers))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Handlers;
+    fn deref(&self) -> &Handlers {
+        &self.0
+    }
 }
 
 /// The complete application: every route, the docs, the fallbacks and the middleware stack.
