@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Instructions the server executes per request, counted by callgrind: a figure that does not move
+# with the noise of a shared 2-core VM (wall-clock figures here vary by ±20 % between runs), so
+# two builds can be compared exactly. Usage:
+#   scripts/bench-instructions.sh OLD_BINARY [NEW_BINARY]    (NEW defaults to this tree's release)
+# e.g. build the base commit in a worktree (`git worktree add /tmp/base <commit>`, then
+# `cargo build --release` there) and pass /tmp/base/target/release/spike.
+#
+# For each scenario (healthz, sold-out, catalog, reserve) it starts each binary under
+# `valgrind --tool=callgrind`, zeroes the counters once /healthz answers, drives N requests with
+# this tree's `spike bench` (8 connections), dumps, and prints instructions per request. Uses the
+# bench database and prefixes of scripts/bench.sh (run that once first; it creates them).
+# Env: N (20000), SCENARIOS ("healthz sold-out catalog reserve").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OLD=${1:?usage: scripts/bench-instructions.sh OLD_BINARY [NEW_BINARY]}
+NEW=${2:-target/release/spike}
+N=${N:-20000}
+SCENARIOS=${SCENARIOS:-healthz sold-out catalog reserve}
+OUT=target/bench/instructions
+PORT=18080
+
+command -v valgrind >/dev/null 2>&1 || {
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
+}
+scripts/dev-services.sh >/dev/null
+cargo build --release --locked --bin spike
+mkdir -p "$OUT"
+
+export SPIKE_ENV=dev SPIKE_HTTP_ADDR=127.0.0.1:$PORT SPIKE_LOG_LEVEL=warn SPIKE_LOG_FORMAT=json
+export SPIKE_DATABASE_URL="mysql://spike:${SPIKE_DB_PASSWORD:-spike}@127.0.0.1:3306/spike_bench"
+export SPIKE_REDIS_PREFIX=bench: SPIKE_AMQP_PREFIX=bench. SPIKE_DB_MAX_CONNECTIONS=32
+# The pre-0.2 names: binaries before the rename read only these, later ones read both.
+export SPIKE_SPIKE_USER_RATE_LIMIT=1000000/1s SPIKE_SPIKE_EVENT_RATE_LIMIT=100000000/1s
+export SPIKE_SPIKE_QUEUE_MAX_LENGTH=200000 SPIKE_SPIKE_RECONCILE_AFTER=30m
+
+# count NAME BINARY SCENARIO: prints instructions per request.
+count() {
+  local name=$1 binary=$2 scenario=$3
+  rm -f "$OUT/$name".*
+  valgrind --tool=callgrind --callgrind-out-file="$OUT/$name.out" "$binary" serve \
+    >"$OUT/$name.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 600); do
+    curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  target/release/spike bench "$scenario" -c 8 -n "$N" --json >"$OUT/$name.json" 2>/dev/null
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+  local dump total
+  dump=$(ls -t "$OUT/$name".out.* | head -1)
+  total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+  echo $((total / N))
+}
+
+printf '| scenario | old instr/request | new instr/request | new ÷ old |\n|---|---|---|---|\n'
+for scenario in $SCENARIOS; do
+  old=$(count "old-$scenario" "$OLD" "$scenario")
+  new=$(count "new-$scenario" "$NEW" "$scenario")
+  printf '| %s | %s | %s | %s |\n' "$scenario" "$old" "$new" "$(python3 -c "print(f'{$new/$old:.2f}')")"
+done
