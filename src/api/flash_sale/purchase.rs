@@ -1,0 +1,109 @@
+//! Buying one unit of an event, and the buyer's result.
+
+use axum::extract::State;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::api::AppState;
+use crate::api::error::{ApiError, ErrorEnvelope};
+use crate::api::extract::{ApiPath, AuthUser, IdempotencyKey};
+use crate::api::request_id::current_request_id;
+use crate::api::response::{ApiResponse, Envelope};
+use crate::service::flash_sale::{BuyRequest, BuyResult};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueuedView {
+    #[schema(example = "queued")]
+    pub status: &'static str,
+    /// Identifies this purchase attempt.
+    pub ticket: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResultView {
+    /// `queued`, `success`, `failed` or `none`.
+    #[schema(example = "success")]
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl From<BuyResult> for ResultView {
+    fn from(result: BuyResult) -> ResultView {
+        let (status, order_id, reason) = match result {
+            BuyResult::Queued => ("queued", None, None),
+            BuyResult::Success { order_id } => ("success", Some(order_id), None),
+            BuyResult::Failed { reason } => ("failed", None, Some(reason.to_string())),
+            BuyResult::None => ("none", None, None),
+        };
+        ResultView {
+            status,
+            order_id,
+            reason,
+        }
+    }
+}
+
+/// Buy one unit: reserved in Redis and queued; poll `/result` for the order.
+#[utoipa::path(
+    post,
+    path = "/spike/events/{id}/orders",
+    tag = "flash sale",
+    security(("bearer" = [])),
+    params(
+        ("id" = u64, Path, description = "event id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "up to 128 characters; a retry with the key answers with the first request's ticket"),
+    ),
+    responses(
+        (status = 202, description = "queued", body = Envelope<QueuedView>),
+        (status = 404, description = "no such event (50001)", body = ErrorEnvelope),
+        (status = 409, description = "not started (50002), ended (50003), sold out (50004), already bought (50005)", body = ErrorEnvelope),
+        (status = 409, description = "the Idempotency-Key's first request is still in progress (10005)", body = ErrorEnvelope),
+        (status = 429, description = "rate limited, see Retry-After (10006)", body = ErrorEnvelope),
+        (status = 503, description = "not ready or queue unavailable; nothing reserved (10008)", body = ErrorEnvelope),
+    )
+)]
+pub async fn buy(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<u64>,
+    IdempotencyKey(key): IdempotencyKey,
+) -> Result<ApiResponse<QueuedView>, ApiError> {
+    let request_id = current_request_id();
+    let queued = state
+        .flash_sale
+        .purchase
+        .buy(BuyRequest {
+            event_id: id,
+            user_id: user.id,
+            idempotency_key: key.as_deref(),
+            request_id: &request_id,
+        })
+        .await?;
+    Ok(ApiResponse::accepted(QueuedView {
+        status: "queued",
+        ticket: queued.ticket,
+    })
+    .replayed(queued.replayed))
+}
+
+/// The caller's outcome in an event.
+#[utoipa::path(
+    get,
+    path = "/spike/events/{id}/result",
+    tag = "flash sale",
+    security(("bearer" = [])),
+    params(("id" = u64, Path, description = "event id")),
+    responses((status = 200, description = "the outcome", body = Envelope<ResultView>))
+)]
+pub async fn buy_result(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<u64>,
+) -> Result<ApiResponse<ResultView>, ApiError> {
+    Ok(ApiResponse::ok(
+        state.flash_sale.purchase.result(id, user.id).await?.into(),
+    ))
+}
