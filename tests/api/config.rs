@@ -67,3 +67,36 @@ fn passwords_in_urls_do_not_appear_in_config_errors() {
     assert!(stderr.contains("database_url"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "password leaked:\n{stderr}");
 }
+
+#[tokio::test]
+async fn an_old_flash_sale_key_still_works_and_start_up_names_its_new_name() {
+    let resources = crate::helpers::TestResources::create().await;
+    let output = spike()
+        .arg("migrate")
+        .env("SPIKE_ENV", "dev")
+        .env("SPIKE_DATABASE_URL", &resources.database_url)
+        .env("SPIKE_LOG_FORMAT", "json")
+        .env("SPIKE_LOG_LEVEL", "warn")
+        .env("SPIKE_SPIKE_RETRY_DELAYS", "1s,2s")
+        .env("SPIKE_FLASH_SALE_MODDE", "db")
+        .output()
+        .expect("run spike");
+    let logs = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{logs}");
+    let warning = logs
+        .lines()
+        .find(|line| line.contains("deprecated configuration key"))
+        .unwrap_or_else(|| panic!("no deprecation warning in:\n{logs}"));
+    assert!(
+        warning.contains("SPIKE_SPIKE_RETRY_DELAYS")
+            && warning.contains("SPIKE_FLASH_SALE_RETRY_DELAYS"),
+        "{warning}"
+    );
+    assert!(
+        logs.lines()
+            .any(|line| line.contains("unknown configuration key")
+                && line.contains("flash_sale_modde")),
+        "a typo is still reported: {logs}"
+    );
+}
