@@ -83,6 +83,21 @@ pub struct SpikeEvent {
     pub created_at: OffsetDateTime,
 }
 
+/// Orders one buyer may hold in one event (the unique `(user_id, spike_event_id)` key).
+pub const ORDERS_PER_BUYER: u32 = 1;
+
+/// An event's own fields, validated: what is created, and what an update rewrites (all but the
+/// product, which never changes).
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub product_id: u64,
+    pub title: String,
+    pub spike_price: Money,
+    /// Units taken from the product for the event.
+    pub stock: u32,
+    pub window: EventWindow,
+}
+
 /// What became of a buyer's reservation, once the worker has settled it.
 ///
 /// Kept in Redis for polling as `success:<order id>` or `failed:<reason>`: the same text every

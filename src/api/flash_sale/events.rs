@@ -12,10 +12,10 @@ use crate::api::error::{ApiError, ErrorEnvelope};
 use crate::api::extract::{AdminUser, ApiJson, ApiPath, ApiQuery};
 use crate::api::response::{ApiResponse, Envelope, PageView};
 use crate::api::validation::{self, FieldErrors};
-use crate::domain::flash_sale::{EventStatus, EventWindow, SpikeEvent};
+use crate::domain::flash_sale::{EventStatus, EventWindow, NewEvent, SpikeEvent};
 use crate::domain::money::Money;
 use crate::domain::product::{self, STOCK_MAX};
-use crate::service::flash_sale::{EventChanges, Ledger, NewEvent};
+use crate::service::flash_sale::{EventChanges, Ledger};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WarmUpView {

@@ -4,7 +4,7 @@ use rust_decimal::Decimal;
 use sqlx::{MySql, MySqlConnection, MySqlExecutor, QueryBuilder};
 use time::{OffsetDateTime, PrimitiveDateTime};
 
-use crate::domain::flash_sale::{EventStatus, EventWindow, SpikeEvent};
+use crate::domain::flash_sale::{EventStatus, EventWindow, NewEvent, ORDERS_PER_BUYER, SpikeEvent};
 use crate::domain::money::Money;
 use crate::domain::product::Page;
 use crate::repo::RepoError;
@@ -47,22 +47,12 @@ impl TryFrom<EventRow> for SpikeEvent {
 const SELECT_EVENTS: &str = "SELECT id, product_id, title, spike_price, total_stock, \
      available_stock, per_user_limit, start_at, end_at, created_at FROM spike_events";
 
-/// Fields of an event, for insert and update.
-pub struct EventFields<'a> {
-    pub product_id: u64,
-    pub title: &'a str,
-    pub spike_price: Money,
-    pub stock: u32,
-    pub per_user_limit: u32,
-    pub window: EventWindow,
-}
-
 fn utc(t: OffsetDateTime) -> PrimitiveDateTime {
     let t = t.to_offset(time::UtcOffset::UTC);
     PrimitiveDateTime::new(t.date(), t.time())
 }
 
-pub async fn insert(tx: &mut MySqlConnection, event: &EventFields<'_>) -> Result<u64, RepoError> {
+pub async fn insert(tx: &mut MySqlConnection, event: &NewEvent) -> Result<u64, RepoError> {
     let result = sqlx::query!(
         "INSERT INTO spike_events (product_id, title, spike_price, total_stock, available_stock, \
          per_user_limit, start_at, end_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -71,7 +61,7 @@ pub async fn insert(tx: &mut MySqlConnection, event: &EventFields<'_>) -> Result
         event.spike_price.amount(),
         event.stock,
         event.stock,
-        event.per_user_limit,
+        ORDERS_PER_BUYER,
         utc(event.window.start_at()),
         utc(event.window.end_at())
     )
@@ -80,13 +70,9 @@ pub async fn insert(tx: &mut MySqlConnection, event: &EventFields<'_>) -> Result
     Ok(result.last_insert_id())
 }
 
-/// Rewrites an event's fields; `stock` sets both the allotment and what is left of it (only
-/// valid before the sale starts, when nothing is sold).
-pub async fn update(
-    tx: &mut MySqlConnection,
-    id: u64,
-    event: &EventFields<'_>,
-) -> Result<(), RepoError> {
+/// Rewrites an event's fields (not its product); `stock` sets both the allotment and what is left
+/// of it (only valid before the sale starts, when nothing is sold).
+pub async fn update(tx: &mut MySqlConnection, id: u64, event: &NewEvent) -> Result<(), RepoError> {
     sqlx::query!(
         "UPDATE spike_events SET title = ?, spike_price = ?, total_stock = ?, available_stock = ?, \
          start_at = ?, end_at = ? WHERE id = ?",

@@ -6,24 +6,14 @@ use sqlx::MySqlPool;
 use time::OffsetDateTime;
 
 use super::Warmup;
-use crate::domain::flash_sale::{EventStatus, EventWindow, SpikeEvent};
+use crate::domain::flash_sale::{EventStatus, EventWindow, NewEvent, SpikeEvent};
 use crate::domain::money::Money;
 use crate::domain::product::Page;
-use crate::repo::mysql::spike_events::{self, EventFields};
+use crate::repo::mysql::spike_events;
 use crate::repo::mysql::{inventory, products};
 use crate::repo::redis::flash_sale::EventStore;
 use crate::service::ServiceError;
 use crate::service::catalog::CatalogService;
-
-/// A new event, validated.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    pub product_id: u64,
-    pub title: String,
-    pub spike_price: Money,
-    pub stock: u32,
-    pub window: EventWindow,
-}
 
 /// A partial change; `None` keeps the field.
 #[derive(Debug, Clone, Default)]
@@ -69,15 +59,7 @@ impl EventAdmin {
                 product_id: event.product_id,
             });
         }
-        let fields = EventFields {
-            product_id: event.product_id,
-            title: &event.title,
-            spike_price: event.spike_price,
-            stock: event.stock,
-            per_user_limit: 1,
-            window: event.window,
-        };
-        let id = spike_events::insert(&mut tx, &fields).await?;
+        let id = spike_events::insert(&mut tx, &event).await?;
         let created = spike_events::find(&mut *tx, id)
             .await?
             .ok_or_else(|| ServiceError::internal("event vanished inside its own transaction"))?;
@@ -121,13 +103,11 @@ impl EventAdmin {
         } else if stock < event.total_stock {
             inventory::return_stock(&mut tx, event.product_id, event.total_stock - stock).await?;
         }
-        let title = changes.title.unwrap_or(event.title);
-        let fields = EventFields {
+        let fields = NewEvent {
             product_id: event.product_id,
-            title: &title,
+            title: changes.title.unwrap_or(event.title),
             spike_price: changes.spike_price.unwrap_or(event.spike_price),
             stock,
-            per_user_limit: event.per_user_limit,
             window,
         };
         spike_events::update(&mut tx, id, &fields).await?;

@@ -27,7 +27,7 @@ mod warmup;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use admin::{EventAdmin, EventChanges, NewEvent};
+pub use admin::{EventAdmin, EventChanges};
 pub use fulfilment::{CreateOutcome, Fulfilment};
 pub use purchase::{BuyRequest, BuyResult, Purchase, Queued};
 pub use reconcile::{Ledger, ReconcileReport, Reconciler};
