@@ -82,8 +82,6 @@ enum Role {
 async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    // Background tasks the roles start; waited for before the connections close.
-    let tasks = TaskTracker::new();
     match role {
         Role::Migrate => {
             let pool = mysql::connect(&config.database).await?;
@@ -93,8 +91,8 @@ async fn run(role: Role, config: Config) -> anyhow::Result<()> {
         }
         Role::Serve => {
             let app = Application::build(config).await?;
-            let infra = app.infra().clone();
-            let served = app.run_until_stopped(shutdown.clone(), &tasks).await;
+            let (infra, tasks) = (app.infra().clone(), app.services().tasks.clone());
+            let served = app.run_until_stopped(shutdown.clone()).await;
             shutdown.cancel();
             close(&tasks, &infra).await;
             served?;
@@ -102,6 +100,7 @@ async fn run(role: Role, config: Config) -> anyhow::Result<()> {
         Role::Worker => {
             let infra = startup::connect(&config).await?;
             let services = Services::build(&config, &infra)?;
+            let tasks = services.tasks.clone();
             let worked = worker::run(&config, infra.clone(), services, shutdown.clone()).await;
             shutdown.cancel();
             close(&tasks, &infra).await;
@@ -112,11 +111,12 @@ async fn run(role: Role, config: Config) -> anyhow::Result<()> {
             let app = Application::build(config.clone()).await?;
             let infra = app.infra().clone();
             let services = app.services().clone();
+            let tasks = services.tasks.clone();
             let worker = tasks.spawn({
                 let (infra, shutdown) = (infra.clone(), shutdown.clone());
                 async move { worker::run(&config, infra, services, shutdown).await }
             });
-            let served = app.run_until_stopped(shutdown.clone(), &tasks).await;
+            let served = app.run_until_stopped(shutdown.clone()).await;
             shutdown.cancel();
             let worked = worker.await.context("worker task failed")?;
             close(&tasks, &infra).await;

@@ -62,17 +62,22 @@ pub struct Services {
     pub catalog: CatalogService,
     pub orders: OrderService,
     pub flash_sale: FlashSale,
+    /// Every background task the services and the roles start; shutdown waits for them
+    /// before the connections close.
+    pub tasks: TaskTracker,
 }
 
 impl Services {
     pub fn build(config: &Config, infra: &Infra) -> Result<Services, ServiceError> {
         let prefix = &config.redis.prefix;
+        let tasks = TaskTracker::new();
         let auth = AuthService::new(&config.auth, prefix, infra.db.clone(), infra.redis.clone())?;
         let catalog = CatalogService::new(
             &config.catalog,
             prefix,
             infra.db.clone(),
             infra.redis.clone(),
+            tasks.clone(),
         );
         let orders = OrderService::new(
             infra.db.clone(),
@@ -94,6 +99,7 @@ impl Services {
             catalog,
             orders,
             flash_sale,
+            tasks,
         })
     }
 }
@@ -175,13 +181,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting connections and lets in-flight
-    /// requests finish for up to `shutdown_grace`. Background tasks it starts are tracked by
-    /// `tasks`, so the caller can wait for them.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: CancellationToken,
-        tasks: &TaskTracker,
-    ) -> Result<(), StartupError> {
+    /// requests finish for up to `shutdown_grace`. The background tasks it starts are tracked by
+    /// `services().tasks`, which the caller waits for.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
+        let tasks = &self.services.tasks;
         let address = self.listener.local_addr().map_err(StartupError::Serve)?;
         tracing::info!(%address, "http server listening");
         let service = self

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use sqlx::MySqlPool;
+use tokio_util::task::TaskTracker;
 
 use super::ServiceError;
 use crate::config::CatalogSettings;
@@ -53,6 +54,8 @@ struct Inner {
     missing_ttl: Duration,
     flights: SingleFlight<u64, Option<Product>>,
     stats: CacheStats,
+    /// Where the delayed second invalidations run, so shutdown waits for them.
+    tasks: TaskTracker,
 }
 
 impl CatalogService {
@@ -62,6 +65,7 @@ impl CatalogService {
         redis_prefix: &str,
         db: MySqlPool,
         redis: ConnectionManager,
+        tasks: TaskTracker,
     ) -> CatalogService {
         CatalogService {
             inner: Arc::new(Inner {
@@ -72,6 +76,7 @@ impl CatalogService {
                 missing_ttl: config.product_cache_missing_ttl,
                 flights: SingleFlight::default(),
                 stats: CacheStats::default(),
+                tasks,
             }),
         }
     }
@@ -158,7 +163,7 @@ impl CatalogService {
             .stats
             .pending_invalidations
             .fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
+        self.inner.tasks.spawn(async move {
             tokio::time::sleep(SECOND_INVALIDATION_DELAY).await;
             if let Err(error) = product_cache::invalidate(&mut redis, &key).await {
                 tracing::warn!(product_id = id, %error, "delayed product cache invalidation failed");

@@ -11,7 +11,6 @@ use spike::config::Config;
 use spike::repo::{Infra, Topology};
 use spike::startup::{self, Application, Services};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::logs::init_logs;
 use super::resources::TestResources;
@@ -85,10 +84,8 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
     let server = tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
-            let tasks = TaskTracker::new();
-            app.run_until_stopped(shutdown, &tasks)
-                .await
-                .expect("server runs");
+            let tasks = app.services().tasks.clone();
+            app.run_until_stopped(shutdown).await.expect("server runs");
             tasks.close();
             tasks.wait().await;
         }
