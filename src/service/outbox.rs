@@ -61,7 +61,7 @@ impl OutboxRelay {
 
     /// Publishes one batch; returns how many messages went out.
     pub async fn relay_batch(&self) -> Result<usize, ServiceError> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = outbox::begin_relay(&self.db).await?;
         let batch = outbox::claim(&mut tx, BATCH).await?;
         let mut published = Vec::with_capacity(batch.len());
         for message in &batch {

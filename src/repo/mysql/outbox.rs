@@ -28,6 +28,19 @@ pub async fn insert(
     Ok(result.last_insert_id())
 }
 
+/// Starts a relay's transaction in READ COMMITTED. Under MySQL's default REPEATABLE READ the
+/// claim's locking scan of `(published_at, id)` takes gap locks, and two relays marking their
+/// batches (which moves index entries into those gaps) deadlock: the victim rolls back after
+/// publishing, and its batch goes out twice. READ COMMITTED takes no gap locks; the rows
+/// themselves stay locked until commit, which is all `SKIP LOCKED` needs.
+pub async fn begin_relay(
+    db: &sqlx::MySqlPool,
+) -> Result<sqlx::Transaction<'static, MySql>, RepoError> {
+    Ok(db
+        .begin_with("SET TRANSACTION ISOLATION LEVEL READ COMMITTED; START TRANSACTION")
+        .await?)
+}
+
 /// Claims up to `limit` unpublished messages, oldest first, locking them until the transaction
 /// ends. `SKIP LOCKED` lets several relays work side by side: each takes rows the others do not
 /// hold, and none waits.
