@@ -55,9 +55,10 @@ pub enum Decision {
 pub enum RetryPolicy {
     /// Back onto the same queue after a short pause, as often as it takes.
     Requeue,
-    /// Through the order-creation retry queues (`retry.1`…`retry.n`, each with its backoff
-    /// TTL), counting attempts in a header; after the last, the handler's
-    /// [`Handler::exhausted`] undoes what the message holds and it dead-letters.
+    /// Through the queue's retry queues (`<queue>.retry.1`…`.retry.n`, each with its backoff TTL,
+    /// expiring back into the queue; the topology declares them for `spike.order.create`),
+    /// counting attempts in a header; after the last, the handler's [`Handler::exhausted`]
+    /// undoes what the message holds and it dead-letters.
     RetryQueues,
 }
 
@@ -206,7 +207,7 @@ async fn consume_one<H: Handler>(
                 let published = amqp
                     .publish_with_headers(
                         &topology.exchange(),
-                        &Topology::retry_routing_key(next),
+                        &Topology::retry_routing_key(route.queue, next),
                         message.body,
                         None,
                         headers,

@@ -58,9 +58,10 @@ impl Topology {
         self.name(routing_key)
     }
 
-    /// Routing key (and unprefixed queue name) of retry attempt `attempt` (1-based).
-    pub fn retry_routing_key(attempt: usize) -> String {
-        format!("{ORDER_CREATE}.retry.{attempt}")
+    /// Routing key (and unprefixed queue name) of retry attempt `attempt` (1-based) of the
+    /// queue `queue` (only `spike.order.create` has retry queues).
+    pub fn retry_routing_key(queue: &str, attempt: usize) -> String {
+        format!("{queue}.retry.{attempt}")
     }
 
     /// How many retries a failed order-creation message gets before it dead-letters.
@@ -71,7 +72,9 @@ impl Topology {
     /// The order-creation queue and its retry queues: where a reservation's message can wait.
     pub fn order_create_queues(&self) -> Vec<String> {
         let mut queues = vec![self.queue(ORDER_CREATE)];
-        queues.extend((1..=self.retries()).map(|n| self.queue(&Topology::retry_routing_key(n))));
+        queues.extend(
+            (1..=self.retries()).map(|n| self.queue(&Topology::retry_routing_key(ORDER_CREATE, n))),
+        );
         queues
     }
 
@@ -99,7 +102,7 @@ impl Topology {
             ]),
         }];
         for (index, delay) in self.retry_delays.iter().enumerate() {
-            let routing_key = Topology::retry_routing_key(index + 1);
+            let routing_key = Topology::retry_routing_key(ORDER_CREATE, index + 1);
             queues.push(QueueSpec {
                 name: self.queue(&routing_key),
                 exchange: self.exchange(),
