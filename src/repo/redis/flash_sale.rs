@@ -33,17 +33,13 @@ pub fn stock_returned_channel(prefix: &str) -> String {
 /// The keys of one event.
 #[derive(Debug, Clone)]
 pub struct EventKeys {
-    event_id: u64,
     base: String,
-    channel: String,
 }
 
 impl EventKeys {
     pub fn new(prefix: &str, event_id: u64) -> EventKeys {
         EventKeys {
-            event_id,
             base: format!("{prefix}ev:{{{event_id}}}"),
-            channel: stock_returned_channel(prefix),
         }
     }
 
@@ -83,6 +79,8 @@ impl EventKeys {
 pub struct EventStore {
     redis: ConnectionManager,
     prefix: String,
+    /// [`stock_returned_channel`], built once rather than per call.
+    channel: String,
 }
 
 /// What the reservation script answered.
@@ -136,9 +134,11 @@ pub struct PendingReservation {
 
 impl EventStore {
     pub fn new(redis: ConnectionManager, prefix: impl Into<String>) -> EventStore {
+        let prefix = prefix.into();
         EventStore {
             redis,
-            prefix: prefix.into(),
+            channel: stock_returned_channel(&prefix),
+            prefix,
         }
     }
 
@@ -148,7 +148,7 @@ impl EventStore {
 
     /// See [`stock_returned_channel`].
     pub fn stock_returned_channel(&self) -> String {
-        stock_returned_channel(&self.prefix)
+        self.channel.clone()
     }
 
     /// A handle on the shared connection for one command (clones are cheap).
@@ -230,8 +230,8 @@ impl EventStore {
             .key(keys.reservations())
             .arg(user_id)
             .arg(ticket)
-            .arg(&keys.channel)
-            .arg(keys.event_id);
+            .arg(&self.channel)
+            .arg(event_id);
         if let Some(key) = idempotency_key {
             invocation.key(keys.idempotency(user_id, key));
         }
@@ -245,8 +245,8 @@ impl EventStore {
         let keys = self.keys(event_id);
         let returned: i64 = RETURN_UNIT
             .key(keys.stock())
-            .arg(&keys.channel)
-            .arg(keys.event_id)
+            .arg(&self.channel)
+            .arg(event_id)
             .invoke_async(&mut self.conn())
             .await?;
         Ok(returned == 1)
