@@ -191,21 +191,9 @@ impl TestApp {
     /// Waits (up to 5 s) until `queue` holds exactly `expected` messages; fails at once on more.
     /// The broker's queue statistics trail publisher confirms by a moment.
     pub async fn expect_queue_len(&self, queue: &str, expected: u32) {
-        let channel = self.infra.amqp.create_channel().await.unwrap();
         let started = std::time::Instant::now();
         loop {
-            let declared = channel
-                .queue_declare(
-                    queue.into(),
-                    lapin::options::QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    lapin::types::FieldTable::default(),
-                )
-                .await
-                .unwrap();
-            let waiting = declared.message_count();
+            let waiting = self.infra.amqp.queue_depth(queue).await.unwrap().messages;
             assert!(
                 waiting <= expected,
                 "{waiting} messages in {queue}, expected {expected}"
