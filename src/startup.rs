@@ -89,7 +89,9 @@ impl Services {
             &config.flash_sale,
             prefix,
             config.orders.pay_timeout,
-            config.amqp.prefetch,
+            config
+                .flash_sale
+                .order_create_prefetch(config.amqp.prefetch),
             infra,
             catalog.clone(),
         );

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::repo::amqp::consumer::{self, Decision, Handler, Message, RetryPolicy, Route};
+use crate::repo::amqp::consumer::{self, Batching, Decision, Handler, Message, RetryPolicy, Route};
 use crate::repo::amqp::{ORDER_CLOSE, ORDER_CLOSE_DELAY, ORDER_CREATE};
 use crate::repo::{Infra, RepoError};
 use crate::service::flash_sale::{FlashSale, Fulfilment};
@@ -42,6 +42,10 @@ pub async fn run(
     ));
 
     let prefetch = config.amqp.prefetch;
+    let batching = Batching {
+        max: usize::from(config.flash_sale.batch_max),
+        wait: config.flash_sale.batch_wait,
+    };
     let closer_handler = OrderCloser { orders };
     let creator_handler = OrderCreator {
         fulfilment: flash_sale.fulfilment,
@@ -53,6 +57,11 @@ pub async fn run(
             queue: ORDER_CLOSE,
             retry: RetryPolicy::Requeue,
             defer_to: Some(ORDER_CLOSE_DELAY),
+        },
+        // Close messages are handled side by side, as many as are delivered.
+        Batching {
+            max: usize::from(prefetch),
+            wait: std::time::Duration::ZERO,
         },
         prefetch,
         shutdown.clone(),
@@ -66,7 +75,8 @@ pub async fn run(
             retry: RetryPolicy::RetryQueues,
             defer_to: None,
         },
-        prefetch,
+        batching,
+        config.flash_sale.order_create_prefetch(prefetch),
         shutdown.clone(),
         &creator_handler,
     );
@@ -108,45 +118,51 @@ async fn run_housekeeping(
     }
 }
 
-/// `spike.order.create`: turns a reservation into an order. A failure goes through the retry
-/// queues (their TTLs are the backoff); after the last one the reservation is compensated and
-/// the message dead-letters to `spike.order.create.dead`.
+/// `spike.order.create`: turns a batch of reservations into orders (one transaction, see
+/// `Fulfilment::create_orders`). A reservation that fails goes through the retry queues (their
+/// TTLs are the backoff); after the last one it is compensated and dead-letters to
+/// `spike.order.create.dead`.
 struct OrderCreator {
     fulfilment: Fulfilment,
 }
 
 impl Handler for OrderCreator {
-    async fn handle(&self, message: &Message<'_>) -> Decision {
-        let reservation: ReservationMessage = match serde_json::from_slice(message.body) {
-            Ok(reservation) => reservation,
-            Err(error) => {
-                tracing::error!(%error, "malformed spike.order.create message dead-lettered");
-                return Decision::Poison;
+    async fn handle(&self, messages: &[Message<'_>]) -> Vec<Decision> {
+        let mut decisions = vec![Decision::Done; messages.len()];
+        let mut reservations = Vec::with_capacity(messages.len());
+        let mut positions = Vec::with_capacity(messages.len());
+        for (position, message) in messages.iter().enumerate() {
+            match serde_json::from_slice::<ReservationMessage>(message.body) {
+                Ok(reservation) => {
+                    reservations.push(reservation);
+                    positions.push(position);
+                }
+                Err(error) => {
+                    tracing::error!(%error, "malformed spike.order.create message dead-lettered");
+                    decisions[position] = Decision::Poison;
+                }
             }
-        };
-        let request_id = message.header(REQUEST_ID_HEADER).unwrap_or_default();
-        let span = tracing::info_span!(
-            "spike.order.create",
-            ticket = reservation.ticket,
-            request_id
-        );
-        match self
+        }
+        let span = tracing::info_span!("spike.order.create", batch = reservations.len());
+        let results = self
             .fulfilment
-            .create_order(&reservation)
+            .create_orders(&reservations)
             .instrument(span)
-            .await
-        {
-            Ok(_) => Decision::Done,
-            Err(error) => {
+            .await;
+        for ((reservation, result), position) in reservations.iter().zip(results).zip(positions) {
+            if let Err(error) = result {
+                let message = &messages[position];
                 tracing::warn!(
                     ticket = reservation.ticket,
+                    request_id = message.header(REQUEST_ID_HEADER).unwrap_or_default(),
                     attempt = message.attempt,
                     %error,
                     "creating a flash-sale order failed"
                 );
-                Decision::RetryLater
+                decisions[position] = Decision::RetryLater;
             }
         }
+        decisions
     }
 
     async fn exhausted(&self, message: &Message<'_>) -> bool {
@@ -163,13 +179,19 @@ impl Handler for OrderCreator {
     }
 }
 
-/// `order.close`: closes the order if it is still unpaid and due.
+/// `order.close`: closes the orders of each message that are still unpaid and due.
 struct OrderCloser {
     orders: OrderService,
 }
 
 impl Handler for OrderCloser {
-    async fn handle(&self, message: &Message<'_>) -> Decision {
+    async fn handle(&self, messages: &[Message<'_>]) -> Vec<Decision> {
+        futures_util::future::join_all(messages.iter().map(|message| self.close(message))).await
+    }
+}
+
+impl OrderCloser {
+    async fn close(&self, message: &Message<'_>) -> Decision {
         let close: OrderCloseMessage = match serde_json::from_slice(message.body) {
             Ok(close) => close,
             Err(error) => {
@@ -177,21 +199,22 @@ impl Handler for OrderCloser {
                 return Decision::Poison;
             }
         };
-        match self.orders.close_expired(close.order_id).await {
-            Ok(CloseOutcome::Closed | CloseOutcome::AlreadySettled) => Decision::Done,
-            Ok(CloseOutcome::Unknown) => {
-                tracing::warn!(
-                    order_id = close.order_id,
-                    "order.close for an unknown order"
-                );
-                Decision::Done
-            }
-            // Wait out the rest in the delay queue, with a per-message TTL for the remainder.
-            Ok(CloseOutcome::NotDue(remaining)) => Decision::Defer(remaining),
-            Err(error) => {
-                tracing::warn!(order_id = close.order_id, %error, "closing an order failed; will retry");
-                Decision::RetryLater
+        // The orders of one message share their deadline; closing is idempotent, so a message
+        // deferred or retried after closing some of them simply finds those settled.
+        for &order_id in &close.order_ids {
+            match self.orders.close_expired(order_id).await {
+                Ok(CloseOutcome::Closed | CloseOutcome::AlreadySettled) => {}
+                Ok(CloseOutcome::Unknown) => {
+                    tracing::warn!(order_id, "order.close for an unknown order");
+                }
+                // Wait out the rest in the delay queue, with a per-message TTL for the remainder.
+                Ok(CloseOutcome::NotDue(remaining)) => return Decision::Defer(remaining),
+                Err(error) => {
+                    tracing::warn!(order_id, %error, "closing an order failed; will retry");
+                    return Decision::RetryLater;
+                }
             }
         }
+        Decision::Done
     }
 }

@@ -28,6 +28,22 @@ pub struct FlashSaleSettings {
     pub keys_retention: Duration,
     /// `queue` (the real path) or `db` (the naive baseline the load tool compares against).
     pub mode: FlashSaleMode,
+    /// Reservations the worker turns into orders in one transaction, at most.
+    pub batch_max: u16,
+    /// How long the worker waits after a batch's first reservation for more to join it.
+    pub batch_wait: Duration,
+}
+
+/// Largest `flash_sale_batch_max`: twice it must fit a prefetch count (u16), and a batch's
+/// biggest statement (7 placeholders per order) stays far below MySQL's 65,535.
+pub const BATCH_MAX_LIMIT: u16 = 5_000;
+
+impl FlashSaleSettings {
+    /// Deliveries the `spike.order.create` consumer may hold: a batch in its transaction and the
+    /// next one gathering, or `amqp_prefetch` if that is more.
+    pub fn order_create_prefetch(&self, amqp_prefetch: u16) -> u16 {
+        amqp_prefetch.max(self.batch_max.saturating_mul(2))
+    }
 }
 
 impl FlashSaleSettings {
@@ -84,6 +100,18 @@ impl FlashSaleSettings {
             "`queue`, or `db`: the naive baseline (one MySQL transaction per buy, no Redis, no queue), for benchmarks only (docs/benchmarks.md)",
             FlashSaleMode::Queue,
         );
+        let batch_max = r.between(
+            "flash_sale_batch_max",
+            "reservations the worker turns into orders in one MySQL transaction, at most (group commit; docs/flash-sale.md)",
+            500,
+            1,
+            BATCH_MAX_LIMIT,
+        );
+        let batch_wait = r.duration(
+            "flash_sale_batch_wait",
+            "how long the worker waits after a batch's first reservation for more to join it",
+            Duration::from_millis(5),
+        );
         Some(FlashSaleSettings {
             retry_delays: retry_delays?,
             user_rate_limit: user_rate_limit?,
@@ -94,6 +122,8 @@ impl FlashSaleSettings {
             queue_max_length: queue_max_length?,
             keys_retention: keys_retention?,
             mode: mode?,
+            batch_max: batch_max?,
+            batch_wait: batch_wait?,
         })
     }
 }

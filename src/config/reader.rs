@@ -252,6 +252,27 @@ impl<'a> Reader<'a> {
         Some(value)
     }
 
+    /// A whole number from `min` to `max`.
+    pub fn between<T>(
+        &mut self,
+        key: &'static str,
+        doc: &'static str,
+        default: T,
+        min: T,
+        max: T,
+    ) -> Option<T>
+    where
+        T: FromStr + fmt::Display + PartialOrd + Copy,
+        T::Err: fmt::Display,
+    {
+        let value = self.at_least(key, doc, default, min)?;
+        if value > max {
+            self.problem(key, format!("must be at most {max}"));
+            return None;
+        }
+        Some(value)
+    }
+
     /// A non-zero duration such as `15m`, `500ms` or `30` (seconds).
     pub fn duration(
         &mut self,

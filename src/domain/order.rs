@@ -93,7 +93,7 @@ impl OrderKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OrderItem {
     pub product_id: u64,
     pub quantity: u32,

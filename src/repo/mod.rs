@@ -36,6 +36,17 @@ pub enum RepoError {
 }
 
 impl RepoError {
+    /// MySQL chose this transaction as a deadlock victim (1213) or it waited too long for a lock
+    /// (1205): it was rolled back whole, and running it again will most likely succeed.
+    pub fn is_lock_conflict(&self) -> bool {
+        match self {
+            RepoError::Mysql(sqlx::Error::Database(e)) => e
+                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .is_some_and(|e| matches!(e.number(), 1205 | 1213)),
+            _ => false,
+        }
+    }
+
     /// The dependency to blame when this error means "a store is unreachable or overloaded,
     /// retry later" rather than a bug or bad data; `None` for the latter.
     pub fn unavailable_dependency(&self) -> Option<Dependency> {
@@ -49,12 +60,7 @@ impl RepoError {
             ) => Some(Dependency::Mysql),
             // Deadlock victim (1213) or lock wait timeout (1205): the transaction was rolled back
             // whole and the same request may simply be retried.
-            RepoError::Mysql(sqlx::Error::Database(e))
-                if e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-                    .is_some_and(|e| matches!(e.number(), 1205 | 1213)) =>
-            {
-                Some(Dependency::Mysql)
-            }
+            RepoError::Mysql(_) if self.is_lock_conflict() => Some(Dependency::Mysql),
             RepoError::Mysql(_) | RepoError::Migrate(_) => None,
             RepoError::Redis(e)
                 if e.is_io_error()

@@ -1,7 +1,7 @@
-//! The one place an order is written: the order row, its lines, and the outbox row that becomes
-//! its delayed close message, all in the caller's transaction. Regular orders and flash-sale
-//! orders (the worker's, and the naive `db` mode's) both go through it, each doing its own stock
-//! step in the same transaction.
+//! The one place a regular order is written: the order row, its lines, and the outbox row that
+//! becomes its delayed close message, all in the caller's transaction. Flash-sale orders come in
+//! batches (`flash_sale::fulfilment` writes them with multi-row statements) and schedule their
+//! close through [`schedule_close`] too, one message per batch.
 
 use sqlx::MySqlConnection;
 
@@ -33,10 +33,20 @@ pub async fn write(
     orders::insert_items(tx, order_id, items)
         .await
         .map_err(ServiceError::from)?;
-    let close =
-        serde_json::to_string(&OrderCloseMessage { order_id }).map_err(ServiceError::internal)?;
-    outbox::insert(tx, ORDER_CLOSE_DELAY, &close)
-        .await
-        .map_err(ServiceError::from)?;
+    schedule_close(tx, &[order_id]).await?;
     Ok(order_id)
+}
+
+/// Writes the outbox row that becomes the close message of `order_ids` (orders sharing one pay
+/// deadline: a regular order, or a batch of flash-sale orders).
+pub async fn schedule_close(
+    tx: &mut MySqlConnection,
+    order_ids: &[u64],
+) -> Result<(), ServiceError> {
+    let close = serde_json::to_string(&OrderCloseMessage {
+        order_ids: order_ids.to_vec(),
+    })
+    .map_err(ServiceError::internal)?;
+    outbox::insert(tx, ORDER_CLOSE_DELAY, &close).await?;
+    Ok(())
 }

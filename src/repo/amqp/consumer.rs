@@ -1,7 +1,8 @@
 //! The consuming loop shared by every queue. It owns everything AMQP about a delivery: bounded
-//! prefetch, acknowledgements, the attempt header, routing a failed message to its retry queue
-//! or back onto its queue, deferring one to a delay queue, dead-lettering poison. Handlers see a
-//! [`Message`] and answer with a [`Decision`]; they know no lapin types.
+//! prefetch, gathering deliveries into batches, acknowledgements, the attempt header, routing a
+//! failed message to its retry queue or back onto its queue, deferring one to a delay queue,
+//! dead-lettering poison. Handlers see a batch of [`Message`]s and answer with one [`Decision`]
+//! each; they know no lapin types.
 
 use std::future::Future;
 use std::time::Duration;
@@ -62,15 +63,25 @@ pub enum RetryPolicy {
     RetryQueues,
 }
 
-/// Handles one message at a time (the consumer runs up to `prefetch` of them at once).
+/// Handles the messages of a queue, a batch at a time.
 pub trait Handler: Send + Sync {
-    fn handle(&self, message: &Message<'_>) -> impl Future<Output = Decision> + Send;
+    /// One decision per message, in their order.
+    fn handle(&self, messages: &[Message<'_>]) -> impl Future<Output = Vec<Decision>> + Send;
 
     /// The message failed its last retry and is about to dead-letter: compensate. `false` means
     /// the compensation could not be done now; the message is put back and tried again.
     fn exhausted(&self, _message: &Message<'_>) -> impl Future<Output = bool> + Send {
         async { true }
     }
+}
+
+/// How deliveries are gathered into batches: up to `max` of them, waiting at most `wait` after
+/// the first for the rest (whatever the broker has delivered already joins at once). While a
+/// batch is handled, the next one gathers, up to the prefetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    pub max: usize,
+    pub wait: Duration,
 }
 
 /// Which queue to consume and how.
@@ -95,13 +106,15 @@ enum Settle {
     Reject,
 }
 
-/// Consumes `route.queue` until `shutdown`, running up to `prefetch` handlers at once. Messages
-/// in flight at shutdown finish and are settled; unacknowledged ones return to the queue when
-/// the channel closes, so nothing is lost.
+/// Consumes `route.queue` until `shutdown`, handing the handler batches as `batching` says with
+/// up to `prefetch` deliveries unacknowledged. The batch in hand at shutdown finishes and is
+/// settled; unacknowledged deliveries return to the queue when the channel closes, so nothing is
+/// lost.
 pub async fn run<H: Handler>(
     amqp: &Amqp,
     topology: &Topology,
     route: Route,
+    batching: Batching,
     prefetch: u16,
     shutdown: CancellationToken,
     handler: &H,
@@ -119,40 +132,27 @@ pub async fn run<H: Handler>(
             FieldTable::default(),
         )
         .await?;
-    tracing::info!(queue, prefetch, "consuming");
+    tracing::info!(queue, prefetch, batch_max = batching.max, "consuming");
     let queue = queue.as_str();
-    consumer
+    let deliveries = consumer
         .take_until(shutdown.cancelled())
-        .for_each_concurrent(usize::from(prefetch), |delivery| {
-            let route = &route;
-            async move {
-                let delivery = match delivery {
-                    Ok(delivery) => delivery,
-                    Err(error) => {
-                        tracing::warn!(queue, %error, "consumer error");
-                        return;
-                    }
-                };
-                let settle = consume_one(amqp, topology, route, handler, &delivery).await;
-                let settled = match settle {
-                    Settle::Ack => delivery.ack(BasicAckOptions::default()).await,
-                    Settle::Requeue => {
-                        tokio::time::sleep(REQUEUE_PAUSE).await;
-                        let requeue = BasicNackOptions {
-                            requeue: true,
-                            ..BasicNackOptions::default()
-                        };
-                        delivery.nack(requeue).await
-                    }
-                    Settle::Reject => delivery.reject(BasicRejectOptions { requeue: false }).await,
-                };
-                if let Err(error) = settled {
-                    // The broker redelivers it after the channel recovers; handlers are idempotent.
-                    tracing::warn!(queue, %error, ?settle, "could not settle a message");
-                }
+        .filter_map(|delivery| async move {
+            delivery
+                .inspect_err(|error| tracing::warn!(queue, %error, "consumer error"))
+                .ok()
+        });
+    let mut deliveries = std::pin::pin!(deliveries);
+    while let Some(first) = deliveries.next().await {
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + batching.wait;
+        while batch.len() < batching.max {
+            match tokio::time::timeout_at(deadline, deliveries.next()).await {
+                Ok(Some(delivery)) => batch.push(delivery),
+                Ok(None) | Err(_) => break,
             }
-        })
-        .await;
+        }
+        consume_batch(amqp, topology, &route, handler, &batch).await;
+    }
     if !shutdown.is_cancelled() {
         // The broker cancelled the consumer or the channel died for good: let the process fail
         // (and be restarted) rather than run on without consuming.
@@ -163,21 +163,82 @@ pub async fn run<H: Handler>(
     Ok(())
 }
 
-/// Runs the handler and carries out its decision; says how to settle the delivery.
-async fn consume_one<H: Handler>(
+/// Runs the handler on a batch, carries out its decisions and settles every delivery. When all
+/// are acknowledged, one `basic.ack` with `multiple` settles the batch: batches are handled one
+/// at a time, so every earlier delivery of this channel is settled already.
+async fn consume_batch<H: Handler>(
     amqp: &Amqp,
     topology: &Topology,
     route: &Route,
     handler: &H,
-    delivery: &Delivery,
-) -> Settle {
-    let headers = delivery.properties.headers().as_ref();
-    let message = Message {
-        body: &delivery.data,
-        attempt: attempt_of(headers),
-        headers,
+    batch: &[Delivery],
+) {
+    let messages: Vec<Message<'_>> = batch
+        .iter()
+        .map(|delivery| {
+            let headers = delivery.properties.headers().as_ref();
+            Message {
+                body: &delivery.data,
+                attempt: attempt_of(headers),
+                headers,
+            }
+        })
+        .collect();
+    let decisions = handler.handle(&messages).await;
+    debug_assert_eq!(decisions.len(), messages.len(), "one decision per message");
+    let settles =
+        futures_util::future::join_all(messages.iter().zip(decisions).map(
+            |(message, decision)| carry_out(amqp, topology, route, handler, message, decision),
+        ))
+        .await;
+    if let Some(last) = batch.last()
+        && settles.iter().all(|settle| *settle == Settle::Ack)
+    {
+        let all = BasicAckOptions { multiple: true };
+        if let Err(error) = last.ack(all).await {
+            tracing::warn!(queue = route.queue, %error, "could not acknowledge a batch");
+        }
+        return;
+    }
+    futures_util::future::join_all(
+        batch
+            .iter()
+            .zip(settles)
+            .map(|(delivery, how)| settle(route, delivery, how)),
+    )
+    .await;
+}
+
+/// Settles one delivery.
+async fn settle(route: &Route, delivery: &Delivery, how: Settle) {
+    let settled = match how {
+        Settle::Ack => delivery.ack(BasicAckOptions::default()).await,
+        Settle::Requeue => {
+            tokio::time::sleep(REQUEUE_PAUSE).await;
+            let requeue = BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            };
+            delivery.nack(requeue).await
+        }
+        Settle::Reject => delivery.reject(BasicRejectOptions { requeue: false }).await,
     };
-    match handler.handle(&message).await {
+    if let Err(error) = settled {
+        // The broker redelivers it after the channel recovers; handlers are idempotent.
+        tracing::warn!(queue = route.queue, %error, ?how, "could not settle a message");
+    }
+}
+
+/// Carries out the handler's decision about one message; says how to settle its delivery.
+async fn carry_out<H: Handler>(
+    amqp: &Amqp,
+    topology: &Topology,
+    route: &Route,
+    handler: &H,
+    message: &Message<'_>,
+    decision: Decision,
+) -> Settle {
+    match decision {
         Decision::Done => Settle::Ack,
         Decision::Poison => Settle::Reject,
         Decision::Defer(delay) => {
@@ -201,7 +262,7 @@ async fn consume_one<H: Handler>(
             RetryPolicy::Requeue => Settle::Requeue,
             RetryPolicy::RetryQueues if message.attempt < topology.retries() => {
                 // The other headers (the request id) travel on with the retry.
-                let mut headers = headers.cloned().unwrap_or_default();
+                let mut headers = message.headers.cloned().unwrap_or_default();
                 let next = message.attempt + 1;
                 headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(next as u32));
                 let published = amqp
@@ -220,7 +281,7 @@ async fn consume_one<H: Handler>(
                 }
             }
             RetryPolicy::RetryQueues => {
-                if handler.exhausted(&message).await {
+                if handler.exhausted(message).await {
                     Settle::Reject
                 } else {
                     Settle::Requeue

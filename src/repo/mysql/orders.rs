@@ -127,17 +127,70 @@ pub async fn insert_items(
     order_id: u64,
     items: &[OrderItem],
 ) -> Result<(), RepoError> {
+    let lines: Vec<(u64, OrderItem)> = items.iter().map(|item| (order_id, *item)).collect();
+    insert_lines(tx, &lines).await
+}
+
+/// Order lines of any number of orders, `(order_id, item)`, with one statement.
+pub async fn insert_lines(
+    tx: &mut MySqlConnection,
+    lines: &[(u64, OrderItem)],
+) -> Result<(), RepoError> {
+    if lines.is_empty() {
+        return Ok(());
+    }
     let mut query = QueryBuilder::<MySql>::new(
         "INSERT INTO order_items (order_id, product_id, quantity, price) ",
     );
-    query.push_values(items, |mut row, item| {
-        row.push_bind(order_id)
+    query.push_values(lines, |mut row, (order_id, item)| {
+        row.push_bind(*order_id)
             .push_bind(item.product_id)
             .push_bind(item.quantity)
             .push_bind(item.price.amount());
     });
     query.build().execute(tx).await?;
     Ok(())
+}
+
+/// A flash-sale order of a batch; its reservation's ticket identifies it until it has an id.
+#[derive(Debug, Clone, Copy)]
+pub struct NewSpikeOrder<'a> {
+    pub user_id: u64,
+    pub ticket: &'a str,
+    pub total_amount: Money,
+    pub pay_deadline: PrimitiveDateTime,
+}
+
+/// Inserts a batch of flash-sale orders with one statement and returns their ids by ticket. The
+/// ids are read back by ticket rather than counted from `LAST_INSERT_ID()`: a multi-row insert's
+/// ids need not be consecutive under `innodb_autoinc_lock_mode = 2` (migration 7).
+pub async fn insert_spike_orders(
+    tx: &mut MySqlConnection,
+    orders: &[NewSpikeOrder<'_>],
+) -> Result<HashMap<String, u64>, RepoError> {
+    if orders.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut insert = QueryBuilder::<MySql>::new(
+        "INSERT INTO orders (user_id, status, kind, total_amount, ticket, pay_deadline) ",
+    );
+    insert.push_values(orders, |mut row, order| {
+        row.push_bind(order.user_id)
+            .push_bind(OrderStatus::PendingPayment)
+            .push_bind(OrderKind::Spike)
+            .push_bind(order.total_amount.amount())
+            .push_bind(order.ticket)
+            .push_bind(order.pay_deadline);
+    });
+    insert.build().execute(&mut *tx).await?;
+    let mut select = QueryBuilder::<MySql>::new("SELECT ticket, id FROM orders WHERE ticket IN (");
+    let mut list = select.separated(", ");
+    for order in orders {
+        list.push_bind(order.ticket);
+    }
+    select.push(")");
+    let ids: Vec<(String, u64)> = select.build_query_as().fetch_all(&mut *tx).await?;
+    Ok(ids.into_iter().collect())
 }
 
 pub async fn find(db: &mut MySqlConnection, id: u64) -> Result<Option<Order>, RepoError> {

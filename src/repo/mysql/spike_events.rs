@@ -1,5 +1,7 @@
 //! The `spike_events` table.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
+
 use rust_decimal::Decimal;
 use sqlx::{MySql, MySqlConnection, MySqlExecutor, QueryBuilder};
 use time::{OffsetDateTime, PrimitiveDateTime};
@@ -168,37 +170,110 @@ pub const ONE_PER_BUYER_KEY: &str = "uk_spike_orders_user_event";
 /// Name of the unique key on `spike_orders (ticket)`.
 pub const TICKET_KEY: &str = "uk_spike_orders_ticket";
 
-/// Takes one unit of the event if MySQL still has one: the last guard against overselling,
-/// whatever Redis said.
-pub async fn take_unit(tx: &mut MySqlConnection, event_id: u64) -> Result<bool, RepoError> {
+/// [`lock`] for several events at once, in id order (two batches locking the same events take
+/// them in the same order, so they queue instead of deadlocking). Unknown and cancelled events
+/// are missing from the answer.
+pub async fn lock_many(
+    tx: &mut MySqlConnection,
+    ids: &[u64],
+) -> Result<Vec<SpikeEvent>, RepoError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut query = QueryBuilder::<MySql>::new(SELECT_EVENTS);
+    query.push(" WHERE status = 'scheduled' AND id IN (");
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    query.push(") ORDER BY id FOR UPDATE");
+    let rows: Vec<EventRow> = query.build_query_as().fetch_all(tx).await?;
+    rows.into_iter().map(SpikeEvent::try_from).collect()
+}
+
+/// Takes `count` units of the event if MySQL still has that many: the last guard against
+/// overselling, whatever Redis said. One statement for a whole batch of orders, so the event's
+/// row (the hottest in a sale) is written once per batch.
+pub async fn take_units(
+    tx: &mut MySqlConnection,
+    event_id: u64,
+    count: u32,
+) -> Result<bool, RepoError> {
     let result = sqlx::query!(
-        "UPDATE spike_events SET available_stock = available_stock - 1 \
-         WHERE id = ? AND available_stock > 0",
-        event_id
+        "UPDATE spike_events SET available_stock = available_stock - ? \
+         WHERE id = ? AND available_stock >= ?",
+        count,
+        event_id,
+        count
     )
     .execute(tx)
     .await?;
     Ok(result.rows_affected() == 1)
 }
 
-/// Links an order to the event and buyer; the unique keys make a second one fail.
-pub async fn insert_spike_order(
+/// A `spike_orders` row: which order a buyer got in an event, and from which reservation.
+#[derive(Debug, Clone, Copy)]
+pub struct SpikeOrderLink<'a> {
+    pub event_id: u64,
+    pub user_id: u64,
+    pub order_id: u64,
+    pub ticket: &'a str,
+}
+
+/// Links orders to their events and buyers, with one statement; the unique keys make a second
+/// order for a buyer (or a ticket) fail the statement.
+pub async fn insert_spike_orders(
     tx: &mut MySqlConnection,
-    event_id: u64,
-    user_id: u64,
-    order_id: u64,
-    ticket: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "INSERT INTO spike_orders (spike_event_id, user_id, order_id, ticket) VALUES (?, ?, ?, ?)",
-        event_id,
-        user_id,
-        order_id,
-        ticket
-    )
-    .execute(tx)
-    .await?;
+    links: &[SpikeOrderLink<'_>],
+) -> Result<(), RepoError> {
+    if links.is_empty() {
+        return Ok(());
+    }
+    let mut query = QueryBuilder::<MySql>::new(
+        "INSERT INTO spike_orders (spike_event_id, user_id, order_id, ticket) ",
+    );
+    query.push_values(links, |mut row, link| {
+        row.push_bind(link.event_id)
+            .push_bind(link.user_id)
+            .push_bind(link.order_id)
+            .push_bind(link.ticket);
+    });
+    query.build().execute(tx).await?;
     Ok(())
+}
+
+/// The orders the given buyers hold: `(event_id, user_id) → order_id`, for those who have one.
+/// One query for a whole batch (a range on the unique `(user_id, spike_event_id)` key; the pairs
+/// are picked out of the cross product here).
+pub async fn orders_of(
+    db: impl MySqlExecutor<'_>,
+    buyers: &[(u64, u64)],
+) -> Result<HashMap<(u64, u64), u64>, RepoError> {
+    if buyers.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let users: BTreeSet<u64> = buyers.iter().map(|(_, user)| *user).collect();
+    let events: BTreeSet<u64> = buyers.iter().map(|(event, _)| *event).collect();
+    let mut query = QueryBuilder::<MySql>::new(
+        "SELECT spike_event_id, user_id, order_id FROM spike_orders WHERE user_id IN (",
+    );
+    let mut list = query.separated(", ");
+    for user in &users {
+        list.push_bind(*user);
+    }
+    query.push(") AND spike_event_id IN (");
+    let mut list = query.separated(", ");
+    for event in &events {
+        list.push_bind(*event);
+    }
+    query.push(")");
+    let rows: Vec<(u64, u64, u64)> = query.build_query_as().fetch_all(db).await?;
+    let wanted: HashSet<(u64, u64)> = buyers.iter().copied().collect();
+    Ok(rows
+        .into_iter()
+        .map(|(event, user, order)| ((event, user), order))
+        .filter(|(buyer, _)| wanted.contains(buyer))
+        .collect())
 }
 
 /// The order a buyer holds in an event, if any.

@@ -355,6 +355,29 @@ impl EventStore {
         Ok(())
     }
 
+    /// [`EventStore::settle`] for a whole batch of buyers, `(event_id, user_id, outcome)`, in
+    /// one round trip. Each buyer's result is written before their reservation is dropped (a
+    /// pipeline keeps the order), so a reader never finds neither.
+    pub async fn settle_many(
+        &self,
+        settled: &[(u64, u64, BuyerOutcome)],
+        ttl_secs: u64,
+    ) -> Result<(), RepoError> {
+        if settled.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (event_id, user_id, outcome) in settled {
+            let keys = self.keys(*event_id);
+            pipe.set_ex(keys.result(*user_id), outcome.to_string(), ttl_secs)
+                .ignore()
+                .hdel(keys.reservations(), *user_id)
+                .ignore();
+        }
+        let _: () = pipe.query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
     /// The buyer's recorded outcome; `None` when there is none (or it cannot be read).
     pub async fn outcome(
         &self,

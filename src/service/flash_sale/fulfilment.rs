@@ -1,20 +1,29 @@
-//! The worker's half of a purchase: one MySQL transaction turns a reservation into an order
-//! (the unique keys make a redelivery a no-op, the conditional decrement makes an oversell
-//! impossible), then the buyer's outcome is recorded in Redis. After the last retry,
-//! [`Fulfilment::give_up`] gives the reservation back.
+//! The worker's half of a purchase: reservations become orders in batches (group commit,
+//! docs/flash-sale.md). One MySQL transaction per batch locks each event's row once, skips the
+//! buyers who already have their order (redeliveries), takes each event's units with one
+//! conditional UPDATE (the last guard against overselling), and writes every order, line, link
+//! and the batch's one close message with multi-row INSERTs; then one Redis pipeline records
+//! every buyer's outcome. A batch the database refuses is split until the reservation at fault
+//! stands alone, so it alone goes down the retry path. After its last retry,
+//! [`Fulfilment::give_up`] gives a reservation back.
 
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::MySqlPool;
 
 use super::RESULT_TTL_SECS;
-use crate::domain::flash_sale::{BuyerOutcome, FailureReason};
-use crate::domain::order::{OrderItem, OrderKind};
-use crate::repo::mysql::{self, orders, spike_events};
+use crate::domain::flash_sale::{BuyerOutcome, FailureReason, SpikeEvent};
+use crate::domain::order::OrderItem;
+use crate::repo::mysql::orders::{self, NewSpikeOrder};
+use crate::repo::mysql::spike_events::{self, SpikeOrderLink};
+use crate::repo::mysql::{self};
 use crate::repo::redis::flash_sale::EventStore;
 use crate::service::ServiceError;
 use crate::service::messages::ReservationMessage;
-use crate::service::order_writer::{self, WriteError};
+use crate::service::order_writer;
 
 /// What the worker did with one reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +54,14 @@ impl CreateOutcome {
     }
 }
 
+/// The result for one reservation of a batch. A failure may be shared by many reservations (the
+/// database was down for the whole batch), hence the `Arc`.
+pub type BatchResult = Result<CreateOutcome, Arc<ServiceError>>;
+
+/// How often a batch that lost a deadlock or timed out waiting for a lock is run again at once
+/// before its reservations go down the retry path.
+const LOCK_CONFLICT_RETRIES: u32 = 3;
+
 #[derive(Clone)]
 pub struct Fulfilment {
     db: MySqlPool,
@@ -61,22 +78,42 @@ impl Fulfilment {
         }
     }
 
-    /// Creates the reservation's order (or finds it, on a redelivery) and records the outcome
-    /// for the buyer.
+    /// Creates the orders of `reservations` (or finds them, for redeliveries) and records every
+    /// buyer's outcome; one result per reservation, in their order.
+    pub async fn create_orders(&self, reservations: &[ReservationMessage]) -> Vec<BatchResult> {
+        let mut results = self.write_splitting(reservations).await;
+        let settled: Vec<(u64, u64, BuyerOutcome)> = reservations
+            .iter()
+            .zip(&results)
+            .filter_map(|(reservation, result)| {
+                let outcome = result.as_ref().ok()?.buyer_outcome();
+                Some((reservation.event_id, reservation.user_id, outcome))
+            })
+            .collect();
+        if let Err(error) = self.store.settle_many(&settled, RESULT_TTL_SECS).await {
+            // The orders are committed; a redelivery finds them and settles again.
+            let error = Arc::new(ServiceError::from(error));
+            for result in results.iter_mut().filter(|result| result.is_ok()) {
+                *result = Err(error.clone());
+            }
+        }
+        results
+    }
+
+    /// [`Fulfilment::create_orders`] for one reservation.
     pub async fn create_order(
         &self,
-        message: &ReservationMessage,
+        reservation: &ReservationMessage,
     ) -> Result<CreateOutcome, ServiceError> {
-        let outcome = self.create_order_in_mysql(message).await?;
-        self.store
-            .settle(
-                message.event_id,
-                message.user_id,
-                &outcome.buyer_outcome(),
-                RESULT_TTL_SECS,
-            )
-            .await?;
-        Ok(outcome)
+        let result = self
+            .create_orders(std::slice::from_ref(reservation))
+            .await
+            .pop()
+            .expect("one result per reservation");
+        result.map_err(|error| {
+            Arc::try_unwrap(error)
+                .unwrap_or_else(|shared| ServiceError::internal(shared.to_string()))
+        })
     }
 
     /// Gives up on a reservation whose order could not be created after every retry: the unit
@@ -110,79 +147,205 @@ impl Fulfilment {
         Ok(())
     }
 
-    /// The order transaction alone (the naive `db` mode runs it in the request).
+    /// The order transaction alone, for one reservation (the naive `db` mode runs it in the
+    /// request).
     pub(super) async fn create_order_in_mysql(
         &self,
-        message: &ReservationMessage,
+        reservation: &ReservationMessage,
     ) -> Result<CreateOutcome, ServiceError> {
-        // A redelivery of a message already turned into an order: nothing to do.
-        if let Some(order_id) =
-            spike_events::order_of(&self.db, message.event_id, message.user_id).await?
-        {
-            return Ok(CreateOutcome::AlreadyDone { order_id });
-        }
-        let mut tx = self.db.begin().await?;
-        let Some(event) = spike_events::find(&mut *tx, message.event_id).await? else {
-            return Ok(CreateOutcome::UnknownEvent);
-        };
-        // The conditional decrement comes first: it takes the event row's exclusive lock before
-        // the `spike_orders` insert takes a shared one through its foreign key. The other way
-        // round, two workers each holding the shared lock deadlock when both try to upgrade.
-        if !spike_events::take_unit(&mut tx, message.event_id).await? {
-            drop(tx);
-            return Ok(
-                match spike_events::order_of(&self.db, message.event_id, message.user_id).await? {
-                    Some(order_id) => CreateOutcome::AlreadyDone { order_id },
-                    None => CreateOutcome::SoldOut,
-                },
-            );
-        }
-        let new_order = orders::NewOrder {
-            user_id: message.user_id,
-            kind: OrderKind::Spike,
-            total_amount: event.spike_price,
-            idempotency_key: None,
-            request_hash: None,
-            pay_deadline: mysql::now_utc() + self.pay_timeout,
-        };
-        let item = OrderItem {
-            product_id: event.product_id,
-            quantity: 1,
-            price: event.spike_price,
-        };
-        let order_id = match order_writer::write(&mut tx, &new_order, &[item]).await {
-            Ok(order_id) => order_id,
-            Err(WriteError::Order(error)) => return Err(error.into()),
-            Err(WriteError::Other(error)) => return Err(error),
-        };
-        let linked = spike_events::insert_spike_order(
-            &mut tx,
-            message.event_id,
-            message.user_id,
-            order_id,
-            &message.ticket,
-        )
-        .await;
-        if let Err(error) = linked {
-            if mysql::is_unique_violation(&error, spike_events::ONE_PER_BUYER_KEY)
-                || mysql::is_unique_violation(&error, spike_events::TICKET_KEY)
-            {
-                // A concurrent delivery of the same reservation won; this one rolls back.
-                drop(tx);
-                let existing = spike_events::order_of(&self.db, message.event_id, message.user_id)
-                    .await?
-                    .ok_or_else(|| ServiceError::internal("duplicate spike order not found"))?;
-                return Ok(CreateOutcome::AlreadyDone { order_id: existing });
+        let mut outcomes = self
+            .write_retrying(std::slice::from_ref(reservation))
+            .await?;
+        Ok(outcomes.pop().expect("one outcome per reservation"))
+    }
+
+    /// Writes `batch` in one transaction. When the database refuses it (a statement error: a
+    /// buyer whose account is gone, data it cannot take), the batch is split in halves, again and
+    /// again, until the reservation at fault stands alone: it fails, its neighbours commit. When
+    /// the database is unreachable, splitting cannot help and the whole batch fails.
+    async fn write_splitting(&self, batch: &[ReservationMessage]) -> Vec<BatchResult> {
+        let mut results: Vec<Option<BatchResult>> = vec![None; batch.len()];
+        // Ranges still to write; the first half is on top, so reservations keep their order.
+        let mut ranges = Vec::with_capacity(8);
+        ranges.push(0..batch.len());
+        while let Some(range) = ranges.pop() {
+            match self.write_retrying(&batch[range.clone()]).await {
+                Ok(outcomes) => {
+                    for (slot, outcome) in results[range].iter_mut().zip(outcomes) {
+                        *slot = Some(Ok(outcome));
+                    }
+                }
+                Err(ServiceError::Internal(error)) if range.len() > 1 => {
+                    tracing::warn!(
+                        reservations = range.len(),
+                        %error,
+                        "the database refused a batch of flash-sale orders; splitting it"
+                    );
+                    let middle = range.start + range.len() / 2;
+                    ranges.push(middle..range.end);
+                    ranges.push(range.start..middle);
+                }
+                Err(error) => {
+                    let error = Arc::new(error);
+                    for slot in &mut results[range] {
+                        *slot = Some(Err(error.clone()));
+                    }
+                }
             }
-            return Err(error.into());
+        }
+        results
+            .into_iter()
+            .map(|result| result.expect("every range was written or failed"))
+            .collect()
+    }
+
+    /// [`Fulfilment::write_batch`], run again at once when it lost a deadlock or a lock wait.
+    async fn write_retrying(
+        &self,
+        batch: &[ReservationMessage],
+    ) -> Result<Vec<CreateOutcome>, ServiceError> {
+        let mut conflicts = 0;
+        loop {
+            match self.write_batch(batch).await {
+                Err(ServiceError::Unavailable(_, error))
+                    if error.is_lock_conflict() && conflicts < LOCK_CONFLICT_RETRIES =>
+                {
+                    conflicts += 1;
+                    tracing::debug!(%error, conflicts, "order batch lost a lock conflict; again");
+                    tokio::time::sleep(Duration::from_millis(5 * u64::from(conflicts))).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// The batch's one transaction; one outcome per reservation, in order.
+    async fn write_batch(
+        &self,
+        batch: &[ReservationMessage],
+    ) -> Result<Vec<CreateOutcome>, ServiceError> {
+        // A buyer appears once per event; a second message for the same buyer in this batch (a
+        // redelivery next to its original) gets the first one's order.
+        let mut first_of: HashMap<(u64, u64), usize> = HashMap::with_capacity(batch.len());
+        let mut copies = Vec::new();
+        for (index, reservation) in batch.iter().enumerate() {
+            match first_of.entry((reservation.event_id, reservation.user_id)) {
+                Entry::Vacant(entry) => {
+                    entry.insert(index);
+                }
+                Entry::Occupied(entry) => copies.push((index, *entry.get())),
+            }
+        }
+        let mut event_ids: Vec<u64> = batch.iter().map(|r| r.event_id).collect();
+        event_ids.sort_unstable();
+        event_ids.dedup();
+
+        let mut tx = self.db.begin().await?;
+        // The events' row locks come first: every writer of these events' orders takes them, so
+        // the read below (whose snapshot starts after the locks) sees every order committed
+        // before, and the inserts' foreign keys find the rows locked already (taking the shared
+        // lock first and upgrading it would deadlock two workers).
+        let events: HashMap<u64, SpikeEvent> = spike_events::lock_many(&mut tx, &event_ids)
+            .await?
+            .into_iter()
+            .map(|event| (event.id, event))
+            .collect();
+        let buyers: Vec<(u64, u64)> = first_of.keys().copied().collect();
+        let existing = spike_events::orders_of(&mut *tx, &buyers).await?;
+
+        let mut outcomes: Vec<Option<CreateOutcome>> = vec![None; batch.len()];
+        // Per event (in id order, as locked), the new buyers in the batch's order.
+        let mut wanted: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        for (index, reservation) in batch.iter().enumerate() {
+            let buyer = (reservation.event_id, reservation.user_id);
+            if first_of[&buyer] != index {
+                continue;
+            }
+            outcomes[index] = if let Some(&order_id) = existing.get(&buyer) {
+                Some(CreateOutcome::AlreadyDone { order_id })
+            } else if !events.contains_key(&reservation.event_id) {
+                Some(CreateOutcome::UnknownEvent)
+            } else {
+                wanted.entry(reservation.event_id).or_default().push(index);
+                None
+            };
+        }
+
+        let mut winners: Vec<(usize, &SpikeEvent)> = Vec::new();
+        for (event_id, indices) in &wanted {
+            let event = &events[event_id];
+            let taken = indices.len().min(event.available_stock as usize);
+            if taken > 0 && !spike_events::take_units(&mut tx, *event_id, taken as u32).await? {
+                return Err(ServiceError::internal(
+                    "an event's stock changed under its lock",
+                ));
+            }
+            for &index in &indices[taken..] {
+                outcomes[index] = Some(CreateOutcome::SoldOut);
+            }
+            winners.extend(indices[..taken].iter().map(|&index| (index, event)));
+        }
+
+        if !winners.is_empty() {
+            let pay_deadline = mysql::now_utc() + self.pay_timeout;
+            let new_orders: Vec<NewSpikeOrder> = winners
+                .iter()
+                .map(|&(index, event)| NewSpikeOrder {
+                    user_id: batch[index].user_id,
+                    ticket: &batch[index].ticket,
+                    total_amount: event.spike_price,
+                    pay_deadline,
+                })
+                .collect();
+            let ids = orders::insert_spike_orders(&mut tx, &new_orders).await?;
+            let mut lines = Vec::with_capacity(winners.len());
+            let mut links = Vec::with_capacity(winners.len());
+            let mut order_ids = Vec::with_capacity(winners.len());
+            for &(index, event) in &winners {
+                let reservation = &batch[index];
+                let order_id = *ids.get(&reservation.ticket).ok_or_else(|| {
+                    ServiceError::internal("an inserted order was not found by its ticket")
+                })?;
+                let item = OrderItem {
+                    product_id: event.product_id,
+                    quantity: 1,
+                    price: event.spike_price,
+                };
+                lines.push((order_id, item));
+                links.push(SpikeOrderLink {
+                    event_id: event.id,
+                    user_id: reservation.user_id,
+                    order_id,
+                    ticket: &reservation.ticket,
+                });
+                order_ids.push(order_id);
+                outcomes[index] = Some(CreateOutcome::Created { order_id });
+            }
+            orders::insert_lines(&mut tx, &lines).await?;
+            spike_events::insert_spike_orders(&mut tx, &links).await?;
+            order_writer::schedule_close(&mut tx, &order_ids).await?;
         }
         tx.commit().await?;
-        tracing::info!(
-            order_id,
-            event_id = message.event_id,
-            user_id = message.user_id,
-            "flash-sale order created"
-        );
-        Ok(CreateOutcome::Created { order_id })
+        if !winners.is_empty() {
+            tracing::info!(
+                orders = winners.len(),
+                reservations = batch.len(),
+                events = wanted.len(),
+                "flash-sale orders created"
+            );
+        }
+
+        for (index, first) in copies {
+            outcomes[index] = match outcomes[first] {
+                Some(
+                    CreateOutcome::Created { order_id } | CreateOutcome::AlreadyDone { order_id },
+                ) => Some(CreateOutcome::AlreadyDone { order_id }),
+                other => other,
+            };
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| outcome.expect("every reservation has an outcome"))
+            .collect())
     }
 }

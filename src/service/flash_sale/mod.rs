@@ -8,9 +8,10 @@
 //!   local sold-out flag ([`sold_out`]) and the cluster-wide admission bucket in Redis stand in
 //!   front of one Lua script (window, duplicate buyer, stock → reserve); the reservation is
 //!   published with publisher confirms and the buyer gets `queued`. Also the buyer's result.
-//! - [`Fulfilment`] (`fulfilment`): the worker's half — one MySQL transaction per reservation,
-//!   guarded by the unique `(user_id, spike_event_id)` key and a conditional decrement; after
-//!   the last retry, [`Fulfilment::give_up`] compensates the reservation.
+//! - [`Fulfilment`] (`fulfilment`): the worker's half — one MySQL transaction per batch of
+//!   reservations (group commit), guarded by the unique `(user_id, spike_event_id)` key and one
+//!   conditional decrement per event; a batch the database refuses is split until the bad
+//!   reservation stands alone; after its last retry, [`Fulfilment::give_up`] compensates it.
 //! - [`Reconciler`] (`reconcile`): republishes reservations whose message was lost and keeps
 //!   each event's ledger.
 //!
@@ -28,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use admin::{EventAdmin, EventChanges};
-pub use fulfilment::{CreateOutcome, Fulfilment};
+pub use fulfilment::{BatchResult, CreateOutcome, Fulfilment};
 pub use purchase::{BuyRequest, BuyResult, Purchase, Queued};
 pub use reconcile::{Ledger, ReconcileReport, Reconciler};
 pub use warmup::Warmup;
@@ -55,8 +56,9 @@ pub struct FlashSale {
 }
 
 impl FlashSale {
-    /// Keys go under `redis_prefix`; orders must be paid within `pay_timeout`; each consumer
-    /// holds up to `prefetch` messages (the backlog estimate of a re-warm counts them).
+    /// Keys go under `redis_prefix`; orders must be paid within `pay_timeout`; each consumer of
+    /// the order queue holds up to `prefetch` messages (the backlog estimate of a re-warm counts
+    /// them).
     pub fn new(
         settings: &FlashSaleSettings,
         redis_prefix: &str,
