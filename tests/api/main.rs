@@ -15,4 +15,5 @@ mod process;
 mod products;
 mod schema;
 mod spike;
+mod spike_batches;
 mod spike_recovery;

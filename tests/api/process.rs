@@ -13,6 +13,16 @@ use crate::helpers::{TestResources, closed_port, wait_for};
 const STARTUP_LIMIT: Duration = Duration::from_secs(60);
 
 fn spawn_spike(role: &str, resources: &TestResources, port: u16) -> Child {
+    spawn_spike_with(role, resources, port, &[])
+}
+
+/// [`spawn_spike`] with more environment.
+pub fn spawn_spike_with(
+    role: &str,
+    resources: &TestResources,
+    port: u16,
+    env: &[(&str, &str)],
+) -> Child {
     Command::new(env!("CARGO_BIN_EXE_spike"))
         .arg(role)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -23,6 +33,7 @@ fn spawn_spike(role: &str, resources: &TestResources, port: u16) -> Child {
         .env("SPIKE_AMQP_PREFIX", &resources.amqp_prefix)
         .env("SPIKE_LOG_FORMAT", "json")
         .env("SPIKE_AMQP_QUEUE_TYPE", "classic")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -30,7 +41,7 @@ fn spawn_spike(role: &str, resources: &TestResources, port: u16) -> Child {
 }
 
 /// Sends SIGTERM and waits (without blocking the test's runtime) for the exit status.
-async fn terminate(mut child: Child) -> std::process::ExitStatus {
+pub async fn terminate(mut child: Child) -> std::process::ExitStatus {
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -35,7 +35,7 @@ pub struct TestApp {
     /// timed out waiting for the worker also says what happened to it.
     worker_failure: Arc<Mutex<Option<String>>>,
     pub server: Option<tokio::task::JoinHandle<()>>,
-    resources: TestResources,
+    pub resources: TestResources,
 }
 
 /// Environment overrides for one test app, on top of the process environment and dev.toml.
