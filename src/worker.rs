@@ -13,7 +13,7 @@ use crate::repo::amqp::{ORDER_CLOSE, ORDER_CLOSE_DELAY, ORDER_CREATE};
 use crate::repo::{Infra, RepoError};
 use crate::service::flash_sale::{FlashSale, Fulfilment};
 use crate::service::messages::{OrderCloseMessage, REQUEST_ID_HEADER, ReservationMessage};
-use crate::service::orders::{CloseOutcome, OrderService};
+use crate::service::orders::OrderService;
 use crate::service::outbox::OutboxRelay;
 use crate::startup::Services;
 
@@ -179,7 +179,8 @@ impl Handler for OrderCreator {
     }
 }
 
-/// `order.close`: closes the orders of each message that are still unpaid and due.
+/// `order.close`: closes the orders of each message that are still unpaid and due, one
+/// transaction per message (a batch of flash-sale orders, or one regular order).
 struct OrderCloser {
     orders: OrderService,
 }
@@ -199,22 +200,22 @@ impl OrderCloser {
                 return Decision::Poison;
             }
         };
-        // The orders of one message share their deadline; closing is idempotent, so a message
-        // deferred or retried after closing some of them simply finds those settled.
-        for &order_id in &close.order_ids {
-            match self.orders.close_expired(order_id).await {
-                Ok(CloseOutcome::Closed | CloseOutcome::AlreadySettled) => {}
-                Ok(CloseOutcome::Unknown) => {
-                    tracing::warn!(order_id, "order.close for an unknown order");
+        match self.orders.close_expired_many(&close.order_ids).await {
+            Ok(report) => {
+                if !report.unknown.is_empty() {
+                    tracing::warn!(order_ids = ?report.unknown, "order.close for unknown orders");
                 }
-                // Wait out the rest in the delay queue, with a per-message TTL for the remainder.
-                Ok(CloseOutcome::NotDue(remaining)) => return Decision::Defer(remaining),
-                Err(error) => {
-                    tracing::warn!(order_id, %error, "closing an order failed; will retry");
-                    return Decision::RetryLater;
+                // Orders still ahead of their deadline (it was raised): the message waits out
+                // the rest in the delay queue; the ones closed now are skipped next time.
+                match report.not_due {
+                    Some(remaining) => Decision::Defer(remaining),
+                    None => Decision::Done,
                 }
             }
+            Err(error) => {
+                tracing::warn!(order_ids = ?close.order_ids, %error, "closing orders failed; will retry");
+                Decision::RetryLater
+            }
         }
-        Decision::Done
     }
 }

@@ -16,13 +16,16 @@ impl FlashSaleUnits {
         FlashSaleUnits { store }
     }
 
-    /// Never fails its caller: MySQL has committed the unit. If Redis cannot be told, the unit
-    /// stays unsold until the event is warmed again, and the reconciler reports the drift.
-    pub async fn give_back(&self, event_id: u64) {
-        match self.store.return_unit(event_id).await {
-            Ok(returned) => tracing::info!(event_id, returned, "flash-sale unit given back"),
+    /// Gives `units` of the event back. Never fails its caller: MySQL has committed them. If
+    /// Redis cannot be told, they stay unsold until the event is warmed again, and the
+    /// reconciler reports the drift.
+    pub async fn give_back(&self, event_id: u64, units: u32) {
+        match self.store.return_units(event_id, units).await {
+            Ok(returned) => {
+                tracing::info!(event_id, units, returned, "flash-sale units given back");
+            }
             Err(error) => {
-                tracing::warn!(event_id, %error, "flash-sale unit not given back to redis");
+                tracing::warn!(event_id, units, %error, "flash-sale units not given back to redis");
             }
         }
     }

@@ -6,6 +6,7 @@
 //! the worker's `order.close` consumer calls [`OrderService::close_expired`]. A committed order
 //! therefore always gets its close message, even when RabbitMQ was down at commit time.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +33,17 @@ pub enum CloseOutcome {
     NotDue(Duration),
     /// No such order.
     Unknown,
+}
+
+/// What [`OrderService::close_expired_many`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CloseReport {
+    /// Closed now; their stock is back.
+    pub closed: usize,
+    /// The longest wait before an order still ahead of its deadline is due, if any is.
+    pub not_due: Option<Duration>,
+    /// Ids with no order.
+    pub unknown: Vec<u64>,
 }
 
 #[derive(Clone)]
@@ -232,24 +244,88 @@ impl OrderService {
     /// Closes an order whose pay deadline has passed, if it is still unpaid, and returns its
     /// stock in the same transaction. Safe to call any number of times for one order.
     pub async fn close_expired(&self, order_id: u64) -> Result<CloseOutcome, ServiceError> {
+        let report = self.close_expired_many(&[order_id]).await?;
+        Ok(if report.closed == 1 {
+            CloseOutcome::Closed
+        } else if let Some(remaining) = report.not_due {
+            CloseOutcome::NotDue(remaining)
+        } else if report.unknown.is_empty() {
+            CloseOutcome::AlreadySettled
+        } else {
+            CloseOutcome::Unknown
+        })
+    }
+
+    /// Closes the orders among `order_ids` whose pay deadline has passed and that are still
+    /// unpaid, in one transaction: one UPDATE closes them, each product and each flash-sale
+    /// event gets its units back with one statement, and each event's units go back to Redis
+    /// with one call. Safe to call any number of times for the same orders.
+    pub async fn close_expired_many(&self, order_ids: &[u64]) -> Result<CloseReport, ServiceError> {
         let mut tx = self.inner.db.begin().await?;
-        let Some(order) = orders::lock(&mut tx, order_id).await? else {
-            return Ok(CloseOutcome::Unknown);
+        let locked = orders::lock_many(&mut tx, order_ids).await?;
+        let now = mysql::now_utc();
+        let mut report = CloseReport {
+            unknown: order_ids
+                .iter()
+                .filter(|id| !locked.iter().any(|order| order.id == **id))
+                .copied()
+                .collect(),
+            ..CloseReport::default()
         };
-        let Ok(to) = order.status.apply(OrderEvent::Close) else {
-            return Ok(CloseOutcome::AlreadySettled);
-        };
-        let now = mysql::now_utc().assume_utc();
-        if now < order.pay_deadline {
-            return Ok(CloseOutcome::NotDue(
-                (order.pay_deadline - now).unsigned_abs(),
-            ));
+        let mut due = Vec::new();
+        for order in locked {
+            if order.status.apply(OrderEvent::Close).is_err() {
+                continue; // paid, cancelled or closed already
+            }
+            if now.assume_utc() < order.pay_deadline {
+                let remaining = (order.pay_deadline - now.assume_utc()).unsigned_abs();
+                report.not_due = report.not_due.max(Some(remaining));
+                continue;
+            }
+            due.push(order);
         }
-        let (order, spike_event) = self.release(&mut tx, order, to).await?;
+        if due.is_empty() {
+            return Ok(report);
+        }
+        let ids: Vec<u64> = due.iter().map(|order| order.id).collect();
+        let closed = orders::close_pending(&mut tx, &ids, now).await?;
+        if closed != ids.len() as u64 {
+            return Err(ServiceError::internal("an order changed under its lock"));
+        }
+        // Units back where they came from: a flash-sale order's to its event (DESIGN.md §3), a
+        // regular order's to its products. In id order, the order every writer locks them in.
+        let events_of = spike_events::events_of_orders(&mut *tx, &ids).await?;
+        let mut units_per_event: BTreeMap<u64, u32> = BTreeMap::new();
+        let mut units_per_product: BTreeMap<u64, u32> = BTreeMap::new();
+        for order in &due {
+            match (order.kind, events_of.get(&order.id)) {
+                (OrderKind::Spike, Some(event_id)) => {
+                    *units_per_event.entry(*event_id).or_default() += 1;
+                }
+                (OrderKind::Spike, None) => {}
+                (OrderKind::Regular, _) => {
+                    for item in &order.items {
+                        *units_per_product.entry(item.product_id).or_default() += item.quantity;
+                    }
+                }
+            }
+        }
+        for (&event_id, &units) in &units_per_event {
+            spike_events::return_units(&mut tx, event_id, units).await?;
+        }
+        for (&product_id, &quantity) in &units_per_product {
+            inventory::return_stock(&mut tx, product_id, quantity).await?;
+        }
         tx.commit().await?;
-        self.after_release(&order, spike_event).await;
-        tracing::info!(order_id, "unpaid order closed");
-        Ok(CloseOutcome::Closed)
+        report.closed = due.len();
+        for &product_id in units_per_product.keys() {
+            self.inner.catalog.invalidate(product_id).await;
+        }
+        for (&event_id, &units) in &units_per_event {
+            self.inner.flash_sale_units.give_back(event_id, units).await;
+        }
+        tracing::info!(closed = report.closed, "unpaid orders closed");
+        Ok(report)
     }
 
     /// Moves a locked pending order to `to` (cancelled or closed) and gives its stock back: to
@@ -287,7 +363,7 @@ impl OrderService {
     async fn after_release(&self, order: &Order, spike_event: Option<u64>) {
         self.invalidate_products(order).await;
         if let Some(event_id) = spike_event {
-            self.inner.flash_sale_units.give_back(event_id).await;
+            self.inner.flash_sale_units.give_back(event_id, 1).await;
         }
     }
 

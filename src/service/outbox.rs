@@ -1,5 +1,5 @@
-//! The outbox relay: publishes the messages that transactions wrote to the `outbox` table, with
-//! publisher confirms, and stamps them published. Runs in the worker; any number of relays may
+//! The outbox relay: publishes the messages that transactions wrote to the `outbox` table, a page
+//! at a time with pipelined publisher confirms, and stamps the page published with one UPDATE. Runs in the worker; any number of relays may
 //! run at once (rows are claimed with `FOR UPDATE SKIP LOCKED`).
 //!
 //! Delivery is at least once: a crash between the broker's confirm and the commit publishes the
@@ -63,25 +63,20 @@ impl OutboxRelay {
     pub async fn relay_batch(&self) -> Result<usize, ServiceError> {
         let mut tx = outbox::begin_relay(&self.db).await?;
         let batch = outbox::claim(&mut tx, BATCH).await?;
+        // The whole page goes out at once and its confirms are awaited together.
+        let messages: Vec<(&str, &[u8])> = batch
+            .iter()
+            .map(|message| (message.topic.as_str(), message.payload.as_bytes()))
+            .collect();
+        let results = self.amqp.publish_many(&self.exchange, &messages).await;
         let mut published = Vec::with_capacity(batch.len());
-        for message in &batch {
-            match self
-                .amqp
-                .publish(
-                    &self.exchange,
-                    &message.topic,
-                    message.payload.as_bytes(),
-                    None,
-                )
-                .await
-            {
+        for (message, result) in batch.iter().zip(results) {
+            match result {
                 Ok(()) => published.push(message.id),
                 Err(error) => {
-                    // Keep the order of the queue and stop: the broker is likely down, and
-                    // every further publish would wait for the same timeout.
+                    // Sent again next round (consumers are idempotent).
                     tracing::warn!(outbox_id = message.id, %error, "outbox publish failed; will retry");
                     outbox::record_failure(&mut tx, message.id, &error.to_string()).await?;
-                    break;
                 }
             }
         }

@@ -105,7 +105,7 @@ async fn returned_stock_clears_the_sold_out_flag_of_every_replica() {
         app.infra.redis.clone(),
         app.config.redis.prefix.clone(),
     ))
-    .give_back(event)
+    .give_back(event, 1)
     .await;
     // Well within the flag's own lifetime: only the announcement can clear it this fast.
     let started = Instant::now();

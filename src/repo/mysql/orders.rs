@@ -231,6 +231,56 @@ pub async fn lock(tx: &mut MySqlConnection, id: u64) -> Result<Option<Order>, Re
     to_order(row, items).map(Some)
 }
 
+/// [`lock`] for many orders (in id order, so two transactions locking overlapping sets queue
+/// instead of deadlocking); unknown ids are missing from the answer.
+pub async fn lock_many(tx: &mut MySqlConnection, ids: &[u64]) -> Result<Vec<Order>, RepoError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut select = QueryBuilder::<MySql>::new(SELECT_ORDERS);
+    select.push(" WHERE id IN (");
+    let mut list = select.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    select.push(") ORDER BY id FOR UPDATE");
+    let rows: Vec<OrderRow> = select.build_query_as().fetch_all(&mut *tx).await?;
+    let found: Vec<u64> = rows.iter().map(|row| row.id).collect();
+    let mut items = items_of(&mut *tx, &found).await?;
+    rows.into_iter()
+        .map(|row| {
+            let items = items.remove(&row.id).unwrap_or_default();
+            to_order(row, items)
+        })
+        .collect()
+}
+
+/// Closes the orders among `ids` that are still pending payment, with one statement; returns
+/// how many it closed.
+pub async fn close_pending(
+    tx: &mut MySqlConnection,
+    ids: &[u64],
+    now: PrimitiveDateTime,
+) -> Result<u64, RepoError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let mut update = QueryBuilder::<MySql>::new("UPDATE orders SET status = ");
+    update
+        .push_bind(OrderStatus::Closed)
+        .push(", closed_at = ")
+        .push_bind(now)
+        .push(" WHERE status = ")
+        .push_bind(OrderStatus::PendingPayment)
+        .push(" AND id IN (");
+    let mut list = update.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    update.push(")");
+    Ok(update.build().execute(tx).await?.rows_affected())
+}
+
 /// Moves an order from `from` to `to` if it is still in `from`, stamping `paid_at` or
 /// `closed_at`; false when another transaction moved it first.
 pub async fn transition(

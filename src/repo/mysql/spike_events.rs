@@ -335,6 +335,43 @@ pub async fn live_orders(db: impl MySqlExecutor<'_>, event_id: u64) -> Result<u6
     Ok(count.max(0) as u64)
 }
 
+/// The event of each flash-sale order among `order_ids`: `order_id → event_id` (regular orders
+/// are missing from the answer).
+pub async fn events_of_orders(
+    db: impl MySqlExecutor<'_>,
+    order_ids: &[u64],
+) -> Result<HashMap<u64, u64>, RepoError> {
+    if order_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut query = QueryBuilder::<MySql>::new(
+        "SELECT order_id, spike_event_id FROM spike_orders WHERE order_id IN (",
+    );
+    let mut list = query.separated(", ");
+    for id in order_ids {
+        list.push_bind(*id);
+    }
+    query.push(")");
+    let rows: Vec<(u64, u64)> = query.build_query_as().fetch_all(db).await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Gives `count` units of closed or cancelled orders back to their event in MySQL.
+pub async fn return_units(
+    tx: &mut MySqlConnection,
+    event_id: u64,
+    count: u32,
+) -> Result<(), RepoError> {
+    sqlx::query!(
+        "UPDATE spike_events SET available_stock = available_stock + ? WHERE id = ?",
+        count,
+        event_id
+    )
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// Gives a closed or cancelled flash-sale order's unit back to its event in MySQL; returns the
 /// event's id (`None` when the order is not linked to an event).
 pub async fn return_spike_unit(
@@ -348,12 +385,7 @@ pub async fn return_spike_unit(
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(event_id) = event_id {
-        sqlx::query!(
-            "UPDATE spike_events SET available_stock = available_stock + 1 WHERE id = ?",
-            event_id
-        )
-        .execute(&mut *tx)
-        .await?;
+        return_units(tx, event_id, 1).await?;
     }
     Ok(event_id)
 }

@@ -239,14 +239,15 @@ impl EventStore {
         Ok(undone == 1)
     }
 
-    /// Gives a unit back to a warm event and announces it; false when the event is not warm
-    /// (MySQL, which warm-up reads, already counts the unit).
-    pub async fn return_unit(&self, event_id: u64) -> Result<bool, RepoError> {
+    /// Gives `units` back to a warm event and announces it; false when the event is not warm
+    /// (MySQL, which warm-up reads, already counts them).
+    pub async fn return_units(&self, event_id: u64, units: u32) -> Result<bool, RepoError> {
         let keys = self.keys(event_id);
         let returned: i64 = RETURN_UNIT
             .key(keys.stock())
             .arg(&self.channel)
             .arg(event_id)
+            .arg(units)
             .invoke_async(&mut self.conn())
             .await?;
         Ok(returned == 1)
