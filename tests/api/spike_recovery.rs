@@ -135,7 +135,11 @@ async fn a_reservation_lost_before_its_publish_is_republished_by_the_reconciler(
 
     // The API "crashed" right after the script: a reservation with no message.
     let store = EventStore::new(app.infra.redis.clone(), app.config.redis.prefix.clone());
-    let reserved = store.reserve(event, user_id, "lost-1", None).await.unwrap();
+    let admission = app.config.flash_sale.event_rate_limit;
+    let reserved = store
+        .reserve(event, user_id, "lost-1", None, admission)
+        .await
+        .unwrap();
     assert!(
         matches!(reserved, Reservation::Reserved { .. }),
         "{reserved:?}"

@@ -4,17 +4,23 @@
 //! hash tag (`ev:{<id>}:…`) so each script touches a single Redis Cluster slot.
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
-use super::rate_limit::{self, Decision};
 use crate::config::RateLimit;
 use crate::domain::flash_sale::BuyerOutcome;
 use crate::repo::RepoError;
 
-static RESERVE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/reserve.lua")));
+/// The reservation takes the event's admission token in the same script (one round trip per
+/// buy): the token bucket's function is loaded in front of it.
+static RESERVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("scripts/bucket.lua"),
+        include_str!("scripts/reserve.lua")
+    ))
+});
 static UNRESERVE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/unreserve.lua")));
 static WARM: LazyLock<Script> =
@@ -96,6 +102,10 @@ pub enum Reservation {
     },
     /// The `Idempotency-Key`'s first request is still being published.
     InProgress,
+    /// The event's admission bucket is empty; a token comes after this long.
+    Limited {
+        retry_after: Duration,
+    },
     NotWarm,
     NotStarted,
     Ended,
@@ -156,19 +166,16 @@ impl EventStore {
         self.redis.clone()
     }
 
-    /// Takes one token from the event's cluster-wide admission bucket.
-    pub async fn admit(&self, event_id: u64, limit: RateLimit) -> Result<Decision, RepoError> {
-        rate_limit::take(&mut self.conn(), &self.keys(event_id).admission(), limit).await
-    }
-
-    /// Runs the reservation script for `user_id` with a fresh `ticket`; `idempotency_key` makes
-    /// a repeated request answer with the first one's ticket.
+    /// Runs the reservation script for `user_id` with a fresh `ticket`, after taking a token
+    /// from the event's cluster-wide admission bucket (`admission`); `idempotency_key` makes a
+    /// repeated request answer with the first one's ticket.
     pub async fn reserve(
         &self,
         event_id: u64,
         user_id: u64,
         ticket: &str,
         idempotency_key: Option<&str>,
+        admission: RateLimit,
     ) -> Result<Reservation, RepoError> {
         let keys = self.keys(event_id);
         let mut invocation = RESERVE.key(keys.stock());
@@ -176,12 +183,15 @@ impl EventStore {
             .key(keys.meta())
             .key(keys.buyers())
             .key(keys.reservations())
+            .key(keys.admission())
             .arg(user_id)
-            .arg(ticket);
+            .arg(ticket)
+            .arg(admission.burst)
+            .arg(admission.refill_per_second());
         if let Some(key) = idempotency_key {
             invocation.key(keys.idempotency(user_id, key));
         }
-        let (code, now, earlier): (i64, i64, String) =
+        let (code, now, text): (i64, i64, String) =
             invocation.invoke_async(&mut self.conn()).await?;
         Ok(match code {
             0 => Reservation::Reserved { at_ms: now },
@@ -189,8 +199,11 @@ impl EventStore {
             3 => Reservation::Ended,
             4 => Reservation::Duplicate,
             5 => Reservation::SoldOut,
-            6 => Reservation::Replay { ticket: earlier },
+            6 => Reservation::Replay { ticket: text },
             7 => Reservation::InProgress,
+            8 => Reservation::Limited {
+                retry_after: Duration::from_millis(text.parse().unwrap_or(1000)),
+            },
             _ => Reservation::NotWarm,
         })
     }

@@ -10,8 +10,12 @@ use redis::aio::ConnectionManager;
 use crate::config::RateLimit;
 use crate::repo::RepoError;
 
-static TOKEN_BUCKET: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/token_bucket.lua")));
+static TOKEN_BUCKET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("scripts/bucket.lua"),
+        include_str!("scripts/token_bucket.lua")
+    ))
+});
 
 /// Outcome of taking one token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! The buy path (DESIGN.md §5) and the buyer's result. Cheap refusals come first: the per-buyer
-//! limit and the sold-out flag cost no Redis call, the per-event admission bucket one; then one
-//! Lua script reserves, the reservation is published with a confirm, and the buyer gets `queued`.
+//! limit and the sold-out flag cost no Redis call; then one Lua script takes the event's
+//! admission token and reserves (one round trip), the reservation is published with a confirm,
+//! and the buyer gets `queued`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,6 @@ use crate::config::{FlashSaleMode, FlashSaleSettings, RateLimit};
 use crate::domain::flash_sale::{BuyerOutcome, EventStatus, FailureReason};
 use crate::repo::mysql::spike_events;
 use crate::repo::redis::flash_sale::{EventStore, Reservation};
-use crate::repo::redis::rate_limit::Decision;
 use crate::service::ServiceError;
 use crate::service::messages::ReservationMessage;
 use crate::util::single_flight::SingleFlight;
@@ -131,15 +131,16 @@ impl Purchase {
         if idempotency_key.is_none() && self.sold_out.is_sold_out(event_id) {
             return Err(rejected(ServiceError::SoldOut));
         }
-        if let Decision::Limited { retry_after } =
-            self.store.admit(event_id, self.event_limit).await?
-        {
-            return Err(rejected(ServiceError::RateLimited { retry_after }));
-        }
         let ticket = uuid::Uuid::new_v4().simple().to_string();
         let reservation = self
             .store
-            .reserve(event_id, user_id, &ticket, idempotency_key)
+            .reserve(
+                event_id,
+                user_id,
+                &ticket,
+                idempotency_key,
+                self.event_limit,
+            )
             .await?;
         let reserved_at_ms = match reservation {
             Reservation::Reserved { at_ms } => at_ms,
@@ -157,6 +158,9 @@ impl Purchase {
             Reservation::SoldOut => {
                 self.sold_out.mark(event_id);
                 return Err(rejected(ServiceError::SoldOut));
+            }
+            Reservation::Limited { retry_after } => {
+                return Err(rejected(ServiceError::RateLimited { retry_after }));
             }
             Reservation::NotStarted => return Err(rejected(ServiceError::EventNotStarted)),
             Reservation::Ended => return Err(rejected(ServiceError::EventEnded)),

@@ -5,17 +5,27 @@
 -- KEYS[2]  ev:{id}:meta    hash: start_ms, end_ms
 -- KEYS[3]  ev:{id}:buyers  set of user ids holding a reservation or an order
 -- KEYS[4]  ev:{id}:resv    hash: user id -> "<ticket>:<reserved_at_ms>"
--- KEYS[5]  ev:{id}:idem:<uid>:<key>  (optional) the buyer's Idempotency-Key
+-- KEYS[5]  ev:{id}:admission  the event's admission token bucket (bucket.lua, loaded in front)
+-- KEYS[6]  ev:{id}:idem:<uid>:<key>  (optional) the buyer's Idempotency-Key
 -- ARGV[1]  user id
 -- ARGV[2]  ticket (unique per attempt)
--- Returns  {code, now_ms, ticket}: 0 reserved, 1 not warm (keys missing: fail closed),
+-- ARGV[3]  admission bucket capacity (burst)
+-- ARGV[4]  admission bucket refill rate per second
+-- Returns  {code, now_ms, text}: 0 reserved, 1 not warm (keys missing: fail closed),
 --          2 not started, 3 ended, 4 duplicate buyer, 5 sold out, 6 replay of the key's
---          confirmed ticket, 7 the key's first request is still being published.
+--          confirmed ticket, 7 the key's first request is still being published (text: the
+--          ticket), 8 refused by the admission bucket (text: retry after, in ms).
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
-if KEYS[5] then
-  local earlier = redis.call('GET', KEYS[5])
+-- Every request that reaches Redis pays its admission token, in the same round trip.
+local admitted, retry_after_ms = take_tokens(KEYS[5], tonumber(ARGV[3]), tonumber(ARGV[4]), 1, now)
+if admitted == 0 then
+  return {8, now, tostring(retry_after_ms)}
+end
+
+if KEYS[6] then
+  local earlier = redis.call('GET', KEYS[6])
   if earlier then
     if string.sub(earlier, 1, 8) == 'pending:' then
       return {7, now, string.sub(earlier, 9)}
@@ -51,11 +61,11 @@ local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 and redis.call('PTTL', KEYS[4]) < 0 then
   redis.call('PEXPIRE', KEYS[4], ttl)
 end
-if KEYS[5] then
+if KEYS[6] then
   -- Pending until the publish is confirmed.
-  redis.call('SET', KEYS[5], 'pending:' .. ARGV[2])
+  redis.call('SET', KEYS[6], 'pending:' .. ARGV[2])
   if ttl > 0 then
-    redis.call('PEXPIRE', KEYS[5], ttl)
+    redis.call('PEXPIRE', KEYS[6], ttl)
   end
 end
 return {0, now, ARGV[2]}
