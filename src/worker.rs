@@ -12,7 +12,7 @@ use crate::repo::amqp::consumer::{self, Batching, Decision, Handler, Message, Re
 use crate::repo::amqp::{ORDER_CLOSE, ORDER_CLOSE_DELAY, ORDER_CREATE};
 use crate::repo::{Infra, RepoError};
 use crate::service::flash_sale::{FlashSale, Fulfilment};
-use crate::service::messages::{OrderCloseMessage, REQUEST_ID_HEADER, ReservationMessage};
+use crate::service::messages::{OrderCloseMessage, REQUEST_ID_HEADER, ReservationGroup};
 use crate::service::orders::OrderService;
 use crate::service::outbox::OutboxRelay;
 use crate::startup::Services;
@@ -118,8 +118,8 @@ async fn run_housekeeping(
     }
 }
 
-/// `spike.order.create`: turns a batch of reservations into orders (one transaction, see
-/// `Fulfilment::create_orders`). A reservation that fails goes through the retry queues (their
+/// `spike.order.create`: turns a batch of messages, each a group of reservations, into orders
+/// (one transaction, see `Fulfilment::create_orders`). A reservation that fails goes through the retry queues (their
 /// TTLs are the backoff); after the last one it is compensated and dead-letters to
 /// `spike.order.create.dead`.
 struct OrderCreator {
@@ -129,13 +129,15 @@ struct OrderCreator {
 impl Handler for OrderCreator {
     async fn handle(&self, messages: &[Message<'_>]) -> Vec<Decision> {
         let mut decisions = vec![Decision::Done; messages.len()];
+        // Every reservation of every message in one batch; `owners[i]` is the message that
+        // carried reservation `i`.
         let mut reservations = Vec::with_capacity(messages.len());
-        let mut positions = Vec::with_capacity(messages.len());
+        let mut owners = Vec::with_capacity(messages.len());
         for (position, message) in messages.iter().enumerate() {
-            match serde_json::from_slice::<ReservationMessage>(message.body) {
-                Ok(reservation) => {
-                    reservations.push(reservation);
-                    positions.push(position);
+            match serde_json::from_slice::<ReservationGroup>(message.body) {
+                Ok(group) => {
+                    owners.extend(std::iter::repeat_n(position, group.reservations.len()));
+                    reservations.extend(group.reservations);
                 }
                 Err(error) => {
                     tracing::error!(%error, "malformed spike.order.create message dead-lettered");
@@ -143,18 +145,24 @@ impl Handler for OrderCreator {
                 }
             }
         }
-        let span = tracing::info_span!("spike.order.create", batch = reservations.len());
+        let span = tracing::info_span!("spike.order.create", reservations = reservations.len());
         let results = self
             .fulfilment
             .create_orders(&reservations)
             .instrument(span)
             .await;
-        for ((reservation, result), position) in reservations.iter().zip(results).zip(positions) {
+        // A message with any failed reservation is retried whole: the others are done by then,
+        // and a redelivery finds their orders.
+        for ((reservation, result), position) in reservations.iter().zip(results).zip(owners) {
             if let Err(error) = result {
                 let message = &messages[position];
                 tracing::warn!(
                     ticket = reservation.ticket,
-                    request_id = message.header(REQUEST_ID_HEADER).unwrap_or_default(),
+                    request_id = reservation
+                        .request_id
+                        .clone()
+                        .or_else(|| message.header(REQUEST_ID_HEADER))
+                        .unwrap_or_default(),
                     attempt = message.attempt,
                     %error,
                     "creating a flash-sale order failed"
@@ -167,15 +175,20 @@ impl Handler for OrderCreator {
 
     async fn exhausted(&self, message: &Message<'_>) -> bool {
         // `handle` has parsed it already: only well-formed messages reach here.
-        let Ok(reservation) = serde_json::from_slice::<ReservationMessage>(message.body) else {
+        let Ok(group) = serde_json::from_slice::<ReservationGroup>(message.body) else {
             return true;
         };
-        tracing::error!(
-            ticket = reservation.ticket,
-            attempt = message.attempt,
-            "creating a flash-sale order failed for good; giving the reservation back"
-        );
-        self.fulfilment.give_up(&reservation).await.is_ok()
+        let mut compensated = true;
+        for reservation in &group.reservations {
+            tracing::error!(
+                ticket = reservation.ticket,
+                attempt = message.attempt,
+                "creating a flash-sale order failed for good; giving the reservation back"
+            );
+            // A reservation of the group that did become an order is only settled as success.
+            compensated &= self.fulfilment.give_up(reservation).await.is_ok();
+        }
+        compensated
     }
 }
 

@@ -32,6 +32,10 @@ pub struct FlashSaleSettings {
     pub batch_max: u16,
     /// How long the worker waits after a batch's first reservation for more to join it.
     pub batch_wait: Duration,
+    /// Reservations of concurrent buy requests published together as one message, at most.
+    pub publish_group_max: u16,
+    /// Publish groups waiting for their broker confirm at once, per API process.
+    pub publish_groups_in_flight: u16,
 }
 
 /// Largest `flash_sale_batch_max`: twice it must fit a prefetch count (u16), and a batch's
@@ -112,6 +116,20 @@ impl FlashSaleSettings {
             "how long the worker waits after a batch's first reservation for more to join it",
             Duration::from_millis(5),
         );
+        let publish_group_max = r.between(
+            "flash_sale_publish_group_max",
+            "reservations of concurrent buy requests published together as one message with one confirm, at most (docs/flash-sale.md)",
+            100,
+            1,
+            1_000,
+        );
+        let publish_groups_in_flight = r.between(
+            "flash_sale_publish_groups_in_flight",
+            "publish groups awaiting their broker confirm at once, per API process; requests arriving meanwhile join the next group",
+            4,
+            1,
+            256,
+        );
         Some(FlashSaleSettings {
             retry_delays: retry_delays?,
             user_rate_limit: user_rate_limit?,
@@ -124,6 +142,8 @@ impl FlashSaleSettings {
             mode: mode?,
             batch_max: batch_max?,
             batch_wait: batch_wait?,
+            publish_group_max: publish_group_max?,
+            publish_groups_in_flight: publish_groups_in_flight?,
         })
     }
 }

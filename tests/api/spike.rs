@@ -447,6 +447,7 @@ async fn a_redelivered_reservation_creates_one_order() {
         event_id: event,
         user_id: people[0].0,
         reserved_at_ms: 0,
+        request_id: None,
     };
     let first = app
         .state

@@ -185,6 +185,7 @@ async fn a_batch_with_a_redelivery_and_a_bad_reservation_commits_the_rest_and_de
         event_id: event,
         user_id: people[0].0,
         reserved_at_ms: 0,
+        request_id: None,
     };
     app.infra
         .amqp
@@ -352,4 +353,54 @@ async fn two_thousand_unpaid_orders_close_at_their_deadline_and_every_unit_sells
     wait_for_success(&app, &latecomer.1, event).await;
     let (status, code_, _) = code(buy(&app, &people[0].1, event).await).await;
     assert_eq!((status, code_), (409, Some(50005)), "one chance per buyer");
+}
+
+#[tokio::test]
+async fn a_publish_group_the_broker_refuses_undoes_exactly_its_own_reservations() {
+    // The queue takes one message; the groups after it are nacked (reject-publish).
+    let app = spawn_app_with(
+        TestOptions::default()
+            .env("SPIKE_FLASH_SALE_QUEUE_MAX_LENGTH", "1")
+            .env("SPIKE_FLASH_SALE_PUBLISH_GROUPS_IN_FLIGHT", "1"),
+    )
+    .await;
+    let admin = app.admin_token().await;
+    let event = active_event(&app, &admin, 50).await;
+    let people = buyers(&app, 31).await;
+    let (first, rest) = people.split_first().unwrap();
+    assert_eq!(buy(&app, &first.1, event).await.status(), 202);
+
+    // Thirty buyers at once: they share a few groups, each refused as a whole.
+    let app = &app;
+    let answers: Vec<_> = futures_util::stream::iter(rest)
+        .map(|(_, token)| async move { code(buy(app, token, event).await).await })
+        .buffer_unordered(30)
+        .collect()
+        .await;
+    for (status, code_, _) in &answers {
+        assert_eq!((*status, *code_), (503, Some(10008)));
+    }
+    let ledger = app.ledger(&admin, event).await;
+    assert_eq!(
+        ledger["redis_stock"], 49,
+        "every refused unit is back: {ledger}"
+    );
+    assert_eq!(
+        ledger["pending_reservations"], 1,
+        "the queued one stays: {ledger}"
+    );
+    assert_eq!(
+        ledger["redis_buyers"], 1,
+        "refused buyers are not marked: {ledger}"
+    );
+    for (_, token) in rest.iter().take(5) {
+        assert_eq!(result_of(&app, token, event).await["status"], "none");
+    }
+
+    // Once the queue drains, the refused buyers buy again.
+    app.start_worker();
+    wait_for_success(&app, &first.1, event).await;
+    let (status, code_, _) = code(buy(&app, &rest[0].1, event).await).await;
+    assert_eq!((status, code_), (202, Some(0)));
+    wait_for_success(&app, &rest[0].1, event).await;
 }

@@ -19,6 +19,7 @@
 
 mod admin;
 mod fulfilment;
+mod publish_groups;
 mod purchase;
 mod reconcile;
 pub mod sold_out;
@@ -30,13 +31,14 @@ use std::time::Duration;
 
 pub use admin::{EventAdmin, EventChanges};
 pub use fulfilment::{BatchResult, CreateOutcome, Fulfilment};
+use publish_groups::GroupSink;
 pub use purchase::{BuyRequest, BuyResult, Purchase, Queued};
 pub use reconcile::{Ledger, ReconcileReport, Reconciler};
 pub use warmup::Warmup;
 
 use super::ServiceError;
 use super::catalog::CatalogService;
-use super::messages::{REQUEST_ID_HEADER, ReservationMessage};
+use super::messages::ReservationGroup;
 use crate::config::FlashSaleSettings;
 use crate::repo::amqp::ORDER_CREATE;
 use crate::repo::redis::flash_sale::EventStore;
@@ -105,34 +107,33 @@ struct OrderQueue {
     topology: Arc<Topology>,
 }
 
+impl GroupSink for OrderQueue {
+    async fn publish(&self, group: ReservationGroup) -> Result<(), ServiceError> {
+        OrderQueue::publish(self, &group).await
+    }
+}
+
 impl OrderQueue {
-    /// Publishes a reservation; `request_id` (if any) travels as a header.
-    async fn publish(
-        &self,
-        message: &ReservationMessage,
-        request_id: &str,
-    ) -> Result<(), ServiceError> {
-        let payload = serde_json::to_vec(message).map_err(ServiceError::internal)?;
-        let headers: &[(&str, &str)] = if request_id.is_empty() {
-            &[]
-        } else {
-            &[(REQUEST_ID_HEADER, request_id)]
-        };
+    /// Publishes a group of reservations as one message.
+    async fn publish(&self, group: &ReservationGroup) -> Result<(), ServiceError> {
+        let payload = serde_json::to_vec(group).map_err(ServiceError::internal)?;
         self.amqp
-            .publish_with_text_headers(&self.topology.exchange(), ORDER_CREATE, &payload, headers)
+            .publish(&self.topology.exchange(), ORDER_CREATE, &payload, None)
             .await?;
         Ok(())
     }
 
-    /// Messages that may carry a reservation MySQL has not seen: everything waiting in the order
-    /// queue and its retry queues, plus what `prefetch`-bounded consumers may hold.
-    async fn in_flight_bound(&self, prefetch: u16) -> Result<u64, ServiceError> {
-        let mut bound = 0;
+    /// Reservations MySQL may not have seen yet: every message waiting in the order queue and
+    /// its retry queues, plus what `prefetch`-bounded consumers may hold, each message counted
+    /// as a full group of `per_message` reservations.
+    async fn in_flight_bound(&self, prefetch: u16, per_message: u16) -> Result<u64, ServiceError> {
+        let mut messages = 0;
         for queue in self.topology.order_create_queues() {
             let depth = self.amqp.queue_depth(&queue).await?;
-            bound += u64::from(depth.messages) + u64::from(depth.consumers) * u64::from(prefetch);
+            messages +=
+                u64::from(depth.messages) + u64::from(depth.consumers) * u64::from(prefetch);
         }
-        Ok(bound)
+        Ok(messages * u64::from(per_message))
     }
 }
 

@@ -1,7 +1,7 @@
 //! The buy path (DESIGN.md §5) and the buyer's result. Cheap refusals come first: the per-buyer
 //! limit and the sold-out flag cost no Redis call; then one Lua script takes the event's
-//! admission token and reserves (one round trip), the reservation is published with a confirm,
-//! and the buyer gets `queued`.
+//! admission token and reserves (one round trip), the reservation is published with those of
+//! concurrent requests (one message, one confirm: `publish_groups`), and the buyer gets `queued`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use sqlx::MySqlPool;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
+use super::publish_groups::PublishGroups;
 use super::sold_out::SoldOutFlags;
 use super::user_limit::UserRateLimiter;
 use super::{CreateOutcome, Fulfilment, OrderQueue, Warmup, unix_millis};
@@ -53,7 +54,8 @@ pub enum BuyResult {
 pub struct Purchase {
     db: MySqlPool,
     store: EventStore,
-    queue: OrderQueue,
+    /// Publishes each reservation with those of concurrent requests (one message per group).
+    publish_groups: PublishGroups<OrderQueue>,
     user_limiter: Arc<UserRateLimiter>,
     event_limit: RateLimit,
     sold_out: Arc<SoldOutFlags>,
@@ -79,7 +81,11 @@ impl Purchase {
         Purchase {
             db,
             store,
-            queue,
+            publish_groups: PublishGroups::new(
+                queue,
+                usize::from(settings.publish_group_max),
+                usize::from(settings.publish_groups_in_flight),
+            ),
             user_limiter: Arc::new(UserRateLimiter::new(settings.user_rate_limit)),
             event_limit: settings.event_rate_limit,
             sold_out: warmup.sold_out_flags(),
@@ -172,8 +178,9 @@ impl Purchase {
             event_id,
             user_id,
             reserved_at_ms,
+            request_id: (!request_id.is_empty()).then(|| request_id.to_owned()),
         };
-        if let Err(error) = self.queue.publish(&message, request_id).await {
+        if let Err(error) = self.publish_groups.publish(message).await {
             tracing::warn!(event_id, user_id, %error, "reservation not queued; undoing it");
             self.store
                 .unreserve(event_id, user_id, &ticket, idempotency_key)
@@ -215,6 +222,7 @@ impl Purchase {
             event_id,
             user_id,
             reserved_at_ms: unix_millis(now),
+            request_id: None,
         };
         match self.fulfilment.create_order_in_mysql(&message).await? {
             CreateOutcome::Created { .. } => {

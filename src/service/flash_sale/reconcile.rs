@@ -23,7 +23,7 @@ use crate::domain::flash_sale::{BuyerOutcome, SpikeEvent};
 use crate::repo::mysql::spike_events;
 use crate::repo::redis::flash_sale::{EventStore, PendingReservation};
 use crate::service::ServiceError;
-use crate::service::messages::ReservationMessage;
+use crate::service::messages::{ReservationGroup, ReservationMessage};
 
 /// Where an event's units are, from both stores.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -182,8 +182,12 @@ impl Reconciler {
             event_id,
             user_id: reservation.user_id,
             reserved_at_ms: reservation.reserved_at_ms,
+            request_id: None,
         };
-        self.queue.publish(&message, "").await?;
+        let group = ReservationGroup {
+            reservations: vec![message],
+        };
+        self.queue.publish(&group).await?;
         // Not again before another full interval: the copy needs time to be consumed.
         self.store
             .touch_reservation(event_id, reservation, now_ms)

@@ -25,6 +25,8 @@ pub struct Warmup {
     /// This replica's sold-out flags: a fresh warm-up clears the event's.
     sold_out: Arc<SoldOutFlags>,
     prefetch: u16,
+    /// Reservations one message may carry (a publish group).
+    publish_group_max: u16,
     lead: Duration,
     /// How long an event's Redis keys outlive the event.
     keys_retention: Duration,
@@ -44,6 +46,7 @@ impl Warmup {
             queue,
             sold_out: Arc::new(SoldOutFlags::default()),
             prefetch,
+            publish_group_max: settings.publish_group_max,
             lead: settings.warmup_lead,
             keys_retention: settings.keys_retention,
         }
@@ -118,7 +121,10 @@ impl Warmup {
             // Re-warming a started event (Redis lost its keys): reservations still travelling
             // through the queues are not in MySQL yet, so hold back as many units as messages
             // could be in flight. MySQL's conditional decrement stays the last guard.
-            let in_flight = self.queue.in_flight_bound(self.prefetch).await?;
+            let in_flight = self
+                .queue
+                .in_flight_bound(self.prefetch, self.publish_group_max)
+                .await?;
             free = free.saturating_sub(u32::try_from(in_flight).unwrap_or(u32::MAX));
         }
         let buyers = spike_events::buyers(&self.db, event.id).await?;
