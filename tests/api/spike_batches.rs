@@ -371,9 +371,9 @@ async fn a_publish_group_the_broker_refuses_undoes_exactly_its_own_reservations(
     assert_eq!(buy(&app, &first.1, event).await.status(), 202);
 
     // Thirty buyers at once: they share a few groups, each refused as a whole.
-    let app = &app;
+    let shared = &app;
     let answers: Vec<_> = futures_util::stream::iter(rest)
-        .map(|(_, token)| async move { code(buy(app, token, event).await).await })
+        .map(|(_, token)| async move { code(buy(shared, token, event).await).await })
         .buffer_unordered(30)
         .collect()
         .await;
