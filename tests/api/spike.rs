@@ -1,6 +1,8 @@
 //! Flash-sale events, the admin side: creation moves stock out of the product, changes only
 //! before the start, listing by derived status.
 
+use std::collections::HashSet;
+
 use reqwest::Method;
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
@@ -295,6 +297,28 @@ pub async fn result_of(app: &TestApp, token: &str, event: u64) -> Value {
         .clone()
 }
 
+/// Orders the event has in MySQL.
+pub async fn orders_in(app: &TestApp, event: u64) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM spike_orders WHERE spike_event_id = ?")
+        .bind(event)
+        .fetch_one(&app.infra.db)
+        .await
+        .unwrap()
+}
+
+/// The buyers holding an order in the event (each at most once: asserted).
+pub async fn owners_in(app: &TestApp, event: u64) -> HashSet<u64> {
+    let owners: Vec<u64> =
+        sqlx::query_scalar("SELECT user_id FROM spike_orders WHERE spike_event_id = ?")
+            .bind(event)
+            .fetch_all(&app.infra.db)
+            .await
+            .unwrap();
+    let distinct: HashSet<u64> = owners.iter().copied().collect();
+    assert_eq!(distinct.len(), owners.len(), "a buyer with two orders");
+    distinct
+}
+
 /// Creates `n` buyers straight in MySQL and mints their access tokens (as the load tool does:
 /// hashing a thousand passwords would dominate the test).
 pub async fn buyers(app: &TestApp, n: usize) -> Vec<(u64, String)> {
@@ -519,24 +543,16 @@ async fn a_thousand_buyers_racing_twice_for_a_hundred_units_never_oversell() {
     assert_eq!((winners.len(), refused), (100, 1900));
 
     wait_for("100 orders", std::time::Duration::from_secs(30), || async {
-        let orders: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM spike_orders WHERE spike_event_id = ?")
-                .bind(event)
-                .fetch_one(&app.infra.db)
-                .await
-                .unwrap();
+        let orders = orders_in(&app, event).await;
         assert!(orders <= 100, "oversold: {orders}");
         orders == 100
     })
     .await;
-    let owners: Vec<u64> =
-        sqlx::query_scalar("SELECT user_id FROM spike_orders WHERE spike_event_id = ?")
-            .bind(event)
-            .fetch_all(&app.infra.db)
-            .await
-            .unwrap();
-    let owners: std::collections::HashSet<u64> = owners.into_iter().collect();
-    assert_eq!(owners, winners, "exactly the buyers who got a ticket");
+    assert_eq!(
+        owners_in(&app, event).await,
+        winners,
+        "exactly the buyers who got a ticket"
+    );
     assert_eq!(app.event_stock(event).await, 0);
     let ledger = app.ledger(&admin, event).await;
     assert_eq!(ledger["redis_stock"], 0, "{ledger}");

@@ -15,27 +15,7 @@ use crate::helpers::{
     wait_for,
 };
 use crate::process::{spawn_spike_with, terminate};
-use crate::spike::{active_event, buy, buyers, result_of, wait_for_success};
-
-async fn orders_in(app: &TestApp, event: u64) -> i64 {
-    sqlx::query_scalar("SELECT COUNT(*) FROM spike_orders WHERE spike_event_id = ?")
-        .bind(event)
-        .fetch_one(&app.infra.db)
-        .await
-        .unwrap()
-}
-
-async fn owners_in(app: &TestApp, event: u64) -> HashSet<u64> {
-    let owners: Vec<u64> =
-        sqlx::query_scalar("SELECT user_id FROM spike_orders WHERE spike_event_id = ?")
-            .bind(event)
-            .fetch_all(&app.infra.db)
-            .await
-            .unwrap();
-    let distinct: HashSet<u64> = owners.iter().copied().collect();
-    assert_eq!(distinct.len(), owners.len(), "a buyer with two orders");
-    distinct
-}
+use crate::spike::{active_event, buy, buyers, orders_in, owners_in, result_of, wait_for_success};
 
 /// Every flash-sale order of the event is whole: its row carries its reservation's ticket, it
 /// has one line, and exactly one close message names it. Returns how many orders there are.
