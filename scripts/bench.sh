@@ -160,11 +160,17 @@ redis-benchmark --csv -n 200000 -c 50 -r 1000000000 EVALSHA "$sha" 5 \
 redis-cli DEL "$raw:stock" "$raw:meta" "$raw:buyers" "$raw:resv" "$raw:admission" >/dev/null
 stop_all
 
-log "spike serve with the default per-request info log (wrk)"
-SPIKE_LOG_LEVEL=info start serve-info "$SPIKE_PORT" "$SPIKE" serve
+log "spike serve logging every request at info (wrk)"
+SPIKE_LOG_LEVEL=info SPIKE_LOG_REQUEST_SAMPLE=1 start serve-info "$SPIKE_PORT" "$SPIKE" serve
 wrk_rate "http://127.0.0.1:$SPIKE_PORT/healthz" >"$OUT/healthz-info.wrk"
 stop_all
 : >"$OUT/serve-info.log" # hundreds of thousands of request lines: measured, not kept
+
+log "spike serve with production logging: info, 1 % of request lines (wrk)"
+SPIKE_LOG_LEVEL=info SPIKE_LOG_REQUEST_SAMPLE=0.01 start serve-prod-log "$SPIKE_PORT" "$SPIKE" serve
+wrk_rate "http://127.0.0.1:$SPIKE_PORT/healthz" >"$OUT/healthz-prod-log.wrk"
+stop_all
+: >"$OUT/serve-prod-log.log"
 
 log "spike worker alone: drain the reserve scenario's queued reservations"
 reserve_event=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["event_id"])' "$OUT/reserve.json")
@@ -235,7 +241,7 @@ out, connections = sys.argv[1], sys.argv[2]
 def load(name): return json.load(open(os.path.join(out, name + ".json")))
 def num(name): return float(open(os.path.join(out, name)).read().strip() or 0)
 hello_wrk, healthz_wrk, evalsha = num("hello.wrk"), num("healthz.wrk"), num("evalsha.rate")
-healthz_info = num("healthz-info.wrk")
+healthz_info, healthz_prod_log = num("healthz-info.wrk"), num("healthz-prod-log.wrk")
 hello, healthz, reserve, sold_out = load("hello"), load("healthz"), load("reserve"), load("sold-out")
 catalog, orders, drain, sale, db = load("catalog"), load("orders"), load("drain"), load("sale"), load("reserve-db")
 close = load("close")
@@ -248,6 +254,7 @@ rows = [
     ("spike /healthz (wrk)", f"{healthz_wrk:,.0f} req/s", f"÷ hello-world = {ratio(healthz_wrk, hello_wrk)}"),
     ("spike /healthz (spike bench)", run(healthz), f"÷ hello-world (tool) = {ratio(healthz['throughput'], hello['throughput'])}"),
     ("spike /healthz, info log per request (wrk)", f"{healthz_info:,.0f} req/s", f"÷ at warn = {ratio(healthz_info, healthz_wrk)}"),
+    ("spike /healthz, production logging (wrk)", f"{healthz_prod_log:,.0f} req/s", f"÷ hello-world = {ratio(healthz_prod_log, hello_wrk)} (info, 1 % of request lines)"),
     ("reserve: buy → 202 (no worker)", run(reserve), f"÷ raw EVALSHA = {ratio(reserve['throughput'], evalsha)}"),
     ("raw EVALSHA reserve.lua (redis-benchmark)", f"{evalsha:,.0f} calls/s", "the store's ceiling for the buy path"),
     ("sold-out: buy → 409/50004", run(sold_out), f"÷ /healthz = {ratio(sold_out['throughput'], healthz['throughput'])}"),

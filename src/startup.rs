@@ -144,7 +144,12 @@ impl Application {
             flash_sale: services.flash_sale.clone(),
             trusted_proxy_hops: config.http.trusted_proxy_hops,
         });
-        let router = api::router(state.clone(), &config.http, extra);
+        let router = api::router(
+            state.clone(),
+            &config.http,
+            config.telemetry.request_log_sample,
+            extra,
+        );
         let addr = config.http.addr;
         let listener = TcpListener::bind(addr)
             .await

@@ -65,7 +65,13 @@ impl std::ops::Deref for AppState {
 ///
 /// `extra` is merged before the middleware is applied; tests use it to mount probe routes
 /// (a panicking or slow handler) that run through the real stack.
-pub fn router(state: AppState, config: &HttpSettings, extra: Router<AppState>) -> Router {
+/// `request_log_sample`: the share of finished requests logged at `info` (5xx always).
+pub fn router(
+    state: AppState,
+    config: &HttpSettings,
+    request_log_sample: f64,
+    extra: Router<AppState>,
+) -> Router {
     let (routes, openapi) = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
@@ -83,7 +89,7 @@ pub fn router(state: AppState, config: &HttpSettings, extra: Router<AppState>) -
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
-    middleware::apply(app, config)
+    middleware::apply(app, config, request_log_sample)
 }
 
 async fn route_not_found(method: Method, uri: Uri) -> ApiError {

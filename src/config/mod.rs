@@ -275,6 +275,19 @@ mod tests {
     }
 
     #[test]
+    fn request_lines_are_all_logged_in_dev_and_sampled_elsewhere() {
+        let sample = |pairs: &[(&str, &str)]| {
+            Config::load(vars(pairs)).map(|c| c.telemetry.request_log_sample)
+        };
+        assert_eq!(sample(&[]).unwrap(), 1.0);
+        assert_eq!(sample(&[("SPIKE_ENV", "prod")]).unwrap(), 0.01);
+        assert_eq!(sample(&[("SPIKE_LOG_REQUEST_SAMPLE", "0")]).unwrap(), 0.0);
+        let err = sample(&[("SPIKE_LOG_REQUEST_SAMPLE", "1.5")]).expect_err("above 1");
+        assert!(err.to_string().contains("must be from 0 to 1"), "{err}");
+        sample(&[("SPIKE_LOG_REQUEST_SAMPLE", "half")]).expect_err("not a number");
+    }
+
+    #[test]
     fn bootstrap_admin_needs_both_halves() {
         let err =
             Config::load(vars(&[("SPIKE_BOOTSTRAP_ADMIN_EMAIL", "a@b.c")])).expect_err("half");

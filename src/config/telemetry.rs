@@ -9,6 +9,9 @@ pub struct TelemetrySettings {
     pub log_format: LogFormat,
     /// An `EnvFilter` directive such as `info` or `spike=debug,sqlx=warn`.
     pub log_level: String,
+    /// Share (0 to 1) of finished requests logged at `info`; a request answered with a 5xx is
+    /// always logged, and so is every warning and error.
+    pub request_log_sample: f64,
 }
 
 impl TelemetrySettings {
@@ -29,9 +32,27 @@ impl TelemetrySettings {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
             r.problem("log_level", e);
         }
+        let default_sample = if env == Environment::Dev { 1.0 } else { 0.01 };
+        let request_log_sample = r.parsed(
+            "log_request_sample",
+            "share (0 to 1) of finished requests logged at `info` (\"finished processing request\"); 5xx answers, warnings and errors are always logged",
+            default_sample,
+        );
+        r.default_is("`1` in dev, `0.01` elsewhere", "1");
+        let request_log_sample = request_log_sample.filter(|ratio| {
+            let valid = (0.0..=1.0).contains(ratio);
+            if !valid {
+                r.problem(
+                    "log_request_sample",
+                    format!("must be from 0 to 1 (got {ratio})"),
+                );
+            }
+            valid
+        });
         Some(TelemetrySettings {
             log_format: log_format?,
             log_level,
+            request_log_sample: request_log_sample?,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! Logs: every line a request causes carries its request id; secrets stay out.
 
 use axum::Router;
+use axum::http::StatusCode;
 use axum::routing::get;
 use spike::api::AppState;
 use spike::api::response::ApiResponse;
@@ -73,4 +74,36 @@ async fn credentials_in_urls_and_authorization_headers_are_not_logged() {
         !text.contains(app.config.auth.jwt_secret.expose()),
         "JWT secret leaked"
     );
+}
+
+#[tokio::test]
+async fn request_lines_are_sampled_but_server_errors_are_always_logged() {
+    let (logs, _guard) = CapturedLogs::start(tracing::Level::INFO);
+    let routes: Router<AppState> = Router::new()
+        .route(
+            "/api/v1/_probe/fine",
+            get(|| async { ApiResponse::ok("fine") }),
+        )
+        .route(
+            "/api/v1/_probe/broken",
+            get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "broken") }),
+        );
+    let app = spawn_app_with(
+        TestOptions::default()
+            .routes(routes)
+            .env("SPIKE_LOG_REQUEST_SAMPLE", "0"),
+    )
+    .await;
+    for _ in 0..20 {
+        assert_eq!(app.get("/api/v1/_probe/fine").await.status(), 200);
+    }
+    assert_eq!(app.get("/api/v1/_probe/broken").await.status(), 500);
+
+    let access: Vec<_> = logs
+        .lines()
+        .into_iter()
+        .filter(|line| line["message"] == "finished processing request")
+        .collect();
+    assert_eq!(access.len(), 1, "only the 5xx: {}", logs.text());
+    assert_eq!(access[0]["status"], 500);
 }
