@@ -28,7 +28,7 @@ pub(super) async fn assign_request_id(mut request: Request, next: Next) -> Respo
         .and_then(|v| v.to_str().ok())
         .filter(|v| is_acceptable_request_id(v))
         .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(fresh_request_id);
     let header_value = HeaderValue::from_str(&id).expect("request ids are visible ASCII");
     request
         .headers_mut()
@@ -38,6 +38,15 @@ pub(super) async fn assign_request_id(mut request: Request, next: Next) -> Respo
         .headers_mut()
         .insert(REQUEST_ID_HEADER, header_value);
     response
+}
+
+/// A random (version 4) UUID from a fast thread-local generator: a request id must be unique,
+/// not unguessable, and the operating system's generator (`Uuid::new_v4`) costs a system call
+/// per request (`getrandom`, ~1 % of a refused buy's CPU in a profile).
+fn fresh_request_id() -> String {
+    uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
+        .into_uuid()
+        .to_string()
 }
 
 fn is_acceptable_request_id(id: &str) -> bool {
@@ -51,6 +60,18 @@ fn is_acceptable_request_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fresh_request_ids_are_distinct_version_4_uuids() {
+        let ids: std::collections::HashSet<String> =
+            (0..1000).map(|_| fresh_request_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in ids.iter().take(10) {
+            let uuid = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(uuid.get_version_num(), 4, "{id}");
+            assert!(is_acceptable_request_id(id));
+        }
+    }
 
     #[test]
     fn request_ids_are_bounded_and_plain() {
