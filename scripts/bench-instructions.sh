@@ -31,9 +31,17 @@ mkdir -p "$OUT"
 export SPIKE_ENV=dev SPIKE_HTTP_ADDR=127.0.0.1:$PORT SPIKE_LOG_LEVEL=warn SPIKE_LOG_FORMAT=json
 export SPIKE_DATABASE_URL="mysql://spike:${SPIKE_DB_PASSWORD:-spike}@127.0.0.1:3306/spike_bench"
 export SPIKE_REDIS_PREFIX=bench: SPIKE_AMQP_PREFIX=bench. SPIKE_DB_MAX_CONNECTIONS=32
+# scripts/bench.sh migrated the database; an older binary would refuse one a newer migrated
+# ("previously applied but missing"), and neither needs to migrate it again.
+export SPIKE_AUTO_MIGRATE=false
 # The pre-0.2 names: binaries before the rename read only these, later ones read both.
 export SPIKE_SPIKE_USER_RATE_LIMIT=1000000/1s SPIKE_SPIKE_EVENT_RATE_LIMIT=100000000/1s
 export SPIKE_SPIKE_QUEUE_MAX_LENGTH=200000 SPIKE_SPIKE_RECONCILE_AFTER=30m
+
+# Queues left by an earlier run with other arguments would make start-up fail (PRECONDITION_FAILED).
+while read -r queue; do
+  timeout 20 rabbitmqctl -q delete_queue "$queue" </dev/null >/dev/null 2>&1 || true
+done < <(timeout 30 rabbitmqctl -q list_queues name 2>/dev/null | grep '^bench\.' || true)
 
 # count NAME BINARY SCENARIO: prints instructions per request.
 count() {
