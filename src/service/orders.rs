@@ -6,7 +6,7 @@
 //! the worker's `order.close` consumer calls [`OrderService::close_expired`]. A committed order
 //! therefore always gets its close message, even when RabbitMQ was down at commit time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -234,9 +234,9 @@ impl OrderService {
             .status
             .apply(OrderEvent::Cancel)
             .map_err(state_conflict)?;
-        let (order, spike_event) = self.release(&mut tx, order, to).await?;
+        let (order, returned) = self.release(&mut tx, order, to).await?;
         tx.commit().await?;
-        self.after_release(&order, spike_event).await;
+        self.after_return(&returned).await;
         tracing::info!(order_id, user_id, "order cancelled");
         Ok(order)
     }
@@ -264,10 +264,11 @@ impl OrderService {
         let mut tx = self.inner.db.begin().await?;
         let locked = orders::lock_many(&mut tx, order_ids).await?;
         let now = mysql::now_utc();
+        let found: HashSet<u64> = locked.iter().map(|order| order.id).collect();
         let mut report = CloseReport {
             unknown: order_ids
                 .iter()
-                .filter(|id| !locked.iter().any(|order| order.id == **id))
+                .filter(|id| !found.contains(id))
                 .copied()
                 .collect(),
             ..CloseReport::default()
@@ -292,79 +293,31 @@ impl OrderService {
         if closed != ids.len() as u64 {
             return Err(ServiceError::internal("an order changed under its lock"));
         }
-        // Units back where they came from: a flash-sale order's to its event (DESIGN.md §3), a
-        // regular order's to its products. In id order, the order every writer locks them in.
-        let events_of = spike_events::events_of_orders(&mut *tx, &ids).await?;
-        let mut units_per_event: BTreeMap<u64, u32> = BTreeMap::new();
-        let mut units_per_product: BTreeMap<u64, u32> = BTreeMap::new();
-        for order in &due {
-            match (order.kind, events_of.get(&order.id)) {
-                (OrderKind::Spike, Some(event_id)) => {
-                    *units_per_event.entry(*event_id).or_default() += 1;
-                }
-                (OrderKind::Spike, None) => {}
-                (OrderKind::Regular, _) => {
-                    for item in &order.items {
-                        *units_per_product.entry(item.product_id).or_default() += item.quantity;
-                    }
-                }
-            }
-        }
-        for (&event_id, &units) in &units_per_event {
-            spike_events::return_units(&mut tx, event_id, units).await?;
-        }
-        for (&product_id, &quantity) in &units_per_product {
-            inventory::return_stock(&mut tx, product_id, quantity).await?;
-        }
+        let returned = return_units(&mut tx, &due).await?;
         tx.commit().await?;
         report.closed = due.len();
-        for &product_id in units_per_product.keys() {
-            self.inner.catalog.invalidate(product_id).await;
-        }
-        for (&event_id, &units) in &units_per_event {
-            self.inner.flash_sale_units.give_back(event_id, units).await;
-        }
+        self.after_return(&returned).await;
         tracing::info!(closed = report.closed, "unpaid orders closed");
         Ok(report)
     }
 
-    /// Moves a locked pending order to `to` (cancelled or closed) and gives its stock back: to
-    /// the products, or for a flash-sale order to its event (whose id it returns).
+    /// Moves a locked pending order to `to` (cancelled or closed) and gives its stock back.
     async fn release(
         &self,
         tx: &mut MySqlConnection,
         mut order: Order,
         to: OrderStatus,
-    ) -> Result<(Order, Option<u64>), ServiceError> {
-        let order_id = order.id;
+    ) -> Result<(Order, ReturnedUnits), ServiceError> {
         let now = mysql::now_utc();
-        if !orders::transition(tx, order_id, OrderStatus::PendingPayment, to, now).await? {
+        if !orders::transition(tx, order.id, OrderStatus::PendingPayment, to, now).await? {
             return Err(ServiceError::OrderStateConflict(
                 "the order changed meanwhile".into(),
             ));
         }
         order.status = to;
         order.closed_at = Some(now.assume_utc());
-        let spike_event = match order.kind {
-            OrderKind::Regular => {
-                for item in &order.items {
-                    inventory::return_stock(tx, item.product_id, item.quantity).await?;
-                }
-                None
-            }
-            // A flash-sale unit goes back to its event, not to the product (DESIGN.md §3).
-            OrderKind::Spike => spike_events::return_spike_unit(tx, order_id).await?,
-        };
-        Ok((order, spike_event))
-    }
-
-    /// After the release committed: refresh cached stock, and give a flash-sale unit back to
-    /// Redis so another buyer can have it.
-    async fn after_release(&self, order: &Order, spike_event: Option<u64>) {
-        self.invalidate_products(order).await;
-        if let Some(event_id) = spike_event {
-            self.inner.flash_sale_units.give_back(event_id, 1).await;
-        }
+        let returned = return_units(tx, std::slice::from_ref(&order)).await?;
+        Ok((order, returned))
     }
 
     async fn invalidate_products(&self, order: &Order) {
@@ -372,6 +325,61 @@ impl OrderService {
             self.inner.catalog.invalidate(item.product_id).await;
         }
     }
+
+    /// After the units' return committed: refresh the products' cached stock, and give
+    /// flash-sale units back to Redis so other buyers can have them.
+    async fn after_return(&self, returned: &ReturnedUnits) {
+        for &product_id in returned.per_product.keys() {
+            self.inner.catalog.invalidate(product_id).await;
+        }
+        for (&event_id, &units) in &returned.per_event {
+            self.inner.flash_sale_units.give_back(event_id, units).await;
+        }
+    }
+}
+
+/// Units given back by released orders, per flash-sale event and per product.
+#[derive(Debug, Default)]
+struct ReturnedUnits {
+    per_event: BTreeMap<u64, u32>,
+    per_product: BTreeMap<u64, u32>,
+}
+
+/// Gives the units of released `orders` back where they came from, in the caller's transaction:
+/// a flash-sale order's to its event (DESIGN.md §3), a regular order's to its products. One
+/// statement per event and per product, in id order (the order every writer locks them in).
+async fn return_units(
+    tx: &mut MySqlConnection,
+    orders: &[Order],
+) -> Result<ReturnedUnits, ServiceError> {
+    let spike: Vec<u64> = orders
+        .iter()
+        .filter(|order| order.kind == OrderKind::Spike)
+        .map(|order| order.id)
+        .collect();
+    let events_of = spike_events::events_of_orders(&mut *tx, &spike).await?;
+    let mut returned = ReturnedUnits::default();
+    for order in orders {
+        match order.kind {
+            OrderKind::Spike => {
+                if let Some(&event_id) = events_of.get(&order.id) {
+                    *returned.per_event.entry(event_id).or_default() += 1;
+                }
+            }
+            OrderKind::Regular => {
+                for item in &order.items {
+                    *returned.per_product.entry(item.product_id).or_default() += item.quantity;
+                }
+            }
+        }
+    }
+    for (&event_id, &units) in &returned.per_event {
+        spike_events::return_units(tx, event_id, units).await?;
+    }
+    for (&product_id, &quantity) in &returned.per_product {
+        inventory::return_stock(tx, product_id, quantity).await?;
+    }
+    Ok(returned)
 }
 
 /// Locks the caller's order; another user's order is "not found".

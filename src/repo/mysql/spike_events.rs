@@ -371,21 +371,3 @@ pub async fn return_units(
     .await?;
     Ok(())
 }
-
-/// Gives a closed or cancelled flash-sale order's unit back to its event in MySQL; returns the
-/// event's id (`None` when the order is not linked to an event).
-pub async fn return_spike_unit(
-    tx: &mut MySqlConnection,
-    order_id: u64,
-) -> Result<Option<u64>, RepoError> {
-    let event_id = sqlx::query_scalar!(
-        "SELECT spike_event_id FROM spike_orders WHERE order_id = ?",
-        order_id
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some(event_id) = event_id {
-        return_units(tx, event_id, 1).await?;
-    }
-    Ok(event_id)
-}
