@@ -34,7 +34,8 @@ pub struct AmqpSettings {
     /// Prefix of every exchange and queue name.
     pub prefix: String,
     pub queue_type: QueueType,
-    /// Unacknowledged messages a consumer holds at once (and handles concurrently).
+    /// Unacknowledged messages a consumer holds at once (the order queue's holds at least two
+    /// worker batches: `FlashSaleSettings::order_create_prefetch`).
     pub prefetch: u16,
     pub startup_timeout: Duration,
 }
@@ -105,7 +106,7 @@ pub(super) fn read(
     );
     let prefetch = r.at_least::<u16>(
         "amqp_prefetch",
-        "unacknowledged messages per consumer, handled concurrently",
+        "unacknowledged messages per consumer (the `spike.order.create` consumer holds at least 2 × `SPIKE_FLASH_SALE_BATCH_MAX`)",
         32,
         1,
     );

@@ -359,19 +359,14 @@ impl EventStore {
         outcome: &BuyerOutcome,
         ttl_secs: u64,
     ) -> Result<(), RepoError> {
-        let keys = self.keys(event_id);
-        let _: () = redis::pipe()
-            .atomic()
-            .set_ex(keys.result(user_id), outcome.to_string(), ttl_secs)
-            .hdel(keys.reservations(), user_id)
-            .query_async(&mut self.conn())
-            .await?;
-        Ok(())
+        self.settle_many(&[(event_id, user_id, *outcome)], ttl_secs)
+            .await
     }
 
     /// [`EventStore::settle`] for a whole batch of buyers, `(event_id, user_id, outcome)`, in
     /// one round trip. Each buyer's result is written before their reservation is dropped (a
-    /// pipeline keeps the order), so a reader never finds neither.
+    /// pipeline keeps the order), so a reader never finds neither: `result` looks at the outcome
+    /// first, then the reservation.
     pub async fn settle_many(
         &self,
         settled: &[(u64, u64, BuyerOutcome)],
