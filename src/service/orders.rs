@@ -3,7 +3,7 @@
 //!
 //! Every order transaction also writes an outbox row announcing the order's close message; the
 //! relay (`service::outbox`) publishes it to the delay queue, whose TTL is the pay timeout, and
-//! the worker's `order.close` consumer calls [`OrderService::close_expired`]. A committed order
+//! the worker's `order.close` consumer calls [`OrderService::close_expired_many`]. A committed order
 //! therefore always gets its close message, even when RabbitMQ was down at commit time.
 
 use std::collections::{BTreeMap, HashSet};
@@ -21,19 +21,6 @@ use crate::domain::money::Money;
 use crate::domain::order::{Order, OrderEvent, OrderItem, OrderKind, OrderRequest, OrderStatus};
 use crate::domain::product::Page;
 use crate::repo::mysql::{self, inventory, orders, spike_events};
-
-/// What the close consumer found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseOutcome {
-    /// Closed now; its stock is back.
-    Closed,
-    /// Paid, cancelled or closed already (a redelivery, or the buyer was faster): nothing to do.
-    AlreadySettled,
-    /// The deadline is still ahead (the message came early, e.g. the pay timeout was raised).
-    NotDue(Duration),
-    /// No such order.
-    Unknown,
-}
 
 /// What [`OrderService::close_expired_many`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -239,21 +226,6 @@ impl OrderService {
         self.after_return(&returned).await;
         tracing::info!(order_id, user_id, "order cancelled");
         Ok(order)
-    }
-
-    /// Closes an order whose pay deadline has passed, if it is still unpaid, and returns its
-    /// stock in the same transaction. Safe to call any number of times for one order.
-    pub async fn close_expired(&self, order_id: u64) -> Result<CloseOutcome, ServiceError> {
-        let report = self.close_expired_many(&[order_id]).await?;
-        Ok(if report.closed == 1 {
-            CloseOutcome::Closed
-        } else if let Some(remaining) = report.not_due {
-            CloseOutcome::NotDue(remaining)
-        } else if report.unknown.is_empty() {
-            CloseOutcome::AlreadySettled
-        } else {
-            CloseOutcome::Unknown
-        })
     }
 
     /// Closes the orders among `order_ids` whose pay deadline has passed and that are still

@@ -468,10 +468,16 @@ async fn unpaid_orders_close_after_the_pay_timeout_and_paid_ones_stay_paid() {
     );
 
     // A redelivered close message changes nothing.
-    let outcome = app.state.orders.close_expired(unpaid).await.unwrap();
+    let report = app
+        .state
+        .orders
+        .close_expired_many(&[unpaid])
+        .await
+        .unwrap();
     assert_eq!(
-        outcome,
-        spike::service::orders::CloseOutcome::AlreadySettled
+        report,
+        spike::service::orders::CloseReport::default(),
+        "already settled: nothing closed, nothing due later, nothing unknown"
     );
     assert_eq!(app.stock_of(product).await, 2);
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use lapin::options::BasicPublishOptions;
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation, PublisherConfirm};
 
 use super::Amqp;
@@ -32,22 +32,6 @@ impl Amqp {
             FieldTable::default(),
         )
         .await
-    }
-
-    /// [`Amqp::publish`] with text headers (`name`, `value`).
-    pub async fn publish_with_text_headers(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        payload: &[u8],
-        text_headers: &[(&str, &str)],
-    ) -> Result<(), RepoError> {
-        let mut headers = FieldTable::default();
-        for (name, value) in text_headers {
-            headers.insert((*name).into(), AMQPValue::LongString((*value).into()));
-        }
-        self.publish_with_headers(exchange, routing_key, payload, None, headers)
-            .await
     }
 
     /// [`Amqp::publish`] with message headers.
