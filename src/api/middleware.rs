@@ -32,7 +32,7 @@ use crate::config::{CorsOrigins, HttpSettings};
 const IDEMPOTENCY_KEY_HEADER: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// Wraps `router` in the full middleware stack configured by `config`.
-/// `sample` is the share of finished requests logged at `info` ([`SampledAccessLog`]).
+/// `sample` is the share of finished requests logged at `info` (`SampledAccessLog`).
 pub fn apply(router: Router, config: &HttpSettings, sample: f64) -> Router {
     let trace = TraceLayer::new_for_http()
         .make_span_with(|request: &Request<Body>| {

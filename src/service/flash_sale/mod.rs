@@ -4,10 +4,11 @@
 //!   in the same transaction; an event can be changed only before it starts.
 //! - [`Warmup`] (`warmup`): copies an event's free units, window and buyers into Redis — when it
 //!   is created or changed, on the worker's schedule, and when a buyer finds it cold.
-//! - [`Purchase`] (`purchase`): the buy path. An in-process per-buyer limit ([`user_limit`]), the
-//!   local sold-out flag ([`sold_out`]) and the cluster-wide admission bucket in Redis stand in
-//!   front of one Lua script (window, duplicate buyer, stock → reserve); the reservation is
-//!   published with publisher confirms and the buyer gets `queued`. Also the buyer's result.
+//! - [`Purchase`] (`purchase`): the buy path. An in-process per-buyer limit ([`user_limit`])
+//!   and the local sold-out flag ([`sold_out`]) stand in front of one Lua script (the event's
+//!   cluster-wide admission bucket, window, duplicate buyer, stock → reserve); the reservation is
+//!   published with those of concurrent requests, one message and one confirm per group
+//!   (`publish_groups`), and the buyer gets `queued`. Also the buyer's result.
 //! - [`Fulfilment`] (`fulfilment`): the worker's half — one MySQL transaction per batch of
 //!   reservations (group commit), guarded by the unique `(user_id, spike_event_id)` key and one
 //!   conditional decrement per event; a batch the database refuses is split until the bad
@@ -30,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use admin::{EventAdmin, EventChanges};
-pub use fulfilment::{BatchResult, CreateOutcome, Fulfilment};
+pub use fulfilment::{CreateOutcome, Fulfilment};
 use publish_groups::GroupSink;
 pub use purchase::{BuyRequest, BuyResult, Purchase, Queued};
 pub use reconcile::{Ledger, ReconcileReport, Reconciler};
