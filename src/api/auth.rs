@@ -85,7 +85,8 @@ pub struct RefreshTokenBody {
     pub refresh_token: String,
 }
 
-/// Create an account. The email is lower-cased; one account per address.
+/// Create an account. The email is lower-cased; one account per address. Rate limited per
+/// client IP.
 #[utoipa::path(
     post,
     path = "/auth/register",
@@ -95,10 +96,12 @@ pub struct RefreshTokenBody {
         (status = 201, description = "registered", body = Envelope<UserView>),
         (status = 400, description = "invalid email or password (10001, `data.fields`)", body = ErrorEnvelope),
         (status = 409, description = "email already registered (20001)", body = ErrorEnvelope),
+        (status = 429, description = "too many registrations from this client IP (10006)", body = ErrorEnvelope),
     )
 )]
 pub async fn register(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<ApiResponse<UserView>, ApiError> {
     let mut errors = FieldErrors::default();
@@ -107,7 +110,7 @@ pub async fn register(
     let (Some(email), Some(password)) = (email, password) else {
         return Err(errors.into_error());
     };
-    let user = state.auth.register(email, password).await?;
+    let user = state.auth.register(email, password, ip).await?;
     Ok(ApiResponse::created(user.into()))
 }
 
@@ -143,13 +146,15 @@ pub async fn login(
     responses(
         (status = 200, description = "new pair", body = Envelope<TokenPairView>),
         (status = 401, description = "invalid, expired, revoked or reused (20003)", body = ErrorEnvelope),
+        (status = 429, description = "too many rotations from this client IP (10006)", body = ErrorEnvelope),
     )
 )]
 pub async fn refresh(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<RefreshTokenBody>,
 ) -> Result<ApiResponse<TokenPairView>, ApiError> {
-    let pair = state.auth.refresh(&body.refresh_token).await?;
+    let pair = state.auth.refresh(&body.refresh_token, ip).await?;
     Ok(ApiResponse::ok(pair.into()))
 }
 

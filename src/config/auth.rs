@@ -1,5 +1,5 @@
-//! Accounts and tokens: the JWT key and lifetimes, password hashing cost, login limits, and the
-//! admin created at start-up.
+//! Accounts and tokens: the JWT key and lifetimes, password hashing cost, the auth routes' rate
+//! limits, and the admin created at start-up.
 
 use std::time::Duration;
 
@@ -23,6 +23,10 @@ pub struct AuthSettings {
     pub login_limit_per_ip: RateLimit,
     /// Failed login attempts per email address.
     pub login_limit_per_email: RateLimit,
+    /// Registrations per client IP.
+    pub register_limit_per_ip: RateLimit,
+    /// Refresh-token rotations per client IP.
+    pub refresh_limit_per_ip: RateLimit,
     pub argon2: Argon2Params,
     /// Password hashes computed at once; each takes `argon2.memory_kib` of memory.
     pub password_hash_concurrency: usize,
@@ -84,8 +88,18 @@ impl AuthSettings {
         );
         let login_limit_per_email = r.parsed(
             "login_limit_per_email",
-            "failed login attempts per email address",
+            "failed login attempts per email address (a token is taken before the password is checked and given back when it matches, so parallel guesses cannot slip past)",
             RateLimit::new(10, Duration::from_secs(60)),
+        );
+        let register_limit_per_ip = r.parsed(
+            "register_limit_per_ip",
+            "registrations per client IP (each costs a password hash)",
+            RateLimit::new(600, Duration::from_secs(60)),
+        );
+        let refresh_limit_per_ip = r.parsed(
+            "refresh_limit_per_ip",
+            "refresh-token rotations per client IP",
+            RateLimit::new(600, Duration::from_secs(60)),
         );
         let memory_kib = r.parsed::<u32>(
             "argon2_memory_kib",
@@ -118,6 +132,8 @@ impl AuthSettings {
             bootstrap_admin: bootstrap_admin?,
             login_limit_per_ip: login_limit_per_ip?,
             login_limit_per_email: login_limit_per_email?,
+            register_limit_per_ip: register_limit_per_ip?,
+            refresh_limit_per_ip: refresh_limit_per_ip?,
             argon2: Argon2Params {
                 memory_kib: memory_kib?,
                 iterations: iterations?,

@@ -380,6 +380,59 @@ async fn login_is_rate_limited_per_email_and_per_ip() {
 }
 
 #[tokio::test]
+async fn parallel_password_guesses_cannot_slip_past_the_email_limit() {
+    let app =
+        spawn_app_with(TestOptions::default().env("SPIKE_LOGIN_LIMIT_PER_EMAIL", "10/1m")).await;
+    let (_, email) = app.signed_in_user().await;
+    let guesses = (0..100).map(|i| {
+        let (app, email) = (&app, &email);
+        async move {
+            app.login(email, &format!("guess number {i}"))
+                .await
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(guesses).await;
+    let checked = statuses.iter().filter(|&&s| s == 401).count();
+    let limited = statuses.iter().filter(|&&s| s == 429).count();
+    assert_eq!(
+        (checked, limited),
+        (10, 90),
+        "only the burst reaches the password check: {statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn registration_and_refresh_are_rate_limited_per_ip() {
+    let app = spawn_app_with(
+        TestOptions::default()
+            .env("SPIKE_REGISTER_LIMIT_PER_IP", "3/1m")
+            .env("SPIKE_REFRESH_LIMIT_PER_IP", "2/1m"),
+    )
+    .await;
+    let (pair, _) = app.signed_in_user().await;
+    for i in 0..2 {
+        let email = format!("limited{i}-{}@example.com", uuid::Uuid::new_v4().simple());
+        assert_eq!(app.register(&email, TEST_PASSWORD).await.status(), 201);
+    }
+    let response = app.register("one-more@example.com", TEST_PASSWORD).await;
+    assert!(response.headers().contains_key("retry-after"));
+    expect_error(response, 429, 10006).await;
+
+    let mut token = pair["refresh_token"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        let response = refresh(&app, &token).await;
+        assert_eq!(response.status(), 200);
+        token = envelope(response).await["data"]["refresh_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    }
+    expect_error(refresh(&app, &token).await, 429, 10006).await;
+}
+
+#[tokio::test]
 async fn no_password_hash_or_token_reaches_the_logs() {
     let (logs, _guard) = CapturedLogs::start(tracing::Level::TRACE);
     let app = spawn_app().await;

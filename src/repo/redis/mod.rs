@@ -61,13 +61,9 @@ impl Keys {
         format!("{}product:{id}", self.prefix)
     }
 
-    /// Login attempts from one client IP.
-    pub fn login_limit_ip(&self, ip: &str) -> String {
-        format!("{}rl:login:ip:{ip}", self.prefix)
-    }
-
-    /// Login attempts for one (lower-cased) email address.
-    pub fn login_limit_email(&self, email: &str) -> String {
-        format!("{}rl:login:email:{email}", self.prefix)
+    /// The rate-limit bucket of one subject (a client IP, a lower-cased email) in one scope
+    /// (`login:ip`, `login:email`, `register:ip`, `refresh:ip`).
+    pub fn rate_limit(&self, scope: &str, subject: &str) -> String {
+        format!("{}rl:{scope}:{subject}", self.prefix)
     }
 }

@@ -37,20 +37,20 @@ pub async fn take(
     run(redis, key, limit, 1).await
 }
 
-/// Whether a token is available, without taking it.
-pub async fn peek(
+/// Puts one token back (never above the burst): for an attempt that turned out not to count.
+pub async fn give_back(
     redis: &mut ConnectionManager,
     key: &str,
     limit: RateLimit,
-) -> Result<Decision, RepoError> {
-    run(redis, key, limit, 0).await
+) -> Result<(), RepoError> {
+    run(redis, key, limit, -1).await.map(drop)
 }
 
 async fn run(
     redis: &mut ConnectionManager,
     key: &str,
     limit: RateLimit,
-    cost: u32,
+    cost: i32,
 ) -> Result<Decision, RepoError> {
     let (allowed, retry_after_ms): (i64, i64) = TOKEN_BUCKET
         .key(key)

@@ -46,8 +46,15 @@ struct Inner {
     hasher: PasswordHasher,
     access_tokens: AccessTokens,
     refresh_ttl: Duration,
-    login_limit_per_ip: RateLimit,
-    login_limit_per_email: RateLimit,
+    limits: AuthLimits,
+}
+
+/// The auth routes' rate limits (see `AuthSettings`).
+struct AuthLimits {
+    login_per_ip: RateLimit,
+    login_per_email: RateLimit,
+    register_per_ip: RateLimit,
+    refresh_per_ip: RateLimit,
 }
 
 impl AuthService {
@@ -69,13 +76,26 @@ impl AuthService {
                     config.access_ttl,
                 )?,
                 refresh_ttl: config.refresh_ttl,
-                login_limit_per_ip: config.login_limit_per_ip,
-                login_limit_per_email: config.login_limit_per_email,
+                limits: AuthLimits {
+                    login_per_ip: config.login_limit_per_ip,
+                    login_per_email: config.login_limit_per_email,
+                    register_per_ip: config.register_limit_per_ip,
+                    refresh_per_ip: config.refresh_limit_per_ip,
+                },
             }),
         })
     }
 
-    pub async fn register(&self, email: Email, password: Password) -> Result<User, ServiceError> {
+    /// Creates an account; registrations are rate limited per client IP (each costs a hash).
+    pub async fn register(
+        &self,
+        email: Email,
+        password: Password,
+        client_ip: IpAddr,
+    ) -> Result<User, ServiceError> {
+        let limit = self.inner.limits.register_per_ip;
+        self.take_token("register:ip", &client_ip.to_string(), limit)
+            .await?;
         let hash = self.inner.hasher.hash(password.expose()).await?;
         let id = users::insert(&self.inner.db, email.as_str(), &hash, Role::User)
             .await
@@ -94,6 +114,9 @@ impl AuthService {
     /// Every attempt draws from the client IP's bucket. The email's bucket only pays for failed
     /// attempts: it exists to stop password guessing against one account, and an account that
     /// logs in successfully and often (a shared admin, a test suite) must not lock itself out.
+    /// Its token is still taken *before* the password is checked and given back on success:
+    /// deciding after the check would let a burst of parallel guesses all pass a peek at the
+    /// bucket before the first failure is counted.
     pub async fn login(
         &self,
         email: &str,
@@ -101,7 +124,11 @@ impl AuthService {
         client_ip: IpAddr,
     ) -> Result<TokenPair, ServiceError> {
         let email = email.trim().to_lowercase();
-        self.check_login_limits(&email, client_ip).await?;
+        let limits = &self.inner.limits;
+        self.take_token("login:ip", &client_ip.to_string(), limits.login_per_ip)
+            .await?;
+        self.take_token("login:email", &email, limits.login_per_email)
+            .await?;
 
         let credentials = users::find_credentials(&self.inner.db, &email).await?;
         let stored_hash = credentials.as_ref().map(|c| c.password_hash.as_str());
@@ -110,12 +137,15 @@ impl AuthService {
             Some(credentials) if matches => credentials.user,
             _ => {
                 tracing::info!(%client_ip, "login refused");
-                let key = self.inner.keys.login_limit_email(&email);
-                let limit = self.inner.login_limit_per_email;
-                rate_limit::take(&mut self.inner.redis.clone(), &key, limit).await?;
                 return Err(ServiceError::WrongCredentials);
             }
         };
+        let key = self.inner.keys.rate_limit("login:email", &email);
+        let mut redis = self.inner.redis.clone();
+        if let Err(error) = rate_limit::give_back(&mut redis, &key, limits.login_per_email).await {
+            // The login stands; the account merely counts one failure too many for a while.
+            tracing::warn!(%error, "could not give back a login attempt");
+        }
 
         let family_id = uuid::Uuid::new_v4().to_string();
         let pair = self.issue_pair(&self.inner.db, &user, &family_id).await?;
@@ -125,7 +155,15 @@ impl AuthService {
 
     /// Rotates a refresh token: the presented one is spent and a new pair is returned. A spent,
     /// revoked or unknown token is refused; a spent one also revokes its whole family.
-    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, ServiceError> {
+    /// Rotations are rate limited per client IP.
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        client_ip: IpAddr,
+    ) -> Result<TokenPair, ServiceError> {
+        let limit = self.inner.limits.refresh_per_ip;
+        self.take_token("refresh:ip", &client_ip.to_string(), limit)
+            .await?;
         let hash = tokens::hash_refresh_token(refresh_token);
         let mut tx = self.inner.db.begin().await?;
         // The row lock serializes concurrent refreshes of one token: the loser sees it spent.
@@ -202,30 +240,21 @@ impl AuthService {
         Ok(())
     }
 
-    async fn check_login_limits(&self, email: &str, ip: IpAddr) -> Result<(), ServiceError> {
-        let mut redis = self.inner.redis.clone();
-        let by_ip = rate_limit::take(
-            &mut redis,
-            &self.inner.keys.login_limit_ip(&ip.to_string()),
-            self.inner.login_limit_per_ip,
-        )
-        .await?;
-        let by_email = match by_ip {
-            Decision::Allowed => {
-                rate_limit::peek(
-                    &mut redis,
-                    &self.inner.keys.login_limit_email(email),
-                    self.inner.login_limit_per_email,
-                )
-                .await?
+    /// Takes one token from the `scope` bucket of `subject`, or answers 429.
+    async fn take_token(
+        &self,
+        scope: &str,
+        subject: &str,
+        limit: RateLimit,
+    ) -> Result<(), ServiceError> {
+        let key = self.inner.keys.rate_limit(scope, subject);
+        match rate_limit::take(&mut self.inner.redis.clone(), &key, limit).await? {
+            Decision::Allowed => Ok(()),
+            Decision::Limited { retry_after } => {
+                tracing::info!(scope, "rate limited");
+                Err(ServiceError::RateLimited { retry_after })
             }
-            limited => limited,
-        };
-        if let Decision::Limited { retry_after } = by_email {
-            tracing::info!(%ip, "login rate limited");
-            return Err(ServiceError::RateLimited { retry_after });
         }
-        Ok(())
     }
 
     /// Issues an access token and a refresh token of `family_id`; returns the pair and the id of

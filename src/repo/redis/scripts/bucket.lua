@@ -5,7 +5,8 @@
 -- key       bucket hash: tokens (float), ts (unix ms of the last refill)
 -- capacity  burst size (integer > 0)
 -- rate      refill rate in tokens per second (float > 0)
--- cost      tokens to take (integer >= 0); 0 only asks whether one token is there
+-- cost      tokens to take (integer); 0 only asks whether one token is there; a negative cost
+--           gives tokens back (up to the capacity) and is always allowed
 -- Returns   1, 0 when allowed; 0, retry_after_ms when refused (nothing is taken then).
 local function take_tokens(key, capacity, rate, cost, now)
   local state = redis.call('HMGET', key, 'tokens', 'ts')
@@ -22,7 +23,10 @@ local function take_tokens(key, capacity, rate, cost, now)
   local needed = math.max(cost, 1)
   local allowed = 0
   local retry_after_ms = 0
-  if tokens >= needed then
+  if cost < 0 then
+    tokens = math.min(capacity, tokens - cost)
+    allowed = 1
+  elseif tokens >= needed then
     tokens = tokens - cost
     allowed = 1
   else

@@ -3,7 +3,7 @@
 -- KEYS[1]  bucket hash
 -- ARGV[1]  capacity (burst size, integer > 0)
 -- ARGV[2]  refill rate in tokens per second (float > 0)
--- ARGV[3]  cost of this request (integer >= 0); 0 only asks whether one token is there
+-- ARGV[3]  cost of this request (integer); 0 only asks whether one token is there, -1 gives one back
 -- Returns  {1, 0} when allowed; {0, retry_after_ms} when refused (nothing is taken then).
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
