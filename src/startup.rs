@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::serve::{self, ConnectionLimits};
 use crate::api::{self, AppState, Handlers};
 use crate::config::Config;
 use crate::repo::redis::flash_sale::EventStore;
@@ -194,11 +195,12 @@ impl Application {
         let tasks = &self.services.tasks;
         let address = self.listener.local_addr().map_err(StartupError::Serve)?;
         tracing::info!(%address, "http server listening");
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let http = &self.config.http;
+        let limits = ConnectionLimits {
+            max_connections: serve::raise_file_limit(http.max_connections),
+            header_timeout: http.header_timeout,
+        };
+        let server = serve::serve(self.listener, self.router, limits, shutdown.clone());
         // Clears this replica's sold-out flags when another process announces returned stock.
         let purchase = self.services.flash_sale.purchase.clone();
         let flags = purchase.sold_out_flags();
@@ -214,7 +216,7 @@ impl Application {
         });
         let grace = self.config.http.shutdown_grace;
         tokio::select! {
-            result = server => result.map_err(StartupError::Serve)?,
+            () = server => {}
             () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
                 tracing::warn!(?grace, "in-flight requests did not finish within the grace period");
             }

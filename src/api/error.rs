@@ -33,6 +33,9 @@ pub enum ErrorCode {
     /// Not in API.md's table: a known path with the wrong method. HTTP 405 with code 10001 (the
     /// request is invalid), documented in docs/api-notes.md.
     MethodNotAllowed,
+    /// Not in API.md's table either: the request body did not arrive within
+    /// `SPIKE_HTTP_BODY_TIMEOUT`. HTTP 408 with code 10001, as for 405 (docs/api-notes.md).
+    RequestTimeout,
     EmailTaken,
     WrongCredentials,
     RefreshTokenInvalid,
@@ -75,6 +78,11 @@ impl ErrorCode {
                 "request body too large",
             ),
             MethodNotAllowed => (10001, StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+            RequestTimeout => (
+                10001,
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time",
+            ),
             EmailTaken => (20001, StatusCode::CONFLICT, "email already registered"),
             WrongCredentials => (20002, StatusCode::UNAUTHORIZED, "wrong email or password"),
             RefreshTokenInvalid => (
@@ -298,6 +306,7 @@ mod tests {
                 (10009, 409),
                 (10010, 413),
                 (10001, 405),
+                (10001, 408),
                 (20001, 409),
                 (20002, 401),
                 (20003, 401),

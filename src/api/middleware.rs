@@ -1,5 +1,6 @@
 //! The middleware stack around every route, outermost first:
-//! request id → trace span → CORS → gzip → request timeout → panic recovery → body limit.
+//! request id → trace span → CORS → gzip → body buffer → request timeout → panic recovery →
+//! body limit.
 //!
 //! The request id is stored in a task-local for the duration of the request, so envelopes built
 //! anywhere below (handlers, the timeout and panic handlers, the 404/405 fallbacks) carry it
@@ -9,13 +10,14 @@ use std::any::Any;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::Response as HttpResponse;
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::middleware;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tower::ServiceBuilder;
 use tower::timeout::TimeoutLayer;
 use tower::timeout::error::Elapsed;
@@ -57,6 +59,13 @@ pub fn apply(router: Router, config: &HttpSettings, sample: f64) -> Router {
         .layer(trace)
         .layer(cors(&config.cors_origins))
         .layer(CompressionLayer::new())
+        .layer(middleware::from_fn_with_state(
+            BodyReading {
+                limit: config.body_limit,
+                timeout: config.body_timeout,
+            },
+            buffer_body,
+        ))
         .layer(HandleErrorLayer::new(request_timed_out))
         .layer(TimeoutLayer::new(config.request_timeout))
         .layer(CatchPanicLayer::custom(handler_panicked))
@@ -83,6 +92,45 @@ impl<B> OnResponse<B> for SampledAccessLog {
                 .on_response(response, latency, span);
         }
     }
+}
+
+/// How much of a request body `buffer_body` reads, and for how long.
+#[derive(Debug, Clone, Copy)]
+struct BodyReading {
+    limit: usize,
+    timeout: Duration,
+}
+
+/// Reads the whole request body before any handler runs, for two reasons. A handler that answers
+/// early (a 401 from the token check, a 404 for another buyer's order) would otherwise leave the
+/// body unread, and hyper then closes the keep-alive connection under a client that is about to
+/// reuse it: its next request fails with "server disconnected". And a client that stalls
+/// mid-body gets 408 after `SPIKE_HTTP_BODY_TIMEOUT` instead of holding a handler until the
+/// request timeout blames a dependency (503).
+async fn buffer_body(State(reading): State<BodyReading>, request: Request, next: Next) -> Response {
+    if HttpBody::size_hint(request.body()).exact() == Some(0) {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let read = Limited::new(body, reading.limit).collect();
+    let bytes = match tokio::time::timeout(reading.timeout, read).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(error)) if error.is::<LengthLimitError>() => {
+            return ApiError::new(ErrorCode::PayloadTooLarge).into_response();
+        }
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "request body could not be read");
+            return ApiError::new(ErrorCode::InvalidArgument)
+                .with_message("request body could not be read")
+                .into_response();
+        }
+        Err(_elapsed) => {
+            tracing::info!(timeout = ?reading.timeout, "request body not received in time");
+            return ApiError::new(ErrorCode::RequestTimeout).into_response();
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 fn cors(origins: &CorsOrigins) -> CorsLayer {

@@ -12,6 +12,7 @@ pub mod orders;
 pub mod products;
 pub mod request_id;
 pub mod response;
+pub mod serve;
 pub mod validation;
 
 use std::sync::Arc;

@@ -14,6 +14,13 @@ pub struct HttpSettings {
     pub body_limit: usize,
     /// A request still running after this answers 503/10008.
     pub request_timeout: Duration,
+    /// A request body not fully received within this answers 408/10001.
+    pub body_timeout: Duration,
+    /// A connection that has not sent a complete request head within this is closed (also the
+    /// idle timeout of keep-alive connections).
+    pub header_timeout: Duration,
+    /// Open client connections at most; more wait in the listen backlog.
+    pub max_connections: usize,
     pub cors_origins: CorsOrigins,
     /// How long shutdown waits for in-flight work before giving up.
     pub shutdown_grace: Duration,
@@ -36,6 +43,22 @@ impl HttpSettings {
             "http_request_timeout",
             "longer requests answer 503 / `10008`",
             Duration::from_secs(10),
+        );
+        let body_timeout = r.duration(
+            "http_body_timeout",
+            "a request body not fully received within this answers 408 / `10001` (counted before `http_request_timeout` starts)",
+            Duration::from_secs(10),
+        );
+        let header_timeout = r.duration(
+            "http_header_timeout",
+            "a connection that sends no complete request head within this is closed; also the keep-alive idle timeout",
+            Duration::from_secs(30),
+        );
+        let max_connections = r.at_least::<usize>(
+            "http_max_connections",
+            "open client connections at most (more wait in the listen backlog); lowered at start-up to fit the open-file limit",
+            10_000,
+            1,
         );
         // Unlike other keys, an empty value is meaningful here: no browser origin at all.
         let cors_origins = match r.raw_even_if_empty(
@@ -65,6 +88,9 @@ impl HttpSettings {
             addr: addr?,
             body_limit: body_limit?,
             request_timeout: request_timeout?,
+            body_timeout: body_timeout?,
+            header_timeout: header_timeout?,
+            max_connections: max_connections?,
             cors_origins,
             shutdown_grace: shutdown_grace?,
             trusted_proxy_hops: trusted_proxy_hops?,

@@ -5,6 +5,7 @@
 mod auth;
 mod bench;
 mod config;
+mod connections;
 mod envelope;
 mod health;
 mod helpers;
