@@ -18,6 +18,8 @@ pub struct AuthSettings {
     pub jwt_secret: Secret,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
+    /// How long a replica trusts what it last read about a token's user (exists? which role?).
+    pub user_check_ttl: Duration,
     pub bootstrap_admin: Option<BootstrapAdmin>,
     /// Login attempts per client IP.
     pub login_limit_per_ip: RateLimit,
@@ -79,6 +81,11 @@ impl AuthSettings {
             "refresh token lifetime",
             Duration::from_secs(14 * 24 * 3600),
         );
+        let user_check_ttl = r.duration(
+            "user_check_ttl",
+            "how long a replica trusts what it read about a token's user: a deleted or demoted user loses access within this (the buy path does not check, see docs/api-notes.md)",
+            Duration::from_secs(5),
+        );
         let bootstrap_admin = read_bootstrap_admin(r);
 
         let login_limit_per_ip = r.parsed(
@@ -129,6 +136,7 @@ impl AuthSettings {
             jwt_secret: jwt_secret?,
             access_ttl: access_ttl?,
             refresh_ttl: refresh_ttl?,
+            user_check_ttl: user_check_ttl?,
             bootstrap_admin: bootstrap_admin?,
             login_limit_per_ip: login_limit_per_ip?,
             login_limit_per_email: login_limit_per_email?,

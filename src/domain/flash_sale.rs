@@ -118,6 +118,8 @@ pub enum FailureReason {
     SoldOut,
     /// The event was deleted meanwhile.
     UnknownEvent,
+    /// The buyer's account was deleted after its token was issued; the unit went back.
+    BuyerUnknown,
     /// Every retry failed; the reservation was given back.
     OrderCreationFailed,
 }

@@ -120,6 +120,12 @@ impl OrderService {
                     None => Err(ServiceError::internal("idempotency key vanished")),
                 };
             }
+            // The token outlived its user (deleted within `SPIKE_USER_CHECK_TTL`).
+            Err(WriteError::Order(error))
+                if mysql::is_foreign_key_violation(&error, orders::USER_KEY) =>
+            {
+                return Err(ServiceError::Unauthenticated("user no longer exists"));
+            }
             Err(WriteError::Order(error)) => return Err(error.into()),
             Err(WriteError::Other(error)) => return Err(error),
         };

@@ -162,6 +162,29 @@ async fn bad_access_tokens_are_401() {
         &json!({"sub": "1", "role": "user", "iat": now, "jti": "j"}),
         &secret,
     );
+    // Signed with the right key for a real user, but issued or valid only in an hour.
+    let me = envelope(app.get_authed("/api/v1/users/me", &valid).await).await;
+    let sub = me["data"]["id"].to_string();
+    let issued_later = sign(
+        &app,
+        &json!({"sub": sub, "role": "user", "iat": now + 3600, "exp": now + 7200, "jti": "j"}),
+        &secret,
+    );
+    let valid_later = sign(
+        &app,
+        &json!({"sub": sub, "role": "user", "iat": now, "nbf": now + 3600, "exp": now + 7200, "jti": "j"}),
+        &secret,
+    );
+    let fine = sign(
+        &app,
+        &json!({"sub": sub, "role": "user", "iat": now, "exp": now + 600, "jti": "j"}),
+        &secret,
+    );
+    assert_eq!(
+        app.get_authed("/api/v1/users/me", &fine).await.status(),
+        200,
+        "the forged-in-the-future tokens differ from a good one only in their times"
+    );
 
     let unauthenticated = [
         None,
@@ -173,6 +196,8 @@ async fn bad_access_tokens_are_401() {
         Some(format!("Bearer {alg_none}")),
         Some(format!("Bearer {tampered}")),
         Some(format!("Bearer {no_exp}")),
+        Some(format!("Bearer {issued_later}")),
+        Some(format!("Bearer {valid_later}")),
     ];
     for header in unauthenticated {
         let mut request = app.client.get(app.url("/api/v1/users/me"));

@@ -2,6 +2,7 @@
 //! One test binary (faster to link than one per file); each test gets its own app, database,
 //! Redis prefix and AMQP prefix from `helpers::spawn_app`, so tests run in parallel.
 
+mod accounts;
 mod auth;
 mod bench;
 mod config;

@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use crate::api::AppState;
 use crate::api::error::{ApiError, ErrorEnvelope};
-use crate::api::extract::{ApiPath, AuthUser, IdempotencyKey};
+use crate::api::extract::{ApiPath, IdempotencyKey, TokenUser};
 use crate::api::request_id::current_request_id;
 use crate::api::response::{ApiResponse, Envelope};
 use crate::service::flash_sale::{BuyRequest, BuyResult};
@@ -67,7 +67,7 @@ impl From<BuyResult> for ResultView {
 )]
 pub async fn buy(
     State(state): State<AppState>,
-    user: AuthUser,
+    TokenUser(user): TokenUser,
     ApiPath(id): ApiPath<u64>,
     IdempotencyKey(key): IdempotencyKey,
 ) -> Result<ApiResponse<QueuedView>, ApiError> {
@@ -100,7 +100,7 @@ pub async fn buy(
 )]
 pub async fn buy_result(
     State(state): State<AppState>,
-    user: AuthUser,
+    TokenUser(user): TokenUser,
     ApiPath(id): ApiPath<u64>,
 ) -> Result<ApiResponse<ResultView>, ApiError> {
     Ok(ApiResponse::ok(

@@ -115,6 +115,17 @@ pub fn is_unique_violation(error: &sqlx::Error, key: &str) -> bool {
     }
 }
 
+/// Whether `error` is a foreign-key violation of the constraint named `constraint` (a row
+/// referring to one that is gone, e.g. an order for a deleted user).
+pub fn is_foreign_key_violation(error: &sqlx::Error, constraint: &str) -> bool {
+    match error {
+        sqlx::Error::Database(db) => {
+            db.is_foreign_key_violation() && db.message().contains(constraint)
+        }
+        _ => false,
+    }
+}
+
 /// Turns a duplicate-key violation of one unique key into the caller's own error, in the shape
 /// of realworld-axum-sqlx's `on_constraint`:
 /// `users::insert(..).await.on_constraint(users::EMAIL_KEY, || ServiceError::EmailTaken)?`.

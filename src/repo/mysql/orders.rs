@@ -12,6 +12,9 @@ use crate::domain::order::{Order, OrderItem, OrderKind, OrderStatus};
 use crate::domain::product::Page;
 use crate::repo::RepoError;
 
+/// Name of the foreign key from `orders.user_id` to `users` (see the migration).
+pub const USER_KEY: &str = "fk_orders_user";
+
 /// Name of the unique key on `orders (user_id, idempotency_key)`.
 pub const IDEMPOTENCY_KEY: &str = "uk_orders_user_idempotency_key";
 

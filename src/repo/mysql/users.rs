@@ -1,6 +1,8 @@
 //! The `users` table.
 
-use sqlx::MySqlExecutor;
+use std::collections::{BTreeSet, HashSet};
+
+use sqlx::{MySql, MySqlExecutor, QueryBuilder};
 
 use crate::domain::user::{Role, User};
 use crate::repo::RepoError;
@@ -74,4 +76,22 @@ pub async fn set_role(
         .execute(db)
         .await?;
     Ok(result.rows_affected() > 0)
+}
+
+/// Which of `ids` are users (a deleted user's token may still reach the flash-sale worker).
+pub async fn existing(
+    db: impl MySqlExecutor<'_>,
+    ids: &BTreeSet<u64>,
+) -> Result<HashSet<u64>, RepoError> {
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let mut query = QueryBuilder::<MySql>::new("SELECT id FROM users WHERE id IN (");
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    query.push(")");
+    let found: Vec<u64> = query.build_query_scalar().fetch_all(db).await?;
+    Ok(found.into_iter().collect())
 }

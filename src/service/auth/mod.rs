@@ -1,8 +1,11 @@
 //! Registration, login, token rotation and logout.
 //!
-//! Access tokens are short-lived JWTs checked without a database round trip; the role they carry
-//! is the one the user had when the token was issued, so a promotion or demotion takes effect at
-//! the next login or refresh (within `SPIKE_ACCESS_TTL`). Refresh tokens are opaque, stored
+//! Access tokens are short-lived JWTs. Their signature is checked without a database round trip;
+//! [`AuthService::confirm`] then asks whether the user still exists and what role it has now
+//! (cached per replica for `SPIKE_USER_CHECK_TTL`), so a deleted user is refused and a demoted
+//! admin loses the admin routes within seconds instead of at the token's expiry. The flash-sale
+//! buy path skips that check to stay off MySQL; the worker refuses a buyer that no longer
+//! exists. Refresh tokens are opaque, stored
 //! hashed, rotated on every use, and grouped in families: presenting a spent one again means it
 //! was copied, so the whole family is revoked (RFC 9700 §4.14 reuse detection).
 
@@ -47,7 +50,12 @@ struct Inner {
     access_tokens: AccessTokens,
     refresh_ttl: Duration,
     limits: AuthLimits,
+    /// User id → the role MySQL had for it, or `None` when the user did not exist.
+    known_users: moka::sync::Cache<u64, Option<Role>>,
 }
+
+/// Users whose existence and role a replica remembers at most.
+const KNOWN_USERS_MAX: u64 = 200_000;
 
 /// The auth routes' rate limits (see `AuthSettings`).
 struct AuthLimits {
@@ -76,6 +84,10 @@ impl AuthService {
                     config.access_ttl,
                 )?,
                 refresh_ttl: config.refresh_ttl,
+                known_users: moka::sync::Cache::builder()
+                    .time_to_live(config.user_check_ttl)
+                    .max_capacity(KNOWN_USERS_MAX)
+                    .build(),
                 limits: AuthLimits {
                     login_per_ip: config.login_limit_per_ip,
                     login_per_email: config.login_limit_per_email,
@@ -210,6 +222,23 @@ impl AuthService {
         self.inner.access_tokens.verify(access_token)
     }
 
+    /// The caller as MySQL knows it now: a user deleted since the token was issued is
+    /// unauthenticated, and the role is the current one, not the token's. What was read is
+    /// trusted for `SPIKE_USER_CHECK_TTL`.
+    pub async fn confirm(&self, principal: Principal) -> Result<Principal, ServiceError> {
+        let known = match self.inner.known_users.get(&principal.user_id) {
+            Some(known) => known,
+            None => {
+                let user = users::find_by_id(&self.inner.db, principal.user_id).await?;
+                let known = user.map(|user| user.role);
+                self.inner.known_users.insert(principal.user_id, known);
+                known
+            }
+        };
+        let role = known.ok_or(ServiceError::Unauthenticated("user no longer exists"))?;
+        Ok(Principal { role, ..principal })
+    }
+
     /// The user behind a verified token; a user deleted since is unauthenticated.
     pub async fn current_user(&self, principal: Principal) -> Result<User, ServiceError> {
         users::find_by_id(&self.inner.db, principal.user_id)
@@ -224,6 +253,8 @@ impl AuthService {
             .map_err(|e| ServiceError::internal(format!("bootstrap admin email: {e}")))?;
         let password = Password::parse(admin.password.expose().to_owned())
             .map_err(|e| ServiceError::internal(format!("bootstrap admin password: {e}")))?;
+        // This replica at least sees the new role at once; others within `user_check_ttl`.
+        self.inner.known_users.invalidate_all();
         if users::set_role(&self.inner.db, email.as_str(), Role::Admin).await? {
             tracing::info!("bootstrap admin: existing account has the admin role");
             return Ok(());

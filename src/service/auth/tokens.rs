@@ -3,7 +3,8 @@
 //! Validation pins HS256: a token whose header names another algorithm, or `none`, is refused
 //! before its signature is looked at, and `kid`/`jku`/`jwk` headers are ignored because the key
 //! is always the configured secret. `exp` is required and checked with a small, explicit leeway
-//! instead of the library's default of 60 s.
+//! instead of the library's default of 60 s; a token issued (`iat`) or valid (`nbf`) only in the
+//! future is refused with the same leeway.
 
 use std::time::Duration;
 
@@ -50,6 +51,7 @@ impl AccessTokens {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = EXP_LEEWAY.as_secs();
         validation.validate_exp = true;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "iat", "sub"]);
         Ok(AccessTokens {
             encoding: EncodingKey::from_secret(secret).map_err(ServiceError::internal)?,
@@ -89,6 +91,10 @@ impl AccessTokens {
                     _ => "malformed token",
                 })
             })?;
+        let issued_ahead = jsonwebtoken::get_current_timestamp() + EXP_LEEWAY.as_secs();
+        if data.claims.iat > issued_ahead {
+            return Err(ServiceError::Unauthenticated("issued in the future"));
+        }
         let user_id = data
             .claims
             .sub

@@ -19,7 +19,7 @@ use crate::domain::flash_sale::{BuyerOutcome, FailureReason, SpikeEvent};
 use crate::domain::order::OrderItem;
 use crate::repo::mysql::orders::{self, NewSpikeOrder};
 use crate::repo::mysql::spike_events::{self, SpikeOrderLink};
-use crate::repo::mysql::{self};
+use crate::repo::mysql::{self, users};
 use crate::repo::redis::flash_sale::EventStore;
 use crate::service::ServiceError;
 use crate::service::messages::ReservationMessage;
@@ -39,6 +39,9 @@ pub enum CreateOutcome {
     SoldOut,
     /// The event no longer exists.
     UnknownEvent,
+    /// The buyer's account no longer exists (its token outlived it); nothing was written and
+    /// the unit goes back to Redis.
+    UnknownBuyer,
 }
 
 impl CreateOutcome {
@@ -50,6 +53,7 @@ impl CreateOutcome {
             }
             CreateOutcome::SoldOut => BuyerOutcome::Failed(FailureReason::SoldOut),
             CreateOutcome::UnknownEvent => BuyerOutcome::Failed(FailureReason::UnknownEvent),
+            CreateOutcome::UnknownBuyer => BuyerOutcome::Failed(FailureReason::BuyerUnknown),
         }
     }
 }
@@ -82,6 +86,24 @@ impl Fulfilment {
     /// buyer's outcome; one result per reservation, in their order.
     pub async fn create_orders(&self, reservations: &[ReservationMessage]) -> Vec<BatchResult> {
         let mut results = self.write_splitting(reservations).await;
+        for (reservation, result) in reservations.iter().zip(results.iter_mut()) {
+            if let Ok(CreateOutcome::UnknownBuyer) = result {
+                tracing::warn!(
+                    user_id = reservation.user_id,
+                    ticket = reservation.ticket,
+                    "a deleted account's reservation is refused and its unit given back"
+                );
+                let returned = self.store.unreserve(
+                    reservation.event_id,
+                    reservation.user_id,
+                    &reservation.ticket,
+                    None,
+                );
+                if let Err(error) = returned.await {
+                    *result = Err(Arc::new(error.into()));
+                }
+            }
+        }
         let settled: Vec<(u64, u64, BuyerOutcome)> = reservations
             .iter()
             .zip(&results)
@@ -252,6 +274,8 @@ impl Fulfilment {
             .collect();
         let buyers: Vec<(u64, u64)> = first_of.keys().copied().collect();
         let existing = spike_events::orders_of(&mut *tx, &buyers).await?;
+        let user_ids = buyers.iter().map(|&(_, user)| user).collect();
+        let accounts = users::existing(&mut *tx, &user_ids).await?;
 
         let mut outcomes: Vec<Option<CreateOutcome>> = vec![None; batch.len()];
         // Per event (in id order, as locked), the new buyers in the batch's order.
@@ -265,6 +289,8 @@ impl Fulfilment {
                 Some(CreateOutcome::AlreadyDone { order_id })
             } else if !events.contains_key(&reservation.event_id) {
                 Some(CreateOutcome::UnknownEvent)
+            } else if !accounts.contains(&reservation.user_id) {
+                Some(CreateOutcome::UnknownBuyer)
             } else {
                 wanted.entry(reservation.event_id).or_default().push(index);
                 None

@@ -235,6 +235,9 @@ impl Purchase {
             CreateOutcome::AlreadyDone { .. } => Err(rejected(ServiceError::AlreadyPurchased)),
             CreateOutcome::SoldOut => Err(rejected(ServiceError::SoldOut)),
             CreateOutcome::UnknownEvent => Err(rejected(ServiceError::EventNotFound)),
+            CreateOutcome::UnknownBuyer => {
+                Err(ServiceError::Unauthenticated("user no longer exists"))
+            }
         }
     }
 
