@@ -19,6 +19,7 @@ use crate::service::ServiceError;
 use crate::service::auth::AuthService;
 use crate::service::catalog::CatalogService;
 use crate::service::flash_sale::FlashSale;
+use crate::service::flash_sale::purchase_token::PurchaseTokens;
 use crate::service::flash_sale_units::FlashSaleUnits;
 use crate::service::health::HealthService;
 use crate::service::orders::OrderService;
@@ -95,6 +96,10 @@ impl Services {
                 .order_create_prefetch(config.amqp.prefetch),
             infra,
             catalog.clone(),
+            PurchaseTokens::new(
+                config.auth.jwt_secret.expose().as_bytes(),
+                config.flash_sale.purchase_token_ttl,
+            ),
         );
         Ok(Services {
             health: HealthService::new(infra.clone()),

@@ -230,6 +230,9 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::WrongCredentials => ApiError::new(ErrorCode::WrongCredentials),
             ServiceError::RefreshTokenInvalid => ApiError::new(ErrorCode::RefreshTokenInvalid),
+            ServiceError::Forbidden(message) => {
+                ApiError::new(ErrorCode::Forbidden).with_message(message)
+            }
             ServiceError::Unauthenticated(reason) => {
                 tracing::debug!(reason, "unauthenticated");
                 ApiError::new(ErrorCode::Unauthenticated)

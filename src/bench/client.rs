@@ -51,6 +51,8 @@ pub struct Call {
     pub path: Uri,
     /// `Bearer <token>`, precomputed per buyer.
     pub authorization: Option<HeaderValue>,
+    /// `X-Purchase-Token`, fetched per buyer before timing (`--purchase-token`).
+    pub purchase_token: Option<HeaderValue>,
     pub body: Option<Bytes>,
 }
 
@@ -60,6 +62,7 @@ impl Call {
             method: Method::GET,
             path,
             authorization: None,
+            purchase_token: None,
             body: None,
         }
     }
@@ -71,6 +74,9 @@ impl Call {
             .header(HOST, host.clone());
         if let Some(authorization) = self.authorization {
             builder = builder.header(AUTHORIZATION, authorization);
+        }
+        if let Some(token) = self.purchase_token {
+            builder = builder.header("x-purchase-token", token);
         }
         let body = match self.body {
             Some(body) => {
@@ -173,13 +179,34 @@ pub async fn call_api(
     body: Option<&Value>,
     expected_status: u16,
 ) -> Result<Value, BenchError> {
+    call_api_on(
+        &mut Connection::new(target.clone()),
+        method,
+        path,
+        token,
+        body,
+        expected_status,
+    )
+    .await
+}
+
+/// [`call_api`] on an open connection (set-up steps that make many calls).
+pub async fn call_api_on(
+    connection: &mut Connection,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<&Value>,
+    expected_status: u16,
+) -> Result<Value, BenchError> {
     let call = Call {
         method: method.clone(),
         path: parse_path(path)?,
         authorization: Some(bearer(token)?),
+        purchase_token: None,
         body: body.map(|b| Bytes::from(b.to_string())),
     };
-    let answer = Connection::new(target.clone()).send(call).await?;
+    let answer = connection.send(call).await?;
     let text = String::from_utf8_lossy(&answer.body);
     if answer.status != expected_status {
         return Err(BenchError::Setup(format!(

@@ -32,7 +32,7 @@ use client::{Target, call_api};
 use load::{LoadResult, LoadSettings, RequestSource};
 use report::{Report, SaleSummary};
 use scenario::{BuyerOrder, Buys, Healthz, ProductDetail, RegularOrders, shared};
-use seed::Seeder;
+use seed::{Buyer, Seeder};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -126,6 +126,10 @@ pub struct BenchArgs {
     /// How long to wait for the worker to turn every reservation into an order.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+    /// Fetch each buyer's purchase token after the start (before timing) and send it with every
+    /// buy, for a server that requires one (`SPIKE_FLASH_SALE_REQUIRE_PURCHASE_TOKEN=true`).
+    #[arg(long)]
+    pub purchase_token: bool,
     /// Print the report as JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -261,6 +265,16 @@ impl Bench<'_> {
             .await
     }
 
+    /// `buys` with every buyer's purchase token when the run passes the gate.
+    async fn gated(&self, buys: Buys, event: u64, buyers: &[Buyer]) -> Result<Buys, BenchError> {
+        if !self.args.purchase_token {
+            return Ok(buys);
+        }
+        let tokens =
+            seed::purchase_tokens(&self.target, event, buyers, self.args.connections).await?;
+        Ok(buys.with_purchase_tokens(tokens))
+    }
+
     /// An event of `stock` units of a new product, started.
     async fn started_event(&self, seeder: &Seeder, stock: u64) -> Result<u64, BenchError> {
         let admin = seeder.admin().await?;
@@ -276,7 +290,14 @@ impl Bench<'_> {
         let count = self.args.buyers.or(self.args.requests).unwrap_or(20_000);
         let buyers = seeder.buyers(count).await?;
         let event = self.started_event(&seeder, count).await?;
-        let source = shared(Buys::new(event, &buyers, BuyerOrder::EachOnce)?);
+        let buys = self
+            .gated(
+                Buys::new(event, &buyers, BuyerOrder::EachOnce)?,
+                event,
+                &buyers,
+            )
+            .await?;
+        let source = shared(buys);
         let load = load::run(
             self.target.clone(),
             source,
@@ -294,18 +315,22 @@ impl Bench<'_> {
             .buyers(self.args.buyers.unwrap_or(10_000).max(2))
             .await?;
         let event = self.started_event(&seeder, 1).await?;
-        // The first buyer takes the only unit; everybody else is refused.
-        let path = format!("/api/v1/spike/events/{event}/orders");
-        call_api(
-            &self.target,
-            Method::POST,
-            &path,
-            &buyers[0].token,
-            None,
-            202,
-        )
-        .await?;
-        let source = shared(Buys::new(event, &buyers, BuyerOrder::Cycle { skip: 1 })?);
+        // The first buyer takes the only unit (the same request the load loop would send it);
+        // everybody else is refused.
+        let first = self
+            .gated(Buys::new(event, &buyers[..1], BuyerOrder::EachOnce)?, event, &buyers[..1])
+            .await?;
+        let call = first.call(0).expect("one buyer, one call");
+        let answer = client::Connection::new(self.target.clone()).send(call).await?;
+        if answer.status != 202 {
+            return Err(BenchError::Setup(format!(
+                "the first buy answered {} (expected 202): {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            )));
+        }
+        let buys = Buys::new(event, &buyers, BuyerOrder::Cycle { skip: 1 })?;
+        let source = shared(self.gated(buys, event, &buyers).await?);
         let load = load::run(self.target.clone(), source, self.settings(None, false)).await;
         let mut report = self.report(&load);
         report.event_id = Some(event);
@@ -320,7 +345,8 @@ impl Bench<'_> {
         let attempts = self.args.attempts.max(1);
         let buyers = seeder.buyers(count).await?;
         let event = self.started_event(&seeder, self.args.stock).await?;
-        let buys = Arc::new(Buys::new(event, &buyers, BuyerOrder::Rounds { attempts })?);
+        let buys = Buys::new(event, &buyers, BuyerOrder::Rounds { attempts })?;
+        let buys = Arc::new(self.gated(buys, event, &buyers).await?);
         let requests = count * u64::from(attempts);
         let source: Arc<dyn RequestSource> = buys.clone();
         let load = load::run(

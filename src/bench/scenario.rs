@@ -36,6 +36,8 @@ impl RequestSource for ProductDetail {
 pub struct Buys {
     path: Uri,
     authorizations: Vec<HeaderValue>,
+    /// One per buyer, when the run passes the anti-bot gate (`--purchase-token`).
+    purchase_tokens: Option<Vec<HeaderValue>>,
     order: BuyerOrder,
 }
 
@@ -56,8 +58,15 @@ impl Buys {
         Ok(Buys {
             path: parse_path(&format!("/api/v1/spike/events/{event_id}/orders"))?,
             authorizations: buyers.iter().map(|b| b.authorization.clone()).collect(),
+            purchase_tokens: None,
             order,
         })
+    }
+
+    /// Sends `tokens[b]` as buyer `b`'s `X-Purchase-Token`.
+    pub fn with_purchase_tokens(mut self, tokens: Vec<HeaderValue>) -> Buys {
+        self.purchase_tokens = Some(tokens);
+        self
     }
 
     /// The buyer (index into the seeded buyers) of request `i`.
@@ -83,6 +92,10 @@ impl RequestSource for Buys {
             method: Method::POST,
             path: self.path.clone(),
             authorization: Some(self.authorizations[buyer].clone()),
+            purchase_token: self
+                .purchase_tokens
+                .as_ref()
+                .map(|tokens| tokens[buyer].clone()),
             body: None,
         })
     }
@@ -111,6 +124,7 @@ impl RequestSource for RegularOrders {
             method: Method::POST,
             path: Uri::from_static("/api/v1/orders"),
             authorization: Some(self.authorizations[(i % n) as usize].clone()),
+            purchase_token: None,
             body: Some(self.body.clone()),
         })
     }
@@ -129,6 +143,7 @@ mod tests {
         Buys {
             path: Uri::from_static("/"),
             authorizations: vec![HeaderValue::from_static("Bearer x"); n],
+            purchase_tokens: None,
             order,
         }
     }

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::BenchError;
-use super::client::{Target, bearer, call_api};
+use super::client::{Connection, Target, bearer, call_api, call_api_on};
 use crate::config::AuthSettings;
 use crate::domain::user::{Role, User};
 use crate::service::auth::password::PasswordHasher;
@@ -212,4 +212,38 @@ fn id_of(data: &serde_json::Value, what: &str) -> Result<u64, BenchError> {
     data["id"]
         .as_u64()
         .ok_or_else(|| BenchError::Setup(format!("the created {what} has no id: {data}")))
+}
+
+/// Fetches every buyer's purchase token for `event` through the API (the event must have
+/// started), over `parallel` connections, before the clock starts: a real buyer fetches it once
+/// the sale opens and then presses "buy".
+pub async fn purchase_tokens(
+    target: &Target,
+    event_id: u64,
+    buyers: &[Buyer],
+    parallel: usize,
+) -> Result<Vec<HeaderValue>, BenchError> {
+    let path = format!("/api/v1/spike/events/{event_id}/purchase-token");
+    let chunk = buyers.len().div_ceil(parallel.max(1)).max(1);
+    let fetches = buyers.chunks(chunk).map(|chunk| {
+        let path = &path;
+        async move {
+            let mut connection = Connection::new(target.clone());
+            let mut tokens = Vec::with_capacity(chunk.len());
+            for buyer in chunk {
+                let data = call_api_on(&mut connection, Method::GET, path, &buyer.token, None, 200)
+                    .await?;
+                let token = data["token"].as_str().unwrap_or_default();
+                tokens.push(HeaderValue::from_str(token).map_err(|_| {
+                    BenchError::Setup("a purchase token is not a valid header value".into())
+                })?);
+            }
+            Ok::<_, BenchError>(tokens)
+        }
+    });
+    let mut tokens = Vec::with_capacity(buyers.len());
+    for fetched in futures_util::future::join_all(fetches).await {
+        tokens.extend(fetched?);
+    }
+    Ok(tokens)
 }

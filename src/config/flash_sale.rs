@@ -36,6 +36,10 @@ pub struct FlashSaleSettings {
     pub publish_group_max: u16,
     /// Publish groups waiting for their broker confirm at once, per API process.
     pub publish_groups_in_flight: u16,
+    /// Whether a buy request must carry a purchase token (`X-Purchase-Token`).
+    pub require_purchase_token: bool,
+    /// How long a purchase token is valid.
+    pub purchase_token_ttl: Duration,
 }
 
 /// Largest `flash_sale_batch_max`: twice it must fit a prefetch count (u16), and a batch's
@@ -130,7 +134,19 @@ impl FlashSaleSettings {
             1,
             256,
         );
+        let require_purchase_token = r.bool(
+            "flash_sale_require_purchase_token",
+            "buy requests must carry `X-Purchase-Token` from `GET /spike/events/{id}/purchase-token` (403 / `10003` without); on in prod.toml",
+            false,
+        );
+        let purchase_token_ttl = r.duration(
+            "flash_sale_purchase_token_ttl",
+            "how long a purchase token is valid",
+            Duration::from_secs(60),
+        );
         Some(FlashSaleSettings {
+            require_purchase_token: require_purchase_token?,
+            purchase_token_ttl: purchase_token_ttl?,
             retry_delays: retry_delays?,
             user_rate_limit: user_rate_limit?,
             event_rate_limit: event_rate_limit?,

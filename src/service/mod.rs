@@ -62,6 +62,10 @@ pub enum ServiceError {
     /// A request that passed field validation but breaks a business rule (e.g. a total too big).
     #[error("{0}")]
     InvalidArgument(String),
+    /// Authenticated, but not allowed to do this (403/10003): e.g. a buy without a valid
+    /// purchase token. The message goes to the client.
+    #[error("{0}")]
+    Forbidden(String),
     /// Missing, malformed, expired or forged access token; the reason is for logs only.
     #[error("unauthenticated: {0}")]
     Unauthenticated(&'static str),

@@ -71,6 +71,37 @@ async fn a_small_sale_through_the_load_tool_holds_every_invariant() {
 }
 
 #[tokio::test]
+async fn a_sale_behind_the_purchase_token_gate_runs_with_the_switch_and_fails_without_it() {
+    let gated = TestOptions::default()
+        .with_worker()
+        .env("SPIKE_FLASH_SALE_REQUIRE_PURCHASE_TOKEN", "true");
+    let app = spawn_app_with(gated).await;
+    let with_tokens = BenchArgs {
+        purchase_token: true,
+        ..sale(&app, 200, 20)
+    };
+    let report = bench::run(&with_tokens, &app.config)
+        .await
+        .expect("the run completes");
+    assert_eq!(report.mix.success, 20, "{:?}", report.mix);
+    assert!(
+        report.checks.iter().all(|c| c.passed == Some(true)),
+        "{}",
+        report.text()
+    );
+
+    let without = bench::run(&sale(&app, 50, 5), &app.config)
+        .await
+        .expect("the run completes");
+    assert_eq!(
+        without.mix.by_label.get("403/10003"),
+        Some(&100),
+        "every buy without a token is refused at the gate: {:?}",
+        without.mix
+    );
+}
+
+#[tokio::test]
 async fn a_server_whose_worker_is_down_fails_the_every_202_check() {
     // No worker: the reservations are queued and never become orders.
     let app = spawn_app_with(TestOptions::default()).await;

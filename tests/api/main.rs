@@ -15,6 +15,7 @@ mod logging;
 mod orders;
 mod process;
 mod products;
+mod purchase_token;
 mod schema;
 mod spike;
 mod spike_batches;

@@ -18,5 +18,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(events::warm_up_event))
         .routes(routes!(purchase::buy))
         .routes(routes!(purchase::buy_result))
+        .routes(routes!(purchase::purchase_token))
         .routes(routes!(events::event_ledger))
 }

@@ -338,6 +338,17 @@ impl EventStore {
         Ok(self.conn().scard(self.keys(event_id).buyers()).await?)
     }
 
+    /// The event's sale window `(start_ms, end_ms)` as warmed into Redis; `None` when cold.
+    pub async fn window(&self, event_id: u64) -> Result<Option<(i64, i64)>, RepoError> {
+        let (start, end): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
+            .arg(self.keys(event_id).meta())
+            .arg("start_ms")
+            .arg("end_ms")
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(start.zip(end))
+    }
+
     /// Remaining units, when the event is warm.
     pub async fn stock(&self, event_id: u64) -> Result<Option<i64>, RepoError> {
         Ok(self.conn().get(self.keys(event_id).stock()).await?)

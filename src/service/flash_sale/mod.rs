@@ -8,7 +8,8 @@
 //!   and the local sold-out flag ([`sold_out`]) stand in front of one Lua script (the event's
 //!   cluster-wide admission bucket, window, duplicate buyer, stock → reserve); the reservation is
 //!   published with those of concurrent requests, one message and one confirm per group
-//!   (`publish_groups`), and the buyer gets `queued`. Also the buyer's result.
+//!   (`publish_groups`), and the buyer gets `queued`. Also the buyer's result, and the anti-bot
+//!   gate's purchase tokens ([`purchase_token`]).
 //! - [`Fulfilment`] (`fulfilment`): the worker's half — one MySQL transaction per batch of
 //!   reservations (group commit), guarded by the unique `(user_id, spike_event_id)` key and one
 //!   conditional decrement per event; a batch the database refuses is split until the bad
@@ -22,6 +23,7 @@ mod admin;
 mod fulfilment;
 mod publish_groups;
 mod purchase;
+pub mod purchase_token;
 mod reconcile;
 pub mod sold_out;
 pub mod user_limit;
@@ -33,7 +35,7 @@ use std::time::Duration;
 pub use admin::{EventAdmin, EventChanges};
 pub use fulfilment::{CreateOutcome, Fulfilment};
 use publish_groups::GroupSink;
-pub use purchase::{BuyRequest, BuyResult, Purchase, Queued};
+pub use purchase::{BuyRequest, BuyResult, IssuedToken, Purchase, Queued};
 pub use reconcile::{Ledger, ReconcileReport, Reconciler};
 pub use warmup::Warmup;
 
@@ -44,6 +46,7 @@ use crate::config::FlashSaleSettings;
 use crate::repo::amqp::ORDER_CREATE;
 use crate::repo::redis::flash_sale::EventStore;
 use crate::repo::{Amqp, Infra, Topology};
+use purchase_token::PurchaseTokens;
 
 /// How long a buyer's result stays in Redis (MySQL answers after that).
 const RESULT_TTL_SECS: u64 = 24 * 3600;
@@ -69,6 +72,7 @@ impl FlashSale {
         prefetch: u16,
         infra: &Infra,
         catalog: CatalogService,
+        purchase_tokens: PurchaseTokens,
     ) -> FlashSale {
         let store = EventStore::new(infra.redis.clone(), redis_prefix);
         let queue = OrderQueue {
@@ -92,6 +96,7 @@ impl FlashSale {
                 queue.clone(),
                 warmup.clone(),
                 fulfilment.clone(),
+                purchase_tokens,
             ),
             reconciler: Reconciler::new(settings, infra.db.clone(), store, queue),
             warmup,

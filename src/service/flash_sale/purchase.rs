@@ -2,6 +2,7 @@
 //! limit and the sold-out flag cost no Redis call; then one Lua script takes the event's
 //! admission token and reserves (one round trip), the reservation is published with those of
 //! concurrent requests (one message, one confirm: `publish_groups`), and the buyer gets `queued`.
+//! When the deployment requires it, a purchase token is checked first, in the process.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use super::publish_groups::PublishGroups;
+use super::purchase_token::{HumanCheck, NoHumanCheck, PurchaseTokens};
 use super::sold_out::SoldOutFlags;
 use super::user_limit::UserRateLimiter;
 use super::{CreateOutcome, Fulfilment, OrderQueue, Warmup, unix_millis};
@@ -31,6 +33,15 @@ pub struct BuyRequest<'a> {
     pub idempotency_key: Option<&'a str>,
     /// Travels with the message (a header), to join the worker's logs with the API's.
     pub request_id: &'a str,
+    /// `X-Purchase-Token`, checked when the deployment requires one.
+    pub purchase_token: Option<&'a str>,
+}
+
+/// A purchase token handed to a buyer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedToken {
+    pub token: String,
+    pub expires_in: Duration,
 }
 
 /// A queued purchase.
@@ -67,6 +78,12 @@ pub struct Purchase {
     fulfilment: Fulfilment,
     /// Concurrent buyers of a cold event share one lookup (and re-warm) per event.
     cold_flights: Arc<SingleFlight<u64, Option<EventStatus>>>,
+    /// The anti-bot gate: purchase tokens, whether a buy needs one, the token route's own
+    /// per-buyer limit and the human check it asks.
+    tokens: PurchaseTokens,
+    require_token: bool,
+    token_limiter: Arc<UserRateLimiter>,
+    human_check: Arc<dyn HumanCheck>,
 }
 
 impl Purchase {
@@ -77,6 +94,7 @@ impl Purchase {
         queue: OrderQueue,
         warmup: Warmup,
         fulfilment: Fulfilment,
+        tokens: PurchaseTokens,
     ) -> Purchase {
         Purchase {
             db,
@@ -93,7 +111,18 @@ impl Purchase {
             warmup,
             fulfilment,
             cold_flights: Arc::default(),
+            tokens,
+            require_token: settings.require_purchase_token,
+            token_limiter: Arc::new(UserRateLimiter::new(settings.user_rate_limit)),
+            human_check: Arc::new(NoHumanCheck),
         }
+    }
+
+    /// The same purchase path with `check` asked before each purchase token is issued (a
+    /// captcha service; see [`HumanCheck`]).
+    pub fn with_human_check(mut self, check: Arc<dyn HumanCheck>) -> Purchase {
+        self.human_check = check;
+        self
     }
 
     /// This replica's sold-out flags (the API role listens for their clearing).
@@ -114,9 +143,51 @@ impl Purchase {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                _ = ticks.tick() => self.user_limiter.forget_idle(),
+                _ = ticks.tick() => {
+                    self.user_limiter.forget_idle();
+                    self.token_limiter.forget_idle();
+                }
             }
         }
+    }
+
+    /// A purchase token for the buyer in an active event (the anti-bot gate, see
+    /// [`purchase_token`](super::purchase_token)). Rate limited per buyer like the buy itself;
+    /// the human check, when one is plugged in, is asked with `proof` first. The window comes
+    /// from Redis (no MySQL at sale start), or from MySQL through the cold-event path.
+    pub async fn issue_token(
+        &self,
+        event_id: u64,
+        user_id: u64,
+        proof: Option<&str>,
+    ) -> Result<IssuedToken, ServiceError> {
+        self.token_limiter
+            .take(user_id)
+            .map_err(|retry_after| ServiceError::RateLimited { retry_after })?;
+        let now_ms = unix_millis(OffsetDateTime::now_utc());
+        let status = match self.store.window(event_id).await? {
+            Some((start_ms, _)) if now_ms < start_ms => EventStatus::Upcoming,
+            Some((_, end_ms)) if now_ms >= end_ms => EventStatus::Ended,
+            Some(_) => EventStatus::Active,
+            None => match self.not_warm(event_id).await {
+                ServiceError::Retryable(_) => EventStatus::Active,
+                error => return Err(error),
+            },
+        };
+        match status {
+            EventStatus::Upcoming => return Err(ServiceError::EventNotStarted),
+            EventStatus::Ended => return Err(ServiceError::EventEnded),
+            EventStatus::Active => {}
+        }
+        if !self.human_check.passed(user_id, event_id, proof).await {
+            return Err(ServiceError::Forbidden(
+                "the human check was not passed".into(),
+            ));
+        }
+        Ok(IssuedToken {
+            token: self.tokens.issue(user_id, event_id, now_ms as u64),
+            expires_in: self.tokens.ttl(),
+        })
     }
 
     /// Reserves a unit for the buyer and queues its order (DESIGN.md §5).
@@ -126,10 +197,21 @@ impl Purchase {
             user_id,
             idempotency_key,
             request_id,
+            purchase_token,
         } = request;
         self.user_limiter
             .take(user_id)
             .map_err(|retry_after| rejected(ServiceError::RateLimited { retry_after }))?;
+        if self.require_token {
+            let now_ms = unix_millis(OffsetDateTime::now_utc()) as u64;
+            if let Err(refusal) = self
+                .tokens
+                .verify(purchase_token, user_id, event_id, now_ms)
+            {
+                tracing::info!(event_id, user_id, %refusal, "buy refused at the gate");
+                return Err(rejected(ServiceError::Forbidden(refusal.to_string())));
+            }
+        }
         if self.mode == FlashSaleMode::Db {
             return self.buy_in_mysql(event_id, user_id).await;
         }
@@ -261,7 +343,8 @@ impl Purchase {
         }
     }
 
-    /// Where `user_id` stands: the outcome in Redis, a pending reservation, or MySQL's record.
+    /// Where `user_id` stands: the outcome in Redis, a pending reservation, or MySQL's record;
+    /// an unknown event is `EventNotFound`.
     pub async fn result(&self, event_id: u64, user_id: u64) -> Result<BuyResult, ServiceError> {
         match self.store.outcome(event_id, user_id).await? {
             Some(BuyerOutcome::Success { order_id }) => return Ok(BuyResult::Success { order_id }),
@@ -271,12 +354,14 @@ impl Purchase {
         if self.store.has_reservation(event_id, user_id).await? {
             return Ok(BuyResult::Queued);
         }
-        Ok(
-            match spike_events::order_of(&self.db, event_id, user_id).await? {
-                Some(order_id) => BuyResult::Success { order_id },
-                None => BuyResult::None,
-            },
-        )
+        if let Some(order_id) = spike_events::order_of(&self.db, event_id, user_id).await? {
+            return Ok(BuyResult::Success { order_id });
+        }
+        // Nothing about this buyer: "none" for an event that exists, 404 for one that does not.
+        match spike_events::find(&self.db, event_id).await? {
+            Some(_) => Ok(BuyResult::None),
+            None => Err(ServiceError::EventNotFound),
+        }
     }
 }
 
@@ -289,6 +374,7 @@ fn rejected(error: ServiceError) -> ServiceError {
         ServiceError::EventNotStarted => "not_started",
         ServiceError::EventEnded => "ended",
         ServiceError::EventNotFound => "unknown_event",
+        ServiceError::Forbidden(_) => "no_purchase_token",
         _ => "unavailable",
     };
     metrics::counter!("spike_buy_total", "outcome" => outcome).increment(1);
