@@ -318,10 +318,16 @@ impl Bench<'_> {
         // The first buyer takes the only unit (the same request the load loop would send it);
         // everybody else is refused.
         let first = self
-            .gated(Buys::new(event, &buyers[..1], BuyerOrder::EachOnce)?, event, &buyers[..1])
+            .gated(
+                Buys::new(event, &buyers[..1], BuyerOrder::EachOnce)?,
+                event,
+                &buyers[..1],
+            )
             .await?;
         let call = first.call(0).expect("one buyer, one call");
-        let answer = client::Connection::new(self.target.clone()).send(call).await?;
+        let answer = client::Connection::new(self.target.clone())
+            .send(call)
+            .await?;
         if answer.status != 202 {
             return Err(BenchError::Setup(format!(
                 "the first buy answered {} (expected 202): {}",

@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use super::ServiceError;
 use crate::config::CatalogSettings;
 use crate::domain::product::{NewProduct, Product, ProductChanges, ProductQuery};
-use crate::repo::mysql::products;
+use crate::repo::mysql::{self, products, spike_events};
 use crate::repo::redis::Keys;
 use crate::repo::redis::product_cache::{self, Cached};
 use crate::util::single_flight::SingleFlight;
@@ -114,10 +114,21 @@ impl CatalogService {
         Ok(updated)
     }
 
+    /// Soft-deletes a product, unless a flash-sale event of it is upcoming or active (it would
+    /// go on selling a product readers cannot see): 409 then. The product's row lock orders this
+    /// against a concurrent event creation, which takes the same lock first.
     pub async fn delete(&self, id: u64) -> Result<(), ServiceError> {
-        if !products::soft_delete(&self.inner.db, id).await? {
+        let mut tx = self.inner.db.begin().await?;
+        if !products::lock_active(&mut tx, id).await? {
             return Err(ServiceError::ProductNotFound(id));
         }
+        if spike_events::product_has_unfinished(&mut *tx, id, mysql::now_utc()).await? {
+            return Err(ServiceError::Conflict(
+                "the product has an upcoming or active flash-sale event".into(),
+            ));
+        }
+        products::soft_delete(&mut *tx, id).await?;
+        tx.commit().await?;
         self.invalidate(id).await;
         tracing::info!(product_id = id, "product deleted");
         Ok(())

@@ -610,3 +610,43 @@ async fn an_order_that_always_fails_dead_letters_and_its_reservation_returns() {
 
     app.expect_queue_len(&app.topology().dead_queue(), 1).await;
 }
+
+#[tokio::test]
+async fn a_product_with_an_upcoming_or_active_event_cannot_be_deleted() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let delete = |product: u64| {
+        let (app, admin) = (&app, &admin);
+        async move {
+            let path = format!("/api/v1/products/{product}");
+            code(app.send_authed(Method::DELETE, &path, admin, None).await).await
+        }
+    };
+    for (start, end) in [
+        (Duration::hours(1), Duration::hours(2)),
+        (Duration::minutes(-1), Duration::hours(1)),
+    ] {
+        let product = app.create_product(&admin, "10.00", 5).await;
+        let created = create(&app, &admin, &event_body(product, 1, start, end)).await;
+        assert_eq!(created.status(), 201);
+        let (status, code_, body) = delete(product).await;
+        assert_eq!((status, code_), (409, Some(10005)), "{body}");
+        assert_eq!(
+            app.get(&format!("/api/v1/products/{product}"))
+                .await
+                .status(),
+            200
+        );
+    }
+    // Once its events have ended, the product goes.
+    let product = app.create_product(&admin, "10.00", 5).await;
+    let past = event_body(product, 1, Duration::hours(-2), Duration::hours(-1));
+    assert_eq!(create(&app, &admin, &past).await.status(), 201);
+    assert_eq!(delete(product).await.0, 200);
+    assert_eq!(
+        app.get(&format!("/api/v1/products/{product}"))
+            .await
+            .status(),
+        404
+    );
+}

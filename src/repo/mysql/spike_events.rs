@@ -371,3 +371,21 @@ pub async fn return_units(
     .await?;
     Ok(())
 }
+
+/// Whether `product_id` has a scheduled event that has not ended at `now` (upcoming or active):
+/// such a product still sells and cannot be deleted.
+pub async fn product_has_unfinished(
+    db: impl MySqlExecutor<'_>,
+    product_id: u64,
+    now: PrimitiveDateTime,
+) -> Result<bool, RepoError> {
+    let found = sqlx::query_scalar!(
+        "SELECT id FROM spike_events \
+         WHERE product_id = ? AND status = 'scheduled' AND end_at > ? LIMIT 1",
+        product_id,
+        now
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(found.is_some())
+}
