@@ -158,21 +158,27 @@ pub async fn refresh(
     Ok(ApiResponse::ok(pair.into()))
 }
 
-/// Sign out: revokes the refresh token's whole family (access tokens expire on their own).
+/// Sign out: revokes the refresh token's whole family (access tokens expire on their own). The
+/// answer is the same for a spent, revoked or unknown token.
 #[utoipa::path(
     post,
     path = "/auth/logout",
     tag = "auth",
     request_body = RefreshTokenBody,
     responses(
-        (status = 200, description = "signed out; `data` is null", body = Envelope<Option<String>>),
-        (status = 401, description = "unknown refresh token (20003)", body = ErrorEnvelope),
+        (status = 200, description = "signed out, or the token was already spent, revoked or unknown (RFC 7009); `data` is null", body = Envelope<Option<String>>),
+        (status = 400, description = "no refresh_token (10001, `data.fields`)", body = ErrorEnvelope),
     )
 )]
 pub async fn logout(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<RefreshTokenBody>,
 ) -> Result<ApiResponse<Option<()>>, ApiError> {
+    if body.refresh_token.trim().is_empty() {
+        let mut errors = FieldErrors::default();
+        errors.add("refresh_token", "required");
+        return Err(errors.into_error());
+    }
     state.auth.logout(&body.refresh_token).await?;
     Ok(ApiResponse::ok(None))
 }

@@ -23,10 +23,31 @@ use crate::service::auth::tokens::Principal;
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
 
-/// `axum::extract::Path`, but an id that is not a positive integer answers 400/10001.
-#[derive(Debug, FromRequestParts)]
-#[from_request(via(axum::extract::Path), rejection(ApiError))]
-pub struct ApiPath<T>(pub T);
+/// The `{id}` of a path: a positive integer written the canonical way (`7`, not `07`, `+7` or
+/// `7.0`), else 400/10001. Ids are what responses carried; another spelling of one is a client
+/// bug, and letting `01` and `1` name the same resource would make caches and logs disagree.
+#[derive(Debug, Clone, Copy)]
+pub struct PathId(pub u64);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state).await?;
+        parse_id(&raw).map(PathId).ok_or_else(|| {
+            ApiError::new(ErrorCode::InvalidArgument).with_message(format!(
+                "invalid path parameter: the id must be a positive integer such as 42 (got {raw:?})"
+            ))
+        })
+    }
+}
+
+fn parse_id(raw: &str) -> Option<u64> {
+    let canonical =
+        !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) && !raw.starts_with('0');
+    canonical.then(|| raw.parse().ok()).flatten()
+}
 
 /// `axum::extract::Query`, but a malformed query string answers 400/10001.
 #[derive(Debug, FromRequestParts)]
@@ -185,6 +206,26 @@ fn client_ip(peer: IpAddr, forwarded: &[&str], trusted_hops: usize) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_positive_integers_spelt_the_canonical_way() {
+        assert_eq!(parse_id("1"), Some(1));
+        assert_eq!(parse_id("18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            "",
+            "0",
+            "01",
+            "+1",
+            "-1",
+            "1.0",
+            " 1",
+            "1e3",
+            "18446744073709551616",
+            "x",
+        ] {
+            assert_eq!(parse_id(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn forwarded_for_is_trusted_only_as_far_as_configured() {

@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::{ApiError, ErrorEnvelope};
-use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser, IdempotencyKey};
+use super::extract::{ApiJson, ApiQuery, AuthUser, IdempotencyKey, PathId};
 use super::response::{ApiResponse, Envelope, PageView};
 use super::validation::{self, FieldErrors};
 use crate::domain::money::Money;
@@ -99,6 +99,9 @@ pub struct CreateOrderBody {
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+// An unknown parameter (a `sort` this list does not offer, a misspelt `pagesize`) is a 400,
+// not silently ignored.
+#[serde(deny_unknown_fields)]
 pub struct ListOrdersParams {
     /// Page number, from 1 (default 1).
     pub page: Option<String>,
@@ -218,7 +221,7 @@ pub async fn list_orders(
 pub async fn get_order(
     State(state): State<AppState>,
     user: AuthUser,
-    ApiPath(id): ApiPath<u64>,
+    PathId(id): PathId,
 ) -> Result<ApiResponse<OrderView>, ApiError> {
     let order = state
         .orders
@@ -244,7 +247,7 @@ pub async fn get_order(
 pub async fn pay_order(
     State(state): State<AppState>,
     user: AuthUser,
-    ApiPath(id): ApiPath<u64>,
+    PathId(id): PathId,
 ) -> Result<ApiResponse<OrderView>, ApiError> {
     Ok(ApiResponse::ok(state.orders.pay(user.id, id).await?.into()))
 }
@@ -265,7 +268,7 @@ pub async fn pay_order(
 pub async fn cancel_order(
     State(state): State<AppState>,
     user: AuthUser,
-    ApiPath(id): ApiPath<u64>,
+    PathId(id): PathId,
 ) -> Result<ApiResponse<OrderView>, ApiError> {
     Ok(ApiResponse::ok(
         state.orders.cancel(user.id, id).await?.into(),

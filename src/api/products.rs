@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::{ApiError, ErrorEnvelope};
-use super::extract::{AdminUser, ApiJson, ApiPath, ApiQuery};
+use super::extract::{AdminUser, ApiJson, ApiQuery, PathId};
 use super::response::{ApiResponse, Envelope, PageView};
 use super::validation::{self, FieldErrors};
 use crate::domain::money::Money;
@@ -66,19 +66,26 @@ pub struct StockView {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct ProductFields {
     #[schema(value_type = Option<String>, example = "Phone X")]
+    #[serde(default, deserialize_with = "validation::present")]
     pub title: Option<Value>,
     #[schema(value_type = Option<String>, example = "The phone everyone wants")]
+    #[serde(default, deserialize_with = "validation::present")]
     pub description: Option<Value>,
     /// Decimal string, at most two places, not negative.
     #[schema(value_type = Option<String>, example = "1999.00")]
+    #[serde(default, deserialize_with = "validation::present")]
     pub price: Option<Value>,
     #[schema(value_type = Option<u32>, example = 100)]
+    #[serde(default, deserialize_with = "validation::present")]
     pub stock: Option<Value>,
 }
 
 /// Query of `GET /products`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+// An unknown parameter (a `sort` this list does not offer, a misspelt `pagesize`) is a 400,
+// not silently ignored.
+#[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// Page number, from 1 (default 1).
     pub page: Option<String>,
@@ -199,7 +206,7 @@ pub async fn list_products(
 )]
 pub async fn get_product(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<u64>,
+    PathId(id): PathId,
 ) -> Result<ApiResponse<ProductView>, ApiError> {
     Ok(ApiResponse::ok(state.catalog.get(id).await?.into()))
 }
@@ -217,7 +224,7 @@ pub async fn get_product(
 )]
 pub async fn get_stock(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<u64>,
+    PathId(id): PathId,
 ) -> Result<ApiResponse<StockView>, ApiError> {
     let stock = state.catalog.stock(id).await?;
     Ok(ApiResponse::ok(StockView {
@@ -285,12 +292,17 @@ pub async fn create_product(
 pub async fn update_product(
     State(state): State<AppState>,
     _admin: AdminUser,
-    ApiPath(id): ApiPath<u64>,
+    PathId(id): PathId,
     ApiJson(body): ApiJson<ProductFields>,
 ) -> Result<ApiResponse<ProductView>, ApiError> {
     let mut errors = FieldErrors::default();
     let changes = parse_changes(body, &mut errors);
     errors.into_result()?;
+    if changes.is_empty() {
+        return Err(validation::nothing_to_change(
+            "title, description, price, stock",
+        ));
+    }
     Ok(ApiResponse::ok(
         state.catalog.update(id, changes).await?.into(),
     ))
@@ -312,7 +324,7 @@ pub async fn update_product(
 pub async fn delete_product(
     State(state): State<AppState>,
     _admin: AdminUser,
-    ApiPath(id): ApiPath<u64>,
+    PathId(id): PathId,
 ) -> Result<ApiResponse<Option<()>>, ApiError> {
     state.catalog.delete(id).await?;
     Ok(ApiResponse::ok(None))

@@ -13,6 +13,13 @@ use super::error::ApiError;
 use crate::domain::money::Money;
 use crate::domain::product::Page;
 
+/// For `Option<Value>` body fields (with `#[serde(default, deserialize_with = "present")]`): a
+/// field sent as `null` is `Some(Value::Null)` and fails its type check, where serde's default
+/// would make it `None` and take `"stock": null` for "no stock given".
+pub fn present<'de, D: serde::Deserializer<'de>>(field: D) -> Result<Option<Value>, D::Error> {
+    <Value as serde::Deserialize>::deserialize(field).map(Some)
+}
+
 /// A JSON string.
 pub fn text(value: &Value, field: &str) -> Result<String, String> {
     value
@@ -44,6 +51,13 @@ pub fn timestamp(value: &Value, field: &str) -> Result<OffsetDateTime, String> {
         .as_str()
         .and_then(|raw| OffsetDateTime::parse(raw, &Rfc3339).ok())
         .ok_or_else(|| format!("{field} must be an RFC 3339 time such as 2026-11-11T00:00:00Z"))
+}
+
+/// The 400 of a PATCH that names no field it can change: answering 200 with nothing done would
+/// hide a client's typo (`{"titel": …}`).
+pub fn nothing_to_change(fields: &str) -> ApiError {
+    ApiError::new(super::error::ErrorCode::InvalidArgument)
+        .with_message(format!("nothing to change: send at least one of {fields}"))
 }
 
 /// Per-field problems, so one response names every invalid field (`data.fields`).

@@ -64,8 +64,8 @@ impl Money {
 impl FromStr for Money {
     type Err = MoneyError;
     fn from_str(s: &str) -> Result<Money, MoneyError> {
-        let s = s.trim();
-        // Decimal::from_str accepts forms like "1e3" and "_"; money is plain digits only.
+        // Decimal::from_str accepts forms like "1e3" and "_"; money is plain digits only, with no
+        // surrounding spaces either (a careful client never sends them; a sloppy one learns).
         let plain = !s.is_empty()
             && s.chars()
                 .all(|c| c.is_ascii_digit() || c == '.' || c == '-');

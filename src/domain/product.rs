@@ -35,6 +35,10 @@ pub fn parse_title(raw: &str) -> Result<String, String> {
             "title must be at most {TITLE_MAX_CHARS} characters"
         ));
     }
+    // NUL, escapes, line breaks: nothing a title displays, and NUL truncates in some clients.
+    if title.chars().any(char::is_control) {
+        return Err("title must not contain control characters".into());
+    }
     Ok(title.to_owned())
 }
 
@@ -43,6 +47,16 @@ pub fn parse_description(raw: &str) -> Result<String, String> {
         return Err(format!(
             "description must be at most {DESCRIPTION_MAX_CHARS} characters"
         ));
+    }
+    // Line breaks and tabs are text; NUL and other control characters are not.
+    if raw
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(
+            "description must not contain control characters other than line breaks and tabs"
+                .into(),
+        );
     }
     Ok(raw.to_owned())
 }

@@ -134,6 +134,20 @@ async fn invalid_product_fields_are_named() {
             json!({"title": "t", "price": "1.00", "stock": 1.5}),
             "stock",
         ),
+        // Careless input is refused, not guessed at.
+        (json!({"title": "t", "price": " 1.00"}), "price"),
+        (json!({"title": "t", "price": "1.00 "}), "price"),
+        (json!({"title": "t\u{0}x", "price": "1.00"}), "title"),
+        (json!({"title": "t\nx", "price": "1.00"}), "title"),
+        (
+            json!({"title": "t", "price": "1.00", "description": "a\u{0}b"}),
+            "description",
+        ),
+        (
+            json!({"title": "t", "price": "1.00", "stock": null}),
+            "stock",
+        ),
+        (json!({"title": null, "price": "1.00"}), "title"),
     ];
     for (body, field) in cases {
         let response = app
@@ -160,6 +174,29 @@ async fn invalid_product_fields_are_named() {
     assert!(error["data"]["fields"]["price"].is_string());
     let (status, _, error) = code(app.get("/api/v1/products/abc").await).await;
     assert_eq!((status, error["code"].as_u64()), (400, Some(10001)));
+    // A PATCH naming nothing it can change is a client's mistake (`titel`), not a no-op 200.
+    for body in [json!({}), json!({"titel": "typo"})] {
+        let response = app
+            .send_authed(Method::PATCH, &path, &admin, Some(&body))
+            .await;
+        let (status, code_, error) = code(response).await;
+        assert_eq!((status, code_), (400, Some(10001)), "{body}: {error}");
+    }
+    // An id is spelt one way: `01` and `+1` are not `1`.
+    let id = product["id"].as_u64().unwrap();
+    for spelling in [
+        format!("0{id}"),
+        format!("+{id}"),
+        "0".into(),
+        format!("{id}.0"),
+    ] {
+        let (status, code_, _) = code(app.get(&format!("/api/v1/products/{spelling}")).await).await;
+        assert_eq!((status, code_), (400, Some(10001)), "{spelling}");
+    }
+    assert_eq!(
+        app.get(&format!("/api/v1/products/{id}")).await.status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -193,6 +230,22 @@ async fn invalid_list_parameters_are_400_naming_the_parameter() {
     }
     let duplicate = app.get("/api/v1/products?page=1&page=2").await;
     assert_eq!(duplicate.status(), 400);
+    // A parameter a list does not take (a `sort` where there is none, a misspelling) is a 400
+    // too, not silently ignored.
+    let (_, user) = crate::spike::buyers(&app, 1).await.remove(0);
+    for path in [
+        "/api/v1/products?pagesize=5",
+        "/api/v1/spike/events?sort=start_at,desc",
+    ] {
+        let (status, code_, error) = code(app.get(path).await).await;
+        assert_eq!((status, code_), (400, Some(10001)), "{path}: {error}");
+    }
+    let (status, code_, _) = code(
+        app.get_authed("/api/v1/orders?sort=created_at,desc", &user)
+            .await,
+    )
+    .await;
+    assert_eq!((status, code_), (400, Some(10001)));
 }
 
 #[tokio::test]

@@ -580,10 +580,9 @@ async fn an_order_that_always_fails_dead_letters_and_its_reservation_returns() {
     .await;
     let admin = app.admin_token().await;
     let event = active_event(&app, &admin, 2).await;
-    // A valid token for an account that no longer exists: its order can never be inserted
-    // (the foreign key to users fails on every attempt).
-    let ghost_id = 999_999;
-    let token = app.mint_token(ghost_id);
+    // MySQL refuses this buyer's order on every attempt.
+    let (buyer, token) = buyers(&app, 1).await.remove(0);
+    app.refuse_orders_of(buyer).await;
     assert_eq!(buy(&app, &token, event).await.status(), 202);
     let shown = envelope(app.get(&format!("/api/v1/spike/events/{event}")).await).await;
     assert_eq!(shown["data"]["remaining_stock"], 1, "reserved");
@@ -602,7 +601,7 @@ async fn an_order_that_always_fails_dead_letters_and_its_reservation_returns() {
     let buyers_key = format!("{}ev:{{{event}}}:buyers", app.config.redis.prefix);
     let marked: bool = redis::cmd("SISMEMBER")
         .arg(&buyers_key)
-        .arg(ghost_id)
+        .arg(buyer)
         .query_async(&mut redis)
         .await
         .unwrap();

@@ -176,17 +176,13 @@ async fn a_transient_failure_lands_after_a_retry() {
     .await;
     let admin = app.admin_token().await;
     let event = active_event(&app, &admin, 1).await;
-    // The buyer's account row is missing at first (the order's foreign key fails), then appears.
-    let user_id = 777_777;
-    let token = app.mint_token(user_id);
+    // MySQL refuses the buyer's order at first, then takes it.
+    let (user_id, token) = buyers(&app, 1).await.remove(0);
+    app.refuse_orders_of(user_id).await;
     assert_eq!(buy(&app, &token, event).await.status(), 202);
     let retry_queue = app.topology().queue("spike.order.create.retry.1");
     app.expect_queue_len(&retry_queue, 1).await;
-    sqlx::query("INSERT INTO users (id, email, password_hash) VALUES (?, 'late@example.com', 'x')")
-        .bind(user_id)
-        .execute(&app.infra.db)
-        .await
-        .unwrap();
+    app.accept_orders_again().await;
 
     wait_for_success(&app, &token, event).await;
     app.expect_queue_len(&app.topology().dead_queue(), 0).await;

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::api::AppState;
 use crate::api::error::{ApiError, ErrorEnvelope};
-use crate::api::extract::{AdminUser, ApiJson, ApiPath, ApiQuery};
+use crate::api::extract::{AdminUser, ApiJson, ApiQuery, PathId};
 use crate::api::response::{ApiResponse, Envelope, PageView};
 use crate::api::validation::{self, FieldErrors};
 use crate::domain::flash_sale::{EventStatus, EventWindow, NewEvent, SpikeEvent};
@@ -68,25 +68,35 @@ impl From<SpikeEvent> for EventView {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct EventFields {
     #[schema(value_type = Option<u64>)]
+    #[serde(default, deserialize_with = "validation::present")]
     pub product_id: Option<Value>,
     #[schema(value_type = Option<String>, example = "Double 11 phone sale")]
+    #[serde(default, deserialize_with = "validation::present")]
     pub title: Option<Value>,
     #[schema(value_type = Option<String>, example = "99.00")]
+    #[serde(default, deserialize_with = "validation::present")]
     pub spike_price: Option<Value>,
     /// Units moved out of the product's inventory into the event.
     #[schema(value_type = Option<u32>, example = 100)]
+    #[serde(default, deserialize_with = "validation::present")]
     pub stock: Option<Value>,
     #[schema(value_type = Option<String>, format = DateTime)]
+    #[serde(default, deserialize_with = "validation::present")]
     pub start_at: Option<Value>,
     #[schema(value_type = Option<String>, format = DateTime)]
+    #[serde(default, deserialize_with = "validation::present")]
     pub end_at: Option<Value>,
     /// Must be 1: one order per buyer per event.
     #[schema(value_type = Option<u32>, example = 1)]
+    #[serde(default, deserialize_with = "validation::present")]
     pub per_user_limit: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+// An unknown parameter (a `sort` this list does not offer, a misspelt `pagesize`) is a 400,
+// not silently ignored.
+#[serde(deny_unknown_fields)]
 pub struct ListEventsParams {
     /// `upcoming`, `active` or `ended`.
     pub status: Option<String>,
@@ -226,7 +236,7 @@ pub async fn create_event(
 pub async fn update_event(
     State(state): State<AppState>,
     _admin: AdminUser,
-    ApiPath(id): ApiPath<u64>,
+    PathId(id): PathId,
     ApiJson(body): ApiJson<EventFields>,
 ) -> Result<ApiResponse<EventView>, ApiError> {
     let mut errors = FieldErrors::default();
@@ -235,6 +245,11 @@ pub async fn update_event(
     }
     let changes = parse_changes(&body, &mut errors);
     errors.into_result()?;
+    if changes.is_empty() {
+        return Err(validation::nothing_to_change(
+            "title, spike_price, stock, start_at, end_at",
+        ));
+    }
     Ok(ApiResponse::ok(
         state.flash_sale.admin.update(id, changes).await?.into(),
     ))
@@ -288,7 +303,7 @@ pub async fn list_events(
 )]
 pub async fn get_event(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<u64>,
+    PathId(id): PathId,
 ) -> Result<ApiResponse<EventView>, ApiError> {
     Ok(ApiResponse::ok(
         state.flash_sale.admin.get(id).await?.into(),
@@ -311,7 +326,7 @@ pub async fn get_event(
 pub async fn warm_up_event(
     State(state): State<AppState>,
     _admin: AdminUser,
-    ApiPath(id): ApiPath<u64>,
+    PathId(id): PathId,
 ) -> Result<ApiResponse<WarmUpView>, ApiError> {
     let warmed_now = state.flash_sale.warmup.warm_up(id).await?;
     Ok(ApiResponse::ok(WarmUpView {
@@ -336,7 +351,7 @@ pub async fn warm_up_event(
 pub async fn event_ledger(
     State(state): State<AppState>,
     _admin: AdminUser,
-    ApiPath(id): ApiPath<u64>,
+    PathId(id): PathId,
 ) -> Result<ApiResponse<LedgerView>, ApiError> {
     Ok(ApiResponse::ok(
         state.flash_sale.reconciler.ledger(id).await?.into(),

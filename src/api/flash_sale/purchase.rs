@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use crate::api::AppState;
 use crate::api::error::{ApiError, ErrorEnvelope};
-use crate::api::extract::{ApiPath, IdempotencyKey, TokenUser};
+use crate::api::extract::{IdempotencyKey, PathId, TokenUser};
 use crate::api::request_id::current_request_id;
 use crate::api::response::{ApiResponse, Envelope};
 use crate::service::flash_sale::{BuyRequest, BuyResult};
@@ -76,7 +76,7 @@ impl From<BuyResult> for ResultView {
 pub async fn buy(
     State(state): State<AppState>,
     TokenUser(user): TokenUser,
-    ApiPath(id): ApiPath<u64>,
+    PathId(id): PathId,
     IdempotencyKey(key): IdempotencyKey,
     headers: HeaderMap,
 ) -> Result<ApiResponse<QueuedView>, ApiError> {
@@ -133,7 +133,7 @@ pub struct PurchaseTokenView {
 pub async fn purchase_token(
     State(state): State<AppState>,
     TokenUser(user): TokenUser,
-    ApiPath(id): ApiPath<u64>,
+    PathId(id): PathId,
     headers: HeaderMap,
 ) -> Result<ApiResponse<PurchaseTokenView>, ApiError> {
     let proof = headers
@@ -162,7 +162,7 @@ pub async fn purchase_token(
 pub async fn buy_result(
     State(state): State<AppState>,
     TokenUser(user): TokenUser,
-    ApiPath(id): ApiPath<u64>,
+    PathId(id): PathId,
 ) -> Result<ApiResponse<ResultView>, ApiError> {
     Ok(ApiResponse::ok(
         state.flash_sale.purchase.result(id, user.id).await?.into(),

@@ -206,11 +206,14 @@ impl AuthService {
         Ok(pair)
     }
 
-    /// Revokes the family of `refresh_token`. Logging out twice is fine; an unknown token is not.
+    /// Revokes the family of `refresh_token`. Answers the same whether the token was live, spent,
+    /// revoked or never existed (RFC 7009 §2.2): logging out twice is fine, and the answer tells
+    /// a caller nothing about which tokens exist.
     pub async fn logout(&self, refresh_token: &str) -> Result<(), ServiceError> {
         let hash = tokens::hash_refresh_token(refresh_token);
         let Some(row) = refresh_tokens::find(&self.inner.db, &hash).await? else {
-            return Err(ServiceError::RefreshTokenInvalid);
+            tracing::info!("logout with an unknown refresh token");
+            return Ok(());
         };
         refresh_tokens::revoke_family(&self.inner.db, &row.family_id, mysql::now_utc()).await?;
         tracing::info!(user_id = row.user_id, "logout");

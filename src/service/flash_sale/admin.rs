@@ -25,6 +25,17 @@ pub struct EventChanges {
     pub end_at: Option<OffsetDateTime>,
 }
 
+impl EventChanges {
+    /// True when it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.title.is_none()
+            && self.spike_price.is_none()
+            && self.stock.is_none()
+            && self.start_at.is_none()
+            && self.end_at.is_none()
+    }
+}
+
 #[derive(Clone)]
 pub struct EventAdmin {
     db: MySqlPool,

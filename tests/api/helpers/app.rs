@@ -188,6 +188,29 @@ impl TestApp {
             .unwrap();
     }
 
+    /// Makes MySQL refuse every order of `user_id` (a trigger raising an error), as it would
+    /// refuse a row it cannot take: the worker's statement fails on every attempt until
+    /// [`TestApp::accept_orders_again`].
+    pub async fn refuse_orders_of(&self, user_id: u64) {
+        // A trigger takes no bind parameters; the id is a number.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE TRIGGER test_refuse_orders BEFORE INSERT ON orders FOR EACH ROW \
+             IF NEW.user_id = {user_id} THEN \
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'test: this order is refused'; \
+             END IF"
+        )))
+        .execute(&self.infra.db)
+        .await
+        .expect("create the refusing trigger");
+    }
+
+    pub async fn accept_orders_again(&self) {
+        sqlx::query("DROP TRIGGER IF EXISTS test_refuse_orders")
+            .execute(&self.infra.db)
+            .await
+            .expect("drop the refusing trigger");
+    }
+
     /// Waits (up to 5 s) until `queue` holds exactly `expected` messages; fails at once on more.
     /// The broker's queue statistics trail publisher confirms by a moment.
     pub async fn expect_queue_len(&self, queue: &str, expected: u32) {
