@@ -4,12 +4,18 @@
 //! workers may run. The handlers here decide; `repo::amqp::consumer` acknowledges, retries and
 //! dead-letters.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::repo::amqp::consumer::{self, Batching, Decision, Handler, Message, RetryPolicy, Route};
+use crate::repo::amqp::consumer::{
+    self, Activity, Batching, Decision, Handler, Message, RetryPolicy, Route,
+};
 use crate::repo::amqp::{ORDER_CLOSE, ORDER_CLOSE_DELAY, ORDER_CREATE};
+use crate::repo::redis::consumer_reports::{ConsumerReport, ConsumerReports};
 use crate::repo::{Infra, RepoError};
 use crate::service::flash_sale::{FlashSale, Fulfilment};
 use crate::service::messages::{OrderCloseMessage, REQUEST_ID_HEADER, ReservationGroup};
@@ -46,6 +52,16 @@ pub async fn run(
         max: usize::from(config.flash_sale.batch_max),
         wait: config.flash_sale.batch_wait,
     };
+    // What the order consumer holds, reported for the reconciler (it proves a quiet queue
+    // before releasing units a re-warm held back).
+    let creator_activity = Arc::new(Activity::default());
+    let reporter = tokio::spawn(report_activity(
+        ConsumerReports::new(infra.redis.clone(), &config.redis.prefix, ORDER_CREATE),
+        creator_activity.clone(),
+        (config.flash_sale.scheduler_interval / 2).max(Duration::from_millis(50)),
+        shutdown.clone(),
+    ));
+    let closer_activity = Activity::default();
     let closer_handler = OrderCloser { orders };
     let creator_handler = OrderCreator {
         fulfilment: flash_sale.fulfilment,
@@ -66,6 +82,7 @@ pub async fn run(
         prefetch,
         shutdown.clone(),
         &closer_handler,
+        &closer_activity,
     );
     let creator = consumer::run(
         &infra.amqp,
@@ -79,6 +96,7 @@ pub async fn run(
         config.flash_sale.order_create_prefetch(prefetch),
         shutdown.clone(),
         &creator_handler,
+        &creator_activity,
     );
     // The first consumer to stop (shutdown, or a failure) stops the others.
     let closed = tokio::select! {
@@ -92,7 +110,42 @@ pub async fn run(
     if housekeeping.await.is_err() {
         tracing::error!("flash-sale housekeeping task panicked");
     }
+    if reporter.await.is_err() {
+        tracing::error!("consumer activity reporter panicked");
+    }
     closed
+}
+
+/// Every `every` until `shutdown`: writes what this worker's order consumer holds and has
+/// settled (see `repo::redis::consumer_reports`). A failed write is logged; the report goes
+/// stale and the reconciler releases nothing until it is fresh again.
+async fn report_activity(
+    reports: ConsumerReports,
+    activity: Arc<Activity>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let consumer = uuid::Uuid::new_v4().simple().to_string();
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+        let (held, settled) = activity.snapshot();
+        let at_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let report = ConsumerReport {
+            held,
+            settled,
+            at_ms,
+        };
+        if let Err(error) = reports.write(&consumer, report).await {
+            tracing::warn!(%error, "could not report the order consumer's activity");
+        }
+    }
+    // A stopped consumer holds nothing; its report is dropped once stale.
+    let _ = reports.forget(&[consumer]).await;
 }
 
 /// Every `interval` until `shutdown`: warm the events about to start (or running cold), then

@@ -219,6 +219,70 @@ async fn after_redis_loses_an_active_event_it_rewarms_holding_back_queued_reserv
 }
 
 #[tokio::test]
+async fn units_held_back_after_redis_lost_an_event_go_back_on_sale_once_proven_free() {
+    // The reservations wait in the queue while Redis loses the event; the re-warm holds back
+    // what they may still become (2 units per message). Then a worker drains them and its
+    // reconciler must give the units left over back, with no operator.
+    let app = spawn_app_with(
+        TestOptions::default()
+            .env("SPIKE_FLASH_SALE_PUBLISH_GROUP_MAX", "2")
+            .env("SPIKE_FLASH_SALE_SCHEDULER_INTERVAL", "200ms"),
+    )
+    .await;
+    let admin = app.admin_token().await;
+    let event = active_event(&app, &admin, 10).await;
+    let people = buyers(&app, 14).await;
+    for (_, token) in &people[..3] {
+        assert_eq!(buy(&app, token, event).await.status(), 202);
+    }
+    app.expect_queue_len(&app.topology().queue("spike.order.create"), 3)
+        .await;
+    app.forget_event_keys(event).await;
+    let (status, code_, _) = code(buy(&app, &people[3].1, event).await).await;
+    assert_eq!((status, code_), (503, Some(10008)), "fail closed");
+    let ledger = app.ledger(&admin, event).await;
+    assert_eq!(ledger["redis_stock"], 4, "six units held back: {ledger}");
+
+    app.start_worker();
+    for (_, token) in &people[..3] {
+        wait_for_success(&app, token, event).await;
+    }
+    wait_for(
+        "the held-back units to be released",
+        StdDuration::from_secs(15),
+        || async {
+            let ledger = app.ledger(&admin, event).await;
+            ledger["drift"] == 0 && ledger["redis_stock"] == 7
+        },
+    )
+    .await;
+
+    // Every unit sells, and not one more.
+    let mut answers = Vec::new();
+    for (_, token) in &people[3..] {
+        answers.push(code(buy(&app, token, event).await).await.0);
+    }
+    assert_eq!(
+        answers.iter().filter(|&&s| s == 202).count(),
+        7,
+        "{answers:?}"
+    );
+    assert_eq!(
+        answers.iter().filter(|&&s| s == 409).count(),
+        4,
+        "{answers:?}"
+    );
+    for (_, token) in &people[3..10] {
+        wait_for_success(&app, token, event).await;
+    }
+    let ledger = app.ledger(&admin, event).await;
+    assert_eq!(ledger["live_orders"], 10, "{ledger}");
+    assert_eq!(ledger["redis_stock"], 0, "{ledger}");
+    assert_eq!(ledger["drift"], 0, "{ledger}");
+    assert_eq!(app.event_stock(event).await, 0);
+}
+
+#[tokio::test]
 async fn a_full_order_queue_refuses_the_purchase_and_undoes_the_reservation() {
     let app =
         spawn_app_with(TestOptions::default().env("SPIKE_FLASH_SALE_QUEUE_MAX_LENGTH", "2")).await;

@@ -5,6 +5,7 @@
 //! each; they know no lapin types.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -94,6 +95,25 @@ pub struct Route {
     pub defer_to: Option<&'static str>,
 }
 
+/// What a consumer has in hand, for proving a queue quiet (the reconciler's release of held-back
+/// units): the broker's queue depth counts ready messages only, not those delivered to a
+/// consumer and not yet settled.
+#[derive(Debug, Default)]
+pub struct Activity {
+    held: AtomicU64,
+    settled: AtomicU64,
+}
+
+impl Activity {
+    /// Deliveries taken from the channel and not yet settled, and deliveries settled so far.
+    pub fn snapshot(&self) -> (u64, u64) {
+        (
+            self.held.load(Ordering::Acquire),
+            self.settled.load(Ordering::Acquire),
+        )
+    }
+}
+
 /// Pause before a message handed back with [`RetryPolicy::Requeue`] is requeued, so a broken
 /// dependency is not hammered in a tight loop.
 const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
@@ -107,9 +127,10 @@ enum Settle {
 }
 
 /// Consumes `route.queue` until `shutdown`, handing the handler batches as `batching` says with
-/// up to `prefetch` deliveries unacknowledged. The batch in hand at shutdown finishes and is
-/// settled; unacknowledged deliveries return to the queue when the channel closes, so nothing is
-/// lost.
+/// up to `prefetch` deliveries unacknowledged, and counting in `activity` what it holds. The
+/// batch in hand at shutdown finishes and is settled; unacknowledged deliveries return to the
+/// queue when the channel closes, so nothing is lost.
+#[allow(clippy::too_many_arguments)]
 pub async fn run<H: Handler>(
     amqp: &Amqp,
     topology: &Topology,
@@ -118,6 +139,7 @@ pub async fn run<H: Handler>(
     prefetch: u16,
     shutdown: CancellationToken,
     handler: &H,
+    activity: &Activity,
 ) -> Result<(), RepoError> {
     let queue = topology.queue(route.queue);
     let channel = amqp.create_channel().await?;
@@ -143,15 +165,22 @@ pub async fn run<H: Handler>(
         });
     let mut deliveries = std::pin::pin!(deliveries);
     while let Some(first) = deliveries.next().await {
+        activity.held.fetch_add(1, Ordering::AcqRel);
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + batching.wait;
         while batch.len() < batching.max {
             match tokio::time::timeout_at(deadline, deliveries.next()).await {
-                Ok(Some(delivery)) => batch.push(delivery),
+                Ok(Some(delivery)) => {
+                    activity.held.fetch_add(1, Ordering::AcqRel);
+                    batch.push(delivery);
+                }
                 Ok(None) | Err(_) => break,
             }
         }
         consume_batch(amqp, topology, &route, handler, &batch).await;
+        let n = batch.len() as u64;
+        activity.settled.fetch_add(n, Ordering::AcqRel);
+        activity.held.fetch_sub(n, Ordering::AcqRel);
     }
     if !shutdown.is_cancelled() {
         // The broker cancelled the consumer or the channel died for good: let the process fail

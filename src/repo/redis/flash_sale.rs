@@ -29,6 +29,8 @@ static TOUCH_RESERVATION: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/touch_reservation.lua")));
 static RETURN_UNIT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/return_unit.lua")));
+static RELEASE_HELD_BACK: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/release_held_back.lua")));
 
 /// The pub/sub channel announcing "stock came back to event <id>" (the message is the id), so
 /// every API replica clears its local sold-out flag.
@@ -264,6 +266,28 @@ impl EventStore {
             .invoke_async(&mut self.conn())
             .await?;
         Ok(returned == 1)
+    }
+
+    /// Adds `units` a re-warm held back, provided the stock is still `expected` and no
+    /// reservation is pending (nothing moved since the caller read them); announces it. False
+    /// when something moved.
+    pub async fn release_held_back(
+        &self,
+        event_id: u64,
+        expected: i64,
+        units: u32,
+    ) -> Result<bool, RepoError> {
+        let keys = self.keys(event_id);
+        let released: i64 = RELEASE_HELD_BACK
+            .key(keys.stock())
+            .key(keys.reservations())
+            .arg(expected)
+            .arg(units)
+            .arg(&self.channel)
+            .arg(event_id)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(released == 1)
     }
 
     /// Sets the event's keys (see [`WarmMode`]); true when the stock was set now.

@@ -1,10 +1,11 @@
 //! Redis: the shared multiplexed connection, the liveness check, key naming, and one module per
-//! use (rate limits so far). Lua scripts live in `scripts/`, each with a header listing its KEYS,
+//! use (flash sales, consumer reports, the product cache, rate limits). Lua scripts live in `scripts/`, each with a header listing its KEYS,
 //! ARGV and return values.
 //!
 //! One `ConnectionManager` per process multiplexes every command over a single connection and
 //! reconnects by itself after a failure; it is cheap to clone into each task.
 
+pub mod consumer_reports;
 pub mod flash_sale;
 pub mod product_cache;
 pub mod rate_limit;

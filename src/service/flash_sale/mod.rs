@@ -44,6 +44,7 @@ use super::catalog::CatalogService;
 use super::messages::ReservationGroup;
 use crate::config::FlashSaleSettings;
 use crate::repo::amqp::ORDER_CREATE;
+use crate::repo::redis::consumer_reports::ConsumerReports;
 use crate::repo::redis::flash_sale::EventStore;
 use crate::repo::{Amqp, Infra, Topology};
 use purchase_token::PurchaseTokens;
@@ -98,7 +99,13 @@ impl FlashSale {
                 fulfilment.clone(),
                 purchase_tokens,
             ),
-            reconciler: Reconciler::new(settings, infra.db.clone(), store, queue),
+            reconciler: Reconciler::new(
+                settings,
+                infra.db.clone(),
+                store,
+                queue,
+                ConsumerReports::new(infra.redis.clone(), redis_prefix, ORDER_CREATE),
+            ),
             warmup,
             fulfilment,
         }
@@ -127,6 +134,21 @@ impl OrderQueue {
             .publish(&self.topology.exchange(), ORDER_CREATE, &payload, None)
             .await?;
         Ok(())
+    }
+
+    /// Ready messages in the order queue and its retry queues together, and the order queue's
+    /// consumers (the broker does not count what they hold: see `consumer_reports`).
+    async fn ready_and_consumers(&self) -> Result<(u64, u32), ServiceError> {
+        let mut ready = 0;
+        let mut consumers = 0;
+        for queue in self.topology.order_create_queues() {
+            let depth = self.amqp.queue_depth(&queue).await?;
+            ready += u64::from(depth.messages);
+            if queue == self.topology.queue(ORDER_CREATE) {
+                consumers = depth.consumers;
+            }
+        }
+        Ok((ready, consumers))
     }
 
     /// Reservations MySQL may not have seen yet: every message waiting in the order queue and

@@ -8,6 +8,20 @@
 //!
 //! It also keeps each event's ledger: at quiescence `redis_stock + pending + live_orders` must
 //! equal the allotted stock; the difference is logged and exported as `spike_reconciler_drift`.
+//!
+//! And it gives back units a re-warm held back. After Redis lost an active event's keys, the
+//! re-warm cannot see the reservations still travelling through the queues, so it holds back as
+//! many units as could be in flight; once those messages are through, the units left over are
+//! free but stranded (a positive drift: MySQL has them, Redis does not). They go back to Redis
+//! only when nothing can be in flight, proven on two passes in a row: no ready message in the
+//! order queue or its retry queues, every consumer of the order queue (as many as the broker
+//! counts) reporting nothing in hand, and none having settled anything between the two passes
+//! (so no delivery was on the wire during the first). The release itself is one script that
+//! adds the drift only if the stock is still what the ledger read and no reservation is pending,
+//! so a concurrent buy makes it wait for the next pass instead of counting a unit twice; and
+//! only a drift seen on two passes is released, as a unit being returned by a close (MySQL
+//! first, Redis a moment later) shows as a drift for that moment. The same release heals a unit
+//! stranded when Redis failed between a close's commit and its return.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,8 +33,10 @@ use time::OffsetDateTime;
 
 use super::{OrderQueue, RESULT_TTL_SECS, unix_millis};
 use crate::config::FlashSaleSettings;
+use crate::domain::flash_sale::EventStatus;
 use crate::domain::flash_sale::{BuyerOutcome, SpikeEvent};
 use crate::repo::mysql::spike_events;
+use crate::repo::redis::consumer_reports::ConsumerReports;
 use crate::repo::redis::flash_sale::{EventStore, PendingReservation};
 use crate::service::ServiceError;
 use crate::service::messages::{ReservationGroup, ReservationMessage};
@@ -57,6 +73,27 @@ pub struct ReconcileReport {
     pub republished: usize,
     /// Stale reservations whose order existed already (their settle was lost).
     pub settled: usize,
+    /// Units a re-warm held back, given back to Redis once proven free.
+    pub released: u32,
+}
+
+/// A moment at which nothing was in flight on the order queue, as far as the broker and the
+/// consumers' reports tell (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct QuietQueue {
+    at_ms: i64,
+    /// Each consumer's settled count then.
+    settled: HashMap<String, u64>,
+    /// The oldest of those reports.
+    oldest_report_ms: i64,
+}
+
+impl QuietQueue {
+    /// Quiet now and at `earlier`, with every consumer having reported since `earlier` and
+    /// settled nothing in between.
+    fn confirms(&self, earlier: &QuietQueue) -> bool {
+        self.settled == earlier.settled && self.oldest_report_ms > earlier.at_ms
+    }
 }
 
 #[derive(Clone)]
@@ -73,7 +110,16 @@ pub struct Reconciler {
     /// Drift seen on the previous pass per event, so only a drift that persists is warned about
     /// (a reservation being settled shows as a drift of one for a moment).
     last_drift: Arc<Mutex<HashMap<u64, i64>>>,
+    /// What the order queue's consumers report holding.
+    consumer_reports: ConsumerReports,
+    /// A report older than this is stale: its consumer may hold anything.
+    report_fresh_for: Duration,
+    /// The previous pass's quiet observation, if it was quiet.
+    last_quiet: Arc<Mutex<Option<QuietQueue>>>,
 }
+
+/// Reports of consumers gone this long are dropped.
+const FORGET_REPORTS_AFTER: Duration = Duration::from_secs(60);
 
 impl Reconciler {
     pub(super) fn new(
@@ -81,6 +127,7 @@ impl Reconciler {
         db: MySqlPool,
         store: EventStore,
         queue: OrderQueue,
+        consumer_reports: ConsumerReports,
     ) -> Reconciler {
         Reconciler {
             db,
@@ -90,6 +137,10 @@ impl Reconciler {
             keys_retention: settings.keys_retention,
             warmup_lead: settings.warmup_lead,
             last_drift: Arc::default(),
+            consumer_reports,
+            // Consumers report every half interval; three intervals of silence is a dead one.
+            report_fresh_for: (settings.scheduler_interval * 3).max(Duration::from_secs(2)),
+            last_quiet: Arc::default(),
         }
     }
 
@@ -134,6 +185,13 @@ impl Reconciler {
         };
         let now_ms = unix_millis(now);
         let stale_ms = self.stale_after.as_millis() as i64;
+        let quiet = self.observe_quiet_queue(now_ms).await?;
+        let proven_quiet = {
+            let mut last = self.last_quiet.lock().expect("quiet memory poisoned");
+            let proven = matches!((&quiet, last.as_ref()), (Some(now), Some(before)) if now.confirms(before));
+            *last = quiet;
+            proven
+        };
         for event in &events {
             let pending = self.store.pending_reservations(event.id).await?;
             for reservation in pending
@@ -149,7 +207,13 @@ impl Reconciler {
                     report.settled += 1;
                 }
             }
-            self.check_drift(event).await?;
+            let (ledger, previous_drift) = self.check_drift(event).await?;
+            // The same drift on the last pass too: a unit being returned right now (a close
+            // commits in MySQL, then gives the unit to Redis) shows as a drift for a moment.
+            let settled_drift = previous_drift.is_some() && previous_drift == ledger.drift;
+            if proven_quiet && settled_drift && event.window.status_at(now) == EventStatus::Active {
+                report.released += self.release_held_back(&ledger).await?;
+            }
         }
         if report.republished + report.settled > 0 {
             tracing::warn!(
@@ -202,10 +266,81 @@ impl Reconciler {
         Ok(true)
     }
 
-    async fn check_drift(&self, event: &SpikeEvent) -> Result<(), ServiceError> {
+    /// Whether the order queue is quiet now: no ready message in it or its retry queues, and
+    /// every consumer the broker counts reporting (freshly) nothing in hand. Stale reports of
+    /// consumers long gone are dropped on the way.
+    async fn observe_quiet_queue(&self, now_ms: i64) -> Result<Option<QuietQueue>, ServiceError> {
+        let (ready, consumers) = self.queue.ready_and_consumers().await?;
+        if ready > 0 {
+            return Ok(None);
+        }
+        let reports = self.consumer_reports.read().await?;
+        let fresh_ms = self.report_fresh_for.as_millis() as i64;
+        let forget_ms = FORGET_REPORTS_AFTER.as_millis() as i64;
+        let gone: Vec<String> = reports
+            .iter()
+            .filter(|(_, report)| now_ms - report.at_ms > forget_ms)
+            .map(|(consumer, _)| consumer.clone())
+            .collect();
+        self.consumer_reports.forget(&gone).await?;
+        let fresh: Vec<_> = reports
+            .into_iter()
+            .filter(|(_, report)| now_ms - report.at_ms <= fresh_ms)
+            .collect();
+        if fresh.len() < consumers as usize || fresh.iter().any(|(_, report)| report.held > 0) {
+            return Ok(None);
+        }
+        Ok(Some(QuietQueue {
+            at_ms: now_ms,
+            oldest_report_ms: fresh
+                .iter()
+                .map(|(_, report)| report.at_ms)
+                .min()
+                .unwrap_or(now_ms),
+            settled: fresh
+                .into_iter()
+                .map(|(consumer, report)| (consumer, report.settled))
+                .collect(),
+        }))
+    }
+
+    /// Gives a warm event's stranded units (a positive drift with nothing pending) back to
+    /// Redis; the queue has been proven quiet. Returns how many went back.
+    async fn release_held_back(&self, ledger: &Ledger) -> Result<u32, ServiceError> {
+        let (Some(drift), Some(stock)) = (ledger.drift, ledger.redis_stock) else {
+            return Ok(0);
+        };
+        if drift <= 0 || ledger.pending_reservations > 0 {
+            return Ok(0);
+        }
+        let units = u32::try_from(drift).unwrap_or(u32::MAX);
+        if !self
+            .store
+            .release_held_back(ledger.event_id, stock, units)
+            .await?
+        {
+            return Ok(0);
+        }
+        self.last_drift
+            .lock()
+            .expect("drift memory poisoned")
+            .insert(ledger.event_id, 0);
+        metrics::gauge!("spike_reconciler_drift", "event_id" => ledger.event_id.to_string())
+            .set(0.0);
+        metrics::counter!("spike_reconciler_released_units_total").increment(u64::from(units));
+        tracing::warn!(
+            event_id = ledger.event_id,
+            units,
+            "units a re-warm held back are proven free and back on sale"
+        );
+        Ok(units)
+    }
+
+    /// The event's ledger, with the drift the previous pass saw.
+    async fn check_drift(&self, event: &SpikeEvent) -> Result<(Ledger, Option<i64>), ServiceError> {
         let ledger = self.ledger_of(event).await?;
         let Some(drift) = ledger.drift else {
-            return Ok(());
+            return Ok((ledger, None));
         };
         metrics::gauge!("spike_reconciler_drift", "event_id" => event.id.to_string())
             .set(drift as f64);
@@ -222,6 +357,32 @@ impl Reconciler {
                 "flash-sale ledger does not balance (redis stock + reservations + live orders != allotted)"
             );
         }
-        Ok(())
+        Ok((ledger, previous))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quiet(at_ms: i64, oldest_report_ms: i64, settled: &[(&str, u64)]) -> QuietQueue {
+        QuietQueue {
+            at_ms,
+            oldest_report_ms,
+            settled: settled.iter().map(|(c, n)| (c.to_string(), *n)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_quiet_queue_is_proven_only_by_fresh_reports_of_the_same_idle_consumers() {
+        let before = quiet(1_000, 900, &[("a", 5), ("b", 7)]);
+        assert!(quiet(2_000, 1_500, &[("a", 5), ("b", 7)]).confirms(&before));
+        // A consumer settled something in between: a delivery was in flight at the first look.
+        assert!(!quiet(2_000, 1_500, &[("a", 6), ("b", 7)]).confirms(&before));
+        // A report written before the first look says nothing about the time since.
+        assert!(!quiet(2_000, 950, &[("a", 5), ("b", 7)]).confirms(&before));
+        // Another set of consumers (one joined or left).
+        assert!(!quiet(2_000, 1_500, &[("a", 5)]).confirms(&before));
+        assert!(!quiet(2_000, 1_500, &[("a", 5), ("b", 7), ("c", 0)]).confirms(&before));
     }
 }
