@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (CI runs it through .ci/run):
 # services up → leftovers of killed test runs removed → fmt → clippy → Docker file lint →
-# .sqlx/ offline query data up to date → all tests.
+# .sqlx/ offline query data up to date → all tests → a bounded schemathesis pass (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,3 +27,6 @@ scripts/sqlx-prepare.sh --check
 
 step "tests"
 cargo test --locked
+
+step "fuzz: the OpenAPI document against the running server (schemathesis)"
+scripts/fuzz.sh

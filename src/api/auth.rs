@@ -24,14 +24,13 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(me))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+/// The body of `/auth/register` and `/auth/login` (documented as `schemas::RegistrationBody`
+/// and `schemas::LoginBody`).
+#[derive(Debug, Deserialize)]
 pub struct Credentials {
     #[serde(default)]
-    #[schema(example = "ada@example.com")]
     pub email: String,
-    /// 8 to 128 characters.
     #[serde(default)]
-    #[schema(example = "correct horse battery staple")]
     pub password: String,
 }
 
@@ -79,7 +78,8 @@ impl From<TokenPair> for TokenPairView {
     }
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+/// Documented as `schemas::RefreshTokenBody`.
+#[derive(Debug, Deserialize)]
 pub struct RefreshTokenBody {
     #[serde(default)]
     pub refresh_token: String,
@@ -91,7 +91,7 @@ pub struct RefreshTokenBody {
     post,
     path = "/auth/register",
     tag = "auth",
-    request_body = Credentials,
+    request_body = crate::api::schemas::RegistrationBody,
     responses(
         (status = 201, description = "registered", body = Envelope<UserView>),
         (status = 400, description = "invalid email or password (10001, `data.fields`)", body = ErrorEnvelope),
@@ -120,7 +120,7 @@ pub async fn register(
     post,
     path = "/auth/login",
     tag = "auth",
-    request_body = Credentials,
+    request_body = crate::api::schemas::LoginBody,
     responses(
         (status = 200, description = "signed in", body = Envelope<TokenPairView>),
         (status = 401, description = "wrong email or password (20002)", body = ErrorEnvelope),
@@ -142,7 +142,7 @@ pub async fn login(
     post,
     path = "/auth/refresh",
     tag = "auth",
-    request_body = RefreshTokenBody,
+    request_body = crate::api::schemas::RefreshTokenBody,
     responses(
         (status = 200, description = "new pair", body = Envelope<TokenPairView>),
         (status = 401, description = "invalid, expired, revoked or reused (20003)", body = ErrorEnvelope),
@@ -164,7 +164,7 @@ pub async fn refresh(
     post,
     path = "/auth/logout",
     tag = "auth",
-    request_body = RefreshTokenBody,
+    request_body = crate::api::schemas::RefreshTokenBody,
     responses(
         (status = 200, description = "signed out, or the token was already spent, revoked or unknown (RFC 7009); `data` is null", body = Envelope<Option<String>>),
         (status = 400, description = "no refresh_token (10001, `data.fields`)", body = ErrorEnvelope),

@@ -4,7 +4,13 @@
 //! `utoipa_axum::routes!`, so the document is assembled from the same router that serves
 //! requests and cannot drift from it. The Swagger UI assets are compiled into the binary
 //! (`utoipa-swagger-ui/vendored`): the page works on a server with no internet access.
+//!
+//! [`complete`] then adds what every operation shares instead of repeating it in each
+//! annotation: the error answers any request can get (400 for bad input, 401 without a valid
+//! token, 403 for a non-admin on an admin route, and a `default` envelope for the rest: 408,
+//! 413, 429, 500, 503), and the exact shape of a path id.
 
+use serde_json::{Value, json};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
@@ -48,4 +54,78 @@ impl utoipa::Modify for BearerAuth {
             ),
         );
     }
+}
+
+/// The role a route needs, as OpenAPI 3.1 lets a security requirement name it:
+/// `security(("bearer" = ["admin"]))`.
+const ADMIN_ROLE: &str = "admin";
+
+/// Adds to every operation the answers the middleware and the extractors give any request (see
+/// the module docs), and types every `{id}` as the server reads it.
+pub fn complete(openapi: utoipa::openapi::OpenApi) -> Value {
+    let mut doc = serde_json::to_value(&openapi).expect("the OpenAPI document serializes");
+    let error = |description: &str| {
+        json!({
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
+        })
+    };
+    let paths = doc["paths"].as_object_mut().into_iter().flatten();
+    for operation in paths.flat_map(|(_, item)| item.as_object_mut().into_iter().flatten()) {
+        let (_, operation) = operation;
+        let Some(operation) = operation.as_object_mut() else {
+            continue;
+        };
+        let takes_input =
+            operation.contains_key("parameters") || operation.contains_key("requestBody");
+        let roles: Vec<&str> = operation
+            .get("security")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|requirement| requirement.get("bearer")?.as_array())
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let secured = operation
+            .get("security")
+            .and_then(Value::as_array)
+            .is_some_and(|requirements| !requirements.is_empty());
+        let admin = roles.contains(&ADMIN_ROLE);
+        if let Some(parameters) = operation
+            .get_mut("parameters")
+            .and_then(Value::as_array_mut)
+        {
+            for parameter in parameters {
+                if parameter["in"] == "path" && parameter["name"] == "id" {
+                    parameter["schema"] =
+                        json!({"type": "integer", "format": "int64", "minimum": 1});
+                }
+            }
+        }
+        let responses = operation
+            .entry("responses")
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .expect("responses is an object");
+        if takes_input {
+            responses.entry("400").or_insert_with(|| {
+                error("invalid input, every bad field named in `data.fields` (10001)")
+            });
+        }
+        if secured {
+            responses.entry("401").or_insert_with(|| {
+                error("missing, malformed, expired or forged token, or its user is gone (10002)")
+            });
+        }
+        if admin {
+            responses
+                .entry("403")
+                .or_insert_with(|| error("the admin role is required (10003)"));
+        }
+        responses.entry("default").or_insert_with(|| {
+            error("any other error of API.md's table, in the envelope: 408 body too slow and 413 body too large (10001/10010), 429 rate limited (10006, Retry-After), 500 (10007), 503 dependency unavailable or request timeout (10008, Retry-After)")
+        });
+    }
+    doc
 }

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::{ApiError, ErrorCode, ErrorEnvelope};
-use super::response::ApiResponse;
+use super::response::{ApiResponse, Envelope};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthStatus {
@@ -47,7 +47,7 @@ pub async fn healthz() -> Json<HealthStatus> {
     path = "/readyz",
     tag = "service",
     responses(
-        (status = 200, description = "every dependency answers", body = ReadinessReport),
+        (status = 200, description = "every dependency answers", body = Envelope<ReadinessReport>),
         (status = 503, description = "a dependency is down", body = ErrorEnvelope),
     )
 )]

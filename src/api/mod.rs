@@ -12,6 +12,7 @@ pub mod orders;
 pub mod products;
 pub mod request_id;
 pub mod response;
+pub mod schemas;
 pub mod serve;
 pub mod validation;
 
@@ -84,9 +85,10 @@ pub fn router(
                 .merge(flash_sale::router()),
         )
         .split_for_parts();
+    let openapi = docs::complete(openapi);
     let app = routes
         .merge(extra)
-        .merge(SwaggerUi::new(docs::DOCS_PATH).url(docs::OPENAPI_PATH, openapi))
+        .merge(SwaggerUi::new(docs::DOCS_PATH).external_url_unchecked(docs::OPENAPI_PATH, openapi))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);

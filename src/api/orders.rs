@@ -90,9 +90,8 @@ impl From<Order> for OrderView {
 
 /// `{"items": [{"product_id": 1, "quantity": 2}]}`. Lines naming the same product are merged;
 /// quantities are 1 to 100 per product, at most 50 products.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 pub struct CreateOrderBody {
-    #[schema(value_type = Vec<Object>, example = json!([{"product_id": 1, "quantity": 2}]))]
     #[serde(default)]
     pub items: Value,
 }
@@ -104,10 +103,13 @@ pub struct CreateOrderBody {
 #[serde(deny_unknown_fields)]
 pub struct ListOrdersParams {
     /// Page number, from 1 (default 1).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     pub page: Option<String>,
     /// Items per page, 1 to 100 (default 20).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     pub page_size: Option<String>,
     /// Only orders in this status.
+    #[param(value_type = Option<String>, pattern = r"^(pending_payment|paid|cancelled|closed)$")]
     pub status: Option<String>,
 }
 
@@ -146,8 +148,8 @@ fn parse_items(items: &Value) -> Result<OrderRequest, ApiError> {
     path = "/orders",
     tag = "orders",
     security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "up to 128 characters; makes retries safe")),
-    request_body = CreateOrderBody,
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 128, description = "1 to 128 ASCII characters; makes retries safe")),
+    request_body = crate::api::schemas::NewOrderBody,
     responses(
         (status = 201, description = "placed (or replayed)", body = Envelope<OrderView>),
         (status = 400, description = "invalid items (10001, `data.fields`)", body = ErrorEnvelope),

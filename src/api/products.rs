@@ -63,19 +63,15 @@ pub struct StockView {
 /// Fields of a product. On create `title` and `price` are required (`description` defaults to
 /// empty, `stock` to 0); on update every field is optional and `stock` is the new absolute stock.
 /// Values are taken as raw JSON so each wrong one is reported by name.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize)]
 pub struct ProductFields {
-    #[schema(value_type = Option<String>, example = "Phone X")]
     #[serde(default, deserialize_with = "validation::present")]
     pub title: Option<Value>,
-    #[schema(value_type = Option<String>, example = "The phone everyone wants")]
     #[serde(default, deserialize_with = "validation::present")]
     pub description: Option<Value>,
     /// Decimal string, at most two places, not negative.
-    #[schema(value_type = Option<String>, example = "1999.00")]
     #[serde(default, deserialize_with = "validation::present")]
     pub price: Option<Value>,
-    #[schema(value_type = Option<u32>, example = 100)]
     #[serde(default, deserialize_with = "validation::present")]
     pub stock: Option<Value>,
 }
@@ -88,17 +84,23 @@ pub struct ProductFields {
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// Page number, from 1 (default 1).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     pub page: Option<String>,
     /// Items per page, 1 to 100 (default 20).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     pub page_size: Option<String>,
     /// `price`, `created_at` or `title`, optionally followed by `,asc` or `,desc`
     /// (default `created_at,desc`).
+    #[param(value_type = Option<String>, pattern = r"^(price|created_at|title)(,(asc|desc))?$")]
     pub sort: Option<String>,
     /// Case-insensitive substring of the title.
+    #[param(value_type = Option<String>, max_length = 200)]
     pub q: Option<String>,
     /// Lowest price, inclusive (decimal string).
+    #[param(value_type = Option<String>, pattern = r"^[0-9]{1,10}(\.[0-9]{1,2})?$")]
     pub min_price: Option<String>,
     /// Highest price, inclusive (decimal string).
+    #[param(value_type = Option<String>, pattern = r"^[0-9]{1,10}(\.[0-9]{1,2})?$")]
     pub max_price: Option<String>,
 }
 
@@ -141,10 +143,14 @@ fn parse_list_params(params: ListParams) -> Result<ProductQuery, ApiError> {
             .unwrap_or_default(),
         None => Sort::default(),
     };
-    let title_contains = params.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
-    if title_contains.is_some_and(|q| q.chars().count() > product::TITLE_MAX_CHARS) {
+    if params
+        .q
+        .as_deref()
+        .is_some_and(|q| q.chars().count() > product::TITLE_MAX_CHARS)
+    {
         errors.add("q", "q must be at most 200 characters");
     }
+    let title_contains = params.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
     let mut price = |field: &str, raw: &Option<String>| {
         raw.as_ref().and_then(|raw| {
             errors.check(field, validation::money(&Value::String(raw.clone()), field))
@@ -238,8 +244,8 @@ pub async fn get_stock(
     post,
     path = "/products",
     tag = "products",
-    security(("bearer" = [])),
-    request_body = ProductFields,
+    security(("bearer" = ["admin"])),
+    request_body = crate::api::schemas::NewProductBody,
     responses(
         (status = 201, description = "created", body = Envelope<ProductView>),
         (status = 400, description = "invalid fields (10001, `data.fields`)", body = ErrorEnvelope),
@@ -279,9 +285,9 @@ pub async fn create_product(
     patch,
     path = "/products/{id}",
     tag = "products",
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     params(("id" = u64, Path, description = "product id")),
-    request_body = ProductFields,
+    request_body = crate::api::schemas::ProductChangesBody,
     responses(
         (status = 200, description = "updated", body = Envelope<ProductView>),
         (status = 400, description = "invalid fields (10001, `data.fields`)", body = ErrorEnvelope),
@@ -313,7 +319,7 @@ pub async fn update_product(
     delete,
     path = "/products/{id}",
     tag = "products",
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     params(("id" = u64, Path, description = "product id")),
     responses(
         (status = 200, description = "deleted; `data` is null", body = Envelope<Option<String>>),

@@ -64,13 +64,23 @@ impl Money {
 impl FromStr for Money {
     type Err = MoneyError;
     fn from_str(s: &str) -> Result<Money, MoneyError> {
-        // Decimal::from_str accepts forms like "1e3" and "_"; money is plain digits only, with no
-        // surrounding spaces either (a careful client never sends them; a sloppy one learns).
-        let plain = !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_digit() || c == '.' || c == '-');
-        if !plain {
+        // Decimal::from_str accepts forms like "1e3", "_" and "-0"; money is plain digits with
+        // at most two places and nothing around them: `^[0-9]+(\.[0-9]{1,2})?$` (the length
+        // limit is `MAX`'s).
+        let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+        let unsigned = s.strip_prefix('-').unwrap_or(s);
+        let (whole, cents) = match unsigned.split_once('.') {
+            Some((whole, cents)) => (whole, Some(cents)),
+            None => (unsigned, None),
+        };
+        if !digits(whole) || cents.is_some_and(|c| !digits(c)) {
             return Err(MoneyError::NotANumber);
+        }
+        if unsigned.len() != s.len() {
+            return Err(MoneyError::Negative);
+        }
+        if cents.is_some_and(|c| c.len() > 2) {
+            return Err(MoneyError::TooPrecise);
         }
         let amount = Decimal::from_str(s).map_err(|_| MoneyError::NotANumber)?;
         Money::new(amount)
@@ -124,8 +134,12 @@ mod tests {
         assert_eq!(money("abc"), Err(MoneyError::NotANumber));
         assert_eq!(money("10000000000.00"), Err(MoneyError::TooLarge));
         assert!(money("9999999999.99").is_ok());
-        // Trailing zeros beyond two places are still the same amount.
-        assert_eq!(money("1.500").unwrap().to_string(), "1.50");
+        // Exactly the OpenAPI pattern: no third place even when it is a zero, nothing around.
+        assert_eq!(money("1.500"), Err(MoneyError::TooPrecise));
+        assert_eq!(money("-0"), Err(MoneyError::Negative));
+        for bad in [" 1.00", "1.00 ", "+1", ".5", "1.", "1_000"] {
+            assert_eq!(money(bad), Err(MoneyError::NotANumber), "{bad:?}");
+        }
     }
 
     #[test]

@@ -25,15 +25,17 @@ pub struct Product {
 }
 
 /// A trimmed, non-empty title of at most [`TITLE_MAX_CHARS`] characters.
+/// A title: surrounding whitespace is dropped; the length limit counts what was sent (as the
+/// OpenAPI document's `maxLength` does).
 pub fn parse_title(raw: &str) -> Result<String, String> {
-    let title = raw.trim();
-    if title.is_empty() {
-        return Err("title is required".into());
-    }
-    if title.chars().count() > TITLE_MAX_CHARS {
+    if raw.chars().count() > TITLE_MAX_CHARS {
         return Err(format!(
             "title must be at most {TITLE_MAX_CHARS} characters"
         ));
+    }
+    let title = raw.trim();
+    if title.is_empty() {
+        return Err("title is required".into());
     }
     // NUL, escapes, line breaks: nothing a title displays, and NUL truncates in some clients.
     if title.chars().any(char::is_control) {
@@ -244,6 +246,7 @@ mod tests {
     #[test]
     fn field_rules() {
         assert_eq!(parse_title("  Phone ").unwrap(), "Phone");
+        assert!(parse_title("Pho\u{0}ne").is_err());
         assert!(parse_title("   ").is_err());
         assert!(parse_title(&"t".repeat(201)).is_err());
         assert!(parse_stock(-1).is_err());

@@ -236,3 +236,59 @@ async fn openapi_document_and_docs_page_are_served() {
     let response = app.get("/docs/swagger-ui.css").await;
     assert_eq!(response.status(), 200);
 }
+
+#[tokio::test]
+async fn the_openapi_document_tells_what_the_server_does() {
+    let app = spawn_app().await;
+    let doc: serde_json::Value = app.get("/api/v1/openapi.json").await.json().await.unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    let mut operations = 0;
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            operations += 1;
+            let responses = &operation["responses"];
+            let what = format!("{method} {path}");
+            assert!(responses["default"].is_object(), "{what}: no default error");
+            let secured = operation["security"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty());
+            if secured {
+                assert!(responses["401"].is_object(), "{what}: no 401");
+            }
+            if operation["parameters"].is_array() || operation["requestBody"].is_object() {
+                assert!(responses["400"].is_object(), "{what}: no 400");
+            }
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                if parameter["name"] == "id" {
+                    assert_eq!(parameter["schema"]["minimum"], 1, "{what}");
+                }
+                if parameter["name"] == "page" || parameter["name"] == "page_size" {
+                    let types = parameter["schema"]["type"].to_string();
+                    assert!(types.contains("integer"), "{what}: {parameter}");
+                }
+                if parameter["name"] == "Idempotency-Key" {
+                    assert_eq!(parameter["schema"]["maxLength"], 128, "{what}");
+                }
+            }
+        }
+    }
+    assert!(operations >= 27, "{operations}");
+    let admin_only = &paths["/api/v1/products"]["post"];
+    assert!(admin_only["responses"]["403"].is_object());
+    assert_eq!(admin_only["security"][0]["bearer"][0], "admin");
+
+    let schemas = &doc["components"]["schemas"];
+    let required = |name: &str| schemas[name]["required"].to_string();
+    assert!(
+        required("Registration").contains("email") && required("Registration").contains("password")
+    );
+    assert!(required("NewProduct").contains("title") && required("NewProduct").contains("price"));
+    assert_eq!(schemas["ProductChanges"]["minProperties"], 1);
+    let ready =
+        doc["paths"]["/readyz"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+            .to_string();
+    assert!(
+        ready.contains("Envelope"),
+        "/readyz answers in the envelope: {ready}"
+    );
+}

@@ -65,29 +65,22 @@ impl From<SpikeEvent> for EventView {
 
 /// Fields of an event. On create all but `per_user_limit` are required; on update any of
 /// `title`, `spike_price`, `stock`, `start_at`, `end_at`.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize)]
 pub struct EventFields {
-    #[schema(value_type = Option<u64>)]
     #[serde(default, deserialize_with = "validation::present")]
     pub product_id: Option<Value>,
-    #[schema(value_type = Option<String>, example = "Double 11 phone sale")]
     #[serde(default, deserialize_with = "validation::present")]
     pub title: Option<Value>,
-    #[schema(value_type = Option<String>, example = "99.00")]
     #[serde(default, deserialize_with = "validation::present")]
     pub spike_price: Option<Value>,
     /// Units moved out of the product's inventory into the event.
-    #[schema(value_type = Option<u32>, example = 100)]
     #[serde(default, deserialize_with = "validation::present")]
     pub stock: Option<Value>,
-    #[schema(value_type = Option<String>, format = DateTime)]
     #[serde(default, deserialize_with = "validation::present")]
     pub start_at: Option<Value>,
-    #[schema(value_type = Option<String>, format = DateTime)]
     #[serde(default, deserialize_with = "validation::present")]
     pub end_at: Option<Value>,
     /// Must be 1: one order per buyer per event.
-    #[schema(value_type = Option<u32>, example = 1)]
     #[serde(default, deserialize_with = "validation::present")]
     pub per_user_limit: Option<Value>,
 }
@@ -99,8 +92,11 @@ pub struct EventFields {
 #[serde(deny_unknown_fields)]
 pub struct ListEventsParams {
     /// `upcoming`, `active` or `ended`.
+    #[param(value_type = Option<String>, pattern = r"^(upcoming|active|ended)$")]
     pub status: Option<String>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     pub page: Option<String>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     pub page_size: Option<String>,
 }
 
@@ -152,8 +148,8 @@ fn parse_changes(body: &EventFields, errors: &mut FieldErrors) -> EventChanges {
     post,
     path = "/spike/events",
     tag = "flash sale",
-    security(("bearer" = [])),
-    request_body = EventFields,
+    security(("bearer" = ["admin"])),
+    request_body = crate::api::schemas::NewEventBody,
     responses(
         (status = 201, description = "created", body = Envelope<EventView>),
         (status = 400, description = "invalid fields (10001, `data.fields`)", body = ErrorEnvelope),
@@ -223,9 +219,9 @@ pub async fn create_event(
     patch,
     path = "/spike/events/{id}",
     tag = "flash sale",
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     params(("id" = u64, Path, description = "event id")),
-    request_body = EventFields,
+    request_body = crate::api::schemas::EventChangesBody,
     responses(
         (status = 200, description = "updated", body = Envelope<EventView>),
         (status = 400, description = "invalid fields (10001)", body = ErrorEnvelope),
@@ -316,7 +312,7 @@ pub async fn get_event(
     post,
     path = "/spike/events/{id}/warmup",
     tag = "flash sale",
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     params(("id" = u64, Path, description = "event id")),
     responses(
         (status = 200, description = "warm", body = Envelope<WarmUpView>),
@@ -340,7 +336,7 @@ pub async fn warm_up_event(
     get,
     path = "/spike/events/{id}/ledger",
     tag = "flash sale",
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     params(("id" = u64, Path, description = "event id")),
     responses(
         (status = 200, description = "the ledger", body = Envelope<LedgerView>),

@@ -60,7 +60,7 @@ impl From<BuyResult> for ResultView {
     security(("bearer" = [])),
     params(
         ("id" = u64, Path, description = "event id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "up to 128 characters; a retry with the key answers with the first request's ticket"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 128, description = "1 to 128 ASCII characters; a retry with the key answers with the first request's ticket"),
         ("X-Purchase-Token" = Option<String>, Header, description = "from `GET /spike/events/{id}/purchase-token`; required when the deployment sets SPIKE_FLASH_SALE_REQUIRE_PURCHASE_TOKEN"),
     ),
     responses(
