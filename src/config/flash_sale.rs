@@ -40,6 +40,9 @@ pub struct FlashSaleSettings {
     pub require_purchase_token: bool,
     /// How long a purchase token is valid.
     pub purchase_token_ttl: Duration,
+    /// Fault injection for the crash test (docs/reliability.md): the process aborts right after
+    /// a reservation, before its publish. Accepted only with `SPIKE_ENV=dev`.
+    pub fault_abort_after_reserve: bool,
 }
 
 /// Largest `flash_sale_batch_max`: twice it must fit a prefetch count (u16), and a batch's
@@ -55,7 +58,7 @@ impl FlashSaleSettings {
 }
 
 impl FlashSaleSettings {
-    pub(super) fn read(r: &mut Reader<'_>, _env: Environment) -> Option<FlashSaleSettings> {
+    pub(super) fn read(r: &mut Reader<'_>, env: Environment) -> Option<FlashSaleSettings> {
         r.section("Flash sale");
         let retry_delays = r.durations(
             "flash_sale_retry_delays",
@@ -144,7 +147,19 @@ impl FlashSaleSettings {
             "how long a purchase token is valid",
             Duration::from_secs(60),
         );
+        let fault_abort_after_reserve = r.bool(
+            "flash_sale_fault_abort_after_reserve",
+            "testing only (dev): abort the process right after a reservation, before its publish, to prove the reconciler recovers it",
+            false,
+        );
+        if fault_abort_after_reserve == Some(true) && env != Environment::Dev {
+            r.problem(
+                "flash_sale_fault_abort_after_reserve",
+                "is a fault injection for tests: only allowed with SPIKE_ENV=dev",
+            );
+        }
         Some(FlashSaleSettings {
+            fault_abort_after_reserve: fault_abort_after_reserve?,
             require_purchase_token: require_purchase_token?,
             purchase_token_ttl: purchase_token_ttl?,
             retry_delays: retry_delays?,

@@ -8,6 +8,7 @@ mod bench;
 mod config;
 mod connections;
 mod envelope;
+mod faults;
 mod health;
 mod helpers;
 mod lifecycle;

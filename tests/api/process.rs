@@ -122,3 +122,59 @@ async fn spike_worker_declares_the_topology_then_stops_on_sigterm() {
     let status = terminate(child).await;
     assert!(status.success(), "clean exit on SIGTERM, got {status}");
 }
+
+#[tokio::test]
+async fn an_api_process_killed_between_reservation_and_publish_loses_nothing() {
+    use crate::helpers::{TestOptions, spawn_app_with};
+    use crate::spike::{active_event, buyers, result_of, wait_for_success};
+
+    // The worker (in this test's process) reconciles quickly; the API process dies mid-buy.
+    let app = spawn_app_with(
+        TestOptions::default()
+            .with_worker()
+            .env("SPIKE_FLASH_SALE_RECONCILE_AFTER", "1s")
+            .env("SPIKE_FLASH_SALE_SCHEDULER_INTERVAL", "200ms"),
+    )
+    .await;
+    let admin = app.admin_token().await;
+    let event = active_event(&app, &admin, 1).await;
+    let (_, token) = buyers(&app, 1).await.remove(0);
+    let port = closed_port().await;
+    let mut api = spawn_spike_with(
+        "serve",
+        &app.resources,
+        port,
+        &[("SPIKE_FLASH_SALE_FAULT_ABORT_AFTER_RESERVE", "true")],
+    );
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for("the API process", STARTUP_LIMIT, || {
+        let request = client.get(format!("{base}/healthz")).send();
+        async move { matches!(request.await, Ok(r) if r.status() == 200) }
+    })
+    .await;
+
+    let answer = client
+        .post(format!("{base}/api/v1/spike/events/{event}/orders"))
+        .bearer_auth(&token)
+        .send()
+        .await;
+    assert!(
+        answer.is_err(),
+        "the process died before answering: {answer:?}"
+    );
+    let status = api.wait().expect("the API process exits");
+    assert!(!status.success(), "it was killed, not stopped: {status}");
+    assert_eq!(
+        result_of(&app, &token, event).await["status"],
+        "queued",
+        "the reservation is in Redis, its message never left"
+    );
+
+    // The reconciler finds the reservation without an order and publishes it again.
+    let order = wait_for_success(&app, &token, event).await;
+    assert!(order > 0);
+    let ledger = app.ledger(&admin, event).await;
+    assert_eq!(ledger["live_orders"], 1, "{ledger}");
+    assert_eq!(ledger["drift"], 0, "{ledger}");
+}

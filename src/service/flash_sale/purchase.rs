@@ -84,6 +84,8 @@ pub struct Purchase {
     require_token: bool,
     token_limiter: Arc<UserRateLimiter>,
     human_check: Arc<dyn HumanCheck>,
+    /// Fault injection (dev only): die between the reservation and its publish.
+    abort_after_reserve: bool,
 }
 
 impl Purchase {
@@ -115,6 +117,7 @@ impl Purchase {
             require_token: settings.require_purchase_token,
             token_limiter: Arc::new(UserRateLimiter::new(settings.user_rate_limit)),
             human_check: Arc::new(NoHumanCheck),
+            abort_after_reserve: settings.fault_abort_after_reserve,
         }
     }
 
@@ -255,6 +258,14 @@ impl Purchase {
             Reservation::Duplicate => return Err(rejected(ServiceError::AlreadyPurchased)),
             Reservation::NotWarm => return Err(rejected(self.not_warm(event_id).await)),
         };
+        if self.abort_after_reserve {
+            tracing::error!(
+                event_id,
+                user_id,
+                "fault injection: aborting after the reservation"
+            );
+            std::process::abort();
+        }
         let message = ReservationMessage {
             ticket: ticket.clone(),
             event_id,

@@ -45,6 +45,8 @@ pub struct TestOptions {
     pub extra_routes: Option<Router<AppState>>,
     /// Also run the worker role (outbox relay, consumers) in the test's runtime.
     pub worker: bool,
+    /// Reach MySQL through this local port (a proxy a test can take down).
+    pub mysql_port: Option<u16>,
 }
 
 impl TestOptions {
@@ -62,6 +64,12 @@ impl TestOptions {
         self.worker = true;
         self
     }
+
+    /// The app reaches its test database through `127.0.0.1:port`.
+    pub fn mysql_through(mut self, port: u16) -> Self {
+        self.mysql_port = Some(port);
+        self
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -71,7 +79,16 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(options: TestOptions) -> TestApp {
     init_logs();
     let resources = TestResources::create().await;
-    let config = test_config(&resources, &options.env).expect("test configuration is valid");
+    let mut env = options.env.clone();
+    if let Some(port) = options.mysql_port {
+        // mysql://user:password@host:port/database → the same through the local port.
+        let url = &resources.database_url;
+        let at = url.rfind('@').expect("a user in the database url") + 1;
+        let slash = at + url[at..].find('/').expect("a database in the url");
+        let proxied = format!("{}127.0.0.1:{port}{}", &url[..at], &url[slash..]);
+        env.insert("SPIKE_DATABASE_URL".into(), proxied);
+    }
+    let config = test_config(&resources, &env).expect("test configuration is valid");
     let app =
         Application::build_with_routes(config.clone(), options.extra_routes.unwrap_or_default())
             .await

@@ -1,0 +1,250 @@
+//! The invariants when a dependency goes away under load and comes back: the app reaches the
+//! store through a proxy the test takes down (every connection drops, new ones are refused) and
+//! brings back on the same port — what a broker restart, a database restart or a network
+//! partition looks like from the app. Other tests share the real services, so the services
+//! themselves are never stopped here.
+
+use std::collections::HashSet;
+use std::time::Duration as StdDuration;
+
+use futures_util::StreamExt;
+
+use crate::helpers::{OutageProxy, TestApp, TestOptions, code, spawn_app_with, wait_for};
+use crate::spike::{active_event, buy, buyers, orders_in, owners_in, result_of, wait_for_success};
+
+/// Every buyer's answer, `concurrency` at a time.
+async fn buy_all(app: &TestApp, event: u64, people: &[(u64, String)]) -> Vec<(u64, u16)> {
+    futures_util::stream::iter(people)
+        .map(|(id, token)| async move { (*id, code(buy(app, token, event).await).await.0) })
+        .buffer_unordered(20)
+        .collect()
+        .await
+}
+
+#[tokio::test]
+async fn a_broker_outage_during_a_burst_loses_no_queued_buy_and_holds_nothing_for_a_503() {
+    let broker = OutageProxy::start("127.0.0.1:5672").await;
+    let app = spawn_app_with(TestOptions::default().with_worker().env(
+        "SPIKE_AMQP_URL",
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", broker.port),
+    ))
+    .await;
+    let admin = app.admin_token().await;
+    let event = active_event(&app, &admin, 1_000).await;
+    let people = buyers(&app, 300).await;
+
+    let mut answers = buy_all(&app, event, &people[..100]).await;
+    broker.go_down();
+    answers.extend(buy_all(&app, event, &people[100..200]).await);
+    broker.come_back();
+    wait_for(
+        "the broker to be back",
+        StdDuration::from_secs(30),
+        || async { app.get("/readyz").await.status() == 200 },
+    )
+    .await;
+    answers.extend(buy_all(&app, event, &people[200..]).await);
+
+    let queued: HashSet<u64> = answers
+        .iter()
+        .filter(|(_, status)| *status == 202)
+        .map(|(id, _)| *id)
+        .collect();
+    let refused: Vec<u64> = answers
+        .iter()
+        .filter(|(_, status)| *status == 503)
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(
+        queued.len() + refused.len(),
+        300,
+        "every buy is queued or refused as retryable: {answers:?}"
+    );
+    assert!(!refused.is_empty(), "the outage refused buys");
+    assert!(
+        queued.len() >= 200,
+        "before and after the outage every buy is queued"
+    );
+
+    wait_for(
+        "every queued buy to become an order",
+        StdDuration::from_secs(60),
+        || async { orders_in(&app, event).await == queued.len() as i64 },
+    )
+    .await;
+    assert_eq!(
+        owners_in(&app, event).await,
+        queued,
+        "the orders are the queued buyers'"
+    );
+    let ledger = app.ledger(&admin, event).await;
+    assert_eq!(ledger["pending_reservations"], 0, "{ledger}");
+    assert_eq!(ledger["drift"], 0, "a 503 holds no unit: {ledger}");
+    assert_eq!(ledger["mysql_drift"], 0, "{ledger}");
+    // A refused buyer holds nothing: they may try again.
+    let (id, token) = people.iter().find(|(id, _)| refused.contains(id)).unwrap();
+    assert_eq!(
+        result_of(&app, token, event).await["status"],
+        "none",
+        "buyer {id}"
+    );
+    assert_eq!(buy(&app, token, event).await.status(), 202);
+}
+
+#[tokio::test]
+async fn a_database_outage_longer_than_every_retry_loses_no_reservation() {
+    let database = OutageProxy::start("127.0.0.1:3306").await;
+    // Retries far shorter than the outage: an unreachable database must not use them up.
+    let app = spawn_app_with(
+        TestOptions::default()
+            .mysql_through(database.port)
+            .env("SPIKE_FLASH_SALE_RETRY_DELAYS", "100ms,200ms"),
+    )
+    .await;
+    let admin = app.admin_token().await;
+    let event = active_event(&app, &admin, 300).await;
+    let people = buyers(&app, 200).await;
+    let answers = buy_all(&app, event, &people).await;
+    assert!(
+        answers.iter().all(|(_, status)| *status == 202),
+        "{answers:?}"
+    );
+
+    database.go_down();
+    app.start_worker();
+    // Longer than the pool's 3 s acquire timeout three times over: every attempt fails.
+    tokio::time::sleep(StdDuration::from_secs(10)).await;
+    database.come_back();
+
+    for (_, token) in &people {
+        wait_for_success(&app, token, event).await;
+    }
+    assert_eq!(orders_in(&app, event).await, 200);
+    app.expect_queue_len(&app.topology().dead_queue(), 0).await;
+    let ledger = app.ledger(&admin, event).await;
+    assert_eq!(ledger["drift"], 0, "{ledger}");
+    assert_eq!(app.event_stock(event).await, 100);
+}
+
+#[tokio::test]
+async fn a_partition_from_redis_fails_closed_and_sells_exactly_the_stock_after() {
+    let redis = OutageProxy::start("127.0.0.1:6379").await;
+    let app = spawn_app_with(TestOptions::default().with_worker().env(
+        "SPIKE_REDIS_URL",
+        format!("redis://127.0.0.1:{}", redis.port),
+    ))
+    .await;
+    let admin = app.admin_token().await;
+    let event = active_event(&app, &admin, 50).await;
+    let people = buyers(&app, 120).await;
+
+    let before = buy_all(&app, event, &people[..20]).await;
+    assert!(
+        before.iter().all(|(_, status)| *status == 202),
+        "{before:?}"
+    );
+    redis.go_down();
+    let during = buy_all(&app, event, &people[20..40]).await;
+    assert!(
+        during.iter().all(|(_, status)| *status == 503),
+        "without Redis nothing is sold: {during:?}"
+    );
+    redis.come_back();
+    wait_for("Redis to be back", StdDuration::from_secs(30), || async {
+        app.get("/readyz").await.status() == 200
+    })
+    .await;
+    let after = buy_all(&app, event, &people[40..]).await;
+    let sold_after = after.iter().filter(|(_, status)| *status == 202).count();
+    assert_eq!(
+        sold_after, 30,
+        "the rest of the stock, not one more: {after:?}"
+    );
+
+    wait_for("every order", StdDuration::from_secs(30), || async {
+        orders_in(&app, event).await == 50
+    })
+    .await;
+    assert_eq!(owners_in(&app, event).await.len(), 50);
+    let ledger = app.ledger(&admin, event).await;
+    assert_eq!(
+        (ledger["redis_stock"].as_i64(), ledger["drift"].as_i64()),
+        (Some(0), Some(0)),
+        "{ledger}"
+    );
+}
+
+#[tokio::test]
+async fn redis_restarting_empty_mid_sale_fails_closed_then_sells_every_unit_exactly_once() {
+    let redis = OutageProxy::start("127.0.0.1:6379").await;
+    let app = spawn_app_with(
+        TestOptions::default()
+            .with_worker()
+            .env(
+                "SPIKE_REDIS_URL",
+                format!("redis://127.0.0.1:{}", redis.port),
+            )
+            .env("SPIKE_FLASH_SALE_SCHEDULER_INTERVAL", "200ms"),
+    )
+    .await;
+    let admin = app.admin_token().await;
+    let event = active_event(&app, &admin, 100).await;
+    let people = buyers(&app, 300).await;
+    let first = buy_all(&app, event, &people[..60]).await;
+    assert!(first.iter().all(|(_, status)| *status == 202), "{first:?}");
+
+    // Redis restarts with nothing on disk: connections drop, every key of this shop is gone.
+    redis.go_down();
+    let mut direct = redis::Client::open("redis://127.0.0.1:6379")
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", app.config.redis.prefix))
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    redis.come_back();
+
+    // Fail closed (never "sold out", never an oversell), re-warm, and by the time the queue is
+    // quiet every unit is back on sale: the rest of the crowd buys exactly the rest.
+    let mut answers = Vec::new();
+    for round in 0..40 {
+        let start = 60 + round * 6;
+        answers.extend(buy_all(&app, event, &people[start..start + 6]).await);
+        if orders_in(&app, event).await == 100 {
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(250)).await;
+    }
+    assert!(
+        answers
+            .iter()
+            .all(|(_, status)| [202, 409, 503].contains(status)),
+        "{answers:?}"
+    );
+    wait_for("every unit sold", StdDuration::from_secs(60), || async {
+        let orders = orders_in(&app, event).await;
+        assert!(orders <= 100, "oversold: {orders}");
+        orders == 100
+    })
+    .await;
+    assert_eq!(
+        owners_in(&app, event).await.len(),
+        100,
+        "one order per buyer"
+    );
+    assert_eq!(app.event_stock(event).await, 0);
+    wait_for(
+        "the ledger to balance",
+        StdDuration::from_secs(20),
+        || async { app.ledger(&admin, event).await["drift"] == 0 },
+    )
+    .await;
+}
