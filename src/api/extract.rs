@@ -67,17 +67,20 @@ impl FromRequestParts<AppState> for AuthUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let TokenUser(claimed) = TokenUser::from_request_parts(parts, state).await?;
-        let principal = state
-            .auth
-            .confirm(Principal {
-                user_id: claimed.id,
-                role: claimed.role,
-            })
-            .await?;
-        Ok(AuthUser {
+        let principal = Principal {
+            user_id: claimed.id,
+            role: claimed.role,
+        };
+        Ok(state.auth.confirm(principal).await?.into())
+    }
+}
+
+impl From<Principal> for AuthUser {
+    fn from(principal: Principal) -> AuthUser {
+        AuthUser {
             id: principal.user_id,
             role: principal.role,
-        })
+        }
     }
 }
 
@@ -108,11 +111,7 @@ impl FromRequestParts<AppState> for TokenUser {
             })
             .filter(|token| !token.is_empty())
             .ok_or(ServiceError::Unauthenticated("not a Bearer token"))?;
-        let principal = state.auth.authenticate(token)?;
-        Ok(TokenUser(AuthUser {
-            id: principal.user_id,
-            role: principal.role,
-        }))
+        Ok(TokenUser(state.auth.authenticate(token)?.into()))
     }
 }
 

@@ -8,7 +8,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::helpers::{TestOptions, TestResources, closed_port, spawn_app_with, wait_for};
-use crate::process::{spawn_spike_with, terminate};
+use crate::process::{spawn_spike_with, terminate, wait_until_healthy};
 
 /// Reads one response; `None` when the server closed the connection instead of answering.
 async fn read_response(stream: &mut BufReader<TcpStream>) -> Option<(u16, String)> {
@@ -129,14 +129,11 @@ async fn idle_and_slow_header_sockets_are_capped_and_reaped() {
         ],
     );
     let pid = child.id();
-    let client = reqwest::Client::new();
-    let healthz = format!("http://127.0.0.1:{port}/healthz");
-    wait_for("/healthz", Duration::from_secs(60), || {
-        let request = client.get(&healthz).send();
-        async move { matches!(request.await, Ok(r) if r.status() == 200) }
-    })
-    .await;
-    // reqwest's pooled connection is one of them; a fresh client below opens a new one.
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until_healthy(&base).await;
+    let healthz = format!("{base}/healthz");
+    // The health check's connection may still be counted here and close a moment later: the
+    // wait below allows for that one.
     let before = open_descriptors(pid);
 
     // Half never send a byte, half start a request head and never finish it.

@@ -40,6 +40,16 @@ pub fn spawn_spike_with(
         .expect("start spike")
 }
 
+/// Waits until the process at `base` answers `/healthz`.
+pub async fn wait_until_healthy(base: &str) {
+    let client = reqwest::Client::new();
+    wait_for("/healthz of the started process", STARTUP_LIMIT, || {
+        let request = client.get(format!("{base}/healthz")).send();
+        async move { matches!(request.await, Ok(r) if r.status() == 200) }
+    })
+    .await;
+}
+
 /// Sends SIGTERM and waits (without blocking the test's runtime) for the exit status.
 pub async fn terminate(mut child: Child) -> std::process::ExitStatus {
     let killed = Command::new("kill")
@@ -69,11 +79,7 @@ async fn spike_all_answers_health_and_readiness_then_stops_on_sigterm() {
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
 
-    wait_for("/healthz", STARTUP_LIMIT, || {
-        let request = client.get(format!("{base}/healthz")).send();
-        async move { matches!(request.await, Ok(r) if r.status() == 200) }
-    })
-    .await;
+    wait_until_healthy(&base).await;
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
 
@@ -148,11 +154,7 @@ async fn an_api_process_killed_between_reservation_and_publish_loses_nothing() {
     );
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    wait_for("the API process", STARTUP_LIMIT, || {
-        let request = client.get(format!("{base}/healthz")).send();
-        async move { matches!(request.await, Ok(r) if r.status() == 200) }
-    })
-    .await;
+    wait_until_healthy(&base).await;
 
     let answer = client
         .post(format!("{base}/api/v1/spike/events/{event}/orders"))

@@ -5,9 +5,9 @@
 //! (cached per replica for `SPIKE_USER_CHECK_TTL`), so a deleted user is refused and a demoted
 //! admin loses the admin routes within seconds instead of at the token's expiry. The flash-sale
 //! buy path skips that check to stay off MySQL; the worker refuses a buyer that no longer
-//! exists. Refresh tokens are opaque, stored
-//! hashed, rotated on every use, and grouped in families: presenting a spent one again means it
-//! was copied, so the whole family is revoked (RFC 9700 §4.14 reuse detection).
+//! exists. Refresh tokens are opaque, stored hashed, rotated on every use, and grouped in
+//! families: presenting a spent one again means it was copied, so the whole family is revoked
+//! (RFC 9700 §4.14 reuse detection). Login, registration and refresh are rate limited in Redis.
 
 pub mod password;
 pub mod tokens;
