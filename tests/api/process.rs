@@ -176,6 +176,7 @@ async fn an_api_process_killed_between_reservation_and_publish_loses_nothing() {
     // The reconciler finds the reservation without an order and publishes it again.
     let order = wait_for_success(&app, &token, event).await;
     assert!(order > 0);
+    crate::spike::wait_until_settled(&app, &admin, event).await;
     let ledger = app.ledger(&admin, event).await;
     assert_eq!(ledger["live_orders"], 1, "{ledger}");
     assert_eq!(ledger["drift"], 0, "{ledger}");

@@ -341,6 +341,18 @@ pub async fn buyers(app: &TestApp, n: usize) -> Vec<(u64, String)> {
     ids.into_iter().map(|id| (id, app.mint_token(id))).collect()
 }
 
+/// Waits until the worker has settled every reservation of the event in Redis: it records a
+/// buyer's result and then drops the reservation, so MySQL and the result show an order a
+/// moment before the ledger balances.
+pub async fn wait_until_settled(app: &TestApp, admin: &str, event: u64) {
+    wait_for(
+        "every reservation settled",
+        std::time::Duration::from_secs(20),
+        || async { app.ledger(admin, event).await["pending_reservations"] == 0 },
+    )
+    .await;
+}
+
 pub async fn wait_for_success(app: &TestApp, token: &str, event: u64) -> u64 {
     wait_for(
         "the buyer's order",

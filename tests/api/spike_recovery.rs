@@ -275,6 +275,13 @@ async fn units_held_back_after_redis_lost_an_event_go_back_on_sale_once_proven_f
     for (_, token) in &people[3..10] {
         wait_for_success(&app, token, event).await;
     }
+    // A buyer's result is written a moment before their reservation is dropped.
+    wait_for(
+        "every reservation settled",
+        StdDuration::from_secs(10),
+        || async { app.ledger(&admin, event).await["pending_reservations"] == 0 },
+    )
+    .await;
     let ledger = app.ledger(&admin, event).await;
     assert_eq!(ledger["live_orders"], 10, "{ledger}");
     assert_eq!(ledger["redis_stock"], 0, "{ledger}");
