@@ -144,7 +144,8 @@ async fn report_activity(
             tracing::warn!(%error, "could not report the order consumer's activity");
         }
     }
-    // A stopped consumer holds nothing; its report is dropped once stale.
+    // A stopped consumer holds nothing: its report goes now. (A killed worker's report is
+    // ignored once stale and dropped by the reconciler after a minute.)
     let _ = reports.forget(&[consumer]).await;
 }
 
