@@ -7,18 +7,21 @@
 //! without threading it through every function.
 
 use std::any::Any;
+use std::convert::Infallible;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, HttpBody};
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::Response as HttpResponse;
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use tower::ServiceBuilder;
+use futures_util::future::{BoxFuture, Either};
+use tower::{Layer, Service, ServiceBuilder};
 use tower::timeout::TimeoutLayer;
 use tower::timeout::error::Elapsed;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -59,13 +62,10 @@ pub fn apply(router: Router, config: &HttpSettings, sample: f64) -> Router {
         .layer(trace)
         .layer(cors(&config.cors_origins))
         .layer(CompressionLayer::new())
-        .layer(middleware::from_fn_with_state(
-            BodyReading {
-                limit: config.body_limit,
-                timeout: config.body_timeout,
-            },
-            buffer_body,
-        ))
+        .layer(BufferBodyLayer(BodyReading {
+            limit: config.body_limit,
+            timeout: config.body_timeout,
+        }))
         .layer(HandleErrorLayer::new(request_timed_out))
         .layer(TimeoutLayer::new(config.request_timeout))
         .layer(CatchPanicLayer::custom(handler_panicked))
@@ -94,7 +94,7 @@ impl<B> OnResponse<B> for SampledAccessLog {
     }
 }
 
-/// How much of a request body `buffer_body` reads, and for how long.
+/// How much of a request body `BufferBodyLayer` reads, and for how long.
 #[derive(Debug, Clone, Copy)]
 struct BodyReading {
     limit: usize,
@@ -107,30 +107,79 @@ struct BodyReading {
 /// reuse it: its next request fails with "server disconnected". And a client that stalls
 /// mid-body gets 408 after `SPIKE_HTTP_BODY_TIMEOUT` instead of holding a handler until the
 /// request timeout blames a dependency (503).
-async fn buffer_body(State(reading): State<BodyReading>, request: Request, next: Next) -> Response {
-    if HttpBody::size_hint(request.body()).exact() == Some(0) {
-        return next.run(request).await;
+///
+/// A hand-written layer rather than `middleware::from_fn`, which boxes a future for every
+/// request: most requests (every GET, every buy) have no body and go straight through.
+#[derive(Debug, Clone, Copy)]
+struct BufferBodyLayer(BodyReading);
+
+impl<S> Layer<S> for BufferBodyLayer {
+    type Service = BufferBody<S>;
+
+    fn layer(&self, inner: S) -> BufferBody<S> {
+        BufferBody {
+            inner,
+            reading: self.0,
+        }
     }
+}
+
+#[derive(Debug, Clone)]
+struct BufferBody<S> {
+    inner: S,
+    reading: BodyReading,
+}
+
+impl<S> Service<Request> for BufferBody<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<S::Future, BoxFuture<'static, Result<Response, Infallible>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if HttpBody::size_hint(request.body()).exact() == Some(0) {
+            return Either::Left(self.inner.call(request));
+        }
+        // The service that was polled ready handles this request; a clone takes its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let reading = self.reading;
+        Either::Right(Box::pin(async move {
+            match read_body(request, reading).await {
+                Ok(request) => inner.call(request).await,
+                Err(refusal) => Ok(refusal),
+            }
+        }))
+    }
+}
+
+/// The request with its body in memory, or the answer when it cannot be read.
+async fn read_body(request: Request, reading: BodyReading) -> Result<Request, Response> {
     let (parts, body) = request.into_parts();
     let read = Limited::new(body, reading.limit).collect();
-    let bytes = match tokio::time::timeout(reading.timeout, read).await {
-        Ok(Ok(collected)) => collected.to_bytes(),
+    match tokio::time::timeout(reading.timeout, read).await {
+        Ok(Ok(collected)) => Ok(Request::from_parts(parts, Body::from(collected.to_bytes()))),
         Ok(Err(error)) if error.is::<LengthLimitError>() => {
-            return ApiError::new(ErrorCode::PayloadTooLarge).into_response();
+            Err(ApiError::new(ErrorCode::PayloadTooLarge).into_response())
         }
         Ok(Err(error)) => {
             tracing::debug!(%error, "request body could not be read");
-            return ApiError::new(ErrorCode::InvalidArgument)
+            Err(ApiError::new(ErrorCode::InvalidArgument)
                 .with_message("request body could not be read")
-                .into_response();
+                .into_response())
         }
         Err(_elapsed) => {
             tracing::info!(timeout = ?reading.timeout, "request body not received in time");
-            return ApiError::new(ErrorCode::RequestTimeout).into_response();
+            Err(ApiError::new(ErrorCode::RequestTimeout).into_response())
         }
-    };
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    }
 }
 
 fn cors(origins: &CorsOrigins) -> CorsLayer {
