@@ -11,8 +11,8 @@
 //! - **graceful shutdown**: on cancellation the loop stops accepting, every connection finishes
 //!   the request it is serving and closes.
 //!
-//! Request bodies are read by the `buffer_body` middleware (see `middleware.rs`), with their own
-//! timeout.
+//! Request bodies are read by the body-reading layer (`BufferBodyLayer` in `middleware.rs`),
+//! with their own timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
