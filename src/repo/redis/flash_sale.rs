@@ -378,6 +378,11 @@ impl EventStore {
         Ok(self.conn().get(self.keys(event_id).stock()).await?)
     }
 
+    /// How many reservations of the event are not yet settled (without reading them).
+    pub async fn pending_count(&self, event_id: u64) -> Result<u64, RepoError> {
+        Ok(self.conn().hlen(self.keys(event_id).reservations()).await?)
+    }
+
     /// Whether `user_id` holds a reservation not yet confirmed by MySQL.
     pub async fn has_reservation(&self, event_id: u64, user_id: u64) -> Result<bool, RepoError> {
         Ok(self

@@ -155,7 +155,7 @@ impl Reconciler {
     async fn ledger_of(&self, event: &SpikeEvent) -> Result<Ledger, ServiceError> {
         let live_orders = spike_events::live_orders(&self.db, event.id).await?;
         let redis_stock = self.store.stock(event.id).await?;
-        let pending = self.store.pending_reservations(event.id).await?.len() as u64;
+        let pending = self.store.pending_count(event.id).await?;
         let redis_buyers = self.store.buyer_count(event.id).await?;
         let total = i64::from(event.total_stock);
         let live = live_orders as i64;
@@ -185,13 +185,8 @@ impl Reconciler {
         };
         let now_ms = unix_millis(now);
         let stale_ms = self.stale_after.as_millis() as i64;
-        let quiet = self.observe_quiet_queue(now_ms).await?;
-        let proven_quiet = {
-            let mut last = self.last_quiet.lock().expect("quiet memory poisoned");
-            let proven = matches!((&quiet, last.as_ref()), (Some(now), Some(before)) if now.confirms(before));
-            *last = quiet;
-            proven
-        };
+        // Ledgers whose stranded units may go back to Redis once the queue is proven quiet.
+        let mut releasable = Vec::new();
         for event in &events {
             let pending = self.store.pending_reservations(event.id).await?;
             for reservation in pending
@@ -211,8 +206,19 @@ impl Reconciler {
             // The same drift on the last pass too: a unit being returned right now (a close
             // commits in MySQL, then gives the unit to Redis) shows as a drift for a moment.
             let settled_drift = previous_drift.is_some() && previous_drift == ledger.drift;
-            if proven_quiet && settled_drift && event.window.status_at(now) == EventStatus::Active {
-                report.released += self.release_held_back(&ledger).await?;
+            let stranded =
+                ledger.drift.is_some_and(|drift| drift > 0) && ledger.pending_reservations == 0;
+            if settled_drift && stranded && event.window.status_at(now) == EventStatus::Active {
+                releasable.push(ledger);
+            }
+        }
+        // The proof costs a passive declare per order queue and a read of the consumers'
+        // reports: it is only taken while some event has units to give back.
+        if releasable.is_empty() {
+            *self.last_quiet.lock().expect("quiet memory poisoned") = None;
+        } else if self.queue_proven_quiet(now_ms).await? {
+            for ledger in &releasable {
+                report.released += self.release_held_back(ledger).await?;
             }
         }
         if report.republished + report.settled > 0 {
@@ -266,6 +272,17 @@ impl Reconciler {
         Ok(true)
     }
 
+    /// Whether this pass and the previous one both found the order queue quiet, with nothing
+    /// settled in between (see the module docs); remembers this pass's look for the next.
+    async fn queue_proven_quiet(&self, now_ms: i64) -> Result<bool, ServiceError> {
+        let quiet = self.observe_quiet_queue(now_ms).await?;
+        let mut last = self.last_quiet.lock().expect("quiet memory poisoned");
+        let proven =
+            matches!((&quiet, last.as_ref()), (Some(now), Some(before)) if now.confirms(before));
+        *last = quiet;
+        Ok(proven)
+    }
+
     /// Whether the order queue is quiet now: no ready message in it or its retry queues, and
     /// every consumer the broker counts reporting (freshly) nothing in hand. Stale reports of
     /// consumers long gone are dropped on the way.
@@ -310,9 +327,6 @@ impl Reconciler {
         let (Some(drift), Some(stock)) = (ledger.drift, ledger.redis_stock) else {
             return Ok(0);
         };
-        if drift <= 0 || ledger.pending_reservations > 0 {
-            return Ok(0);
-        }
         let units = u32::try_from(drift).unwrap_or(u32::MAX);
         if !self
             .store
