@@ -71,27 +71,20 @@ pub fn complete(openapi: utoipa::openapi::OpenApi) -> Value {
         })
     };
     let paths = doc["paths"].as_object_mut().into_iter().flatten();
-    for operation in paths.flat_map(|(_, item)| item.as_object_mut().into_iter().flatten()) {
-        let (_, operation) = operation;
+    for (_, operation) in paths.flat_map(|(_, item)| item.as_object_mut().into_iter().flatten()) {
         let Some(operation) = operation.as_object_mut() else {
             continue;
         };
         let takes_input =
             operation.contains_key("parameters") || operation.contains_key("requestBody");
-        let roles: Vec<&str> = operation
-            .get("security")
-            .and_then(Value::as_array)
+        let security = operation.get("security").and_then(Value::as_array);
+        let secured = security.is_some_and(|requirements| !requirements.is_empty());
+        let admin = security
             .into_iter()
             .flatten()
             .filter_map(|requirement| requirement.get("bearer")?.as_array())
             .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        let secured = operation
-            .get("security")
-            .and_then(Value::as_array)
-            .is_some_and(|requirements| !requirements.is_empty());
-        let admin = roles.contains(&ADMIN_ROLE);
+            .any(|role| role == ADMIN_ROLE);
         if let Some(parameters) = operation
             .get_mut("parameters")
             .and_then(Value::as_array_mut)
