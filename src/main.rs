@@ -51,6 +51,7 @@ fn main() -> ExitCode {
         Command::Migrate => Role::Migrate,
     };
     telemetry::init(config.telemetry.log_format, &config.telemetry.log_level);
+    telemetry::metrics::install();
     log_config(&config);
 
     let runtime = match tokio::runtime::Runtime::new() {
@@ -101,8 +102,15 @@ async fn run(role: Role, config: Config) -> anyhow::Result<()> {
             let infra = startup::connect(&config).await?;
             let services = Services::build(&config, &infra)?;
             let tasks = services.tasks.clone();
+            // Kubernetes probes and Prometheus scrapes reach the worker here.
+            let probes = tasks.spawn({
+                let (config, health, shutdown) =
+                    (config.clone(), services.health.clone(), shutdown.clone());
+                async move { startup::serve_probes(&config, health, shutdown).await }
+            });
             let worked = worker::run(&config, infra.clone(), services, shutdown.clone()).await;
             shutdown.cancel();
+            probes.await.context("probe listener task failed")??;
             close(&tasks, &infra).await;
             worked?;
         }

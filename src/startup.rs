@@ -23,6 +23,7 @@ use crate::service::flash_sale::purchase_token::PurchaseTokens;
 use crate::service::flash_sale_units::FlashSaleUnits;
 use crate::service::health::HealthService;
 use crate::service::orders::OrderService;
+use crate::service::store_gauges::{self, Sampled};
 
 /// How often the API forgets buyers whose flash-sale rate limit has recovered.
 const IDLE_BUYER_SWEEP: std::time::Duration = std::time::Duration::from_secs(60);
@@ -134,6 +135,7 @@ impl Application {
         config: Config,
         extra: Router<AppState>,
     ) -> Result<Application, StartupError> {
+        crate::telemetry::metrics::install();
         let infra = connect(&config).await?;
         if config.database.auto_migrate {
             mysql::migrate(&infra.db).await?;
@@ -219,6 +221,13 @@ impl Application {
                 .forget_idle_buyers_every(IDLE_BUYER_SWEEP, sweeping)
                 .await
         });
+        tasks.spawn(crate::telemetry::metrics::run_upkeep(shutdown.clone()));
+        tasks.spawn(store_gauges::sample_every(
+            self.infra.clone(),
+            Sampled::Pool,
+            self.config.telemetry.metrics_sample_interval,
+            shutdown.clone(),
+        ));
         let grace = self.config.http.shutdown_grace;
         tokio::select! {
             () = server => {}
@@ -229,4 +238,30 @@ impl Application {
         tracing::info!("http server stopped");
         Ok(())
     }
+}
+
+/// The worker's own listener on `http_addr`: `/healthz`, `/readyz` and `/metrics`
+/// (`api::probe_router`), served until `shutdown`.
+pub async fn serve_probes(
+    config: &Config,
+    health: HealthService,
+    shutdown: CancellationToken,
+) -> Result<(), StartupError> {
+    let addr = config.http.addr;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Bind { addr, source })?;
+    let address = listener.local_addr().map_err(StartupError::Serve)?;
+    tracing::info!(%address, "probe and metrics listener up");
+    let router = api::probe_router(health, &config.http, config.telemetry.request_log_sample);
+    let limits = ConnectionLimits {
+        // Probes and scrapes only: a few connections at a time.
+        max_connections: 64,
+        header_timeout: config.http.header_timeout,
+    };
+    tokio::join!(
+        serve::serve(listener, router, limits, shutdown.clone()),
+        crate::telemetry::metrics::run_upkeep(shutdown),
+    );
+    Ok(())
 }

@@ -21,6 +21,7 @@ use crate::service::flash_sale::{FlashSale, Fulfilment};
 use crate::service::messages::{OrderCloseMessage, REQUEST_ID_HEADER, ReservationGroup};
 use crate::service::orders::OrderService;
 use crate::service::outbox::OutboxRelay;
+use crate::service::store_gauges::{self, Sampled};
 use crate::startup::Services;
 
 /// Runs the background tasks with `services` (the same ones the HTTP API uses in `spike all`)
@@ -41,6 +42,12 @@ pub async fn run(
         config.orders.outbox_poll_interval,
     );
     let relay = tokio::spawn(relay.run(shutdown.clone()));
+    let gauges = tokio::spawn(store_gauges::sample_every(
+        infra.clone(),
+        Sampled::PoolQueuesAndOutbox,
+        config.telemetry.metrics_sample_interval,
+        shutdown.clone(),
+    ));
     let housekeeping = tokio::spawn(run_housekeeping(
         flash_sale.clone(),
         config.flash_sale.scheduler_interval,
@@ -109,6 +116,9 @@ pub async fn run(
     }
     if housekeeping.await.is_err() {
         tracing::error!("flash-sale housekeeping task panicked");
+    }
+    if gauges.await.is_err() {
+        tracing::error!("store gauge sampler panicked");
     }
     if reporter.await.is_err() {
         tracing::error!("consumer activity reporter panicked");

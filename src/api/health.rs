@@ -1,16 +1,22 @@
-//! Liveness (`/healthz`) and readiness (`/readyz`) probes, outside `/api/v1`.
+//! The service endpoints outside `/api/v1`: liveness (`/healthz`), readiness (`/readyz`) and
+//! Prometheus metrics (`/metrics`). The worker serves the same three on its own listener.
 
 use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::AppState;
 use super::error::{ApiError, ErrorCode, ErrorEnvelope};
 use super::response::{ApiResponse, Envelope};
+use crate::service::health::HealthService;
+use crate::telemetry;
+
+/// The content type of the Prometheus text exposition format.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthStatus {
@@ -51,8 +57,8 @@ pub async fn healthz() -> Json<HealthStatus> {
         (status = 503, description = "a dependency is down", body = ErrorEnvelope),
     )
 )]
-pub async fn readyz(State(state): State<AppState>) -> Response {
-    let readiness = state.health.readiness().await;
+pub async fn readyz(State(health): State<HealthService>) -> Response {
+    let readiness = health.readiness().await;
     let checks = readiness
         .checks
         .iter()
@@ -81,4 +87,20 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         .with_details(serde_json::to_value(report).expect("report serializes"))
         .with_retry_after(1)
         .into_response()
+}
+
+/// Every metric of this process in the Prometheus text format: HTTP traffic, flash-sale
+/// outcomes, cache, publishes, consumers, queue depths, outbox, reconciler drift, DB pool, build
+/// (docs/observability.md lists the families).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "service",
+    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"))
+)]
+pub async fn metrics() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+        telemetry::metrics::render(),
+    )
 }

@@ -56,6 +56,12 @@ impl AppState {
     }
 }
 
+impl axum::extract::FromRef<AppState> for HealthService {
+    fn from_ref(state: &AppState) -> HealthService {
+        state.health.clone()
+    }
+}
+
 impl std::ops::Deref for AppState {
     type Target = Handlers;
     fn deref(&self) -> &Handlers {
@@ -77,6 +83,7 @@ pub fn router(
     let (routes, openapi) = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
         .nest(
             "/api/v1",
             auth::router()
@@ -92,6 +99,23 @@ pub fn router(
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
+    middleware::apply(app, config, request_log_sample)
+}
+
+/// The worker's listener: `/healthz`, `/readyz` and `/metrics` only, behind the same middleware
+/// (so its requests are logged and counted like the API's), for Kubernetes probes and scrapes.
+pub fn probe_router(
+    health: HealthService,
+    config: &HttpSettings,
+    request_log_sample: f64,
+) -> Router {
+    let app = Router::new()
+        .route("/healthz", axum::routing::get(health::healthz))
+        .route("/readyz", axum::routing::get(health::readyz))
+        .route("/metrics", axum::routing::get(health::metrics))
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(health);
     middleware::apply(app, config, request_log_sample)
 }
 

@@ -1,4 +1,6 @@
-//! Logs: their format and filter.
+//! Telemetry: logs (format, filter, sampling), the metrics gauges' sampling, and traces.
+
+use std::time::Duration;
 
 use super::Environment;
 use super::reader::Reader;
@@ -12,6 +14,13 @@ pub struct TelemetrySettings {
     /// Share (0 to 1) of finished requests logged at `info`; a request answered with a 5xx is
     /// always logged, and so is every warning and error.
     pub request_log_sample: f64,
+    /// How often the store gauges (pool, queue depths, outbox backlog) are sampled.
+    pub metrics_sample_interval: Duration,
+    /// Where spans go (OTLP over HTTP, e.g. `http://jaeger:4318`); no tracing when unset.
+    pub otlp_endpoint: Option<String>,
+    /// Share (0 to 1) of new traces sampled; a request that arrives with a sampled
+    /// `traceparent` is always traced (parent-based).
+    pub trace_sample_ratio: f64,
 }
 
 impl TelemetrySettings {
@@ -49,10 +58,45 @@ impl TelemetrySettings {
             }
             valid
         });
+        r.section("Metrics and traces");
+        let metrics_sample_interval = r.duration(
+            "metrics_sample_interval",
+            "how often the gauges of `/metrics` that describe the stores (pool, queue depths, outbox backlog) are sampled",
+            Duration::from_secs(5),
+        );
+        let otlp_endpoint = r.optional(
+            "otlp_endpoint",
+            "OTLP/HTTP collector base URL for traces, e.g. `http://localhost:4318` (spans go to `/v1/traces`); tracing is off when unset",
+        );
+        if let Some(endpoint) = &otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            r.problem("otlp_endpoint", "must start with http:// or https://");
+        }
+        let default_ratio = if env == Environment::Dev { 1.0 } else { 0.01 };
+        let trace_sample_ratio = r.parsed(
+            "trace_sample_ratio",
+            "share (0 to 1) of new traces recorded; a request whose `traceparent` is sampled is always recorded (parent-based)",
+            default_ratio,
+        );
+        r.default_is("`1` in dev, `0.01` elsewhere", "1");
+        let trace_sample_ratio = trace_sample_ratio.filter(|ratio| {
+            let valid = (0.0..=1.0).contains(ratio);
+            if !valid {
+                r.problem(
+                    "trace_sample_ratio",
+                    format!("must be from 0 to 1 (got {ratio})"),
+                );
+            }
+            valid
+        });
         Some(TelemetrySettings {
             log_format: log_format?,
             log_level,
             request_log_sample: request_log_sample?,
+            metrics_sample_interval: metrics_sample_interval?,
+            otlp_endpoint,
+            trace_sample_ratio: trace_sample_ratio?,
         })
     }
 }

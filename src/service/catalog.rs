@@ -25,6 +25,7 @@ use crate::domain::product::{NewProduct, Product, ProductChanges, ProductQuery};
 use crate::repo::mysql::{self, products, spike_events};
 use crate::repo::redis::Keys;
 use crate::repo::redis::product_cache::{self, Cached};
+use crate::telemetry::metrics::names;
 use crate::util::single_flight::SingleFlight;
 
 /// How long after a write the key is deleted a second time.
@@ -198,7 +199,7 @@ impl CatalogService {
             _ => (&self.inner.stats.hits, "hit"),
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("spike_cache_requests_total", "cache" => "product", "result" => label)
+        metrics::counter!(names::CACHE_REQUESTS, "cache" => "product", "result" => label)
             .increment(1);
         cached
     }
@@ -211,7 +212,7 @@ impl CatalogService {
             Ok(Cached::Absent) | Err(_) => {}
         }
         self.inner.stats.loads.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("spike_cache_loads_total", "cache" => "product").increment(1);
+        metrics::counter!(names::CACHE_LOADS, "cache" => "product").increment(1);
         let product = products::find_active(&self.inner.db, id).await?;
         let mut redis = self.inner.redis.clone();
         let written = match &product {

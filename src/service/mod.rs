@@ -10,6 +10,7 @@ pub mod messages;
 pub mod order_writer;
 pub mod orders;
 pub mod outbox;
+pub mod store_gauges;
 
 use std::time::Duration;
 

@@ -13,6 +13,7 @@ mod health;
 mod helpers;
 mod lifecycle;
 mod logging;
+mod metrics;
 mod orders;
 mod process;
 mod products;

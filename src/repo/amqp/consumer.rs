@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{ATTEMPT_HEADER, Amqp, Topology};
 use crate::repo::{Dependency, RepoError};
+use crate::telemetry::metrics::names;
 
 /// A delivered message as a handler sees it.
 #[derive(Debug)]
@@ -258,8 +259,35 @@ async fn settle(route: &Route, delivery: &Delivery, how: Settle) {
     }
 }
 
-/// Carries out the handler's decision about one message; says how to settle its delivery.
+/// Carries out the handler's decision about one message, counts it in
+/// `spike_consumer_messages_total{queue, outcome}`, and says how to settle its delivery.
 async fn carry_out<H: Handler>(
+    amqp: &Amqp,
+    topology: &Topology,
+    route: &Route,
+    handler: &H,
+    message: &Message<'_>,
+    decision: Decision,
+) -> Settle {
+    let outcome = match decision {
+        Decision::Done => "processed",
+        Decision::Poison => "rejected",
+        Decision::Defer(_) => "deferred",
+        Decision::RetryLater => "retried",
+    };
+    let settle = carry_out_decision(amqp, topology, route, handler, message, decision).await;
+    let outcome = match (outcome, settle) {
+        // The retry could not be published, or the retries are spent and the handler could
+        // not compensate: the message goes back onto its queue.
+        (_, Settle::Requeue) => "requeued",
+        ("retried", Settle::Reject) => "dead_lettered",
+        (outcome, _) => outcome,
+    };
+    metrics::counter!(names::CONSUMED, "queue" => route.queue, "outcome" => outcome).increment(1);
+    settle
+}
+
+async fn carry_out_decision<H: Handler>(
     amqp: &Amqp,
     topology: &Topology,
     route: &Route,

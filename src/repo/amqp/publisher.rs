@@ -9,6 +9,7 @@ use lapin::{BasicProperties, Confirmation, PublisherConfirm};
 
 use super::Amqp;
 use crate::repo::{Dependency, RepoError};
+use crate::telemetry::metrics::names;
 
 /// How long a publish may wait for the broker's confirm before it counts as failed.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,10 +50,12 @@ impl Amqp {
                 .await
                 .map_err(RepoError::from)
         };
-        let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
-            .await
-            .map_err(|_| RepoError::Timeout(Dependency::Rabbitmq, CONFIRM_TIMEOUT))??;
-        confirmed(confirmation)
+        let published = match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+            Ok(confirmation) => confirmation.and_then(confirmed),
+            Err(_) => Err(RepoError::Timeout(Dependency::Rabbitmq, CONFIRM_TIMEOUT)),
+        };
+        count(&published);
+        published
     }
 
     /// Publishes persistent JSON messages `(routing_key, payload)` one after the other without
@@ -71,10 +74,15 @@ impl Amqp {
             );
         }
         let waits = confirms.into_iter().map(|sent| async move {
-            let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, sent?)
-                .await
-                .map_err(|_| RepoError::Timeout(Dependency::Rabbitmq, CONFIRM_TIMEOUT))??;
-            confirmed(confirmation)
+            let published = match sent {
+                Ok(confirm) => match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+                    Ok(confirmation) => confirmation.map_err(RepoError::from).and_then(confirmed),
+                    Err(_) => Err(RepoError::Timeout(Dependency::Rabbitmq, CONFIRM_TIMEOUT)),
+                },
+                Err(error) => Err(error),
+            };
+            count(&published);
+            published
         });
         futures_util::future::join_all(waits).await
     }
@@ -113,13 +121,28 @@ impl Amqp {
     }
 }
 
+const UNROUTABLE: &str = "unroutable (no queue bound)";
+const NACKED: &str = "nacked by the broker";
+
 /// What a confirm means: `Ok` only for a plain ack (stored, and routed to at least one queue:
 /// `mandatory` turns "no queue bound" into a returned message).
 fn confirmed(confirmation: Confirmation) -> Result<(), RepoError> {
     match confirmation {
         Confirmation::Ack(None) => Ok(()),
-        Confirmation::Ack(Some(_)) => Err(RepoError::NotConfirmed("unroutable (no queue bound)")),
-        Confirmation::Nack(_) => Err(RepoError::NotConfirmed("nacked by the broker")),
+        Confirmation::Ack(Some(_)) => Err(RepoError::NotConfirmed(UNROUTABLE)),
+        Confirmation::Nack(_) => Err(RepoError::NotConfirmed(NACKED)),
         Confirmation::NotRequested => Err(RepoError::NotConfirmed("confirms not enabled")),
     }
+}
+
+/// Counts a publish in `spike_amqp_publishes_total` by how it ended.
+fn count(published: &Result<(), RepoError>) {
+    let result = match published {
+        Ok(()) => "confirmed",
+        Err(RepoError::NotConfirmed(NACKED)) => "nacked",
+        Err(RepoError::NotConfirmed(UNROUTABLE)) => "unroutable",
+        Err(RepoError::Timeout(..)) => "timed_out",
+        Err(_) => "failed",
+    };
+    metrics::counter!(names::PUBLISHES, "result" => result).increment(1);
 }

@@ -1,6 +1,8 @@
 //! The `outbox` table: messages written in the same transaction as the change they announce,
 //! published later by the relay (`service::outbox`).
 
+use std::time::Duration;
+
 use sqlx::{MySql, MySqlConnection, QueryBuilder};
 
 use crate::repo::RepoError;
@@ -85,6 +87,21 @@ pub async fn record_failure(
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// The outbox's unpublished messages: how many, and how long the oldest has waited (zero when
+/// there is none). The age is measured by MySQL's clock, which also stamped `created_at`.
+pub async fn backlog(db: &sqlx::MySqlPool) -> Result<(u64, Duration), RepoError> {
+    let row = sqlx::query!(
+        r#"SELECT COUNT(*) AS "pending!: i64",
+                  CAST(COALESCE(TIMESTAMPDIFF(MICROSECOND, MIN(created_at), NOW(3)), 0) AS SIGNED)
+                      AS "oldest_micros!: i64"
+           FROM outbox WHERE published_at IS NULL"#
+    )
+    .fetch_one(db)
+    .await?;
+    let age = Duration::from_micros(row.oldest_micros.max(0) as u64);
+    Ok((row.pending.max(0) as u64, age))
 }
 
 /// Number of messages not yet published (a health figure for operators and tests).

@@ -24,6 +24,7 @@ use crate::repo::redis::flash_sale::EventStore;
 use crate::service::ServiceError;
 use crate::service::messages::ReservationMessage;
 use crate::service::order_writer;
+use crate::telemetry::metrics::names;
 
 /// What the worker did with one reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,7 +166,7 @@ impl Fulfilment {
             stock_returned = returned,
             "flash-sale order could not be created; reservation compensated and dead-lettered"
         );
-        metrics::counter!("spike_order_create_dead_lettered_total").increment(1);
+        metrics::counter!(names::DEAD_LETTERED_ORDERS).increment(1);
         Ok(())
     }
 

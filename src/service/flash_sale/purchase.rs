@@ -22,6 +22,7 @@ use crate::repo::mysql::spike_events;
 use crate::repo::redis::flash_sale::{EventStore, Reservation};
 use crate::service::ServiceError;
 use crate::service::messages::ReservationMessage;
+use crate::telemetry::metrics::names;
 use crate::util::single_flight::SingleFlight;
 
 /// A purchase attempt as the API hands it over.
@@ -287,7 +288,7 @@ impl Purchase {
                 .confirm_idempotency(event_id, user_id, key, &ticket)
                 .await?;
         }
-        metrics::counter!("spike_buy_total", "outcome" => "queued").increment(1);
+        metrics::counter!(names::BUYS, "outcome" => "queued").increment(1);
         Ok(Queued {
             ticket,
             replayed: false,
@@ -319,7 +320,7 @@ impl Purchase {
         };
         match self.fulfilment.create_order_in_mysql(&message).await? {
             CreateOutcome::Created { .. } => {
-                metrics::counter!("spike_buy_total", "outcome" => "queued").increment(1);
+                metrics::counter!(names::BUYS, "outcome" => "queued").increment(1);
                 Ok(Queued {
                     ticket: message.ticket,
                     replayed: false,
@@ -388,6 +389,6 @@ fn rejected(error: ServiceError) -> ServiceError {
         ServiceError::Forbidden(_) => "no_purchase_token",
         _ => "unavailable",
     };
-    metrics::counter!("spike_buy_total", "outcome" => outcome).increment(1);
+    metrics::counter!(names::BUYS, "outcome" => outcome).increment(1);
     error
 }

@@ -40,6 +40,7 @@ use crate::repo::redis::consumer_reports::ConsumerReports;
 use crate::repo::redis::flash_sale::{EventStore, PendingReservation};
 use crate::service::ServiceError;
 use crate::service::messages::{ReservationGroup, ReservationMessage};
+use crate::telemetry::metrics::names;
 
 /// Where an event's units are, from both stores.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -268,7 +269,7 @@ impl Reconciler {
             ticket = reservation.ticket,
             "stale reservation republished"
         );
-        metrics::counter!("spike_reconciler_republished_total").increment(1);
+        metrics::counter!(names::REPUBLISHED).increment(1);
         Ok(true)
     }
 
@@ -339,9 +340,8 @@ impl Reconciler {
             .lock()
             .expect("drift memory poisoned")
             .insert(ledger.event_id, 0);
-        metrics::gauge!("spike_reconciler_drift", "event_id" => ledger.event_id.to_string())
-            .set(0.0);
-        metrics::counter!("spike_reconciler_released_units_total").increment(u64::from(units));
+        metrics::gauge!(names::DRIFT, "event_id" => ledger.event_id.to_string()).set(0.0);
+        metrics::counter!(names::RELEASED_UNITS).increment(u64::from(units));
         tracing::warn!(
             event_id = ledger.event_id,
             units,
@@ -356,8 +356,7 @@ impl Reconciler {
         let Some(drift) = ledger.drift else {
             return Ok((ledger, None));
         };
-        metrics::gauge!("spike_reconciler_drift", "event_id" => event.id.to_string())
-            .set(drift as f64);
+        metrics::gauge!(names::DRIFT, "event_id" => event.id.to_string()).set(drift as f64);
         let previous = self
             .last_drift
             .lock()

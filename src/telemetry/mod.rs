@@ -1,9 +1,13 @@
+//! Telemetry: logs (here), Prometheus metrics ([`metrics`]) and OpenTelemetry traces.
+//!
 //! Logging set-up: `tracing` with JSON lines (production) or human-readable output (development).
 //!
 //! Every HTTP request runs inside a span carrying its `request_id` (see `api::middleware`), and both
 //! formats print the enclosing spans' fields, so each line a request causes names its request id.
 //! Secrets never reach this layer: configuration values are wrapped in `config::Secret` and request
 //! headers are not recorded.
+
+pub mod metrics;
 
 use std::io;
 

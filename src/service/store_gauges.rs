@@ -1,0 +1,68 @@
+//! The gauges that describe what the stores hold rather than what this process did: MySQL pool
+//! use (every role), and for the worker the depth of each queue and the outbox backlog.
+//! Sampled on a timer by one task per process, so a scrape costs nothing and a slow store never
+//! slows a scrape.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::repo::Infra;
+use crate::repo::mysql::outbox;
+use crate::telemetry::metrics::names;
+
+/// What a process samples: the pool always; queues and outbox where the worker runs (one
+/// worker's view is the broker's and the database's, so every worker reports the same figures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sampled {
+    Pool,
+    PoolQueuesAndOutbox,
+}
+
+/// Samples the gauges every `every` until `shutdown`.
+pub async fn sample_every(
+    infra: Infra,
+    what: Sampled,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => sample(&infra, what).await,
+        }
+    }
+}
+
+/// One sample. A store that does not answer leaves its gauges at their last value (they age out
+/// of `/metrics` if it stays down; the readiness probe and the logs say why).
+pub async fn sample(infra: &Infra, what: Sampled) {
+    let pool = &infra.db;
+    let open = f64::from(pool.size());
+    metrics::gauge!(names::DB_POOL_CONNECTIONS, "state" => "open").set(open);
+    metrics::gauge!(names::DB_POOL_CONNECTIONS, "state" => "idle").set(pool.num_idle() as f64);
+    metrics::gauge!(names::DB_POOL_MAX).set(f64::from(pool.options().get_max_connections()));
+    if what == Sampled::Pool {
+        return;
+    }
+    for queue in infra.topology.queue_names() {
+        match infra.amqp.queue_depth(&queue).await {
+            Ok(depth) => {
+                metrics::gauge!(names::QUEUE_DEPTH, "queue" => queue)
+                    .set(f64::from(depth.messages));
+            }
+            Err(error) => {
+                tracing::debug!(queue, %error, "queue depth not sampled");
+            }
+        }
+    }
+    match outbox::backlog(pool).await {
+        Ok((pending, oldest)) => {
+            metrics::gauge!(names::OUTBOX_BACKLOG).set(pending as f64);
+            metrics::gauge!(names::OUTBOX_OLDEST_AGE).set(oldest.as_secs_f64());
+        }
+        Err(error) => tracing::debug!(%error, "outbox backlog not sampled"),
+    }
+}
