@@ -11,7 +11,8 @@ use spike::bench::BenchArgs;
 use spike::config::{Config, redact_url};
 use spike::repo::mysql;
 use spike::startup::{self, Application, Services};
-use spike::{telemetry, worker};
+use spike::telemetry::{self, traces};
+use spike::worker;
 
 #[derive(Parser)]
 #[command(name = "spike", version, about = "Flash-sale shopping backend")]
@@ -50,10 +51,6 @@ fn main() -> ExitCode {
         Command::All => Role::All,
         Command::Migrate => Role::Migrate,
     };
-    telemetry::init(config.telemetry.log_format, &config.telemetry.log_level);
-    telemetry::metrics::install();
-    log_config(&config);
-
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -61,7 +58,36 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(role, config)) {
+    // The trace exporter runs on the runtime, so it is built inside it.
+    let traces = match &config.telemetry.otlp_endpoint {
+        Some(endpoint) => {
+            let _inside = runtime.enter();
+            match traces::otlp_provider(endpoint, config.telemetry.trace_sample_ratio, role.name())
+            {
+                Ok(provider) => Some(provider),
+                Err(error) => {
+                    eprintln!("spike: {error}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        None => None,
+    };
+    telemetry::init(
+        config.telemetry.log_format,
+        &config.telemetry.log_level,
+        traces.as_ref(),
+    );
+    telemetry::metrics::install();
+    log_config(&config);
+
+    let outcome = runtime.block_on(run(role, config));
+    if let Some(provider) = traces
+        && let Err(error) = provider.shutdown()
+    {
+        eprintln!("spike: spans not flushed at exit: {error}");
+    }
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "spike stopped with an error");
@@ -78,6 +104,18 @@ enum Role {
     Worker,
     All,
     Migrate,
+}
+
+impl Role {
+    /// The role as traces name it (`spike.role`).
+    fn name(self) -> &'static str {
+        match self {
+            Role::Serve => "serve",
+            Role::Worker => "worker",
+            Role::All => "all",
+            Role::Migrate => "migrate",
+        }
+    }
 }
 
 async fn run(role: Role, config: Config) -> anyhow::Result<()> {
@@ -146,7 +184,7 @@ async fn close(tasks: &TaskTracker, infra: &spike::repo::Infra) {
 /// when asked. Exit codes: 0 all good, 1 an invariant check failed, 2 the run could not be made.
 fn bench(args: &BenchArgs, config: &Config) -> ExitCode {
     // Only warnings, on stderr: stdout is the report's.
-    telemetry::init_with_writer(config.telemetry.log_format, "warn", std::io::stderr);
+    telemetry::init_with_writer(config.telemetry.log_format, "warn", std::io::stderr, None);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -29,12 +29,14 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::{DefaultOnResponse, OnResponse, TraceLayer};
+use tracing::field::Empty;
 use tracing::{Level, Span};
 
 use super::error::{ApiError, ErrorCode};
 use super::request_id::{REQUEST_ID_HEADER, assign_request_id};
 use crate::config::{CorsOrigins, HttpSettings};
 use crate::telemetry::metrics::names;
+use crate::telemetry::traces;
 
 const IDEMPOTENCY_KEY_HEADER: HeaderName = HeaderName::from_static("idempotency-key");
 
@@ -49,12 +51,19 @@ pub fn apply(router: Router, config: &HttpSettings, sample: f64) -> Router {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
             // The path only: query strings and headers (Authorization!) stay out of the logs.
-            tracing::info_span!(
+            let span = tracing::info_span!(
                 "http",
                 request_id,
+                trace_id = Empty,
                 method = %request.method(),
                 path = request.uri().path(),
-            )
+                "otel.name" = Empty,
+                "otel.kind" = Empty,
+            );
+            if traces::enabled() {
+                describe_for_traces(&span, request);
+            }
+            span
         })
         .on_request(())
         .on_response(SampledAccessLog { sample });
@@ -76,6 +85,24 @@ pub fn apply(router: Router, config: &HttpSettings, sample: f64) -> Router {
     router.layer(stack)
 }
 
+/// Makes the request's span a server span named after its route, a child of the caller's trace
+/// when the request carries a `traceparent`, and puts its trace id in the logs.
+fn describe_for_traces(span: &Span, request: &Request<Body>) {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    span.record("otel.name", format!("{} {route}", request.method()));
+    span.record("otel.kind", "server");
+    traces::set_parent_from(span, |name| {
+        let value = request.headers().get(name)?.to_str().ok()?;
+        Some(value.to_owned())
+    });
+    if let Some(trace_id) = traces::trace_id(span) {
+        span.record("trace_id", trace_id);
+    }
+}
+
 /// The access log line, "finished processing request" with the status and the latency in ms, for
 /// a `sample` share of requests: at flash-sale rates a line per request costs more than the request
 /// (`/healthz` runs at about half its rate with one). Answers with a 5xx are always logged, and
@@ -88,6 +115,7 @@ struct SampledAccessLog {
 impl<B> OnResponse<B> for SampledAccessLog {
     fn on_response(self, response: &HttpResponse<B>, latency: Duration, span: &Span) {
         let status = response.status();
+        traces::record_status(span, status.as_u16());
         if status.is_server_error() || (self.sample > 0.0 && fastrand::f64() < self.sample) {
             DefaultOnResponse::new()
                 .level(Level::INFO)

@@ -86,6 +86,7 @@ impl CatalogService {
         &self.inner.stats
     }
 
+    #[tracing::instrument(level = "debug", name = "mysql.tx create_product", skip_all, fields(otel.kind = "client", db.system = "mysql"))]
     pub async fn create(&self, product: NewProduct) -> Result<Product, ServiceError> {
         let mut tx = self.inner.db.begin().await?;
         let id = products::insert(&mut tx, &product).await?;
@@ -99,6 +100,7 @@ impl CatalogService {
         Ok(created)
     }
 
+    #[tracing::instrument(level = "debug", name = "mysql.tx update_product", skip_all, fields(otel.kind = "client", db.system = "mysql"))]
     pub async fn update(&self, id: u64, changes: ProductChanges) -> Result<Product, ServiceError> {
         let mut tx = self.inner.db.begin().await?;
         if !products::lock_active(&mut tx, id).await? {
@@ -118,6 +120,7 @@ impl CatalogService {
     /// Soft-deletes a product, unless a flash-sale event of it is upcoming or active (it would
     /// go on selling a product readers cannot see): 409 then. The product's row lock orders this
     /// against a concurrent event creation, which takes the same lock first.
+    #[tracing::instrument(level = "debug", name = "mysql.tx delete_product", skip_all, fields(otel.kind = "client", db.system = "mysql"))]
     pub async fn delete(&self, id: u64) -> Result<(), ServiceError> {
         let mut tx = self.inner.db.begin().await?;
         if !products::lock_active(&mut tx, id).await? {

@@ -65,6 +65,7 @@ impl OrderService {
     /// Places an order. With an idempotency key, a retry of the same request returns the order
     /// the first one created (`true` = replayed) and changes no stock; the same key with another
     /// request is refused.
+    #[tracing::instrument(level = "debug", name = "mysql.tx create_order", skip_all, fields(otel.kind = "client", db.system = "mysql"))]
     pub async fn create(
         &self,
         user_id: u64,
@@ -193,6 +194,7 @@ impl OrderService {
 
     /// Simulated payment. Paying a paid order returns it unchanged; paying after the deadline,
     /// or a cancelled or closed order, is a conflict.
+    #[tracing::instrument(level = "debug", name = "mysql.tx pay_order", skip_all, fields(otel.kind = "client", db.system = "mysql"))]
     pub async fn pay(&self, user_id: u64, order_id: u64) -> Result<Order, ServiceError> {
         let mut tx = self.inner.db.begin().await?;
         let mut order = lock_own(&mut tx, user_id, order_id).await?;
@@ -220,6 +222,7 @@ impl OrderService {
     }
 
     /// The buyer gives up an unpaid order; its stock returns.
+    #[tracing::instrument(level = "debug", name = "mysql.tx cancel_order", skip_all, fields(otel.kind = "client", db.system = "mysql"))]
     pub async fn cancel(&self, user_id: u64, order_id: u64) -> Result<Order, ServiceError> {
         let mut tx = self.inner.db.begin().await?;
         let order = lock_own(&mut tx, user_id, order_id).await?;
@@ -238,6 +241,7 @@ impl OrderService {
     /// unpaid, in one transaction: one UPDATE closes them, each product and each flash-sale
     /// event gets its units back with one statement, and each event's units go back to Redis
     /// with one call. Safe to call any number of times for the same orders.
+    #[tracing::instrument(level = "debug", name = "mysql.tx close_expired_orders", skip_all, fields(otel.kind = "client", db.system = "mysql"))]
     pub async fn close_expired_many(&self, order_ids: &[u64]) -> Result<CloseReport, ServiceError> {
         let mut tx = self.inner.db.begin().await?;
         let locked = orders::lock_many(&mut tx, order_ids).await?;

@@ -8,9 +8,11 @@
 //! headers are not recorded.
 
 pub mod metrics;
+pub mod traces;
 
 use std::io;
 
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Subscriber;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -19,31 +21,43 @@ use tracing_subscriber::{EnvFilter, Layer, Registry, fmt};
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber writing to stdout. Call once, early in `main`.
-pub fn init(format: LogFormat, level: &str) {
-    init_with_writer(format, level, io::stdout);
+/// Installs the global subscriber writing to stdout, exporting spans through `traces` when
+/// given. Call once, early in `main`.
+pub fn init(format: LogFormat, level: &str, traces: Option<&SdkTracerProvider>) {
+    init_with_writer(format, level, io::stdout, traces);
 }
 
 /// Installs the global subscriber writing to `writer`. Does nothing when one is already
 /// installed, so tests may call it repeatedly.
-pub fn init_with_writer<W>(format: LogFormat, level: &str, writer: W)
-where
+pub fn init_with_writer<W>(
+    format: LogFormat,
+    level: &str,
+    writer: W,
+    traces: Option<&SdkTracerProvider>,
+) where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let _ = tracing::subscriber::set_global_default(subscriber(format, level, writer));
+    let _ = tracing::subscriber::set_global_default(subscriber(format, level, writer, traces));
 }
 
-/// The subscriber `init` installs: an `EnvFilter` for `level` over [`format_layer`]. An invalid
-/// `level` falls back to `info`; config validation rejects one before it gets here.
-pub fn subscriber<W>(format: LogFormat, level: &str, writer: W) -> Box<dyn Subscriber + Send + Sync>
+/// The subscriber `init` installs: [`format_layer`] under an `EnvFilter` for `level`, and the
+/// trace exporter ([`traces::layer`]) under its own filter, so spans the logs do not show (the
+/// `debug` store spans) still reach the traces. An invalid `level` falls back to `info`; config
+/// validation rejects one before it gets here.
+pub fn subscriber<W>(
+    format: LogFormat,
+    level: &str,
+    writer: W,
+    traces: Option<&SdkTracerProvider>,
+) -> Box<dyn Subscriber + Send + Sync>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
     Box::new(
         Registry::default()
-            .with(filter)
-            .with(format_layer(format, writer)),
+            .with(format_layer(format, writer).with_filter(filter))
+            .with(traces.map(traces::layer)),
     )
 }
 

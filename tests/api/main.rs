@@ -22,3 +22,4 @@ mod schema;
 mod spike;
 mod spike_batches;
 mod spike_recovery;
+mod traces;

@@ -15,10 +15,12 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Span};
 
 use super::{ATTEMPT_HEADER, Amqp, Topology};
 use crate::repo::{Dependency, RepoError};
 use crate::telemetry::metrics::names;
+use crate::telemetry::traces;
 
 /// A delivered message as a handler sees it.
 #[derive(Debug)]
@@ -214,13 +216,17 @@ async fn consume_batch<H: Handler>(
             }
         })
         .collect();
-    let decisions = handler.handle(&messages).await;
-    debug_assert_eq!(decisions.len(), messages.len(), "one decision per message");
-    let settles =
-        futures_util::future::join_all(messages.iter().zip(decisions).map(
-            |(message, decision)| carry_out(amqp, topology, route, handler, message, decision),
-        ))
-        .await;
+    let span = consume_span(route.queue, &messages);
+    let settles = async {
+        let decisions = handler.handle(&messages).await;
+        debug_assert_eq!(decisions.len(), messages.len(), "one decision per message");
+        futures_util::future::join_all(messages.iter().zip(decisions).map(|(message, decision)| {
+            carry_out(amqp, topology, route, handler, message, decision)
+        }))
+        .await
+    }
+    .instrument(span)
+    .await;
     if let Some(last) = batch.last()
         && settles.iter().all(|settle| *settle == Settle::Ack)
     {
@@ -237,6 +243,27 @@ async fn consume_batch<H: Handler>(
             .map(|(delivery, how)| settle(route, delivery, how)),
     )
     .await;
+}
+
+/// The span of handling a batch: the child of the first message's trace (one buyer's request, in
+/// a batch of one), linked to the traces of the others. What the handler does (the MySQL
+/// transaction) and the retries it publishes happen inside it, so they join that trace.
+fn consume_span(queue: &str, messages: &[Message<'_>]) -> Span {
+    let span = tracing::debug_span!(
+        "amqp.consume",
+        "otel.kind" = "consumer",
+        "otel.name" = format!("consume {queue}"),
+        "messaging.system" = "rabbitmq",
+        "messaging.destination.name" = queue,
+        "messaging.batch.message_count" = messages.len(),
+    );
+    if let Some((first, others)) = messages.split_first() {
+        traces::set_parent_from(&span, |name| first.header(name));
+        for message in others {
+            traces::link_from(&span, |name| message.header(name));
+        }
+    }
+    span
 }
 
 /// Settles one delivery.

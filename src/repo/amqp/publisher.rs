@@ -4,12 +4,14 @@
 use std::time::Duration;
 
 use lapin::options::BasicPublishOptions;
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Confirmation, PublisherConfirm};
+use tracing::{Instrument, Span};
 
 use super::Amqp;
 use crate::repo::{Dependency, RepoError};
 use crate::telemetry::metrics::names;
+use crate::telemetry::traces;
 
 /// How long a publish may wait for the broker's confirm before it counts as failed.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,13 +46,17 @@ impl Amqp {
         expiration: Option<Duration>,
         headers: FieldTable,
     ) -> Result<(), RepoError> {
+        let span = publish_span(routing_key, 1);
         let confirm = async {
             self.send(exchange, routing_key, payload, expiration, headers)
                 .await?
                 .await
                 .map_err(RepoError::from)
         };
-        let published = match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+        let published = match tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+            .instrument(span)
+            .await
+        {
             Ok(confirmation) => confirmation.and_then(confirmed),
             Err(_) => Err(RepoError::Timeout(Dependency::Rabbitmq, CONFIRM_TIMEOUT)),
         };
@@ -66,10 +72,15 @@ impl Amqp {
         exchange: &str,
         messages: &[(&str, &[u8])],
     ) -> Vec<Result<(), RepoError>> {
+        let span = publish_span(
+            messages.first().map_or("", |(routing_key, _)| *routing_key),
+            messages.len(),
+        );
         let mut confirms = Vec::with_capacity(messages.len());
         for (routing_key, payload) in messages {
             confirms.push(
                 self.send(exchange, routing_key, payload, None, FieldTable::default())
+                    .instrument(span.clone())
                     .await,
             );
         }
@@ -84,7 +95,7 @@ impl Amqp {
             count(&published);
             published
         });
-        futures_util::future::join_all(waits).await
+        futures_util::future::join_all(waits).instrument(span).await
     }
 
     /// Sends one message on the confirm channel; the returned future resolves with the broker's
@@ -97,6 +108,11 @@ impl Amqp {
         expiration: Option<Duration>,
         headers: FieldTable,
     ) -> Result<PublisherConfirm, RepoError> {
+        // The trace context travels with the message; a retry replaces the one it carried.
+        let mut headers = headers;
+        for (name, value) in traces::context_headers(&Span::current()) {
+            headers.insert(name.into(), AMQPValue::LongString(value.into()));
+        }
         let mut properties = BasicProperties::default()
             .with_content_type("application/json".into())
             .with_delivery_mode(2) // persistent
@@ -133,6 +149,18 @@ fn confirmed(confirmation: Confirmation) -> Result<(), RepoError> {
         Confirmation::Nack(_) => Err(RepoError::NotConfirmed(NACKED)),
         Confirmation::NotRequested => Err(RepoError::NotConfirmed("confirms not enabled")),
     }
+}
+
+/// The span of one publish (or of `count` published together and confirmed at once).
+fn publish_span(routing_key: &str, count: usize) -> Span {
+    tracing::debug_span!(
+        "amqp.publish",
+        "otel.kind" = "producer",
+        "otel.name" = format!("publish {routing_key}"),
+        "messaging.system" = "rabbitmq",
+        "messaging.destination.name" = routing_key,
+        "messaging.batch.message_count" = count,
+    )
 }
 
 /// Counts a publish in `spike_amqp_publishes_total` by how it ended.

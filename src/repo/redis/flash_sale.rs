@@ -171,6 +171,7 @@ impl EventStore {
     /// Runs the reservation script for `user_id` with a fresh `ticket`, after taking a token
     /// from the event's cluster-wide admission bucket (`admission`); `idempotency_key` makes a
     /// repeated request answer with the first one's ticket.
+    #[tracing::instrument(level = "debug", name = "redis.reserve", skip_all, fields(otel.kind = "client", db.system = "redis"))]
     pub async fn reserve(
         &self,
         event_id: u64,
@@ -231,6 +232,7 @@ impl EventStore {
 
     /// Undoes the reservation `ticket` of `user_id` (and forgets its `Idempotency-Key`),
     /// announcing the returned unit; false when there was no such reservation.
+    #[tracing::instrument(level = "debug", name = "redis.unreserve", skip_all, fields(otel.kind = "client", db.system = "redis"))]
     pub async fn unreserve(
         &self,
         event_id: u64,
@@ -256,6 +258,7 @@ impl EventStore {
 
     /// Gives `units` back to a warm event and announces it; false when the event is not warm
     /// (MySQL, which warm-up reads, already counts them).
+    #[tracing::instrument(level = "debug", name = "redis.return_units", skip_all, fields(otel.kind = "client", db.system = "redis"))]
     pub async fn return_units(&self, event_id: u64, units: u32) -> Result<bool, RepoError> {
         let keys = self.keys(event_id);
         let returned: i64 = RETURN_UNIT
@@ -271,6 +274,7 @@ impl EventStore {
     /// Adds `units` a re-warm held back, provided the stock is still `expected` and no
     /// reservation is pending (nothing moved since the caller read them); announces it. False
     /// when something moved.
+    #[tracing::instrument(level = "debug", name = "redis.release_held_back", skip_all, fields(otel.kind = "client", db.system = "redis"))]
     pub async fn release_held_back(
         &self,
         event_id: u64,
@@ -291,6 +295,7 @@ impl EventStore {
     }
 
     /// Sets the event's keys (see [`WarmMode`]); true when the stock was set now.
+    #[tracing::instrument(level = "debug", name = "redis.warm_event", skip_all, fields(otel.kind = "client", db.system = "redis"))]
     pub async fn warm(
         &self,
         event_id: u64,
@@ -338,6 +343,7 @@ impl EventStore {
     }
 
     /// Moves a pending reservation's timestamp to `now_ms` unless it changed meanwhile.
+    #[tracing::instrument(level = "debug", name = "redis.touch_reservation", skip_all, fields(otel.kind = "client", db.system = "redis"))]
     pub async fn touch_reservation(
         &self,
         event_id: u64,

@@ -46,6 +46,7 @@ pub async fn give_back(
     run(redis, key, limit, -1).await.map(drop)
 }
 
+#[tracing::instrument(level = "debug", name = "redis.token_bucket", skip_all, fields(otel.kind = "client", db.system = "redis"))]
 async fn run(
     redis: &mut ConnectionManager,
     key: &str,

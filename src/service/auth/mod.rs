@@ -168,6 +168,7 @@ impl AuthService {
     /// Rotates a refresh token: the presented one is spent and a new pair is returned. A spent,
     /// revoked or unknown token is refused; a spent one also revokes its whole family.
     /// Rotations are rate limited per client IP.
+    #[tracing::instrument(level = "debug", name = "mysql.tx refresh_token", skip_all, fields(otel.kind = "client", db.system = "mysql"))]
     pub async fn refresh(
         &self,
         refresh_token: &str,

@@ -60,6 +60,7 @@ impl EventAdmin {
         }
     }
 
+    #[tracing::instrument(level = "debug", name = "mysql.tx create_event", skip_all, fields(otel.kind = "client", db.system = "mysql"))]
     pub async fn create(&self, event: NewEvent) -> Result<SpikeEvent, ServiceError> {
         let mut tx = self.db.begin().await?;
         if !products::lock_active(&mut tx, event.product_id).await? {
@@ -88,6 +89,7 @@ impl EventAdmin {
 
     /// Changes an event that has not started; a changed stock takes from or returns to the
     /// product's inventory.
+    #[tracing::instrument(level = "debug", name = "mysql.tx update_event", skip_all, fields(otel.kind = "client", db.system = "mysql"))]
     pub async fn update(&self, id: u64, changes: EventChanges) -> Result<SpikeEvent, ServiceError> {
         let mut tx = self.db.begin().await?;
         let event = spike_events::lock(&mut tx, id)

@@ -243,6 +243,7 @@ impl Fulfilment {
     }
 
     /// The batch's one transaction; one outcome per reservation, in order.
+    #[tracing::instrument(level = "debug", name = "mysql.tx create_flash_sale_orders", skip_all, fields(otel.kind = "client", db.system = "mysql"))]
     async fn write_batch(
         &self,
         batch: &[ReservationMessage],

@@ -12,9 +12,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Semaphore, oneshot};
+use tracing::{Instrument, Span};
 
 use crate::service::ServiceError;
 use crate::service::messages::{ReservationGroup, ReservationMessage};
+use crate::telemetry::traces;
 
 /// What every member of a group is told: a failure is shared by all of them.
 pub type GroupResult = Result<(), Arc<ServiceError>>;
@@ -57,6 +59,8 @@ struct State {
 struct Member {
     reservation: ReservationMessage,
     done: oneshot::Sender<GroupResult>,
+    /// The span of the request that reserved (its trace continues through the group).
+    span: Span,
 }
 
 impl<S: GroupSink> PublishGroups<S> {
@@ -74,7 +78,11 @@ impl<S: GroupSink> PublishGroups<S> {
     /// confirmed that group (or failed to).
     pub async fn publish(&self, reservation: ReservationMessage) -> GroupResult {
         let (done, confirmed) = oneshot::channel();
-        let member = Member { reservation, done };
+        let member = Member {
+            reservation,
+            done,
+            span: Span::current(),
+        };
         if let Some(group) = self.join(member) {
             // The group's publishing runs on a task of its own: a request cancelled now (its
             // client went away) must not strand the members that joined it.
@@ -119,6 +127,7 @@ impl<S: GroupSink> PublishGroups<S> {
             }
             state.waiting.remove(&id).unwrap_or_default()
         };
+        let span = group_span(&members);
         let (reservations, done): (Vec<_>, Vec<_>) = members
             .into_iter()
             .map(|member| (member.reservation, member.done))
@@ -126,6 +135,7 @@ impl<S: GroupSink> PublishGroups<S> {
         let result = self
             .sink
             .publish(ReservationGroup { reservations })
+            .instrument(span)
             .await
             .map_err(Arc::new);
         drop(slot);
@@ -134,6 +144,23 @@ impl<S: GroupSink> PublishGroups<S> {
             let _ = member.send(result.clone());
         }
     }
+}
+
+/// The span of publishing a group: the child of the request that opened it, linked to the
+/// requests that joined, so each buyer's trace reaches the message that carries its reservation.
+fn group_span(members: &[Member]) -> Span {
+    let Some((first, others)) = members.split_first() else {
+        return Span::none();
+    };
+    let span = tracing::debug_span!(
+        parent: &first.span,
+        "flash_sale.publish_group",
+        reservations = members.len()
+    );
+    for member in others {
+        traces::link(&span, &member.span);
+    }
+    span
 }
 
 #[cfg(test)]

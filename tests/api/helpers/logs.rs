@@ -1,11 +1,32 @@
-//! Log capture for tests that assert on log lines, and readable logs with `SPIKE_TEST_LOG`.
+//! Log capture for tests that assert on log lines, readable logs with `SPIKE_TEST_LOG`, and the
+//! finished spans of traces a test started ([`traced_spans`]).
 
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
+
+use opentelemetry_sdk::trace::{InMemorySpanExporter, Sampler, SdkTracerProvider, SpanData};
 
 use spike::config::LogFormat;
 
+/// Spans of every sampled trace, kept in memory. Only traces a test starts itself are sampled:
+/// the sampler follows the parent, and a new root is never sampled, so a test that sends a
+/// sampled `traceparent` finds exactly its own trace here.
+static SPANS: OnceLock<(InMemorySpanExporter, SdkTracerProvider)> = OnceLock::new();
+
+/// The finished spans of trace `trace_id` (32 hex digits).
+pub fn traced_spans(trace_id: &str) -> Vec<SpanData> {
+    init_logs();
+    let (exporter, _) = SPANS.get().expect("installed by init_logs");
+    exporter
+        .get_finished_spans()
+        .expect("in-memory spans")
+        .into_iter()
+        .filter(|span| span.span_context.trace_id().to_string() == trace_id)
+        .collect()
+}
+
 /// Installs the test binary's one global subscriber: the per-thread capture layer (see
-/// [`CapturedLogs`]) and, with `SPIKE_TEST_LOG=<filter>`, readable logs on stderr.
+/// [`CapturedLogs`]), the production trace layer over an in-memory exporter, and, with
+/// `SPIKE_TEST_LOG=<filter>`, readable logs on stderr.
 pub(super) fn init_logs() {
     use tracing_subscriber::Layer;
     use tracing_subscriber::filter::{EnvFilter, filter_fn};
@@ -19,7 +40,19 @@ pub(super) fn init_logs() {
             spike::telemetry::format_layer(LogFormat::Pretty, std::io::stderr)
                 .with_filter(EnvFilter::new(level))
         });
-        let subscriber = tracing_subscriber::registry().with(capture).with(stderr);
+        let (_, provider) = SPANS.get_or_init(|| {
+            let exporter = InMemorySpanExporter::default();
+            let provider = SdkTracerProvider::builder()
+                .with_simple_exporter(exporter.clone())
+                .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)))
+                .build();
+            (exporter, provider)
+        });
+        let traces = spike::telemetry::traces::layer(provider);
+        let subscriber = tracing_subscriber::registry()
+            .with(capture)
+            .with(stderr)
+            .with(traces);
         tracing::subscriber::set_global_default(subscriber).expect("one global test subscriber");
     });
 }
