@@ -107,3 +107,70 @@ async fn request_lines_are_sampled_but_server_errors_are_always_logged() {
     assert_eq!(access.len(), 1, "only the 5xx: {}", logs.text());
     assert_eq!(access[0]["status"], 500);
 }
+
+#[tokio::test]
+async fn passwords_tokens_and_cookies_never_reach_the_logs_even_at_debug() {
+    let (logs, _guard) = CapturedLogs::start(tracing::Level::DEBUG);
+    let app = spawn_app_with(TestOptions::default()).await;
+    let password = "Pass-word-never-logged-7";
+    let email = format!("secrets-{}@example.com", uuid::Uuid::new_v4().simple());
+    assert_eq!(app.register(&email, password).await.status(), 201);
+    // A wrong password too: a failed login is the likeliest to be logged with its input.
+    let wrong = "Wrong-password-never-logged-8";
+    assert_eq!(app.login(&email, wrong).await.status(), 401);
+    let tokens = crate::helpers::envelope(app.login(&email, password).await).await["data"].clone();
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+
+    let me = app
+        .client
+        .get(app.url("/api/v1/users/me"))
+        .bearer_auth(&access)
+        .header("cookie", "session=cookie-value-never-logged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let renewed = crate::helpers::envelope(
+        app.post_json(
+            "/api/v1/auth/refresh",
+            &serde_json::json!({ "refresh_token": refresh }),
+        )
+        .await,
+    )
+    .await["data"]
+        .clone();
+    let new_refresh = renewed["refresh_token"].as_str().unwrap().to_owned();
+    // The spent one again (reuse detection logs a warning) and a logout.
+    app.post_json(
+        "/api/v1/auth/refresh",
+        &serde_json::json!({ "refresh_token": refresh }),
+    )
+    .await;
+    app.post_json(
+        "/api/v1/auth/logout",
+        &serde_json::json!({ "refresh_token": new_refresh }),
+    )
+    .await;
+
+    let text = logs.text();
+    assert!(
+        text.matches("finished processing request").count() >= 6,
+        "the requests were logged: {text}"
+    );
+    for (what, secret) in [
+        ("password", password),
+        ("wrong password", wrong),
+        ("access token", access.as_str()),
+        ("refresh token", refresh.as_str()),
+        ("renewed refresh token", new_refresh.as_str()),
+        ("cookie", "cookie-value-never-logged"),
+    ] {
+        assert!(!text.contains(secret), "the {what} leaked into the logs");
+    }
+    // A JWT's signature alone is enough to forge nothing, but its payload names the user: no
+    // segment of the token may appear either.
+    for segment in access.split('.') {
+        assert!(!text.contains(segment), "part of the access token leaked");
+    }
+}

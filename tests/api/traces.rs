@@ -5,10 +5,13 @@
 //! The test binary exports the production spans to memory (helpers::logs). Only traces a test
 //! starts are sampled, by sending a sampled `traceparent`.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry::trace::SpanKind;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_sdk::trace::SpanData;
+use prost::Message;
 
 use crate::helpers::{CapturedLogs, TestApp, TestOptions, spawn_app_with, traced_spans, wait_for};
 use crate::spike::{active_event, buyers, wait_for_success};
@@ -201,5 +204,109 @@ async fn a_retried_order_stays_in_its_buyers_trace() {
         second.is_some(),
         "the second attempt is the retry publish's child: {:?}",
         names(&spans)
+    );
+}
+
+/// A stand-in OTLP/HTTP collector: answers every request 200 and keeps (request head, body).
+async fn fake_collector() -> (u16, Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let store = received.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut socket = BufReader::new(socket);
+                loop {
+                    let mut head = String::new();
+                    let mut line = String::new();
+                    while socket.read_line(&mut line).await.unwrap_or(0) > 2 {
+                        head.push_str(&line);
+                        line.clear();
+                    }
+                    if head.is_empty() {
+                        return;
+                    }
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|n| n.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    let mut body = vec![0; length];
+                    socket.read_exact(&mut body).await.unwrap();
+                    store.lock().unwrap().push((head, body));
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                    socket.get_mut().write_all(answer).await.unwrap();
+                }
+            });
+        }
+    });
+    (port, received)
+}
+
+#[tokio::test]
+async fn a_real_process_exports_sampled_spans_over_otlp_http_and_flushes_them_at_exit() {
+    let (collector, received) = fake_collector().await;
+    let resources = crate::helpers::TestResources::create().await;
+    let port = crate::helpers::closed_port().await;
+    let endpoint = format!("http://127.0.0.1:{collector}");
+    // New traces are never sampled (ratio 0); a caller's sampled trace is (parent-based).
+    let child = crate::process::spawn_spike_with(
+        "all",
+        &resources,
+        port,
+        &[
+            ("SPIKE_OTLP_ENDPOINT", &endpoint),
+            ("SPIKE_TRACE_SAMPLE_RATIO", "0"),
+        ],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    crate::process::wait_until_healthy(&base).await;
+    let (trace_id, traceparent) = new_trace();
+    let answer = reqwest::Client::new()
+        .get(format!("{base}/readyz"))
+        .header("traceparent", &traceparent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+
+    // SIGTERM: the exporter flushes what it holds before the process exits.
+    assert!(crate::process::terminate(child).await.success());
+    let received = received.lock().unwrap().clone();
+    assert!(!received.is_empty(), "the collector received spans");
+    let mut spans = Vec::new();
+    for (head, body) in &received {
+        assert!(head.starts_with("POST /v1/traces "), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/x-protobuf"),
+            "{head}"
+        );
+        let request = ExportTraceServiceRequest::decode(body.as_slice()).expect("OTLP protobuf");
+        for resource in request.resource_spans {
+            for scope in resource.scope_spans {
+                spans.extend(scope.spans);
+            }
+        }
+    }
+    let trace_bytes = u128::from_str_radix(&trace_id, 16).unwrap().to_be_bytes();
+    // Only the caller's trace was sampled: not the health checks before it, not the worker's
+    // background passes.
+    assert!(
+        spans.iter().all(|span| span.trace_id == trace_bytes),
+        "{:?}",
+        spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    assert!(
+        spans.iter().any(|span| span.name == "GET /readyz"),
+        "{:?}",
+        spans.iter().map(|s| &s.name).collect::<Vec<_>>()
     );
 }
