@@ -11,16 +11,17 @@ fn main() {
             println!("cargo:rerun-if-changed={path}");
         }
     }
-    if std::env::var_os("SPIKE_GIT_SHA").is_some() {
-        return;
-    }
-    let sha = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
+    let given = std::env::var("SPIKE_GIT_SHA")
         .ok()
-        .filter(|output| output.status.success())
-        .and_then(|output| String::from_utf8(output.stdout).ok());
-    if let Some(sha) = sha {
-        println!("cargo:rustc-env=SPIKE_GIT_SHA={}", sha.trim());
-    }
+        .filter(|sha| !sha.trim().is_empty());
+    let sha = given.or_else(|| {
+        Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .and_then(|output| String::from_utf8(output.stdout).ok())
+    });
+    let sha = sha.as_deref().map_or("unknown", str::trim);
+    println!("cargo:rustc-env=SPIKE_GIT_SHA={sha}");
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (CI runs it through .ci/run):
 # services up → leftovers of killed test runs removed → fmt → clippy → Docker file lint →
-# .sqlx/ offline query data up to date → all tests → a bounded schemathesis pass (scripts/fuzz.sh).
+# .sqlx/ offline query data up to date → all tests → a bounded schemathesis pass (scripts/fuzz.sh)
+# → the dashboard's queries and the alert rules against a real Prometheus (check-dashboards.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +20,7 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 
-step "Dockerfile and compose file"
+step "deployment files: Dockerfile, compose, Prometheus rules, dashboard, Kubernetes, workflows"
 scripts/check-deploy.sh
 
 step "checked SQL: .sqlx/ matches the queries and the migrations"
@@ -30,3 +31,6 @@ cargo test --locked
 
 step "fuzz: the OpenAPI document against the running server (schemathesis)"
 scripts/fuzz.sh
+
+step "dashboards: every panel's query and alert rule against Prometheus scraping a live sale"
+scripts/check-dashboards.sh

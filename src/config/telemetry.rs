@@ -66,8 +66,9 @@ impl TelemetrySettings {
         );
         let otlp_endpoint = r.optional(
             "otlp_endpoint",
-            "OTLP/HTTP collector base URL for traces, e.g. `http://localhost:4318` (spans go to `/v1/traces`); tracing is off when unset",
-        );
+            "OTLP/HTTP collector base URL for traces, e.g. `http://localhost:4318` (spans go to `/v1/traces`); tracing is off when unset or empty",
+        )
+        .filter(|endpoint| !endpoint.trim().is_empty());
         if let Some(endpoint) = &otlp_endpoint
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
         {

@@ -68,6 +68,7 @@ pub fn install() -> &'static PrometheusHandle {
             }
         };
         describe();
+        start_counters_at_zero();
         record_build_info();
         handle
     })
@@ -91,13 +92,70 @@ pub async fn run_upkeep(shutdown: CancellationToken) {
     }
 }
 
+/// The counters that dashboards and alerts take the `rate`/`increase` of, by label value,
+/// exported as 0 from start-up. A series that first appears with the value 1 shows no increase,
+/// so without this the first dead letter of a process would never raise its alert.
+/// (`spike_consumer_messages_total` is started by each consumer, which knows its queue.)
+const COUNTERS_FROM_ZERO: &[(&str, &str, &[&str])] = &[
+    (
+        names::BUYS,
+        "outcome",
+        &[
+            "queued",
+            "sold_out",
+            "duplicate",
+            "rate_limited",
+            "not_started",
+            "ended",
+            "unknown_event",
+            "no_purchase_token",
+            "unavailable",
+        ],
+    ),
+    (
+        names::PUBLISHES,
+        "result",
+        &["confirmed", "nacked", "unroutable", "timed_out", "failed"],
+    ),
+];
+
+/// Outcomes of a consumed message (`spike_consumer_messages_total{outcome}`).
+pub const CONSUMER_OUTCOMES: &[&str] = &[
+    "processed",
+    "retried",
+    "requeued",
+    "deferred",
+    "dead_lettered",
+    "rejected",
+];
+
+fn start_counters_at_zero() {
+    for (name, label, values) in COUNTERS_FROM_ZERO {
+        for value in *values {
+            metrics::counter!(*name, *label => *value).increment(0);
+        }
+    }
+    for result in ["hit", "miss"] {
+        metrics::counter!(names::CACHE_REQUESTS, "cache" => "product", "result" => result)
+            .increment(0);
+    }
+    metrics::counter!(names::CACHE_LOADS, "cache" => "product").increment(0);
+    for name in [
+        names::REPUBLISHED,
+        names::RELEASED_UNITS,
+        names::DEAD_LETTERED_ORDERS,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+}
+
 /// The version and the commit this binary was built from, as a gauge fixed at 1 whose labels
 /// carry the values (the Prometheus convention for build info).
 fn record_build_info() {
     metrics::gauge!(
         names::BUILD_INFO,
         "version" => env!("CARGO_PKG_VERSION"),
-        "git_sha" => option_env!("SPIKE_GIT_SHA").unwrap_or("unknown"),
+        "git_sha" => env!("SPIKE_GIT_SHA"),
     )
     .set(1.0);
 }

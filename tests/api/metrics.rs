@@ -202,7 +202,8 @@ async fn metrics_count_exactly_what_a_small_flash_sale_did() {
             "spike_consumer_messages_total",
             &[("queue", "spike.order.create"), ("outcome", "retried")]
         ),
-        None
+        Some(0.0),
+        "started at zero, never retried"
     );
     assert_eq!(value(&worker_text, "spike_outbox_backlog", &[]), Some(0.0));
     assert_eq!(
@@ -249,8 +250,58 @@ async fn metrics_count_exactly_what_a_small_flash_sale_did() {
         );
     }
 
+    // The dashboard and the alert rules ask only for families the processes export.
+    let exported: Vec<&str> = api_text
+        .lines()
+        .chain(worker_text.lines())
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|line| line.split(' ').next())
+        .collect();
+    for file in [
+        "deploy/grafana/dashboards/spike.json",
+        "deploy/prometheus/alerts.yml",
+    ] {
+        let text =
+            std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let asked = metric_names_in(&text);
+        assert!(asked.len() >= 5, "{file} asks for {asked:?}");
+        for name in asked {
+            let family = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|family| exported.contains(family))
+                .unwrap_or(&name);
+            assert!(
+                exported.contains(&family),
+                "{file} queries {name}, which /metrics does not export"
+            );
+        }
+    }
+
     assert!(terminate(api).await.success());
     assert!(terminate(worker).await.success());
+}
+
+/// Every `spike_…` metric name a query text mentions.
+fn metric_names_in(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("spike_") {
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        // `spike_` inside a longer word (a job named spike-api is not a metric) is skipped.
+        let preceded_by_word = rest[..start]
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !preceded_by_word {
+            names.insert(tail[..end].to_owned());
+        }
+        rest = &tail[end..];
+    }
+    names
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ use tracing::{Instrument, Span};
 
 use super::{ATTEMPT_HEADER, Amqp, Topology};
 use crate::repo::{Dependency, RepoError};
-use crate::telemetry::metrics::names;
+use crate::telemetry::metrics::{CONSUMER_OUTCOMES, names};
 use crate::telemetry::traces;
 
 /// A delivered message as a handler sees it.
@@ -158,6 +158,10 @@ pub async fn run<H: Handler>(
         )
         .await?;
     tracing::info!(queue, prefetch, batch_max = batching.max, "consuming");
+    for outcome in CONSUMER_OUTCOMES {
+        metrics::counter!(names::CONSUMED, "queue" => route.queue, "outcome" => *outcome)
+            .increment(0);
+    }
     let queue = queue.as_str();
     let deliveries = consumer
         .take_until(shutdown.cancelled())
