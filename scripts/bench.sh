@@ -4,7 +4,8 @@
 #   /healthz ÷ a bare axum hello-world (the HTTP ceiling), the load tool's own ceiling next to
 #   wrk's, `reserve` ÷ raw EVALSHA of reserve.lua (redis-benchmark), `sold-out` ÷ /healthz,
 #   the Redis+MQ path ÷ the naive db mode, the worker's drain in orders/s, the mass close of the
-#   drained orders at their deadline, and a full `sale` with its invariant checks.
+#   drained orders at their deadline, a full `sale` with its invariant checks, and the cost of
+#   traces on the buy path (off, sampled at 1 %, at 100 %, to a stand-in OTLP collector).
 #
 # Builds release, makes sure MariaDB/Redis/RabbitMQ run (scripts/dev-services.sh), installs wrk
 # and redis-benchmark from Debian if missing, and starts the servers itself on 127.0.0.1 only.
@@ -28,6 +29,7 @@ SALE_STOCK=${BENCH_SALE_STOCK:-2000}
 OUT=${BENCH_OUT:-target/bench}
 SPIKE_PORT=18080
 HELLO_PORT=18081
+OTLP_PORT=18083
 DB=spike_bench
 
 log() { printf '\n==> %s\n' "$*" >&2; }
@@ -226,6 +228,38 @@ printf '{"orders": %s, "closed": %s, "seconds": %s}\n' "$total" "$closed" "${sec
 # The next servers declare it with the real pay timeout again.
 timeout 30 rabbitmqctl -q delete_queue bench.order.close.delay </dev/null >/dev/null 2>&1 || true
 
+log "telemetry on the buy path: reserve with traces off, sampled at 1 %, and at 100 %"
+# Spans go to a stand-in OTLP/HTTP collector that takes them and answers 200, so the figure is
+# the shop's own cost (span bookkeeping, sampling, batching, protobuf encoding, the POSTs).
+# The queue is purged between runs so each one publishes into an empty queue.
+cat >"$OUT/otlp_sink.py" <<'PY'
+import http.server, sys
+class Sink(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
+    def do_GET(self):
+        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
+    def log_message(self, *args): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
+PY
+purge_orders() { timeout 30 rabbitmqctl -q purge_queue bench.spike.order.create </dev/null >/dev/null 2>&1 || true; }
+for traced in off 0.01 1; do
+  purge_orders
+  start otlp-sink "$OTLP_PORT" python3 "$OUT/otlp_sink.py" "$OTLP_PORT"
+  if [ "$traced" = off ]; then
+    start "serve-traces-$traced" "$SPIKE_PORT" "$SPIKE" serve
+  else
+    SPIKE_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT" SPIKE_TRACE_SAMPLE_RATIO=$traced \
+      start "serve-traces-$traced" "$SPIKE_PORT" "$SPIKE" serve
+  fi
+  bench "reserve-traces-$traced" reserve -c "$CONNECTIONS" --requests "$RESERVE"
+  wrk_rate "http://127.0.0.1:$SPIKE_PORT/healthz" >"$OUT/healthz-traces-$traced.wrk"
+  stop_all
+done
+purge_orders
+
 log "the naive baseline: spike serve with SPIKE_FLASH_SALE_MODE=db"
 export SPIKE_FLASH_SALE_MODE=db
 start serve-db "$SPIKE_PORT" "$SPIKE" serve
@@ -245,6 +279,8 @@ healthz_info, healthz_prod_log = num("healthz-info.wrk"), num("healthz-prod-log.
 hello, healthz, reserve, sold_out = load("hello"), load("healthz"), load("reserve"), load("sold-out")
 catalog, orders, drain, sale, db = load("catalog"), load("orders"), load("drain"), load("sale"), load("reserve-db")
 close = load("close")
+traces = {t: load(f"reserve-traces-{t}") for t in ("off", "0.01", "1")}
+traces_healthz = {t: num(f"healthz-traces-{t}.wrk") for t in ("off", "0.01", "1")}
 close_rate = close["closed"] / close["seconds"] if close["seconds"] else 0
 def ratio(a, b): return f"{a / b:.2f}" if b else "n/a"
 def run(r): return f"{r['throughput']:,.0f} req/s, p99 {r['latency']['p99']:.1f} ms"
@@ -261,6 +297,9 @@ rows = [
     ("db mode: buy → 202 in one MySQL tx", run(db), f"Redis+MQ ÷ db = {ratio(reserve['throughput'], db['throughput'])}"),
     ("worker drain (spike worker alone)", f"{drain['drain']['orders_per_sec']:,.0f} orders/s", f"{drain['drain']['orders']:,} orders, {drain['drain']['seconds']:.1f} s incl. start-up"),
     ("mass close at the deadline (spike worker)", f"{close_rate:,.0f} orders/s", f"{close['closed']:,} of {close['orders']:,} closed in {close['seconds']:.1f} s; ÷ drain = {ratio(close_rate, drain['drain']['orders_per_sec'])}"),
+    ("reserve, traces off (telemetry block)", run(traces["off"]), f"/healthz (wrk) {traces_healthz['off']:,.0f} req/s"),
+    ("reserve, traces sampled at 1 %", run(traces["0.01"]), f"÷ off = {ratio(traces['0.01']['throughput'], traces['off']['throughput'])}; /healthz ÷ off = {ratio(traces_healthz['0.01'], traces_healthz['off'])}"),
+    ("reserve, traces sampled at 100 %", run(traces["1"]), f"÷ off = {ratio(traces['1']['throughput'], traces['off']['throughput'])}; /healthz ÷ off = {ratio(traces_healthz['1'], traces_healthz['off'])}"),
     ("catalog: product detail (cache hit)", run(catalog), ""),
     ("orders: regular order placement", run(orders), ""),
 ]
