@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use sqlx::MySqlPool;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::ServiceError;
 use crate::repo::Amqp;
-use crate::repo::mysql::outbox;
+use crate::repo::mysql::outbox::{self, OutboxMessage};
 
 /// Rows claimed per round.
 const BATCH: u32 = 100;
@@ -63,6 +64,26 @@ impl OutboxRelay {
     pub async fn relay_batch(&self) -> Result<usize, ServiceError> {
         let mut tx = outbox::begin_relay(&self.db).await?;
         let batch = outbox::claim(&mut tx, BATCH).await?;
+        if batch.is_empty() {
+            // An idle poll (several a second) is no trace of its own.
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let span = tracing::debug_span!(
+            "mysql.tx relay_outbox",
+            "otel.kind" = "client",
+            "db.system" = "mysql",
+            messages = batch.len()
+        );
+        self.publish_claimed(tx, batch).instrument(span).await
+    }
+
+    /// Publishes the claimed page and marks it in the claiming transaction.
+    async fn publish_claimed(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::MySql>,
+        batch: Vec<OutboxMessage>,
+    ) -> Result<usize, ServiceError> {
         // The whole page goes out at once and its confirms are awaited together.
         let messages: Vec<(&str, &[u8])> = batch
             .iter()

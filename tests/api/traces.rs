@@ -157,6 +157,8 @@ async fn a_buy_and_the_order_it_makes_share_one_trace_from_the_request_to_the_sq
 
 #[tokio::test]
 async fn a_retried_order_stays_in_its_buyers_trace() {
+    // At `info`: the capture records the spans of that level, the consume span among them.
+    let (logs, _guard) = CapturedLogs::start(tracing::Level::INFO);
     let app = spawn_app_with(
         TestOptions::default()
             .with_worker()
@@ -205,6 +207,21 @@ async fn a_retried_order_stays_in_its_buyers_trace() {
         "the second attempt is the retry publish's child: {:?}",
         names(&spans)
     );
+
+    // The worker's warning about the failed attempt names the buyer's trace.
+    let failed: Vec<_> = logs
+        .lines()
+        .into_iter()
+        .filter(|line| line["message"] == "creating a flash-sale order failed")
+        .collect();
+    assert!(!failed.is_empty(), "{}", logs.text());
+    let consume = failed[0]["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|span| span["name"] == "amqp.consume")
+        .expect("the consume span in the worker's log line");
+    assert_eq!(consume["trace_id"], trace_id.as_str());
 }
 
 /// A stand-in OTLP/HTTP collector: answers every request 200 and keeps (request head, body).

@@ -15,6 +15,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use tokio_util::sync::CancellationToken;
+use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
 use super::{ATTEMPT_HEADER, Amqp, Topology};
@@ -251,20 +252,28 @@ async fn consume_batch<H: Handler>(
 
 /// The span of handling a batch: the child of the first message's trace (one buyer's request, in
 /// a batch of one), linked to the traces of the others. What the handler does (the MySQL
-/// transaction) and the retries it publishes happen inside it, so they join that trace.
+/// transaction) and the retries it publishes happen inside it, so they join that trace. At
+/// `info`, so the worker's log lines about the batch name its queue and trace id.
 fn consume_span(queue: &str, messages: &[Message<'_>]) -> Span {
-    let span = tracing::debug_span!(
+    let span = tracing::info_span!(
         "amqp.consume",
-        "otel.kind" = "consumer",
-        "otel.name" = format!("consume {queue}"),
-        "messaging.system" = "rabbitmq",
-        "messaging.destination.name" = queue,
-        "messaging.batch.message_count" = messages.len(),
+        queue,
+        messages = messages.len(),
+        trace_id = Empty,
+        "otel.name" = Empty,
+        "otel.kind" = Empty,
     );
-    if let Some((first, others)) = messages.split_first() {
-        traces::set_parent_from(&span, |name| first.header(name));
-        for message in others {
-            traces::link_from(&span, |name| message.header(name));
+    if traces::enabled() {
+        span.record("otel.name", format!("consume {queue}"));
+        span.record("otel.kind", "consumer");
+        if let Some((first, others)) = messages.split_first() {
+            traces::set_parent_from(&span, |name| first.header(name));
+            for message in others {
+                traces::link_from(&span, |name| message.header(name));
+            }
+        }
+        if let Some(trace_id) = traces::trace_id(&span) {
+            span.record("trace_id", trace_id);
         }
     }
     span
