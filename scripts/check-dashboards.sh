@@ -58,7 +58,7 @@ forget_stores
 SPIKE_HTTP_ADDR=127.0.0.1:$API_PORT SPIKE_AUTO_MIGRATE=true $SPIKE serve >"$OUT/serve.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 120); do curl -fsS "http://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1 && break; sleep 0.5; done
-SPIKE_HTTP_ADDR=127.0.0.1:$WORKER_PORT $SPIKE worker >"$OUT/worker.log" 2>&1 &
+SPIKE_WORKER_HTTP_ADDR=127.0.0.1:$WORKER_PORT $SPIKE worker >"$OUT/worker.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 120); do curl -fsS "http://127.0.0.1:$WORKER_PORT/readyz" >/dev/null 2>&1 && break; sleep 0.5; done
 

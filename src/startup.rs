@@ -240,14 +240,14 @@ impl Application {
     }
 }
 
-/// The worker's own listener on `http_addr`: `/healthz`, `/readyz` and `/metrics`
+/// The worker's own listener on `worker_http_addr`: `/healthz`, `/readyz` and `/metrics`
 /// (`api::probe_router`), served until `shutdown`.
 pub async fn serve_probes(
     config: &Config,
     health: HealthService,
     shutdown: CancellationToken,
 ) -> Result<(), StartupError> {
-    let addr = config.http.addr;
+    let addr = config.http.worker_addr;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| StartupError::Bind { addr, source })?;

@@ -10,6 +10,9 @@ use super::values::CorsOrigins;
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
     pub addr: SocketAddr,
+    /// Where `spike worker` serves `/healthz`, `/readyz` and `/metrics` (a port of its own, so a
+    /// worker and an API on one host do not collide).
+    pub worker_addr: SocketAddr,
     /// Largest accepted request body in bytes (larger → 413/10010).
     pub body_limit: usize,
     /// A request still running after this answers 503/10008.
@@ -34,6 +37,11 @@ impl HttpSettings {
         r.section("HTTP server");
         let addr =
             r.parsed::<SocketAddr>("http_addr", "listen address", ([0, 0, 0, 0], 8080).into());
+        let worker_addr = r.parsed::<SocketAddr>(
+            "worker_http_addr",
+            "where `spike worker` serves `/healthz`, `/readyz` and `/metrics` (`spike all` serves them on `http_addr`)",
+            ([0, 0, 0, 0], 8081).into(),
+        );
         let body_limit = r.parsed::<usize>(
             "http_body_limit",
             "largest request body in bytes (413 / `10010` above)",
@@ -86,6 +94,7 @@ impl HttpSettings {
         );
         Some(HttpSettings {
             addr: addr?,
+            worker_addr: worker_addr?,
             body_limit: body_limit?,
             request_timeout: request_timeout?,
             body_timeout: body_timeout?,

@@ -69,7 +69,10 @@ async fn metrics_count_exactly_what_a_small_flash_sale_did() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (api_port, worker_port) = (closed_port().await, closed_port().await);
     let api = spawn_spike_with("serve", &app.resources, api_port, &env);
-    let worker = spawn_spike_with("worker", &app.resources, worker_port, &env);
+    let worker_addr = format!("127.0.0.1:{worker_port}");
+    let mut worker_env = env.clone();
+    worker_env.push(("SPIKE_WORKER_HTTP_ADDR", &worker_addr));
+    let worker = spawn_spike_with("worker", &app.resources, closed_port().await, &worker_env);
     let (api_base, worker_base) = (
         format!("http://127.0.0.1:{api_port}"),
         format!("http://127.0.0.1:{worker_port}"),
