@@ -10,7 +10,9 @@
 # `valgrind --tool=callgrind`, zeroes the counters once /healthz answers, drives N requests with
 # this tree's `spike bench` (8 connections), dumps, and prints instructions per request. Uses the
 # bench database and prefixes of scripts/bench.sh (run that once first; it creates them).
-# Env: N (20000), SCENARIOS ("healthz sold-out catalog reserve").
+# Env: N (20000), SCENARIOS ("healthz sold-out catalog reserve"), OLD_ENV and NEW_ENV (extra
+# `VAR=value` words for one side only: the same binary twice with NEW_ENV set measures a setting,
+# e.g. NEW_ENV="SPIKE_OTLP_ENDPOINT=http://127.0.0.1:18083 SPIKE_TRACE_SAMPLE_RATIO=0.01").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,11 +45,12 @@ while read -r queue; do
   timeout 20 rabbitmqctl -q delete_queue "$queue" </dev/null >/dev/null 2>&1 || true
 done < <(timeout 30 rabbitmqctl -q list_queues name 2>/dev/null | grep '^bench\.' || true)
 
-# count NAME BINARY SCENARIO: prints instructions per request.
+# count NAME BINARY SCENARIO [VAR=value...]: prints instructions per request.
 count() {
   local name=$1 binary=$2 scenario=$3
+  shift 3
   rm -f "$OUT/$name".*
-  valgrind --tool=callgrind --callgrind-out-file="$OUT/$name.out" "$binary" serve \
+  env "$@" valgrind --tool=callgrind --callgrind-out-file="$OUT/$name.out" "$binary" serve \
     >"$OUT/$name.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 600); do
@@ -67,7 +70,9 @@ count() {
 
 printf '| scenario | old instr/request | new instr/request | new ÷ old |\n|---|---|---|---|\n'
 for scenario in $SCENARIOS; do
-  old=$(count "old-$scenario" "$OLD" "$scenario")
-  new=$(count "new-$scenario" "$NEW" "$scenario")
+  # shellcheck disable=SC2086 # word splitting of the VAR=value lists is intended
+  old=$(count "old-$scenario" "$OLD" "$scenario" ${OLD_ENV:-})
+  # shellcheck disable=SC2086
+  new=$(count "new-$scenario" "$NEW" "$scenario" ${NEW_ENV:-})
   printf '| %s | %s | %s | %s |\n' "$scenario" "$old" "$new" "$(python3 -c "print(f'{$new/$old:.2f}')")"
 done

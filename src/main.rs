@@ -62,9 +62,9 @@ fn main() -> ExitCode {
     let traces = match &config.telemetry.otlp_endpoint {
         Some(endpoint) => {
             let _inside = runtime.enter();
-            match traces::otlp_provider(endpoint, config.telemetry.trace_sample_ratio, role.name())
-            {
-                Ok(provider) => Some(provider),
+            let ratio = config.telemetry.trace_sample_ratio;
+            match traces::Exporter::otlp(endpoint, ratio, role.name()) {
+                Ok(exporter) => Some(exporter),
                 Err(error) => {
                     eprintln!("spike: {error}");
                     return ExitCode::from(2);
@@ -82,8 +82,8 @@ fn main() -> ExitCode {
     log_config(&config);
 
     let outcome = runtime.block_on(run(role, config));
-    if let Some(provider) = traces
-        && let Err(error) = provider.shutdown()
+    if let Some(exporter) = traces
+        && let Err(error) = exporter.shutdown()
     {
         eprintln!("spike: spans not flushed at exit: {error}");
     }

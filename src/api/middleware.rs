@@ -1,6 +1,6 @@
 //! The middleware stack around every route, outermost first:
-//! request id → trace span → request metrics → CORS → gzip → body buffer → request timeout →
-//! panic recovery → body limit.
+//! request id (and the trace decision) → trace span → request metrics (`request_metrics`) →
+//! CORS → gzip → body buffer → request timeout → panic recovery → body limit.
 //!
 //! The request id is stored in a task-local for the duration of the request, so envelopes built
 //! anywhere below (handlers, the timeout and panic handlers, the 404/405 fallbacks) carry it
@@ -8,9 +8,8 @@
 
 use std::any::Any;
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, HttpBody};
@@ -34,8 +33,8 @@ use tracing::{Level, Span};
 
 use super::error::{ApiError, ErrorCode};
 use super::request_id::{REQUEST_ID_HEADER, assign_request_id};
+use super::request_metrics::RecordMetricsLayer;
 use crate::config::{CorsOrigins, HttpSettings};
-use crate::telemetry::metrics::names;
 use crate::telemetry::traces;
 
 const IDEMPOTENCY_KEY_HEADER: HeaderName = HeaderName::from_static("idempotency-key");
@@ -60,7 +59,7 @@ pub fn apply(router: Router, config: &HttpSettings, sample: f64) -> Router {
                 "otel.name" = Empty,
                 "otel.kind" = Empty,
             );
-            if traces::enabled() {
+            if traces::traced() {
                 describe_for_traces(&span, request);
             }
             span
@@ -122,107 +121,6 @@ impl<B> OnResponse<B> for SampledAccessLog {
                 .latency_unit(tower_http::LatencyUnit::Millis)
                 .on_response(response, latency, span);
         }
-    }
-}
-
-/// Counts every answer in `spike_http_requests_total{method, route, status}` and times it in
-/// `spike_http_request_duration_seconds{method, route}`. `route` is the route *template*
-/// (`/api/v1/orders/{id}`), so ids never become labels; a request no route matched counts as
-/// `unmatched` and an unusual method as `other`, which keeps every label set closed.
-///
-/// Hand-written, like `BufferBodyLayer`, so the request path allocates nothing but the route
-/// label.
-#[derive(Debug, Clone, Copy)]
-struct RecordMetricsLayer;
-
-impl<S> Layer<S> for RecordMetricsLayer {
-    type Service = RecordMetrics<S>;
-
-    fn layer(&self, inner: S) -> RecordMetrics<S> {
-        RecordMetrics { inner }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct RecordMetrics<S> {
-    inner: S,
-}
-
-impl<S, B, ResBody> Service<Request<B>> for RecordMetrics<S>
-where
-    S: Service<Request<B>, Response = HttpResponse<ResBody>>,
-{
-    type Response = HttpResponse<ResBody>;
-    type Error = S::Error;
-    type Future = RecordedResponse<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-        let method = method_label(request.method());
-        RecordedResponse {
-            inner: self.inner.call(request),
-            method,
-            route: Some(route),
-            started: Instant::now(),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The inner service's answer, recorded when it is ready.
-    struct RecordedResponse<F> {
-        #[pin]
-        inner: F,
-        method: &'static str,
-        route: Option<String>,
-        started: Instant,
-    }
-}
-
-impl<F, E, ResBody> Future for RecordedResponse<F>
-where
-    F: Future<Output = Result<HttpResponse<ResBody>, E>>,
-{
-    type Output = Result<HttpResponse<ResBody>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = std::task::ready!(this.inner.poll(cx));
-        if let (Ok(response), Some(route)) = (&result, this.route.take()) {
-            let elapsed = this.started.elapsed().as_secs_f64();
-            let method = *this.method;
-            metrics::histogram!(names::HTTP_DURATION, "method" => method, "route" => route.clone())
-                .record(elapsed);
-            metrics::counter!(
-                names::HTTP_REQUESTS,
-                "method" => method,
-                "route" => route,
-                "status" => response.status().as_str().to_owned(),
-            )
-            .increment(1);
-        }
-        Poll::Ready(result)
-    }
-}
-
-/// The method as a label from a closed set.
-fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PATCH => "PATCH",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
     }
 }
 

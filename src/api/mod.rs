@@ -11,6 +11,7 @@ pub mod middleware;
 pub mod orders;
 pub mod products;
 pub mod request_id;
+mod request_metrics;
 pub mod response;
 pub mod schemas;
 pub mod serve;

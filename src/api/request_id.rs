@@ -1,11 +1,15 @@
 //! The request id: accepted from `X-Request-Id` when sane or made up, echoed on the response,
 //! and available to any code running inside the request (the error envelope, log spans) through
-//! a task-local. A leaf module: the middleware installs it, the envelope reads it.
+//! a task-local. A leaf module: the middleware installs it, the envelope reads it. The same
+//! outermost step decides whether the request is traced (`telemetry::traces::decide`), before
+//! any span of it exists.
 
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
+
+use crate::telemetry::traces;
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 /// Client-supplied ids longer than this (or with odd characters) are replaced by a fresh one.
@@ -33,7 +37,11 @@ pub(super) async fn assign_request_id(mut request: Request, next: Next) -> Respo
     request
         .headers_mut()
         .insert(REQUEST_ID_HEADER, header_value.clone());
-    let mut response = REQUEST_ID.scope(id, next.run(request)).await;
+    let traced = traces::decide(|name| {
+        let value = request.headers().get(name)?.to_str().ok()?;
+        Some(value.to_owned())
+    });
+    let mut response = traces::in_scope(traced, REQUEST_ID.scope(id, next.run(request))).await;
     response
         .headers_mut()
         .insert(REQUEST_ID_HEADER, header_value);

@@ -12,6 +12,8 @@ use sqlx::MySqlPool;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::telemetry::traces;
+
 use super::ServiceError;
 use crate::repo::Amqp;
 use crate::repo::mysql::outbox::{self, OutboxMessage};
@@ -69,13 +71,17 @@ impl OutboxRelay {
             tx.commit().await?;
             return Ok(0);
         }
-        let span = tracing::debug_span!(
-            "mysql.tx relay_outbox",
-            "otel.kind" = "client",
-            "db.system" = "mysql",
-            messages = batch.len()
-        );
-        self.publish_claimed(tx, batch).instrument(span).await
+        // A page is traced at the sample ratio, as a new trace.
+        traces::in_scope(traces::decide(|_| None), async {
+            let span = tracing::debug_span!(
+                "mysql.tx relay_outbox",
+                "otel.kind" = "client",
+                "db.system" = "mysql",
+                messages = batch.len()
+            );
+            self.publish_claimed(tx, batch).instrument(span).await
+        })
+        .await
     }
 
     /// Publishes the claimed page and marks it in the claiming transaction.

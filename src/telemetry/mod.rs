@@ -12,7 +12,6 @@ pub mod traces;
 
 use std::io;
 
-use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Subscriber;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -23,7 +22,7 @@ use crate::config::LogFormat;
 
 /// Installs the global subscriber writing to stdout, exporting spans through `traces` when
 /// given. Call once, early in `main`.
-pub fn init(format: LogFormat, level: &str, traces: Option<&SdkTracerProvider>) {
+pub fn init(format: LogFormat, level: &str, traces: Option<&traces::Exporter>) {
     init_with_writer(format, level, io::stdout, traces);
 }
 
@@ -33,7 +32,7 @@ pub fn init_with_writer<W>(
     format: LogFormat,
     level: &str,
     writer: W,
-    traces: Option<&SdkTracerProvider>,
+    traces: Option<&traces::Exporter>,
 ) where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
@@ -48,7 +47,7 @@ pub fn subscriber<W>(
     format: LogFormat,
     level: &str,
     writer: W,
-    traces: Option<&SdkTracerProvider>,
+    traces: Option<&traces::Exporter>,
 ) -> Box<dyn Subscriber + Send + Sync>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
@@ -57,7 +56,7 @@ where
     Box::new(
         Registry::default()
             .with(format_layer(format, writer).with_filter(filter))
-            .with(traces.map(traces::layer)),
+            .with(traces.map(traces::Exporter::layer)),
     )
 }
 

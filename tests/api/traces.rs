@@ -327,3 +327,21 @@ async fn a_real_process_exports_sampled_spans_over_otlp_http_and_flushes_them_at
         spans.iter().map(|s| &s.name).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn a_request_its_caller_did_not_sample_leaves_no_span_anywhere() {
+    let app = spawn_app_with(TestOptions::default().with_worker()).await;
+    let admin = app.admin_token().await;
+    let event = active_event(&app, &admin, 1).await;
+    let (_, token) = buyers(&app, 1).await.remove(0);
+    let (trace_id, sampled) = new_trace();
+    // The same context with the sampled flag off.
+    let not_sampled = format!("{}-00", sampled.strip_suffix("-01").unwrap());
+
+    assert_eq!(buy_traced(&app, &token, event, &not_sampled).await, 202);
+    wait_for_success(&app, &token, event).await;
+    crate::spike::wait_until_settled(&app, &admin, event).await;
+    // Neither the request nor the worker recorded anything for it (the test exporter is
+    // synchronous: a span is there the moment it ends).
+    assert_eq!(names(&traced_spans(&trace_id)), Vec::<String>::new());
+}

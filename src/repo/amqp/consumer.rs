@@ -221,16 +221,23 @@ async fn consume_batch<H: Handler>(
             }
         })
         .collect();
-    let span = consume_span(route.queue, &messages);
-    let settles = async {
-        let decisions = handler.handle(&messages).await;
-        debug_assert_eq!(decisions.len(), messages.len(), "one decision per message");
-        futures_util::future::join_all(messages.iter().zip(decisions).map(|(message, decision)| {
-            carry_out(amqp, topology, route, handler, message, decision)
-        }))
+    // Traced as the first message's trace was (or at the sample ratio when it carries none).
+    let traced = messages
+        .first()
+        .is_some_and(|first| traces::decide(|name| first.header(name)));
+    let settles = traces::in_scope(traced, async {
+        let span = consume_span(route.queue, &messages);
+        async {
+            let decisions = handler.handle(&messages).await;
+            debug_assert_eq!(decisions.len(), messages.len(), "one decision per message");
+            futures_util::future::join_all(messages.iter().zip(decisions).map(
+                |(message, decision)| carry_out(amqp, topology, route, handler, message, decision),
+            ))
+            .await
+        }
+        .instrument(span)
         .await
-    }
-    .instrument(span)
+    })
     .await;
     if let Some(last) = batch.last()
         && settles.iter().all(|settle| *settle == Settle::Ack)
@@ -263,7 +270,7 @@ fn consume_span(queue: &str, messages: &[Message<'_>]) -> Span {
         "otel.name" = Empty,
         "otel.kind" = Empty,
     );
-    if traces::enabled() {
+    if traces::traced() {
         span.record("otel.name", format!("consume {queue}"));
         span.record("otel.kind", "consumer");
         if let Some((first, others)) = messages.split_first() {

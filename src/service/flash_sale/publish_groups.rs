@@ -59,8 +59,10 @@ struct State {
 struct Member {
     reservation: ReservationMessage,
     done: oneshot::Sender<GroupResult>,
-    /// The span of the request that reserved (its trace continues through the group).
+    /// The span of the request that reserved, and whether it is traced (its trace continues
+    /// through the group).
     span: Span,
+    traced: bool,
 }
 
 impl<S: GroupSink> PublishGroups<S> {
@@ -82,6 +84,7 @@ impl<S: GroupSink> PublishGroups<S> {
             reservation,
             done,
             span: Span::current(),
+            traced: traces::traced(),
         };
         if let Some(group) = self.join(member) {
             // The group's publishing runs on a task of its own: a request cancelled now (its
@@ -127,17 +130,23 @@ impl<S: GroupSink> PublishGroups<S> {
             }
             state.waiting.remove(&id).unwrap_or_default()
         };
-        let span = group_span(&members);
-        let (reservations, done): (Vec<_>, Vec<_>) = members
-            .into_iter()
-            .map(|member| (member.reservation, member.done))
-            .unzip();
-        let result = self
-            .sink
-            .publish(ReservationGroup { reservations })
-            .instrument(span)
-            .await
-            .map_err(Arc::new);
+        // The group is traced when one of its requests is; that one is its parent.
+        let traced = members.iter().any(|member| member.traced);
+        let (result, done) = traces::in_scope(traced, async {
+            let span = group_span(&members);
+            let (reservations, done): (Vec<_>, Vec<_>) = members
+                .into_iter()
+                .map(|member| (member.reservation, member.done))
+                .unzip();
+            let result = self
+                .sink
+                .publish(ReservationGroup { reservations })
+                .instrument(span)
+                .await
+                .map_err(Arc::new);
+            (result, done)
+        })
+        .await;
         drop(slot);
         for member in done {
             // A member whose request was cancelled no longer listens.
@@ -146,10 +155,11 @@ impl<S: GroupSink> PublishGroups<S> {
     }
 }
 
-/// The span of publishing a group: the child of the request that opened it, linked to the
-/// requests that joined, so each buyer's trace reaches the message that carries its reservation.
+/// The span of publishing a group: the child of its first traced request, linked to the other
+/// traced ones, so each traced buyer's trace reaches the message that carries its reservation.
 fn group_span(members: &[Member]) -> Span {
-    let Some((first, others)) = members.split_first() else {
+    let mut traced = members.iter().filter(|member| member.traced);
+    let Some(first) = traced.next() else {
         return Span::none();
     };
     let span = tracing::debug_span!(
@@ -157,7 +167,7 @@ fn group_span(members: &[Member]) -> Span {
         "flash_sale.publish_group",
         reservations = members.len()
     );
-    for member in others {
+    for member in traced {
         traces::link(&span, &member.span);
     }
     span

@@ -8,9 +8,10 @@ use opentelemetry_sdk::trace::{InMemorySpanExporter, Sampler, SdkTracerProvider,
 use spike::config::LogFormat;
 
 /// Spans of every sampled trace, kept in memory. Only traces a test starts itself are sampled:
-/// the sampler follows the parent, and a new root is never sampled, so a test that sends a
-/// sampled `traceparent` finds exactly its own trace here.
-static SPANS: OnceLock<(InMemorySpanExporter, SdkTracerProvider)> = OnceLock::new();
+/// the decision follows the caller's `traceparent`, and the ratio for new traces is 0, so a test
+/// that sends a sampled `traceparent` finds exactly its own trace here.
+static SPANS: OnceLock<(InMemorySpanExporter, spike::telemetry::traces::Exporter)> =
+    OnceLock::new();
 
 /// The finished spans of trace `trace_id` (32 hex digits).
 pub fn traced_spans(trace_id: &str) -> Vec<SpanData> {
@@ -40,15 +41,18 @@ pub(super) fn init_logs() {
             spike::telemetry::format_layer(LogFormat::Pretty, std::io::stderr)
                 .with_filter(EnvFilter::new(level))
         });
-        let (_, provider) = SPANS.get_or_init(|| {
+        let (_, traces) = SPANS.get_or_init(|| {
             let exporter = InMemorySpanExporter::default();
             let provider = SdkTracerProvider::builder()
                 .with_simple_exporter(exporter.clone())
-                .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)))
+                .with_sampler(Sampler::AlwaysOn)
                 .build();
-            (exporter, provider)
+            (
+                exporter,
+                spike::telemetry::traces::Exporter::new(provider, 0.0),
+            )
         });
-        let traces = spike::telemetry::traces::layer(provider);
+        let traces = traces.layer();
         let subscriber = tracing_subscriber::registry()
             .with(capture)
             .with(stderr)
