@@ -14,7 +14,7 @@
 //! and the layer's filter lets a span through only inside a traced scope, so an unsampled
 //! request costs no OpenTelemetry work at all: a sampler at span start would come too late,
 //! after every span had been built and then dropped (measured: +31 % instructions per buy at
-//! 1 %, against ~+3 % this way; docs/benchmarks.md). Work outside any scope (the warm-up and
+//! 1 %, against +1 % this way; docs/benchmarks.md). Work outside any scope (the warm-up and
 //! reconciler passes) is not traced.
 
 use std::collections::HashMap;
