@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::helpers::{TestApp, TestOptions, closed_port, spawn_app, spawn_app_with, wait_for};
-use crate::process::{spawn_spike_with, terminate, wait_until_healthy};
+use crate::process::{Running, spawn_spike_with, wait_until_healthy};
 use crate::spike::{active_event, buyers};
 
 /// The value of the sample of `name` whose labels include every one of `labels`, summed over the
@@ -68,11 +68,16 @@ async fn metrics_count_exactly_what_a_small_flash_sale_did() {
     let env = env_of(&app);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (api_port, worker_port) = (closed_port().await, closed_port().await);
-    let api = spawn_spike_with("serve", &app.resources, api_port, &env);
+    let api = Running::new(spawn_spike_with("serve", &app.resources, api_port, &env));
     let worker_addr = format!("127.0.0.1:{worker_port}");
     let mut worker_env = env.clone();
     worker_env.push(("SPIKE_WORKER_HTTP_ADDR", &worker_addr));
-    let worker = spawn_spike_with("worker", &app.resources, closed_port().await, &worker_env);
+    let worker = Running::new(spawn_spike_with(
+        "worker",
+        &app.resources,
+        closed_port().await,
+        &worker_env,
+    ));
     let (api_base, worker_base) = (
         format!("http://127.0.0.1:{api_port}"),
         format!("http://127.0.0.1:{worker_port}"),
@@ -281,8 +286,8 @@ async fn metrics_count_exactly_what_a_small_flash_sale_did() {
         }
     }
 
-    assert!(terminate(api).await.success());
-    assert!(terminate(worker).await.success());
+    assert!(api.terminate().await.success());
+    assert!(worker.terminate().await.success());
 }
 
 /// Every `spike_…` metric name a query text mentions.

@@ -52,6 +52,30 @@ pub async fn wait_until_healthy(base: &str) {
     .await;
 }
 
+/// A started process that is killed if the test fails before stopping it, so a failed
+/// assertion leaves no server running.
+pub struct Running(Option<Child>);
+
+impl Running {
+    pub fn new(child: Child) -> Running {
+        Running(Some(child))
+    }
+
+    /// Stops it with SIGTERM ([`terminate`]) and returns its exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        terminate(self.0.take().expect("running")).await
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Sends SIGTERM and waits (without blocking the test's runtime) for the exit status.
 pub async fn terminate(mut child: Child) -> std::process::ExitStatus {
     let killed = Command::new("kill")

@@ -274,7 +274,7 @@ async fn a_real_process_exports_sampled_spans_over_otlp_http_and_flushes_them_at
     let port = crate::helpers::closed_port().await;
     let endpoint = format!("http://127.0.0.1:{collector}");
     // New traces are never sampled (ratio 0); a caller's sampled trace is (parent-based).
-    let child = crate::process::spawn_spike_with(
+    let child = crate::process::Running::new(crate::process::spawn_spike_with(
         "all",
         &resources,
         port,
@@ -282,7 +282,7 @@ async fn a_real_process_exports_sampled_spans_over_otlp_http_and_flushes_them_at
             ("SPIKE_OTLP_ENDPOINT", &endpoint),
             ("SPIKE_TRACE_SAMPLE_RATIO", "0"),
         ],
-    );
+    ));
     let base = format!("http://127.0.0.1:{port}");
     crate::process::wait_until_healthy(&base).await;
     let (trace_id, traceparent) = new_trace();
@@ -295,7 +295,7 @@ async fn a_real_process_exports_sampled_spans_over_otlp_http_and_flushes_them_at
     assert_eq!(answer.status(), 200);
 
     // SIGTERM: the exporter flushes what it holds before the process exits.
-    assert!(crate::process::terminate(child).await.success());
+    assert!(child.terminate().await.success());
     let received = received.lock().unwrap().clone();
     assert!(!received.is_empty(), "the collector received spans");
     let mut spans = Vec::new();
