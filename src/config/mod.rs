@@ -288,6 +288,31 @@ mod tests {
     }
 
     #[test]
+    fn tracing_is_off_unless_an_http_collector_is_named_and_samples_a_share() {
+        let load = |pairs: &[(&str, &str)]| Config::load(vars(pairs)).map(|c| c.telemetry);
+        assert_eq!(load(&[]).unwrap().otlp_endpoint, None);
+        assert_eq!(
+            load(&[("SPIKE_OTLP_ENDPOINT", " ")]).unwrap().otlp_endpoint,
+            None
+        );
+        let on = load(&[("SPIKE_OTLP_ENDPOINT", "http://collector:4318")]).unwrap();
+        assert_eq!(on.otlp_endpoint.as_deref(), Some("http://collector:4318"));
+        assert_eq!(on.trace_sample_ratio, 1.0, "dev traces everything");
+        let prod = load(&[("SPIKE_ENV", "prod")]).unwrap();
+        assert_eq!(prod.trace_sample_ratio, 0.01);
+        let err = load(&[("SPIKE_OTLP_ENDPOINT", "https://collector:4318")]).expect_err("TLS");
+        assert!(err.to_string().contains("must start with http://"), "{err}");
+        let err = load(&[("SPIKE_TRACE_SAMPLE_RATIO", "-0.1")]).expect_err("below 0");
+        assert!(err.to_string().contains("must be from 0 to 1"), "{err}");
+        let worker = Config::load(vars(&[])).unwrap().http.worker_addr;
+        assert_eq!(
+            worker.port(),
+            8081,
+            "a port of its own next to the API's 8080"
+        );
+    }
+
+    #[test]
     fn bootstrap_admin_needs_both_halves() {
         let err =
             Config::load(vars(&[("SPIKE_BOOTSTRAP_ADMIN_EMAIL", "a@b.c")])).expect_err("half");

@@ -231,7 +231,12 @@ async fn consume_batch<H: Handler>(
             let decisions = handler.handle(&messages).await;
             debug_assert_eq!(decisions.len(), messages.len(), "one decision per message");
             futures_util::future::join_all(messages.iter().zip(decisions).map(
-                |(message, decision)| carry_out(amqp, topology, route, handler, message, decision),
+                |(message, decision)| async move {
+                    let counted = outcome_of(decision);
+                    let settle = carry_out(amqp, topology, route, handler, message, decision).await;
+                    count_consumed(route.queue, counted, settle);
+                    settle
+                },
             ))
             .await
         }
@@ -306,35 +311,35 @@ async fn settle(route: &Route, delivery: &Delivery, how: Settle) {
     }
 }
 
-/// Carries out the handler's decision about one message, counts it in
-/// `spike_consumer_messages_total{queue, outcome}`, and says how to settle its delivery.
-async fn carry_out<H: Handler>(
-    amqp: &Amqp,
-    topology: &Topology,
-    route: &Route,
-    handler: &H,
-    message: &Message<'_>,
-    decision: Decision,
-) -> Settle {
-    let outcome = match decision {
+/// The `outcome` label of a decision, before it is carried out.
+fn outcome_of(decision: Decision) -> &'static str {
+    match decision {
         Decision::Done => "processed",
         Decision::Poison => "rejected",
         Decision::Defer(_) => "deferred",
         Decision::RetryLater => "retried",
-    };
-    let settle = carry_out_decision(amqp, topology, route, handler, message, decision).await;
-    let outcome = match (outcome, settle) {
+    }
+}
+
+/// Counts a settled message in `spike_consumer_messages_total{queue, outcome}`.
+fn count_consumed(queue: &'static str, decided: &'static str, settle: Settle) {
+    let outcome = consumed_outcome(decided, settle);
+    metrics::counter!(names::CONSUMED, "queue" => queue, "outcome" => outcome).increment(1);
+}
+
+/// What happened to a message, from what was decided and how it was settled.
+fn consumed_outcome(decided: &'static str, settle: Settle) -> &'static str {
+    match (decided, settle) {
         // The retry could not be published, or the retries are spent and the handler could
         // not compensate: the message goes back onto its queue.
         (_, Settle::Requeue) => "requeued",
         ("retried", Settle::Reject) => "dead_lettered",
-        (outcome, _) => outcome,
-    };
-    metrics::counter!(names::CONSUMED, "queue" => route.queue, "outcome" => outcome).increment(1);
-    settle
+        (decided, _) => decided,
+    }
 }
 
-async fn carry_out_decision<H: Handler>(
+/// Carries out the handler's decision about one message; says how to settle its delivery.
+async fn carry_out<H: Handler>(
     amqp: &Amqp,
     topology: &Topology,
     route: &Route,
@@ -408,6 +413,32 @@ fn attempt_of(headers: Option<&FieldTable>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_settled_message_counts_as_exactly_one_known_outcome() {
+        let retried = outcome_of(Decision::RetryLater);
+        assert_eq!(consumed_outcome(retried, Settle::Ack), "retried");
+        assert_eq!(consumed_outcome(retried, Settle::Reject), "dead_lettered");
+        assert_eq!(consumed_outcome(retried, Settle::Requeue), "requeued");
+        assert_eq!(
+            consumed_outcome(outcome_of(Decision::Done), Settle::Ack),
+            "processed"
+        );
+        assert_eq!(
+            consumed_outcome(outcome_of(Decision::Poison), Settle::Reject),
+            "rejected"
+        );
+        let deferred = outcome_of(Decision::Defer(Duration::from_secs(1)));
+        assert_eq!(consumed_outcome(deferred, Settle::Ack), "deferred");
+        assert_eq!(consumed_outcome(deferred, Settle::Requeue), "requeued");
+        // Every label is one the counters start at zero with.
+        for decided in ["processed", "retried", "deferred", "rejected"] {
+            for settle in [Settle::Ack, Settle::Requeue, Settle::Reject] {
+                let outcome = consumed_outcome(decided, settle);
+                assert!(CONSUMER_OUTCOMES.contains(&outcome), "{outcome}");
+            }
+        }
+    }
 
     #[test]
     fn the_attempt_header_reads_any_integer_width_and_defaults_to_zero() {
