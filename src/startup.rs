@@ -79,6 +79,7 @@ impl Services {
             &config.catalog,
             prefix,
             infra.db.clone(),
+            infra.catalog_reads().clone(),
             infra.redis.clone(),
             tasks.clone(),
         );

@@ -13,6 +13,8 @@ use super::values::{QueueType, Secret};
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
     pub url: Secret,
+    /// Where catalog reads go (a replica); `None` reads from `url`, the primary.
+    pub read_url: Option<Secret>,
     pub max_connections: u32,
     /// Apply migrations when `serve`/`all` start.
     pub auto_migrate: bool,
@@ -40,6 +42,28 @@ pub struct AmqpSettings {
     pub startup_timeout: Duration,
 }
 
+/// `database_read_url`: optional, checked like `database_url` when set. `None` when invalid,
+/// `Some(None)` when unset.
+fn read_database_url(r: &mut Reader<'_>) -> Option<Option<Secret>> {
+    let raw = r.optional(
+        "database_read_url",
+        "a MySQL replica for catalog reads (product list, detail, stock); unset: the primary (`database_url`). Orders, flash sales and every write use the primary",
+    );
+    let Some(raw) = raw.filter(|url| !url.trim().is_empty()) else {
+        return Some(None);
+    };
+    let scheme_ok = raw.starts_with("mysql://") || raw.starts_with("mariadb://");
+    if !scheme_ok || MySqlConnectOptions::from_str(&raw).is_err() {
+        // The parser's message may echo the URL, password included.
+        r.problem(
+            "database_read_url",
+            "not a valid mysql:// or mariadb:// URL",
+        );
+        return None;
+    }
+    Some(Some(Secret::new(raw)))
+}
+
 /// All three, read together because they share `startup_timeout`.
 pub(super) fn read(
     r: &mut Reader<'_>,
@@ -63,7 +87,13 @@ pub(super) fn read(
                 .map_err(|e| e.to_string())
         },
     );
-    let max_connections = r.at_least::<u32>("db_max_connections", "MySQL pool size", 20, 1);
+    let read_url = read_database_url(r);
+    let max_connections = r.at_least::<u32>(
+        "db_max_connections",
+        "MySQL pool size (each pool: the primary's, and the replica's when `database_read_url` is set)",
+        20,
+        1,
+    );
     let auto_migrate = r.bool(
         "auto_migrate",
         "apply migrations when `serve`/`all` start",
@@ -115,6 +145,7 @@ pub(super) fn read(
     Some((
         DatabaseSettings {
             url: database_url?,
+            read_url: read_url?,
             max_connections: max_connections?,
             auto_migrate: auto_migrate?,
             startup_timeout,

@@ -112,7 +112,10 @@ impl Dependency {
 /// The live connections of one process; cheap to clone.
 #[derive(Clone)]
 pub struct Infra {
+    /// The primary: every write and every read that decides something.
     pub db: sqlx::MySqlPool,
+    /// The replica for catalog reads, when `database_read_url` names one.
+    pub db_replica: Option<sqlx::MySqlPool>,
     pub redis: ::redis::aio::ConnectionManager,
     /// For connections of their own (pub/sub subscriptions).
     pub redis_client: ::redis::Client,
@@ -130,12 +133,17 @@ impl Infra {
         topology: Topology,
     ) -> Result<Infra, RepoError> {
         let db = mysql::connect(database).await?;
+        let db_replica = match &database.read_url {
+            Some(url) => Some(mysql::connect_to(url.expose(), database).await?),
+            None => None,
+        };
         let redis = redis::connect(redis_settings).await?;
         let redis_client = ::redis::Client::open(redis_settings.url.expose())?;
         let amqp = Amqp::connect(amqp_settings).await?;
         topology.declare(amqp.channel()).await?;
         Ok(Infra {
             db,
+            db_replica,
             redis,
             redis_client,
             amqp: Arc::new(amqp),
@@ -143,10 +151,17 @@ impl Infra {
         })
     }
 
+    /// Where catalog reads go: the replica when there is one, else the primary.
+    pub fn catalog_reads(&self) -> &sqlx::MySqlPool {
+        self.db_replica.as_ref().unwrap_or(&self.db)
+    }
+
     /// Checks one dependency with a bounded wait.
     pub async fn ping(&self, dependency: Dependency, timeout: Duration) -> Result<(), RepoError> {
         let check = async {
             match dependency {
+                // The primary only: a replica that is down costs the catalog its reads (503),
+                // not the shop its buying, so it must not take the pods out of service.
                 Dependency::Mysql => mysql::ping(&self.db).await,
                 Dependency::Redis => redis::ping(&mut self.redis.clone()).await,
                 Dependency::Rabbitmq => self.amqp.ping(),
@@ -161,6 +176,9 @@ impl Infra {
     pub async fn close(&self) {
         self.amqp.close().await;
         self.db.close().await;
+        if let Some(replica) = &self.db_replica {
+            replica.close().await;
+        }
     }
 }
 

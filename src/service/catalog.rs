@@ -48,7 +48,11 @@ pub struct CatalogService {
 }
 
 struct Inner {
+    /// The primary: product writes.
     db: MySqlPool,
+    /// Catalog reads: the list, the stock figure and the cache's loads (a replica when one is
+    /// configured; the double invalidation covers its lag, docs/catalog.md).
+    db_read: MySqlPool,
     redis: ConnectionManager,
     keys: Keys,
     ttl: Duration,
@@ -65,12 +69,14 @@ impl CatalogService {
         config: &CatalogSettings,
         redis_prefix: &str,
         db: MySqlPool,
+        db_read: MySqlPool,
         redis: ConnectionManager,
         tasks: TaskTracker,
     ) -> CatalogService {
         CatalogService {
             inner: Arc::new(Inner {
                 db,
+                db_read,
                 redis,
                 keys: Keys::new(redis_prefix.to_owned()),
                 ttl: config.product_cache_ttl,
@@ -139,12 +145,12 @@ impl CatalogService {
     }
 
     pub async fn list(&self, query: &ProductQuery) -> Result<(Vec<Product>, u64), ServiceError> {
-        Ok(products::list(&self.inner.db, query).await?)
+        Ok(products::list(&self.inner.db_read, query).await?)
     }
 
-    /// Current stock, straight from MySQL (no cache).
+    /// Current stock, straight from MySQL (no cache; from the replica when there is one).
     pub async fn stock(&self, id: u64) -> Result<u32, ServiceError> {
-        products::stock(&self.inner.db, id)
+        products::stock(&self.inner.db_read, id)
             .await?
             .ok_or(ServiceError::ProductNotFound(id))
     }
@@ -216,7 +222,7 @@ impl CatalogService {
         }
         self.inner.stats.loads.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(names::CACHE_LOADS, "cache" => "product").increment(1);
-        let product = products::find_active(&self.inner.db, id).await?;
+        let product = products::find_active(&self.inner.db_read, id).await?;
         let mut redis = self.inner.redis.clone();
         let written = match &product {
             Some(product) => {

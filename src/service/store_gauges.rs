@@ -36,14 +36,22 @@ pub async fn sample_every(
     }
 }
 
+fn sample_pool(pool_name: &'static str, pool: &sqlx::MySqlPool) {
+    let open = f64::from(pool.size());
+    let idle = pool.num_idle() as f64;
+    let max = f64::from(pool.options().get_max_connections());
+    metrics::gauge!(names::DB_POOL_CONNECTIONS, "pool" => pool_name, "state" => "open").set(open);
+    metrics::gauge!(names::DB_POOL_CONNECTIONS, "pool" => pool_name, "state" => "idle").set(idle);
+    metrics::gauge!(names::DB_POOL_MAX, "pool" => pool_name).set(max);
+}
+
 /// One sample. A store that does not answer leaves its gauges at their last value (they age out
 /// of `/metrics` if it stays down; the readiness probe and the logs say why).
 pub async fn sample(infra: &Infra, what: Sampled) {
-    let pool = &infra.db;
-    let open = f64::from(pool.size());
-    metrics::gauge!(names::DB_POOL_CONNECTIONS, "state" => "open").set(open);
-    metrics::gauge!(names::DB_POOL_CONNECTIONS, "state" => "idle").set(pool.num_idle() as f64);
-    metrics::gauge!(names::DB_POOL_MAX).set(f64::from(pool.options().get_max_connections()));
+    sample_pool("primary", &infra.db);
+    if let Some(replica) = &infra.db_replica {
+        sample_pool("replica", replica);
+    }
     if what == Sampled::Pool {
         return;
     }
@@ -58,7 +66,7 @@ pub async fn sample(infra: &Infra, what: Sampled) {
             }
         }
     }
-    match outbox::backlog(pool).await {
+    match outbox::backlog(&infra.db).await {
         Ok((pending, oldest)) => {
             metrics::gauge!(names::OUTBOX_BACKLOG).set(pending as f64);
             metrics::gauge!(names::OUTBOX_OLDEST_AGE).set(oldest.as_secs_f64());

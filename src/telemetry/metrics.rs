@@ -223,9 +223,12 @@ fn describe() {
     );
     describe_gauge!(
         DB_POOL_CONNECTIONS,
-        "MySQL pool connections by state (open, idle)"
+        "MySQL pool connections by pool (primary, replica) and state (open, idle)"
     );
-    describe_gauge!(DB_POOL_MAX, "MySQL pool size limit");
+    describe_gauge!(
+        DB_POOL_MAX,
+        "MySQL pool size limit, by pool (primary, replica)"
+    );
     describe_gauge!(
         BUILD_INFO,
         "Always 1; the labels name the version and git commit of the running binary"

@@ -18,6 +18,7 @@ mod orders;
 mod process;
 mod products;
 mod purchase_token;
+mod replica;
 mod schema;
 mod spike;
 mod spike_batches;

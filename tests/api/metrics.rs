@@ -315,9 +315,11 @@ fn metric_names_in(text: &str) -> std::collections::BTreeSet<String> {
 #[tokio::test]
 async fn route_labels_are_templates_never_ids() {
     let app = spawn_app_with(TestOptions::default()).await;
-    let (_, token) = app.signed_in_user().await;
+    let (login, _) = app.signed_in_user().await;
+    let token = login["access_token"].as_str().unwrap();
     // Ids and junk in paths: a real order id shape, an unknown product, paths no route matches.
-    app.get_authed("/api/v1/orders/987654321", &token).await;
+    let unknown_order = app.get_authed("/api/v1/orders/987654321", token).await;
+    assert_eq!(unknown_order.status(), 404);
     app.get("/api/v1/products/876543219").await;
     app.get("/api/v1/no-such-route/765432198").await;
     app.get("/wp-admin/654321987.php").await;

@@ -29,11 +29,17 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Opens the pool, retrying until `startup_timeout`.
 pub async fn connect(config: &DatabaseSettings) -> Result<MySqlPool, RepoError> {
+    connect_to(config.url.expose(), config).await
+}
+
+/// A pool to the server at `url` (the primary's or a replica's) with `config`'s pool settings,
+/// retrying until `startup_timeout`.
+pub async fn connect_to(url: &str, config: &DatabaseSettings) -> Result<MySqlPool, RepoError> {
     // Every DATETIME column holds UTC; pin the session zone so NOW() agrees with the app.
-    let options = MySqlConnectOptions::from_str(config.url.expose())?
+    let options = MySqlConnectOptions::from_str(url)?
         .timezone(Some("+00:00".into()))
         .charset("utf8mb4");
-    let target = redact_url(config.url.expose());
+    let target = redact_url(url);
     retry::with_backoff(Dependency::Mysql, &target, config.startup_timeout, || {
         MySqlPoolOptions::new()
             .max_connections(config.max_connections)

@@ -47,6 +47,8 @@ pub struct TestOptions {
     pub worker: bool,
     /// Reach MySQL through this local port (a proxy a test can take down).
     pub mysql_port: Option<u16>,
+    /// Catalog reads through this local port (`SPIKE_DATABASE_READ_URL`).
+    pub replica_port: Option<u16>,
 }
 
 impl TestOptions {
@@ -70,6 +72,20 @@ impl TestOptions {
         self.mysql_port = Some(port);
         self
     }
+
+    /// Catalog reads through a local port to the test database, as through a replica
+    /// (`SPIKE_DATABASE_READ_URL`).
+    pub fn replica_through(mut self, port: u16) -> Self {
+        self.replica_port = Some(port);
+        self
+    }
+}
+
+/// mysql://user:password@host:port/database → the same through the local `port`.
+fn through(url: &str, port: u16) -> String {
+    let at = url.rfind('@').expect("a user in the database url") + 1;
+    let slash = at + url[at..].find('/').expect("a database in the url");
+    format!("{}127.0.0.1:{port}{}", &url[..at], &url[slash..])
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -81,12 +97,16 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
     let resources = TestResources::create().await;
     let mut env = options.env.clone();
     if let Some(port) = options.mysql_port {
-        // mysql://user:password@host:port/database → the same through the local port.
-        let url = &resources.database_url;
-        let at = url.rfind('@').expect("a user in the database url") + 1;
-        let slash = at + url[at..].find('/').expect("a database in the url");
-        let proxied = format!("{}127.0.0.1:{port}{}", &url[..at], &url[slash..]);
-        env.insert("SPIKE_DATABASE_URL".into(), proxied);
+        env.insert(
+            "SPIKE_DATABASE_URL".into(),
+            through(&resources.database_url, port),
+        );
+    }
+    if let Some(port) = options.replica_port {
+        env.insert(
+            "SPIKE_DATABASE_READ_URL".into(),
+            through(&resources.database_url, port),
+        );
     }
     let config = test_config(&resources, &env).expect("test configuration is valid");
     let app =
