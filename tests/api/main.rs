@@ -19,6 +19,7 @@ mod process;
 mod products;
 mod purchase_token;
 mod replica;
+mod scale;
 mod schema;
 mod spike;
 mod spike_batches;
