@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Removes what integration tests leave behind when their process is killed before cleanup:
-# databases `spike_test_*`, Redis keys `spike_test_*` and RabbitMQ queues `spike_test_*` (empty
-# exchanges are left: they hold nothing and rabbitmqctl cannot delete them).
+# databases `spike_test_*`, Redis keys `spike_test_*`, RabbitMQ queues and policies `spike_test_*`
+# (empty exchanges are left: they hold nothing and rabbitmqctl cannot delete them).
 # Tests clean up after themselves; this only sweeps the remains of interrupted runs.
 # Do not run it while another test run is in progress on the same services.
 set -euo pipefail
@@ -30,5 +30,8 @@ if command -v rabbitmqctl >/dev/null 2>&1; then
     timeout 20 rabbitmqctl -q delete_queue "$queue" </dev/null >/dev/null 2>&1 || true
     queues=$((queues + 1))
   done < <(timeout 30 rabbitmqctl -q list_queues name 2>/dev/null | grep '^spike_test_' || true)
+  while read -r policy; do
+    timeout 20 rabbitmqctl -q clear_policy "$policy" </dev/null >/dev/null 2>&1 || true
+  done < <(timeout 30 rabbitmqctl -q list_policies 2>/dev/null | awk '{print $2}' | grep '^spike_test_' || true)
 fi
 printf 'clean-test-data: removed %d databases, %d redis keys, %d queues\n' "$count" "$keys" "$queues" >&2

@@ -91,6 +91,16 @@ start_rabbitmq() {
   wait_for RabbitMQ 120 amqp_answers
 }
 
+# The management API (port 15672): spike applies the order queue's bound as a policy through it
+# when SPIKE_AMQP_MANAGEMENT_URL is set (docs/scale-out.md). Enabling the plugin is online.
+enable_rabbitmq_management() {
+  port_open 15672 && return 0
+  command -v rabbitmq-plugins >/dev/null 2>&1 || return 0
+  log "enabling the RabbitMQ management plugin"
+  timeout 60 rabbitmq-plugins enable rabbitmq_management >/dev/null
+  wait_for "RabbitMQ management API" 60 port_open 15672
+}
+
 create_database() {
   local client
   client=$(command -v mariadb || command -v mysql)
@@ -110,4 +120,5 @@ SQL
 start_mariadb
 start_redis
 start_rabbitmq
+enable_rabbitmq_management
 create_database

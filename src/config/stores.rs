@@ -33,6 +33,9 @@ pub struct RedisSettings {
 #[derive(Debug, Clone)]
 pub struct AmqpSettings {
     pub url: Secret,
+    /// RabbitMQ's management API (`http://user:password@host:15672`): when set, the order
+    /// queue's bound is a policy rather than a declaration argument.
+    pub management_url: Option<Secret>,
     /// Prefix of every exchange and queue name.
     pub prefix: String,
     pub queue_type: QueueType,
@@ -40,6 +43,17 @@ pub struct AmqpSettings {
     /// worker batches: `FlashSaleSettings::order_create_prefetch`).
     pub prefetch: u16,
     pub startup_timeout: Duration,
+}
+
+impl AmqpSettings {
+    /// The virtual host `url` names (`/` when it names none).
+    pub fn vhost(&self) -> String {
+        self.url
+            .expose()
+            .parse::<lapin::uri::AMQPUri>()
+            .map(|uri| uri.vhost)
+            .unwrap_or_else(|_| "/".to_owned())
+    }
 }
 
 /// `database_read_url`: optional, checked like `database_url` when set. `None` when invalid,
@@ -58,6 +72,31 @@ fn read_database_url(r: &mut Reader<'_>) -> Option<Option<Secret>> {
         r.problem(
             "database_read_url",
             "not a valid mysql:// or mariadb:// URL",
+        );
+        return None;
+    }
+    Some(Some(Secret::new(raw)))
+}
+
+/// `amqp_management_url`: optional; `None` when invalid, `Some(None)` when unset.
+fn read_management_url(r: &mut Reader<'_>) -> Option<Option<Secret>> {
+    let raw = r.optional(
+        "amqp_management_url",
+        "RabbitMQ's management API, `http://user:password@host:15672`: when set, the `spike.order.create` bound (`flash_sale_queue_max_length`) is applied as a policy, so changing it needs no queue recreated (docs/scale-out.md)",
+    );
+    let Some(raw) = raw.filter(|url| !url.trim().is_empty()) else {
+        return Some(None);
+    };
+    let well_formed = raw
+        .strip_prefix("http://")
+        .and_then(|rest| rest.trim_end_matches('/').rsplit_once('@'))
+        .is_some_and(|(credentials, address)| {
+            credentials.contains(':') && !address.is_empty() && !address.contains('/')
+        });
+    if !well_formed {
+        r.problem(
+            "amqp_management_url",
+            "must be http://user:password@host:port (no TLS, no path)",
         );
         return None;
     }
@@ -128,6 +167,7 @@ pub(super) fn read(
         &["amqp", "amqps"],
         |url| url.parse::<lapin::uri::AMQPUri>().map(|_| ()),
     );
+    let management_url = read_management_url(r);
     let amqp_prefix = r.text("amqp_prefix", "prefix of every exchange and queue name", "");
     let queue_type = r.choice(
         "amqp_queue_type",
@@ -157,6 +197,7 @@ pub(super) fn read(
         },
         AmqpSettings {
             url: amqp_url?,
+            management_url: management_url?,
             prefix: amqp_prefix,
             queue_type: queue_type?,
             prefetch: prefetch?,

@@ -33,6 +33,9 @@ pub enum RepoError {
     /// The broker did not take a published message.
     #[error("rabbitmq did not confirm the message: {0}")]
     NotConfirmed(&'static str),
+    /// RabbitMQ's management API refused or did not answer (start-up only: policies).
+    #[error("rabbitmq management api: {0}")]
+    Management(String),
 }
 
 impl RepoError {
@@ -77,7 +80,7 @@ impl RepoError {
                 Some(*dependency)
             }
             // A nack or an overflowing queue: the broker cannot take it now.
-            RepoError::NotConfirmed(_) => Some(Dependency::Rabbitmq),
+            RepoError::NotConfirmed(_) | RepoError::Management(_) => Some(Dependency::Rabbitmq),
         }
     }
 }
@@ -140,7 +143,17 @@ impl Infra {
         let redis = redis::connect(redis_settings).await?;
         let redis_client = ::redis::Client::open(redis_settings.url.expose())?;
         let amqp = Amqp::connect(amqp_settings).await?;
-        topology.declare(amqp.channel()).await?;
+        topology.declare(&amqp).await?;
+        if let Some(url) = &amqp_settings.management_url {
+            let management = amqp::policies::Management::parse(url.expose()).ok_or_else(|| {
+                RepoError::Management(
+                    "SPIKE_AMQP_MANAGEMENT_URL is not http://user:password@host:port".into(),
+                )
+            })?;
+            management
+                .apply_order_queue_bound(&amqp_settings.vhost(), &topology)
+                .await?;
+        }
         Ok(Infra {
             db,
             db_replica,

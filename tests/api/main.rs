@@ -18,6 +18,7 @@ mod orders;
 mod process;
 mod products;
 mod purchase_token;
+mod queue_policy;
 mod replica;
 mod scale;
 mod schema;

@@ -15,6 +15,7 @@
 
 mod connection;
 pub mod consumer;
+pub mod policies;
 mod publisher;
 mod topology;
 

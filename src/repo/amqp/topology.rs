@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
+use lapin::ExchangeKind;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, ExchangeKind};
 
-use super::{ORDER_CLOSE, ORDER_CLOSE_DELAY, ORDER_CREATE};
+use super::{Amqp, ORDER_CLOSE, ORDER_CLOSE_DELAY, ORDER_CREATE};
 use crate::config::{AmqpSettings, FlashSaleSettings, QueueType};
 use crate::repo::RepoError;
 
@@ -21,6 +21,8 @@ pub struct Topology {
     retry_delays: Vec<Duration>,
     /// Bound of the order-creation queue; a full queue refuses publishes (`reject-publish`).
     order_queue_max_length: u32,
+    /// The bound is a policy (applied through the management API), not a declaration argument.
+    bound_by_policy: bool,
 }
 
 impl Topology {
@@ -36,7 +38,24 @@ impl Topology {
             pay_timeout,
             retry_delays: flash_sale.retry_delays.clone(),
             order_queue_max_length: flash_sale.queue_max_length,
+            bound_by_policy: amqp.management_url.is_some(),
         }
+    }
+
+    /// The policy that bounds the order queue: its name (under the prefix) and its body for the
+    /// management API. Priority 10, above a cluster-wide default an operator may have set.
+    pub fn order_queue_bound_policy(&self) -> (String, serde_json::Value) {
+        let queue = self.queue(ORDER_CREATE);
+        let body = serde_json::json!({
+            "pattern": super::policies::exact_pattern(&queue),
+            "apply-to": "queues",
+            "priority": 10,
+            "definition": {
+                "max-length": self.order_queue_max_length,
+                "overflow": "reject-publish",
+            },
+        });
+        (format!("{queue}.bound"), body)
     }
 
     fn name(&self, base: &str) -> String {
@@ -86,20 +105,22 @@ impl Topology {
     /// Every queue with its declaration arguments and the routing key binding it to the exchange
     /// it is fed from.
     fn queues(&self) -> Vec<QueueSpec> {
+        let mut order_queue = vec![("x-dead-letter-exchange", text(&self.dead_letter_exchange()))];
+        if !self.bound_by_policy {
+            // Bounded: an overloaded broker nacks the publish and the buyer's reservation is
+            // undone, instead of the backlog growing without limit. (With a management URL the
+            // same bound is a policy: `order_queue_bound_policy`.)
+            order_queue.push((
+                "x-max-length",
+                AMQPValue::LongLongInt(i64::from(self.order_queue_max_length)),
+            ));
+            order_queue.push(("x-overflow", text("reject-publish")));
+        }
         let mut queues = vec![QueueSpec {
             name: self.queue(ORDER_CREATE),
             exchange: self.exchange(),
             routing_key: ORDER_CREATE.into(),
-            arguments: self.arguments(&[
-                ("x-dead-letter-exchange", text(&self.dead_letter_exchange())),
-                // Bounded: an overloaded broker nacks the publish and the buyer's reservation is
-                // undone, instead of the backlog growing without limit.
-                (
-                    "x-max-length",
-                    AMQPValue::LongLongInt(i64::from(self.order_queue_max_length)),
-                ),
-                ("x-overflow", text("reject-publish")),
-            ]),
+            arguments: self.arguments(&order_queue),
         }];
         for (index, delay) in self.retry_delays.iter().enumerate() {
             let routing_key = Topology::retry_routing_key(ORDER_CREATE, index + 1);
@@ -150,7 +171,12 @@ impl Topology {
 
     /// Declares exchanges, queues and bindings. Idempotent; fails with PRECONDITION_FAILED when a
     /// queue exists with other arguments (e.g. the pay timeout changed: see docs/runbook.md).
-    pub async fn declare(&self, channel: &Channel) -> Result<(), RepoError> {
+    ///
+    /// With the bound as a policy, an order queue that exists already is left as it is: it may
+    /// have been declared with another bound as an argument by an earlier version (the smaller
+    /// of argument and policy applies until it is recreated: docs/scale-out.md).
+    pub async fn declare(&self, amqp: &Amqp) -> Result<(), RepoError> {
+        let channel = amqp.channel();
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..ExchangeDeclareOptions::default()
@@ -166,16 +192,19 @@ impl Topology {
                 .await?;
         }
         for queue in self.queues() {
-            channel
-                .queue_declare(
-                    queue.name.clone().into(),
-                    QueueDeclareOptions {
-                        durable: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    queue.arguments,
-                )
-                .await?;
+            let keep_existing = self.bound_by_policy && queue.name == self.queue(ORDER_CREATE);
+            if !(keep_existing && amqp.queue_depth(&queue.name).await.is_ok()) {
+                channel
+                    .queue_declare(
+                        queue.name.clone().into(),
+                        QueueDeclareOptions {
+                            durable: true,
+                            ..QueueDeclareOptions::default()
+                        },
+                        queue.arguments,
+                    )
+                    .await?;
+            }
             channel
                 .queue_bind(
                     queue.name.into(),
@@ -225,6 +254,7 @@ mod tests {
                 Duration::from_secs(30),
             ],
             order_queue_max_length: 1000,
+            bound_by_policy: false,
         }
     }
 
@@ -246,6 +276,36 @@ mod tests {
                 "t1.order.close",
             ]
         );
+    }
+
+    #[test]
+    fn the_order_queue_is_bounded_by_argument_or_by_a_policy_that_names_it_alone() {
+        let arguments = |t: &Topology| {
+            t.queues()
+                .into_iter()
+                .find(|q| q.name == t.queue(ORDER_CREATE))
+                .expect("order queue")
+                .arguments
+        };
+        let by_argument = topology("t1.");
+        let declared = arguments(&by_argument);
+        assert_eq!(
+            declared.inner().get("x-max-length"),
+            Some(&AMQPValue::LongLongInt(1000))
+        );
+        let by_policy = Topology {
+            bound_by_policy: true,
+            ..topology("t1.")
+        };
+        let declared = arguments(&by_policy);
+        assert_eq!(declared.inner().get("x-max-length"), None);
+        assert_eq!(declared.inner().get("x-overflow"), None);
+        let (name, policy) = by_policy.order_queue_bound_policy();
+        assert_eq!(name, "t1.spike.order.create.bound");
+        assert_eq!(policy["pattern"], r"^t1\.spike\.order\.create$");
+        assert_eq!(policy["definition"]["max-length"], 1000);
+        assert_eq!(policy["definition"]["overflow"], "reject-publish");
+        assert_eq!(policy["apply-to"], "queues");
     }
 
     #[test]
