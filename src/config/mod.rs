@@ -313,6 +313,37 @@ mod tests {
     }
 
     #[test]
+    fn a_replica_and_a_management_api_are_optional_and_checked_without_echoing_passwords() {
+        let load = |pairs: &[(&str, &str)]| Config::load(vars(pairs));
+        let plain = load(&[]).unwrap();
+        assert!(plain.database.read_url.is_none());
+        assert!(plain.amqp.management_url.is_none());
+        assert_eq!(plain.amqp.vhost(), "/");
+        let set = load(&[
+            ("SPIKE_DATABASE_READ_URL", "mysql://r:pw@replica:3306/spike"),
+            (
+                "SPIKE_AMQP_MANAGEMENT_URL",
+                "http://guest:guest@rabbit:15672",
+            ),
+        ])
+        .unwrap();
+        assert!(set.database.read_url.is_some());
+        assert!(set.amqp.management_url.is_some());
+        let err =
+            load(&[("SPIKE_DATABASE_READ_URL", "postgres://u:hunter2@db/x")]).expect_err("scheme");
+        assert!(err.to_string().contains("database_read_url"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        for bad in [
+            "https://u:p@rabbit:15671",
+            "http://rabbit:15672",
+            "http://u:p@rabbit/api",
+        ] {
+            let err = load(&[("SPIKE_AMQP_MANAGEMENT_URL", bad)]).expect_err(bad);
+            assert!(err.to_string().contains("amqp_management_url"), "{err}");
+        }
+    }
+
+    #[test]
     fn bootstrap_admin_needs_both_halves() {
         let err =
             Config::load(vars(&[("SPIKE_BOOTSTRAP_ADMIN_EMAIL", "a@b.c")])).expect_err("half");
