@@ -32,7 +32,7 @@ pub enum RepoError {
     Disconnected(Dependency),
     /// The broker did not take a published message.
     #[error("rabbitmq did not confirm the message: {0}")]
-    NotConfirmed(&'static str),
+    NotConfirmed(amqp::Refusal),
     /// RabbitMQ's management API refused or did not answer (start-up only: policies).
     #[error("rabbitmq management api: {0}")]
     Management(String),

@@ -20,6 +20,7 @@ mod publisher;
 mod topology;
 
 pub use connection::{Amqp, QueueDepth};
+pub use publisher::Refusal;
 pub use topology::Topology;
 
 /// Routing key (and unprefixed queue name) of flash-sale order creation.

@@ -137,17 +137,25 @@ impl Amqp {
     }
 }
 
-const UNROUTABLE: &str = "unroutable (no queue bound)";
-const NACKED: &str = "nacked by the broker";
+/// Why the broker did not take a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("unroutable (no queue bound)")]
+    Unroutable,
+    #[error("nacked by the broker")]
+    Nacked,
+    #[error("confirms not enabled")]
+    ConfirmsOff,
+}
 
 /// What a confirm means: `Ok` only for a plain ack (stored, and routed to at least one queue:
 /// `mandatory` turns "no queue bound" into a returned message).
 fn confirmed(confirmation: Confirmation) -> Result<(), RepoError> {
     match confirmation {
         Confirmation::Ack(None) => Ok(()),
-        Confirmation::Ack(Some(_)) => Err(RepoError::NotConfirmed(UNROUTABLE)),
-        Confirmation::Nack(_) => Err(RepoError::NotConfirmed(NACKED)),
-        Confirmation::NotRequested => Err(RepoError::NotConfirmed("confirms not enabled")),
+        Confirmation::Ack(Some(_)) => Err(RepoError::NotConfirmed(Refusal::Unroutable)),
+        Confirmation::Nack(_) => Err(RepoError::NotConfirmed(Refusal::Nacked)),
+        Confirmation::NotRequested => Err(RepoError::NotConfirmed(Refusal::ConfirmsOff)),
     }
 }
 
@@ -167,8 +175,8 @@ fn publish_span(routing_key: &str, count: usize) -> Span {
 fn count(published: &Result<(), RepoError>) {
     let result = match published {
         Ok(()) => "confirmed",
-        Err(RepoError::NotConfirmed(NACKED)) => "nacked",
-        Err(RepoError::NotConfirmed(UNROUTABLE)) => "unroutable",
+        Err(RepoError::NotConfirmed(Refusal::Nacked)) => "nacked",
+        Err(RepoError::NotConfirmed(Refusal::Unroutable)) => "unroutable",
         Err(RepoError::Timeout(..)) => "timed_out",
         Err(_) => "failed",
     };
