@@ -15,6 +15,8 @@
 # e.g. NEW_ENV="SPIKE_OTLP_ENDPOINT=http://127.0.0.1:18083 SPIKE_TRACE_SAMPLE_RATIO=0.01").
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/stores.sh
+source scripts/lib/stores.sh
 
 OLD=${1:?usage: scripts/bench-instructions.sh OLD_BINARY [NEW_BINARY]}
 NEW=${2:-target/release/spike}
@@ -41,9 +43,7 @@ export SPIKE_SPIKE_USER_RATE_LIMIT=1000000/1s SPIKE_SPIKE_EVENT_RATE_LIMIT=10000
 export SPIKE_SPIKE_QUEUE_MAX_LENGTH=200000 SPIKE_SPIKE_RECONCILE_AFTER=30m
 
 # Queues left by an earlier run with other arguments would make start-up fail (PRECONDITION_FAILED).
-while read -r queue; do
-  timeout 20 rabbitmqctl -q delete_queue "$queue" </dev/null >/dev/null 2>&1 || true
-done < <(timeout 30 rabbitmqctl -q list_queues name 2>/dev/null | grep '^bench\.' || true)
+delete_queues bench.
 
 # count NAME BINARY SCENARIO [VAR=value...]: prints instructions per request.
 count() {

@@ -19,6 +19,8 @@
 # BENCH_OUT (target/bench: JSON of every step, logs, sale.html).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/stores.sh
+source scripts/lib/stores.sh
 
 DURATION=${BENCH_DURATION:-5s}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
@@ -67,10 +69,8 @@ client=$(command -v mariadb || command -v mysql)
 # The run's Redis keys and queues (the close messages of every order would otherwise sit in
 # bench.order.close.delay); removed before the run and after it. The database stays for a look.
 remove_keys_and_queues() {
-  redis-cli --scan --pattern 'bench:*' | xargs -r -n 500 redis-cli DEL >/dev/null
-  while read -r queue; do
-    timeout 20 rabbitmqctl -q delete_queue "$queue" </dev/null >/dev/null 2>&1 || true
-  done < <(timeout 30 rabbitmqctl -q list_queues name 2>/dev/null | grep '^bench\.' || true)
+  delete_redis_keys 'bench:*'
+  delete_queues bench.
 }
 remove_keys_and_queues
 

@@ -10,6 +10,8 @@
 # Env: CHECK_OUT (target/check-dashboards: logs and the query report).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/stores.sh
+source scripts/lib/stores.sh
 
 OUT=${CHECK_OUT:-target/check-dashboards}
 API_PORT=18180
@@ -41,10 +43,8 @@ export SPIKE_ENV=dev SPIKE_LOG_FORMAT=json SPIKE_LOG_LEVEL=warn \
 
 # The check's Redis keys and queues (the database stays for a look).
 forget_stores() {
-  redis-cli --scan --pattern 'checkdash:*' | xargs -r -n 500 redis-cli DEL >/dev/null
-  while read -r queue; do
-    timeout 20 rabbitmqctl -q delete_queue "$queue" </dev/null >/dev/null 2>&1 || true
-  done < <(timeout 30 rabbitmqctl -q list_queues name 2>/dev/null | grep '^checkdash\.' || true)
+  delete_redis_keys 'checkdash:*'
+  delete_queues checkdash.
 }
 pids=()
 cleanup() {

@@ -16,6 +16,8 @@
 # schema-valid requests are rightly refused with 400 or 409.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/stores.sh
+source scripts/lib/stores.sh
 
 SCHEMATHESIS_VERSION=4.32.5
 EXAMPLES=${FUZZ_EXAMPLES:-20}
@@ -50,11 +52,8 @@ cleanup() {
     wait "$server" 2>/dev/null || true
   fi
   "$client" -h"$DB_HOST" -P"$DB_PORT" "${ROOT_ARGS[@]}" -e "DROP DATABASE IF EXISTS \`$run\`" || true
-  redis-cli --scan --pattern "${run}_*" | xargs -r redis-cli DEL >/dev/null || true
-  if command -v rabbitmqctl >/dev/null 2>&1; then
-    rabbitmqctl -q list_queues name 2>/dev/null | grep "^${run}_" |
-      while read -r queue; do timeout 20 rabbitmqctl -q delete_queue "$queue" >/dev/null 2>&1 || true; done
-  fi
+  delete_redis_keys "${run}_*"
+  delete_queues "${run}_"
   rm -f "$server_log"
 }
 trap cleanup EXIT
