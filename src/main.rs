@@ -141,14 +141,11 @@ async fn run(role: Role, config: Config) -> anyhow::Result<()> {
             let services = Services::build(&config, &infra)?;
             let tasks = services.tasks.clone();
             // Kubernetes probes and Prometheus scrapes reach the worker here.
-            let probes = tasks.spawn({
-                let (config, health, shutdown) =
-                    (config.clone(), services.health.clone(), shutdown.clone());
-                async move { startup::serve_probes(&config, health, shutdown).await }
-            });
+            let probes = startup::ProbeListener::bind(&config, services.health.clone()).await?;
+            let probes = tasks.spawn(probes.serve(shutdown.clone()));
             let worked = worker::run(&config, infra.clone(), services, shutdown.clone()).await;
             shutdown.cancel();
-            probes.await.context("probe listener task failed")??;
+            probes.await.context("probe listener task failed")?;
             close(&tasks, &infra).await;
             worked?;
         }

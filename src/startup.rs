@@ -34,7 +34,7 @@ pub enum StartupError {
     Repo(#[from] RepoError),
     #[error(transparent)]
     Service(#[from] ServiceError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind { addr: SocketAddr, source: io::Error },
     #[error("http server failed: {0}")]
     Serve(io::Error),
@@ -241,28 +241,43 @@ impl Application {
     }
 }
 
-/// The worker's own listener on `worker_http_addr`: `/healthz`, `/readyz` and `/metrics`
-/// (`api::probe_router`), served until `shutdown`.
-pub async fn serve_probes(
-    config: &Config,
-    health: HealthService,
-    shutdown: CancellationToken,
-) -> Result<(), StartupError> {
-    let addr = config.http.worker_addr;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartupError::Bind { addr, source })?;
-    let address = listener.local_addr().map_err(StartupError::Serve)?;
-    tracing::info!(%address, "probe and metrics listener up");
-    let router = api::probe_router(health, &config.http, config.telemetry.request_log_sample);
-    let limits = ConnectionLimits {
-        // Probes and scrapes only: a few connections at a time.
-        max_connections: 64,
-        header_timeout: config.http.header_timeout,
-    };
-    tokio::join!(
-        serve::serve(listener, router, limits, shutdown.clone()),
-        crate::telemetry::metrics::run_upkeep(shutdown),
-    );
-    Ok(())
+/// The worker's own listener on `worker_http_addr`, bound: `/healthz`, `/readyz` and
+/// `/metrics` (`api::probe_router`). Bound at start-up, so a taken port fails the start.
+pub struct ProbeListener {
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+}
+
+impl ProbeListener {
+    pub async fn bind(
+        config: &Config,
+        health: HealthService,
+    ) -> Result<ProbeListener, StartupError> {
+        let addr = config.http.worker_addr;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        let address = listener.local_addr().map_err(StartupError::Serve)?;
+        tracing::info!(%address, "probe and metrics listener up");
+        let router = api::probe_router(health, &config.http, config.telemetry.request_log_sample);
+        let limits = ConnectionLimits {
+            // Probes and scrapes only: a few connections at a time.
+            max_connections: 64,
+            header_timeout: config.http.header_timeout,
+        };
+        Ok(ProbeListener {
+            listener,
+            router,
+            limits,
+        })
+    }
+
+    /// Serves until `shutdown`.
+    pub async fn serve(self, shutdown: CancellationToken) {
+        tokio::join!(
+            serve::serve(self.listener, self.router, self.limits, shutdown.clone()),
+            crate::telemetry::metrics::run_upkeep(shutdown),
+        );
+    }
 }
