@@ -113,21 +113,35 @@ thread_local! {
 fn record(method: &'static str, route: &str, status: StatusCode, seconds: f64) {
     HANDLES.with(|cache| {
         let mut cache = cache.borrow_mut();
-        if !cache.contains_key(route) {
-            cache.insert(route.into(), Vec::new());
+        // One lookup on the hot path; a route seen for the first time is inserted after.
+        if let Some(known) = cache.get_mut(route) {
+            record_into(known, method, route, status, seconds);
+            return;
         }
-        let known = cache.get_mut(route).expect("inserted above");
-        let position = known
-            .iter()
-            .position(|h| h.method == method && h.status == status)
-            .unwrap_or_else(|| {
-                known.push(handles(method, route, status));
-                known.len() - 1
-            });
-        let handles = &known[position];
-        handles.requests.increment(1);
-        handles.duration.record(seconds);
+        let mut known = Vec::new();
+        record_into(&mut known, method, route, status, seconds);
+        cache.insert(route.into(), known);
     });
+}
+
+/// Counts and times one answer with the handles of its (method, status), made on first use.
+fn record_into(
+    known: &mut Vec<Handles>,
+    method: &'static str,
+    route: &str,
+    status: StatusCode,
+    seconds: f64,
+) {
+    let position = known
+        .iter()
+        .position(|h| h.method == method && h.status == status)
+        .unwrap_or_else(|| {
+            known.push(handles(method, route, status));
+            known.len() - 1
+        });
+    let handles = &known[position];
+    handles.requests.increment(1);
+    handles.duration.record(seconds);
 }
 
 fn handles(method: &'static str, route: &str, status: StatusCode) -> Handles {
