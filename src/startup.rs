@@ -213,9 +213,9 @@ impl Application {
         let purchase = self.services.flash_sale.purchase.clone();
         let flags = purchase.sold_out_flags();
         let channel = purchase.stock_returned_channel();
-        let client = self.infra.redis_client.clone();
+        let announcements = self.infra.announcements.clone();
         let listening = shutdown.clone();
-        tasks.spawn(async move { flags.listen(client, channel, listening).await });
+        tasks.spawn(async move { flags.listen(announcements, channel, listening).await });
         let sweeping = shutdown.clone();
         tasks.spawn(async move {
             purchase

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::repo::redis::RedisConnection;
 use hyper::Method;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use sqlx::MySqlPool;
 
@@ -43,7 +43,7 @@ pub struct Drain {
 /// result) or `limit` passes.
 pub async fn wait_for_drain(
     db: &MySqlPool,
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConnection,
     keys: &EventKeys,
     event_id: u64,
     limit: Duration,
@@ -140,7 +140,7 @@ impl Check {
 /// `failed` results of tickets without an order are asked of the API, as a buyer would).
 pub async fn gather(
     db: &MySqlPool,
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConnection,
     keys: &EventKeys,
     target: &Target,
     event_id: u64,

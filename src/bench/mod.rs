@@ -20,8 +20,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::repo::redis::RedisConnection;
 use hyper::Method;
-use redis::aio::ConnectionManager;
 use sqlx::MySqlPool;
 
 use crate::config::Config;
@@ -202,7 +202,7 @@ impl Bench<'_> {
         Ok(mysql::connect(&self.config.database).await?)
     }
 
-    async fn redis(&self) -> Result<ConnectionManager, BenchError> {
+    async fn redis(&self) -> Result<RedisConnection, BenchError> {
         Ok(crate::repo::redis::connect(&self.config.redis).await?)
     }
 

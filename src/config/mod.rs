@@ -32,7 +32,7 @@ pub use shop::{CatalogSettings, OrderSettings};
 pub use stores::{AmqpSettings, DatabaseSettings, RedisSettings};
 pub use telemetry::TelemetrySettings;
 pub use values::{
-    CorsOrigins, Environment, FlashSaleMode, LogFormat, QueueType, RateLimit, Secret,
+    CorsOrigins, Environment, FlashSaleMode, LogFormat, QueueType, RateLimit, RedisMode, Secret,
     parse_duration, redact_url,
 };
 
@@ -254,6 +254,54 @@ mod tests {
             assert!(text.contains(key), "{key} missing from:\n{text}");
         }
         assert_eq!(err.problems.len(), 7, "{text}");
+    }
+
+    #[test]
+    fn a_redis_cluster_is_named_by_its_seed_nodes_and_a_single_redis_by_one_url() {
+        let load = |pairs: &[(&str, &str)]| Config::load(vars(pairs)).map(|c| c.redis);
+        let single = load(&[]).unwrap();
+        assert_eq!(single.mode, RedisMode::Standalone);
+        assert_eq!(single.urls(), ["redis://127.0.0.1:6379"]);
+
+        let seeds = "redis://:pw1@a:7000, redis://:pw2@b:7001";
+        let cluster = load(&[("SPIKE_REDIS_MODE", "cluster"), ("SPIKE_REDIS_URL", seeds)]).unwrap();
+        assert_eq!(cluster.mode, RedisMode::Cluster);
+        assert_eq!(
+            cluster.urls(),
+            ["redis://:pw1@a:7000", "redis://:pw2@b:7001"]
+        );
+        assert_eq!(
+            cluster.redacted(),
+            "redis://:***@a:7000,redis://:***@b:7001"
+        );
+
+        let err = load(&[("SPIKE_REDIS_URL", seeds)]).expect_err("a list without cluster mode");
+        assert!(
+            err.to_string()
+                .contains("several nodes need redis_mode = cluster"),
+            "{err}"
+        );
+        let err = load(&[
+            ("SPIKE_REDIS_MODE", "cluster"),
+            ("SPIKE_REDIS_URL", "redis://a:7000,http://b:7001"),
+        ])
+        .expect_err("a seed of another scheme");
+        assert!(
+            err.to_string().contains("redis_url (SPIKE_REDIS_URL)"),
+            "{err}"
+        );
+        load(&[
+            ("SPIKE_REDIS_MODE", "cluster"),
+            ("SPIKE_REDIS_URL", "unix:///tmp/r.sock"),
+        ])
+        .expect_err("the cluster client speaks TCP only");
+        load(&[("SPIKE_REDIS_MODE", "sharded")]).expect_err("not a mode");
+    }
+
+    #[test]
+    fn a_redis_prefix_with_a_brace_is_refused_as_it_would_move_the_hash_tag() {
+        let err = Config::load(vars(&[("SPIKE_REDIS_PREFIX", "shop{1}:")])).expect_err("brace");
+        assert!(err.to_string().contains("must not contain {"), "{err}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use sqlx::mysql::MySqlConnectOptions;
 
 use super::Environment;
 use super::reader::Reader;
-use super::values::{QueueType, Secret};
+use super::values::{QueueType, RedisMode, Secret, redact_url};
 
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
@@ -24,10 +24,41 @@ pub struct DatabaseSettings {
 
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
+    /// One URL, or in cluster mode a comma-separated list of seed nodes ([`RedisSettings::urls`]).
     pub url: Secret,
+    pub mode: RedisMode,
     /// Prefix of every key (tests and tenants share one Redis).
     pub prefix: String,
     pub startup_timeout: Duration,
+}
+
+impl RedisSettings {
+    /// The URL of a standalone Redis, or each seed node of a cluster.
+    pub fn urls(&self) -> Vec<&str> {
+        seed_urls(self.url.expose(), self.mode)
+    }
+
+    /// [`RedisSettings::url`] with every password masked, for logs.
+    pub fn redacted(&self) -> String {
+        self.urls()
+            .into_iter()
+            .map(redact_url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// A cluster's seed list is split at commas (a comma inside a password must be written `%2C`);
+/// a standalone URL is taken whole.
+fn seed_urls(raw: &str, mode: RedisMode) -> Vec<&str> {
+    match mode {
+        RedisMode::Standalone => vec![raw],
+        RedisMode::Cluster => raw
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .collect(),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +107,38 @@ fn read_database_url(r: &mut Reader<'_>) -> Option<Option<Secret>> {
         return None;
     }
     Some(Some(Secret::new(raw)))
+}
+
+/// `redis_url`: one URL, or in cluster mode one or more seed nodes, each checked.
+fn read_redis_url(r: &mut Reader<'_>, mode: RedisMode) -> Option<Secret> {
+    let schemes: &[&str] = match mode {
+        RedisMode::Standalone => &["redis", "rediss", "unix"],
+        // The cluster client connects over TCP only.
+        RedisMode::Cluster => &["redis", "rediss"],
+    };
+    r.url(
+        "redis_url",
+        "Redis 7 (configs/dev.toml has the local one); with `redis_mode = cluster`, seed nodes: `redis://a:6379,redis://b:6379`",
+        "redis://127.0.0.1:6379",
+        schemes,
+        |raw| {
+            let listed = raw.split(',').skip(1).any(|part| part.contains("://"));
+            if mode == RedisMode::Standalone && listed {
+                return Err("several nodes need redis_mode = cluster (SPIKE_REDIS_MODE)".into());
+            }
+            let seeds = seed_urls(raw, mode);
+            if seeds.is_empty() {
+                return Err("no seed node".into());
+            }
+            for seed in seeds {
+                if !schemes.iter().any(|s| seed.starts_with(&format!("{s}://"))) {
+                    return Err(format!("every seed must start with {}://", schemes.join("://, ")));
+                }
+                redis::Client::open(seed).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        },
+    )
 }
 
 /// `amqp_management_url`: optional; `None` when invalid, `Some(None)` when unset.
@@ -143,22 +206,25 @@ pub(super) fn read(
         "true",
     );
 
-    let redis_url = r.url(
-        "redis_url",
-        "Redis 7 (configs/dev.toml has the local one)",
-        "redis://127.0.0.1:6379",
-        &["redis", "rediss", "unix"],
-        |url| {
-            redis::Client::open(url)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        },
+    let redis_mode = r.choice(
+        "redis_mode",
+        "`standalone` (one server) or `cluster` (a Redis Cluster: `redis_url` lists seed nodes, comma-separated; docs/scale-out.md)",
+        RedisMode::Standalone,
     );
+    let redis_url = read_redis_url(r, redis_mode.unwrap_or(RedisMode::Standalone));
     let redis_prefix = r.text(
         "redis_prefix",
-        "prefix of every Redis key (tests and tenants share one Redis)",
+        "prefix of every Redis key (tests and tenants share one Redis); no `{` or `}`",
         "spike:",
     );
+    if redis_prefix.contains(['{', '}']) {
+        // The first `{…}` of a key is its cluster hash tag: a brace in the prefix would put
+        // every event's keys in one slot, or scatter one event's keys over several.
+        r.problem(
+            "redis_prefix",
+            "must not contain { or } (the event's hash tag decides a key's cluster slot)",
+        );
+    }
 
     let amqp_url = r.url(
         "amqp_url",
@@ -192,6 +258,7 @@ pub(super) fn read(
         },
         RedisSettings {
             url: redis_url?,
+            mode: redis_mode?,
             prefix: redis_prefix,
             startup_timeout,
         },

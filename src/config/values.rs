@@ -60,6 +60,19 @@ pub enum QueueType {
     Classic,
 }
 
+/// How spike reaches Redis.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::Display, strum::EnumString, strum::VariantNames,
+)]
+#[strum(serialize_all = "lowercase")]
+pub enum RedisMode {
+    /// One server (or a proxy in front of several): `redis_url` is its URL.
+    Standalone,
+    /// A Redis Cluster: `redis_url` lists seed nodes, comma-separated; the client learns the
+    /// rest of the cluster from them.
+    Cluster,
+}
+
 /// How the flash-sale buy endpoint takes a unit.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, strum::Display, strum::EnumString, strum::VariantNames,

@@ -119,9 +119,9 @@ pub struct Infra {
     pub db: sqlx::MySqlPool,
     /// The replica for catalog reads, when `database_read_url` names one.
     pub db_replica: Option<sqlx::MySqlPool>,
-    pub redis: ::redis::aio::ConnectionManager,
-    /// For connections of their own (pub/sub subscriptions).
-    pub redis_client: ::redis::Client,
+    pub redis: redis::RedisConnection,
+    /// Subscriptions of their own (pub/sub), on a node of their choosing.
+    pub announcements: redis::announcements::Announcements,
     pub amqp: Arc<Amqp>,
     pub topology: Arc<Topology>,
 }
@@ -141,7 +141,7 @@ impl Infra {
             None => None,
         };
         let redis = redis::connect(redis_settings).await?;
-        let redis_client = ::redis::Client::open(redis_settings.url.expose())?;
+        let announcements = redis::announcements::Announcements::new(redis_settings)?;
         let amqp = Amqp::connect(amqp_settings).await?;
         topology.declare(&amqp).await?;
         if let Some(url) = &amqp_settings.management_url {
@@ -158,7 +158,7 @@ impl Infra {
             db,
             db_replica,
             redis,
-            redis_client,
+            announcements,
             amqp: Arc::new(amqp),
             topology: Arc::new(topology),
         })

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use sqlx::MySqlPool;
 use tokio_util::task::TaskTracker;
 
@@ -23,8 +22,8 @@ use super::ServiceError;
 use crate::config::CatalogSettings;
 use crate::domain::product::{NewProduct, Product, ProductChanges, ProductQuery};
 use crate::repo::mysql::{self, products, spike_events};
-use crate::repo::redis::Keys;
 use crate::repo::redis::product_cache::{self, Cached};
+use crate::repo::redis::{Keys, RedisConnection};
 use crate::telemetry::metrics::names;
 use crate::util::single_flight::SingleFlight;
 
@@ -53,7 +52,7 @@ struct Inner {
     /// Catalog reads: the list, the stock figure and the cache's loads (a replica when one is
     /// configured; the double invalidation covers its lag, docs/catalog.md).
     db_read: MySqlPool,
-    redis: ConnectionManager,
+    redis: RedisConnection,
     keys: Keys,
     ttl: Duration,
     missing_ttl: Duration,
@@ -70,7 +69,7 @@ impl CatalogService {
         redis_prefix: &str,
         db: MySqlPool,
         db_read: MySqlPool,
-        redis: ConnectionManager,
+        redis: RedisConnection,
         tasks: TaskTracker,
     ) -> CatalogService {
         CatalogService {

@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 
+use super::RedisConnection;
 use crate::repo::RepoError;
 
 /// One consumer's report.
@@ -24,13 +24,13 @@ pub struct ConsumerReport {
 
 #[derive(Clone)]
 pub struct ConsumerReports {
-    redis: ConnectionManager,
+    redis: RedisConnection,
     key: String,
 }
 
 impl ConsumerReports {
     /// Reports about the consumers of `queue`, under the Redis `prefix`.
-    pub fn new(redis: ConnectionManager, prefix: &str, queue: &str) -> ConsumerReports {
+    pub fn new(redis: RedisConnection, prefix: &str, queue: &str) -> ConsumerReports {
         ConsumerReports {
             redis,
             key: format!("{prefix}consumers:{queue}"),

@@ -3,12 +3,13 @@
 //! to them: every operation names the event, the store builds its keys. Keys carry the event's
 //! hash tag (`ev:{<id>}:…`) so each script touches a single Redis Cluster slot.
 
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
+use super::RedisConnection;
 use crate::config::RateLimit;
 use crate::domain::flash_sale::BuyerOutcome;
 use crate::repo::RepoError;
@@ -85,7 +86,7 @@ impl EventKeys {
 /// Every event's flash-sale keys under one prefix. Cheap to clone (one multiplexed connection).
 #[derive(Clone)]
 pub struct EventStore {
-    redis: ConnectionManager,
+    redis: RedisConnection,
     prefix: String,
     /// [`stock_returned_channel`], built once rather than per call.
     channel: String,
@@ -145,7 +146,7 @@ pub struct PendingReservation {
 }
 
 impl EventStore {
-    pub fn new(redis: ConnectionManager, prefix: impl Into<String>) -> EventStore {
+    pub fn new(redis: RedisConnection, prefix: impl Into<String>) -> EventStore {
         let prefix = prefix.into();
         EventStore {
             redis,
@@ -164,7 +165,7 @@ impl EventStore {
     }
 
     /// A handle on the shared connection for one command (clones are cheap).
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> RedisConnection {
         self.redis.clone()
     }
 
@@ -409,8 +410,9 @@ impl EventStore {
             .await
     }
 
-    /// [`EventStore::settle`] for a whole batch of buyers, `(event_id, user_id, outcome)`, in
-    /// one round trip. Each buyer's result is written before their reservation is dropped (a
+    /// [`EventStore::settle`] for a whole batch of buyers, `(event_id, user_id, outcome)`: one
+    /// pipeline per event, so each stays in its event's cluster slot (a batch is nearly always
+    /// one event). Each buyer's result is written before their reservation is dropped (a
     /// pipeline keeps the order), so a reader never finds neither: `result` looks at the outcome
     /// first, then the reservation.
     pub async fn settle_many(
@@ -418,18 +420,21 @@ impl EventStore {
         settled: &[(u64, u64, BuyerOutcome)],
         ttl_secs: u64,
     ) -> Result<(), RepoError> {
-        if settled.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
+        let mut pipelines: BTreeMap<u64, redis::Pipeline> = BTreeMap::new();
         for (event_id, user_id, outcome) in settled {
+            let pipe = pipelines.entry(*event_id).or_insert_with(redis::pipe);
             let keys = self.keys(*event_id);
             pipe.set_ex(keys.result(*user_id), outcome.to_string(), ttl_secs)
                 .ignore()
                 .hdel(keys.reservations(), *user_id)
                 .ignore();
         }
-        let _: () = pipe.query_async(&mut self.conn()).await?;
+        let sent = pipelines
+            .values()
+            .map(|pipe| async move { pipe.query_async::<()>(&mut self.conn()).await });
+        for result in futures_util::future::join_all(sent).await {
+            result?;
+        }
         Ok(())
     }
 

@@ -1,10 +1,13 @@
-//! Redis: the shared multiplexed connection, the liveness check, key naming, and one module per
-//! use (flash sales, consumer reports, the product cache, rate limits). Lua scripts live in `scripts/`, each with a header listing its KEYS,
-//! ARGV and return values.
+//! Redis: the shared connection (a single node or a cluster), the liveness check, key naming,
+//! and one module per use (flash sales, consumer reports, the product cache, rate limits,
+//! announcements). Lua scripts live in `scripts/`, each with a header listing its KEYS, ARGV and
+//! return values.
 //!
-//! One `ConnectionManager` per process multiplexes every command over a single connection and
-//! reconnects by itself after a failure; it is cheap to clone into each task.
+//! One [`RedisConnection`] per process multiplexes every command and reconnects by itself after
+//! a failure; it is cheap to clone into each task. Services do not know which mode runs: every
+//! multi-key operation touches one event's keys, which share a cluster slot (`ev:{<id>}:…`).
 
+pub mod announcements;
 pub mod consumer_reports;
 pub mod flash_sale;
 pub mod product_cache;
@@ -12,33 +15,90 @@ pub mod rate_limit;
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use super::{Dependency, RepoError, retry};
-use crate::config::{RedisSettings, redact_url};
+use crate::config::{RedisMode, RedisSettings};
 
 /// Bounds every command, so a hung Redis fails a request instead of stalling it.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The process's Redis connection, standalone or cluster (`SPIKE_REDIS_MODE`). Both kinds
+/// multiplex and reconnect by themselves; the cluster one also follows slot moves.
+#[derive(Clone)]
+pub enum RedisConnection {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConnection::Standalone(conn) => conn.req_packed_command(cmd),
+            RedisConnection::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConnection::Standalone(conn) => conn.req_packed_commands(pipeline, offset, count),
+            RedisConnection::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConnection::Standalone(conn) => conn.get_db(),
+            RedisConnection::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
 /// Connects, retrying until `startup_timeout`.
-pub async fn connect(config: &RedisSettings) -> Result<ConnectionManager, RepoError> {
-    let client = redis::Client::open(config.url.expose())?;
-    let manager_config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_secs(1));
-    let target = redact_url(config.url.expose());
-    retry::with_backoff(Dependency::Redis, &target, config.startup_timeout, || {
-        ConnectionManager::new_with_config(client.clone(), manager_config.clone())
-    })
-    .await
-    .map_err(RepoError::from)
+pub async fn connect(config: &RedisSettings) -> Result<RedisConnection, RepoError> {
+    let target = config.redacted();
+    match config.mode {
+        RedisMode::Standalone => {
+            let client = redis::Client::open(config.url.expose())?;
+            let manager_config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_secs(1));
+            let manager =
+                retry::with_backoff(Dependency::Redis, &target, config.startup_timeout, || {
+                    ConnectionManager::new_with_config(client.clone(), manager_config.clone())
+                })
+                .await?;
+            Ok(RedisConnection::Standalone(manager))
+        }
+        RedisMode::Cluster => {
+            let client = ClusterClientBuilder::new(config.urls())
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(RESPONSE_TIMEOUT)
+                .retries(2)
+                .build()?;
+            let connection =
+                retry::with_backoff(Dependency::Redis, &target, config.startup_timeout, || {
+                    client.get_async_connection()
+                })
+                .await?;
+            Ok(RedisConnection::Cluster(connection))
+        }
+    }
 }
 
 /// `PING` → `PONG`.
-pub async fn ping(conn: &mut ConnectionManager) -> Result<(), RepoError> {
+pub async fn ping(conn: &mut RedisConnection) -> Result<(), RepoError> {
     let _: String = redis::cmd("PING").query_async(conn).await?;
     Ok(())
 }

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 
+use super::RedisConnection;
 use crate::domain::product::Product;
 use crate::repo::RepoError;
 
@@ -21,7 +21,7 @@ pub enum Cached {
 
 const MISSING_MARKER: &str = "";
 
-pub async fn get(redis: &mut ConnectionManager, key: &str) -> Result<Cached, RepoError> {
+pub async fn get(redis: &mut RedisConnection, key: &str) -> Result<Cached, RepoError> {
     let value: Option<String> = redis.get(key).await?;
     Ok(match value.as_deref() {
         None => Cached::Absent,
@@ -38,7 +38,7 @@ pub async fn get(redis: &mut ConnectionManager, key: &str) -> Result<Cached, Rep
 }
 
 pub async fn put(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConnection,
     key: &str,
     product: &Product,
     ttl: Duration,
@@ -49,7 +49,7 @@ pub async fn put(
 }
 
 pub async fn put_missing(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConnection,
     key: &str,
     ttl: Duration,
 ) -> Result<(), RepoError> {
@@ -59,7 +59,7 @@ pub async fn put_missing(
     Ok(())
 }
 
-pub async fn invalidate(redis: &mut ConnectionManager, key: &str) -> Result<(), RepoError> {
+pub async fn invalidate(redis: &mut RedisConnection, key: &str) -> Result<(), RepoError> {
     let _: () = redis.del(key).await?;
     Ok(())
 }

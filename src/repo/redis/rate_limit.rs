@@ -5,8 +5,8 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::Script;
-use redis::aio::ConnectionManager;
 
+use super::RedisConnection;
 use crate::config::RateLimit;
 use crate::repo::RepoError;
 
@@ -30,7 +30,7 @@ pub enum Decision {
 /// Takes one token from the bucket at `key` (the full key, prefix included).
 /// `Script` sends EVALSHA and falls back to EVAL when Redis answers NOSCRIPT (after a restart).
 pub async fn take(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConnection,
     key: &str,
     limit: RateLimit,
 ) -> Result<Decision, RepoError> {
@@ -39,7 +39,7 @@ pub async fn take(
 
 /// Puts one token back (never above the burst): for an attempt that turned out not to count.
 pub async fn give_back(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConnection,
     key: &str,
     limit: RateLimit,
 ) -> Result<(), RepoError> {
@@ -48,7 +48,7 @@ pub async fn give_back(
 
 #[tracing::instrument(level = "debug", name = "redis.token_bucket", skip_all, fields(otel.kind = "client", db.system = "redis"))]
 async fn run(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConnection,
     key: &str,
     limit: RateLimit,
     cost: i32,

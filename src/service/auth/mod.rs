@@ -16,14 +16,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use sqlx::MySqlPool;
 
 use crate::config::{AuthSettings, BootstrapAdmin, RateLimit};
 use crate::domain::user::{Email, Password, Role, User};
 use crate::repo::mysql::{self, OnConstraint, refresh_tokens, users};
-use crate::repo::redis::Keys;
 use crate::repo::redis::rate_limit::{self, Decision};
+use crate::repo::redis::{Keys, RedisConnection};
 use crate::service::ServiceError;
 use password::PasswordHasher;
 use tokens::{AccessTokens, Principal};
@@ -44,7 +43,7 @@ pub struct AuthService {
 
 struct Inner {
     db: MySqlPool,
-    redis: ConnectionManager,
+    redis: RedisConnection,
     keys: Keys,
     hasher: PasswordHasher,
     access_tokens: AccessTokens,
@@ -71,7 +70,7 @@ impl AuthService {
         config: &AuthSettings,
         redis_prefix: &str,
         db: MySqlPool,
-        redis: ConnectionManager,
+        redis: RedisConnection,
     ) -> Result<AuthService, ServiceError> {
         Ok(AuthService {
             inner: Arc::new(Inner {

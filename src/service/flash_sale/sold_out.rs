@@ -11,6 +11,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::repo::redis::announcements::Announcements;
+
 /// How long a flag holds without a fresh "sold out" from Redis.
 pub const FLAG_TTL: Duration = Duration::from_secs(5);
 /// Pause before resubscribing after the subscription failed.
@@ -66,27 +68,21 @@ impl SoldOutFlags {
     /// lost subscription every flag is cleared: announcements may have been missed meanwhile.
     pub async fn listen(
         &self,
-        client: redis::Client,
+        announcements: Announcements,
         channel: String,
         shutdown: CancellationToken,
     ) {
         while !shutdown.is_cancelled() {
-            let subscribed = async {
-                let mut pubsub = client.get_async_pubsub().await?;
-                pubsub.subscribe(&channel).await?;
-                Ok::<_, redis::RedisError>(pubsub)
-            };
-            match subscribed.await {
-                Ok(mut pubsub) => {
+            match announcements.stock_returned(&channel).await {
+                Ok(mut returned) => {
                     tracing::debug!(channel, "listening for returned flash-sale stock");
                     self.clear_all();
                     self.listening.store(true, Ordering::Release);
-                    let mut messages = pubsub.on_message();
                     loop {
                         tokio::select! {
                             () = shutdown.cancelled() => return,
-                            message = messages.next() => match message {
-                                Some(message) => self.on_announcement(&message),
+                            event_id = returned.next() => match event_id {
+                                Some(event_id) => self.clear(event_id),
                                 None => break,
                             },
                         }
@@ -103,17 +99,6 @@ impl SoldOutFlags {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(RESUBSCRIBE_PAUSE) => {}
             }
-        }
-    }
-
-    fn on_announcement(&self, message: &redis::Msg) {
-        let event_id = message
-            .get_payload::<String>()
-            .ok()
-            .and_then(|payload| payload.parse().ok());
-        match event_id {
-            Some(event_id) => self.clear(event_id),
-            None => tracing::warn!("unreadable stock announcement ignored"),
         }
     }
 }

@@ -1,0 +1,61 @@
+//! Announcements between processes over Redis pub/sub: "stock came back to event <id>", so
+//! every API replica clears its local sold-out flag.
+//!
+//! The scripts announce with a plain `PUBLISH` in both modes. In a Redis Cluster a plain
+//! `PUBLISH` reaches every node over the cluster bus, so a subscriber on any node hears it.
+//! Sharded pub/sub (`SPUBLISH`) would keep a message on one shard, but a script may only publish
+//! to a shard channel in the slot of its own keys: one channel per event, which each replica
+//! would have to join and leave as events sell out. A unit coming back is rare (an order closed
+//! unpaid, a reservation undone), so the bus's fan-out costs nothing that matters here.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures_util::{Stream, StreamExt};
+
+use crate::config::RedisSettings;
+use crate::repo::RepoError;
+
+/// Where announcements are heard: the standalone server, or each seed node of a cluster in turn.
+#[derive(Clone)]
+pub struct Announcements {
+    nodes: Arc<Vec<redis::Client>>,
+    /// The node the next subscription tries, so a node that is down is not tried again and
+    /// again while the others are up.
+    next: Arc<AtomicUsize>,
+}
+
+impl Announcements {
+    pub fn new(settings: &RedisSettings) -> Result<Announcements, RepoError> {
+        let nodes = settings
+            .urls()
+            .into_iter()
+            .map(redis::Client::open)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Announcements {
+            nodes: Arc::new(nodes),
+            next: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// Subscribes to `channel` on the next node; the stream yields each announced event id and
+    /// ends when the subscription is lost. Unreadable messages are logged and skipped.
+    pub async fn stock_returned(
+        &self,
+        channel: &str,
+    ) -> Result<impl Stream<Item = u64> + Send + Unpin + use<>, RepoError> {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.nodes.len();
+        let mut pubsub = self.nodes[index].get_async_pubsub().await?;
+        pubsub.subscribe(channel).await?;
+        Ok(pubsub.into_on_message().filter_map(|message| {
+            let event_id = message
+                .get_payload::<String>()
+                .ok()
+                .and_then(|payload| payload.parse().ok());
+            if event_id.is_none() {
+                tracing::warn!("unreadable stock announcement ignored");
+            }
+            std::future::ready(event_id)
+        }))
+    }
+}
