@@ -17,12 +17,17 @@ for db in $("$client" -h"$DB_HOST" -P"$DB_PORT" "${ROOT_ARGS[@]}" -N -e "SHOW DA
   count=$((count + 1))
 done
 
+# The Redis, and each node of the local cluster (scripts/redis-cluster.sh) when it runs: a node
+# lists and deletes the keys it holds.
 keys=0
-while read -r key; do
-  [ -n "$key" ] || continue
-  redis-cli DEL "$key" >/dev/null
-  keys=$((keys + 1))
-done < <(redis-cli --scan --pattern 'spike_test_*')
+for port in 6379 ${SPIKE_REDIS_CLUSTER_PORTS:-7000 7001 7002}; do
+  redis-cli -p "$port" ping >/dev/null 2>&1 || continue
+  while read -r key; do
+    [ -n "$key" ] || continue
+    redis-cli -p "$port" DEL "$key" >/dev/null
+    keys=$((keys + 1))
+  done < <(redis-cli -p "$port" --scan --pattern 'spike_test_*')
+done
 
 queues=0
 if command -v rabbitmqctl >/dev/null 2>&1; then

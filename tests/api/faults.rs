@@ -150,10 +150,15 @@ async fn a_database_outage_longer_than_every_retry_loses_no_reservation() {
 #[tokio::test]
 async fn a_partition_from_redis_fails_closed_and_sells_exactly_the_stock_after() {
     let redis = OutageProxy::start("127.0.0.1:6379").await;
-    let app = spawn_app_with(TestOptions::default().with_worker().env(
-        "SPIKE_REDIS_URL",
-        format!("redis://127.0.0.1:{}", redis.port),
-    ))
+    let app = spawn_app_with(
+        TestOptions::default()
+            .with_worker()
+            .env("SPIKE_REDIS_MODE", "standalone")
+            .env(
+                "SPIKE_REDIS_URL",
+                format!("redis://127.0.0.1:{}", redis.port),
+            ),
+    )
     .await;
     let admin = app.admin_token().await;
     let event = active_event(&app, &admin, 50).await;
@@ -202,6 +207,7 @@ async fn redis_restarting_empty_mid_sale_fails_closed_then_sells_every_unit_exac
     let app = spawn_app_with(
         TestOptions::default()
             .with_worker()
+            .env("SPIKE_REDIS_MODE", "standalone")
             .env(
                 "SPIKE_REDIS_URL",
                 format!("redis://127.0.0.1:{}", redis.port),

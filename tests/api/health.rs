@@ -33,10 +33,15 @@ async fn readyz_is_200_when_every_dependency_answers() {
 #[tokio::test]
 async fn readyz_is_503_naming_redis_when_redis_goes_away() {
     let proxy = TcpProxy::start("127.0.0.1:6379").await;
-    let app = spawn_app_with(TestOptions::default().env(
-        "SPIKE_REDIS_URL",
-        format!("redis://127.0.0.1:{}", proxy.port),
-    ))
+    // The proxy stands in front of the single Redis, whatever mode the suite runs in.
+    let app = spawn_app_with(
+        TestOptions::default()
+            .env("SPIKE_REDIS_MODE", "standalone")
+            .env(
+                "SPIKE_REDIS_URL",
+                format!("redis://127.0.0.1:{}", proxy.port),
+            ),
+    )
     .await;
     assert_eq!(
         app.get("/readyz").await.status(),
@@ -74,6 +79,7 @@ async fn start_up_gives_up_on_a_closed_redis_port_after_the_startup_timeout() {
         "SPIKE_REDIS_URL".to_string(),
         format!("redis://127.0.0.1:{port}"),
     );
+    overrides.insert("SPIKE_REDIS_MODE".to_string(), "standalone".to_string());
     overrides.insert("SPIKE_STARTUP_TIMEOUT".to_string(), "1s".to_string());
     let config = test_config(&resources, &overrides).unwrap();
 

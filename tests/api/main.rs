@@ -19,6 +19,7 @@ mod process;
 mod products;
 mod purchase_token;
 mod queue_policy;
+mod redis_cluster;
 mod replica;
 mod scale;
 mod schema;

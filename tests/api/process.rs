@@ -31,7 +31,7 @@ pub fn spawn_spike_with(
         // A worker's probe listener: any free port unless the test names one.
         .env("SPIKE_WORKER_HTTP_ADDR", "127.0.0.1:0")
         .env("SPIKE_DATABASE_URL", &resources.database_url)
-        .env("SPIKE_REDIS_PREFIX", &resources.redis_prefix)
+        .envs(resources.redis_env())
         .env("SPIKE_AMQP_PREFIX", &resources.amqp_prefix)
         .env("SPIKE_LOG_FORMAT", "json")
         .env("SPIKE_AMQP_QUEUE_TYPE", "classic")

@@ -1,16 +1,19 @@
 //! Many processes on one data set: two `spike serve` replicas and two `spike worker`s (each
-//! with its warm-up scheduler, reconciler and outbox relay) share one MariaDB, Redis and
-//! RabbitMQ. A sale spread over both APIs, with one worker SIGKILLed in the middle, ends with
-//! exactly the stock sold, each winner once, and the ledger balanced.
+//! with its warm-up scheduler, reconciler and outbox relay) share one MariaDB, a 3-master Redis
+//! Cluster (`scripts/redis-cluster.sh`) and RabbitMQ. A sale spread over both APIs, with one
+//! worker SIGKILLed in the middle, ends with exactly the stock sold, each winner once, and the
+//! ledger balanced; a unit given back reaches buyers on every replica at once.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-use crate::helpers::{closed_port, spawn_app, wait_for};
+use crate::helpers::{TestApp, TestOptions, closed_port, code, spawn_app_with, wait_for};
 use crate::process::{Running, spawn_spike_with, wait_until_healthy};
-use crate::spike::{active_event, buyers, orders_in, owners_in, wait_until_settled};
+use crate::spike::{
+    active_event, buyers, orders_in, owners_in, wait_for_success, wait_until_settled,
+};
 
 const UNITS: u32 = 300;
 const BUYERS: usize = 2_000;
@@ -18,7 +21,7 @@ const BUYERS: usize = 2_000;
 #[tokio::test]
 async fn two_apis_and_two_workers_sell_exactly_the_stock_with_a_worker_killed_midway() {
     // The test app sets up the data and serves the admin's ledger; it runs no worker.
-    let app = spawn_app().await;
+    let app = spawn_app_with(TestOptions::default().on_redis_cluster()).await;
     let admin = app.admin_token().await;
     let event = active_event(&app, &admin, UNITS).await;
     let people = buyers(&app, BUYERS).await;
@@ -36,24 +39,10 @@ async fn two_apis_and_two_workers_sell_exactly_the_stock_with_a_worker_killed_mi
         ("SPIKE_FLASH_SALE_USER_RATE_LIMIT", "100/1s"),
         ("SPIKE_FLASH_SALE_EVENT_RATE_LIMIT", "1000000/1s"),
     ];
-    let mut apis = Vec::new();
-    let mut bases = Vec::new();
-    for _ in 0..2 {
-        let port = closed_port().await;
-        apis.push(Running::new(spawn_spike_with(
-            "serve",
-            &app.resources,
-            port,
-            &env,
-        )));
-        bases.push(format!("http://127.0.0.1:{port}"));
-    }
+    let (apis, bases) = start_apis(&app, &env).await;
     let mut workers: Vec<Running> = (0..2)
         .map(|_| Running::new(spawn_spike_with("worker", &app.resources, 0, &env)))
         .collect();
-    for base in &bases {
-        wait_until_healthy(base).await;
-    }
 
     // Every buyer tries twice, once on each API, 64 requests in flight.
     let client = reqwest::Client::new();
@@ -150,5 +139,102 @@ async fn two_apis_and_two_workers_sell_exactly_the_stock_with_a_worker_killed_mi
     }
     for worker in workers {
         assert!(worker.terminate().await.success());
+    }
+}
+
+/// Starts two `spike serve` replicas on the app's resources; returns them with their base URLs
+/// once both answer.
+async fn start_apis(app: &TestApp, env: &[(&str, &str)]) -> (Vec<Running>, Vec<String>) {
+    let mut apis = Vec::new();
+    let mut bases = Vec::new();
+    for _ in 0..2 {
+        let port = closed_port().await;
+        apis.push(Running::new(spawn_spike_with(
+            "serve",
+            &app.resources,
+            port,
+            env,
+        )));
+        bases.push(format!("http://127.0.0.1:{port}"));
+    }
+    for base in &bases {
+        wait_until_healthy(base).await;
+    }
+    (apis, bases)
+}
+
+#[tokio::test]
+async fn units_given_back_clear_the_sold_out_flag_of_every_replica() {
+    // The test app runs the worker and takes the cancellations; buyers come to two replicas.
+    let app = spawn_app_with(TestOptions::default().on_redis_cluster().with_worker()).await;
+    let admin = app.admin_token().await;
+    let event = active_event(&app, &admin, 2).await;
+    let people = buyers(&app, 4).await;
+    let secret = app.config.auth.jwt_secret.expose().to_owned();
+    let env = [
+        ("SPIKE_JWT_SECRET", secret.as_str()),
+        // The buyers below retry every 20 ms until they get a unit.
+        ("SPIKE_FLASH_SALE_USER_RATE_LIMIT", "100/1s"),
+    ];
+    let (apis, bases) = start_apis(&app, &env).await;
+    let client = reqwest::Client::new();
+    let buy_on = |base: &str, token: &str| {
+        client
+            .post(format!("{base}/api/v1/spike/events/{event}/orders"))
+            .bearer_auth(token)
+            .send()
+    };
+
+    // Two holders take both units; then a buyer on each replica hears "sold out" from Redis,
+    // which sets that replica's flag: until it expires, the replica answers without Redis.
+    let mut holders = Vec::new();
+    for (_, token) in &people[..2] {
+        assert_eq!(buy_on(&bases[0], token).await.unwrap().status(), 202);
+        let order = wait_for_success(&app, token, event).await;
+        holders.push((token.clone(), order));
+    }
+    let flagged = Instant::now();
+    for (base, (_, token)) in bases.iter().zip(&people[2..]) {
+        let answer = code(buy_on(base, token).await.unwrap()).await;
+        assert_eq!((answer.0, answer.1), (409, Some(50004)), "{base}");
+    }
+
+    // Both holders cancel their unpaid orders on the test app: the units go back to Redis and
+    // are announced on the cluster's bus.
+    for (token, order) in &holders {
+        let cancelled = app
+            .send_authed(
+                reqwest::Method::POST,
+                &format!("/api/v1/orders/{order}/cancel"),
+                token,
+                None,
+            )
+            .await;
+        assert_eq!(cancelled.status(), 200);
+    }
+
+    // Each replica sells a unit well before its own flag would have expired: only the
+    // announcement clears a flag that soon.
+    let flag_ttl = spike::service::flash_sale::sold_out::FLAG_TTL;
+    for (base, (_, token)) in bases.iter().zip(&people[2..]) {
+        loop {
+            let status = buy_on(base, token).await.unwrap().status();
+            if status == 202 {
+                break;
+            }
+            assert_eq!(status, 409, "{base}");
+            assert!(
+                flagged.elapsed() < flag_ttl,
+                "{base} still answers sold out from its flag"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(
+        flagged.elapsed() < flag_ttl,
+        "a flag expired by itself first"
+    );
+    for api in apis {
+        assert!(api.terminate().await.success());
     }
 }

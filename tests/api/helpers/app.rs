@@ -13,7 +13,7 @@ use spike::startup::{self, Application, Services};
 use tokio_util::sync::CancellationToken;
 
 use super::logs::init_logs;
-use super::resources::TestResources;
+use super::resources::{TestResources, redis_cluster_seeds};
 
 /// Every test app has this admin (bootstrap), unless a test overrides it.
 pub const ADMIN_EMAIL: &str = "admin@spike.test";
@@ -49,6 +49,8 @@ pub struct TestOptions {
     pub mysql_port: Option<u16>,
     /// Catalog reads through this local port (`SPIKE_DATABASE_READ_URL`).
     pub replica_port: Option<u16>,
+    /// Run on the local Redis Cluster instead of the configured Redis.
+    pub redis_cluster: bool,
 }
 
 impl TestOptions {
@@ -64,6 +66,13 @@ impl TestOptions {
 
     pub fn with_worker(mut self) -> Self {
         self.worker = true;
+        self
+    }
+
+    /// The app (and every process the test starts on its resources) runs on the local Redis
+    /// Cluster ([`redis_cluster_seeds`]).
+    pub fn on_redis_cluster(mut self) -> Self {
+        self.redis_cluster = true;
         self
     }
 
@@ -94,7 +103,10 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(options: TestOptions) -> TestApp {
     init_logs();
-    let resources = TestResources::create().await;
+    let mut resources = TestResources::create().await;
+    if options.redis_cluster {
+        resources.redis_cluster = Some(redis_cluster_seeds());
+    }
     let mut env = options.env.clone();
     if let Some(port) = options.mysql_port {
         env.insert(
@@ -112,7 +124,13 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
     let app =
         Application::build_with_routes(config.clone(), options.extra_routes.unwrap_or_default())
             .await
-            .expect("application starts");
+            .unwrap_or_else(|error| match &resources.redis_cluster {
+                Some(seeds) => panic!(
+                    "application starts on the Redis Cluster {seeds} (scripts/redis-cluster.sh \
+                     start runs the local one; dev-services.sh starts it): {error}"
+                ),
+                None => panic!("application starts: {error}"),
+            });
     let address = format!("http://127.0.0.1:{}", app.port());
     let infra = app.infra().clone();
     let state = app.state().clone();
@@ -157,7 +175,9 @@ pub fn test_config(
     let mut vars: HashMap<String, String> = std::env::vars().collect();
     vars.insert("SPIKE_HTTP_ADDR".into(), "127.0.0.1:0".into());
     vars.insert("SPIKE_DATABASE_URL".into(), resources.database_url.clone());
-    vars.insert("SPIKE_REDIS_PREFIX".into(), resources.redis_prefix.clone());
+    for (key, value) in resources.redis_env() {
+        vars.insert(key.into(), value);
+    }
     vars.insert("SPIKE_AMQP_PREFIX".into(), resources.amqp_prefix.clone());
     vars.insert("SPIKE_AUTO_MIGRATE".into(), "true".into());
     vars.insert("SPIKE_STARTUP_TIMEOUT".into(), "5s".into());

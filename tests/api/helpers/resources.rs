@@ -3,7 +3,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use spike::config::Config;
+use spike::config::{Config, RedisMode, Secret};
 use spike::startup;
 use sqlx::mysql::MySqlConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor};
@@ -14,7 +14,32 @@ pub struct TestResources {
     pub database_url: String,
     pub redis_prefix: String,
     pub amqp_prefix: String,
+    /// The seed nodes of the Redis Cluster the test runs on, when it runs on one (else the
+    /// configured Redis).
+    pub redis_cluster: Option<String>,
     base_config: Config,
+}
+
+/// The local Redis Cluster that `scripts/redis-cluster.sh start` runs (dev-services.sh starts
+/// it), or the one `SPIKE_TEST_REDIS_CLUSTER_URL` lists.
+pub fn redis_cluster_seeds() -> String {
+    std::env::var("SPIKE_TEST_REDIS_CLUSTER_URL").unwrap_or_else(|_| {
+        "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002".to_owned()
+    })
+}
+
+impl TestResources {
+    /// `SPIKE_*` variables pointing a spike process at this test's Redis.
+    pub fn redis_env(&self) -> Vec<(&'static str, String)> {
+        match &self.redis_cluster {
+            Some(seeds) => vec![
+                ("SPIKE_REDIS_MODE", "cluster".to_owned()),
+                ("SPIKE_REDIS_URL", seeds.clone()),
+                ("SPIKE_REDIS_PREFIX", self.redis_prefix.clone()),
+            ],
+            None => vec![("SPIKE_REDIS_PREFIX", self.redis_prefix.clone())],
+        }
+    }
 }
 
 impl TestResources {
@@ -38,6 +63,7 @@ impl TestResources {
             database,
             redis_prefix: format!("spike_test_{id}:"),
             amqp_prefix: format!("spike_test_{id}."),
+            redis_cluster: None,
             base_config,
         }
     }
@@ -51,6 +77,10 @@ impl Drop for TestResources {
         let redis_prefix = self.redis_prefix.clone();
         let mut config = self.base_config.clone();
         config.amqp.prefix = self.amqp_prefix.clone();
+        if let Some(seeds) = &self.redis_cluster {
+            config.redis.mode = RedisMode::Cluster;
+            config.redis.url = Secret::new(seeds.clone());
+        }
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -99,22 +129,29 @@ async fn remove_resources(config: &Config, database: &str, redis_prefix: &str) {
         .await
         .expect("drop test database");
 
-    let client = redis::Client::open(config.redis.url.expose()).expect("redis url");
-    let mut redis = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis connection");
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{redis_prefix}*"))
-        .query_async(&mut redis)
-        .await
-        .expect("list test keys");
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(&keys)
+    // Each node lists the keys it holds (every seed of the local cluster is a master); each is
+    // deleted on its own, as a cluster refuses a DEL whose keys lie in several slots.
+    for url in config.redis.urls() {
+        let client = redis::Client::open(url).expect("redis url");
+        let mut redis = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis connection");
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{redis_prefix}*"))
             .query_async(&mut redis)
             .await
-            .expect("delete test keys");
+            .expect("list test keys");
+        if !keys.is_empty() {
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.del(key).ignore();
+            }
+            let _: () = pipe
+                .query_async(&mut redis)
+                .await
+                .expect("delete test keys");
+        }
     }
 
     let amqp = lapin::Connection::connect(

@@ -1,0 +1,199 @@
+//! spike on a Redis Cluster (three masters, `scripts/redis-cluster.sh`). A cluster refuses a
+//! script or a command whose keys lie in several slots (CROSSSLOT), and a pipeline spanning
+//! slots: here every key of an event is checked to lie in its hash tag's slot, and every
+//! flash-sale script and pipeline runs against the cluster. The whole product path on a cluster
+//! is `scale.rs`.
+
+use std::collections::HashSet;
+
+use spike::domain::flash_sale::BuyerOutcome;
+use spike::repo::redis::RedisConnection;
+use spike::repo::redis::flash_sale::{EventKeys, EventStore, Reservation, WarmMode, WarmState};
+
+use crate::helpers::{TestOptions, spawn_app_with};
+
+async fn slot_of(redis: &mut RedisConnection, key: &str) -> u16 {
+    redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query_async(redis)
+        .await
+        .expect("CLUSTER KEYSLOT")
+}
+
+fn every_key(keys: &EventKeys) -> Vec<String> {
+    vec![
+        keys.stock(),
+        keys.meta(),
+        keys.buyers(),
+        keys.reservations(),
+        keys.result(7),
+        keys.admission(),
+        keys.idempotency(7, "a-key"),
+    ]
+}
+
+#[tokio::test]
+async fn every_key_of_an_event_lies_in_the_slot_of_the_event_id() {
+    let app = spawn_app_with(TestOptions::default().on_redis_cluster()).await;
+    let mut redis = app.infra.redis.clone();
+    let mut event_slots = HashSet::new();
+    for event_id in [1_u64, 3, 42, 16_384, 987_654_321] {
+        let tag_slot = slot_of(&mut redis, &event_id.to_string()).await;
+        for key in every_key(&EventKeys::new(&app.config.redis.prefix, event_id)) {
+            assert_eq!(
+                slot_of(&mut redis, &key).await,
+                tag_slot,
+                "{key} is not in the slot of its event's hash tag"
+            );
+        }
+        event_slots.insert(tag_slot);
+    }
+    assert!(event_slots.len() > 1, "events spread over slots");
+}
+
+#[tokio::test]
+async fn every_flash_sale_script_and_pipeline_runs_on_a_redis_cluster() {
+    let app = spawn_app_with(TestOptions::default().on_redis_cluster()).await;
+    let store = EventStore::new(app.infra.redis.clone(), app.config.redis.prefix.clone());
+    let mut redis = app.infra.redis.clone();
+    let (first, second) = (1_u64, 3_u64);
+    assert_ne!(
+        slot_of(&mut redis, &first.to_string()).await,
+        slot_of(&mut redis, &second.to_string()).await,
+        "the two events must lie in different slots"
+    );
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let state = |free| WarmState {
+        free,
+        start_ms: now_ms - 1_000,
+        end_ms: now_ms + 3_600_000,
+        expire_at_ms: now_ms + 7_200_000,
+        buyers: &[],
+    };
+    let admission = app.config.flash_sale.event_rate_limit;
+
+    assert!(store.warm(first, &state(2), WarmMode::Keep).await.unwrap());
+    assert!(!store.warm(first, &state(9), WarmMode::Keep).await.unwrap());
+    assert!(
+        store
+            .warm(second, &state(1), WarmMode::Reset)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.window(first).await.unwrap(),
+        Some((now_ms - 1_000, now_ms + 3_600_000))
+    );
+
+    let reserved = store
+        .reserve(first, 10, "t-10", Some("key-10"), admission)
+        .await
+        .unwrap();
+    assert!(
+        matches!(reserved, Reservation::Reserved { .. }),
+        "{reserved:?}"
+    );
+    store
+        .confirm_idempotency(first, 10, "key-10", "t-10")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .reserve(first, 10, "t-10b", Some("key-10"), admission)
+            .await
+            .unwrap(),
+        Reservation::Replay {
+            ticket: "t-10".into()
+        }
+    );
+    assert_eq!(
+        store
+            .reserve(first, 10, "t-10c", None, admission)
+            .await
+            .unwrap(),
+        Reservation::Duplicate
+    );
+    let reserved = store
+        .reserve(first, 11, "t-11", None, admission)
+        .await
+        .unwrap();
+    assert!(
+        matches!(reserved, Reservation::Reserved { .. }),
+        "{reserved:?}"
+    );
+    assert_eq!(
+        store
+            .reserve(first, 12, "t-12", None, admission)
+            .await
+            .unwrap(),
+        Reservation::SoldOut
+    );
+    let reserved = store
+        .reserve(second, 10, "t-2-10", None, admission)
+        .await
+        .unwrap();
+    assert!(
+        matches!(reserved, Reservation::Reserved { .. }),
+        "{reserved:?}"
+    );
+
+    assert_eq!(store.pending_count(first).await.unwrap(), 2);
+    assert!(store.has_reservation(first, 11).await.unwrap());
+    let pending = store.pending_reservations(first).await.unwrap();
+    let held = pending
+        .iter()
+        .find(|p| p.user_id == 10)
+        .expect("user 10's reservation");
+    assert!(
+        store
+            .touch_reservation(first, held, now_ms + 5)
+            .await
+            .unwrap()
+    );
+    assert!(store.unreserve(first, 11, "t-11", None).await.unwrap());
+    assert_eq!(store.stock(first).await.unwrap(), Some(1));
+    assert!(store.return_units(first, 1).await.unwrap());
+    assert_eq!(store.stock(first).await.unwrap(), Some(2));
+    assert_eq!(store.buyer_count(first).await.unwrap(), 1);
+
+    // The cluster refuses one pipeline spanning both events' slots; a batch settling buyers of
+    // both goes through anyway (one pipeline per event).
+    let prefix = &app.config.redis.prefix;
+    let mut spanning = redis::pipe();
+    spanning
+        .get(EventKeys::new(prefix, first).stock())
+        .get(EventKeys::new(prefix, second).stock());
+    let refused = spanning
+        .query_async::<(Option<i64>, Option<i64>)>(&mut redis)
+        .await;
+    assert!(refused.is_err(), "a pipeline across slots: {refused:?}");
+    store
+        .settle_many(
+            &[
+                (first, 10, BuyerOutcome::Success { order_id: 100 }),
+                (second, 10, BuyerOutcome::Success { order_id: 200 }),
+            ],
+            60,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.outcome(first, 10).await.unwrap(),
+        Some(BuyerOutcome::Success { order_id: 100 })
+    );
+    assert_eq!(
+        store.outcome(second, 10).await.unwrap(),
+        Some(BuyerOutcome::Success { order_id: 200 })
+    );
+    assert_eq!(store.pending_count(first).await.unwrap(), 0);
+    assert_eq!(store.pending_count(second).await.unwrap(), 0);
+    assert!(store.release_held_back(second, 0, 1).await.unwrap());
+    assert_eq!(store.stock(second).await.unwrap(), Some(1));
+}
