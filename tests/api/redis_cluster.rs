@@ -5,9 +5,13 @@
 //! is `scale.rs`.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
+use futures_util::StreamExt;
+use spike::config::Secret;
 use spike::domain::flash_sale::BuyerOutcome;
 use spike::repo::redis::RedisConnection;
+use spike::repo::redis::announcements::Announcements;
 use spike::repo::redis::flash_sale::{EventKeys, EventStore, Reservation, WarmMode, WarmState};
 
 use crate::helpers::{TestOptions, spawn_app_with};
@@ -196,4 +200,38 @@ async fn every_flash_sale_script_and_pipeline_runs_on_a_redis_cluster() {
     assert_eq!(store.pending_count(second).await.unwrap(), 0);
     assert!(store.release_held_back(second, 0, 1).await.unwrap());
     assert_eq!(store.stock(second).await.unwrap(), Some(1));
+}
+
+#[tokio::test]
+async fn a_unit_given_back_is_announced_to_subscribers_on_every_node() {
+    let app = spawn_app_with(TestOptions::default().on_redis_cluster()).await;
+    let store = EventStore::new(app.infra.redis.clone(), app.config.redis.prefix.clone());
+    let channel = store.stock_returned_channel();
+    // One subscriber on each master: the script publishes on the node that owns the event's
+    // slot, so at least two of them hear it from another node.
+    let mut heard = Vec::new();
+    for seed in app.config.redis.urls() {
+        let mut one_node = app.config.redis.clone();
+        one_node.url = Secret::new(seed.to_owned());
+        let announcements = Announcements::new(&one_node).unwrap();
+        heard.push(announcements.stock_returned(&channel).await.unwrap());
+    }
+    assert_eq!(heard.len(), 3, "one subscriber per master");
+
+    let event = 3;
+    let warm = WarmState {
+        free: 0,
+        start_ms: 0,
+        end_ms: i64::MAX / 2,
+        expire_at_ms: i64::MAX / 2,
+        buyers: &[],
+    };
+    store.warm(event, &warm, WarmMode::Reset).await.unwrap();
+    assert!(store.return_units(event, 1).await.unwrap());
+    for (node, stream) in heard.iter_mut().enumerate() {
+        let announced = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("node {node} heard nothing"));
+        assert_eq!(announced, Some(event), "node {node}");
+    }
 }

@@ -21,7 +21,8 @@ use crate::repo::RepoError;
 pub struct Announcements {
     nodes: Arc<Vec<redis::Client>>,
     /// The node the next subscription tries, so a node that is down is not tried again and
-    /// again while the others are up.
+    /// again while the others are up. Starts at a random one, spreading the replicas'
+    /// subscriptions over the nodes.
     next: Arc<AtomicUsize>,
 }
 
@@ -33,8 +34,8 @@ impl Announcements {
             .map(redis::Client::open)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Announcements {
+            next: Arc::new(AtomicUsize::new(fastrand::usize(..nodes.len()))),
             nodes: Arc::new(nodes),
-            next: Arc::new(AtomicUsize::new(0)),
         })
     }
 
