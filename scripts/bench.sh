@@ -4,8 +4,9 @@
 #   /healthz ÷ a bare axum hello-world (the HTTP ceiling), the load tool's own ceiling next to
 #   wrk's, `reserve` ÷ raw EVALSHA of reserve.lua (redis-benchmark), `sold-out` ÷ /healthz,
 #   the Redis+MQ path ÷ the naive db mode, the worker's drain in orders/s, the mass close of the
-#   drained orders at their deadline, a full `sale` with its invariant checks, and the cost of
-#   traces on the buy path (off, sampled at 1 %, at 100 %, to a stand-in OTLP collector).
+#   drained orders at their deadline, a full `sale` with its invariant checks, the cost of
+#   traces on the buy path (off, sampled at 1 %, at 100 %, to a stand-in OTLP collector), and
+#   `reserve` on the local 3-master Redis Cluster.
 #
 # Builds release, makes sure MariaDB/Redis/RabbitMQ run (scripts/dev-services.sh), installs wrk
 # and redis-benchmark from Debian if missing, and starts the servers itself on 127.0.0.1 only.
@@ -69,7 +70,7 @@ client=$(command -v mariadb || command -v mysql)
 # The run's Redis keys and queues (the close messages of every order would otherwise sit in
 # bench.order.close.delay); removed before the run and after it. The database stays for a look.
 remove_keys_and_queues() {
-  delete_redis_keys 'bench:*'
+  delete_redis_keys 'bench:*' >/dev/null
   delete_queues bench.
 }
 remove_keys_and_queues
@@ -262,6 +263,16 @@ for traced in off 0.01 1; do
 done
 purge_orders
 
+log "reserve on the local 3-master Redis Cluster (scripts/redis-cluster.sh; dev-services started it)"
+purge_orders
+export SPIKE_REDIS_MODE=cluster
+export SPIKE_REDIS_URL=redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002
+start serve-cluster "$SPIKE_PORT" "$SPIKE" serve
+bench reserve-cluster reserve -c "$CONNECTIONS" --requests "$RESERVE"
+stop_all
+unset SPIKE_REDIS_MODE SPIKE_REDIS_URL
+purge_orders
+
 log "the naive baseline: spike serve with SPIKE_FLASH_SALE_MODE=db"
 export SPIKE_FLASH_SALE_MODE=db
 start serve-db "$SPIKE_PORT" "$SPIKE" serve
@@ -280,7 +291,7 @@ hello_wrk, healthz_wrk, evalsha = num("hello.wrk"), num("healthz.wrk"), num("eva
 healthz_info, healthz_prod_log = num("healthz-info.wrk"), num("healthz-prod-log.wrk")
 hello, healthz, reserve, sold_out = load("hello"), load("healthz"), load("reserve"), load("sold-out")
 catalog, orders, drain, sale, db = load("catalog"), load("orders"), load("drain"), load("sale"), load("reserve-db")
-close = load("close")
+close, cluster = load("close"), load("reserve-cluster")
 traces = {t: load(f"reserve-traces-{t}") for t in ("off", "0.01", "1")}
 traces_healthz = {t: num(f"healthz-traces-{t}.wrk") for t in ("off", "0.01", "1")}
 close_rate = close["closed"] / close["seconds"] if close["seconds"] else 0
@@ -294,6 +305,7 @@ rows = [
     ("spike /healthz, info log per request (wrk)", f"{healthz_info:,.0f} req/s", f"÷ at warn = {ratio(healthz_info, healthz_wrk)}"),
     ("spike /healthz, production logging (wrk)", f"{healthz_prod_log:,.0f} req/s", f"÷ hello-world = {ratio(healthz_prod_log, hello_wrk)} (info, 1 % of request lines)"),
     ("reserve: buy → 202 (no worker)", run(reserve), f"÷ raw EVALSHA = {ratio(reserve['throughput'], evalsha)}"),
+    ("reserve on a 3-master Redis Cluster", run(cluster), f"÷ reserve on one Redis = {ratio(cluster['throughput'], reserve['throughput'])}"),
     ("raw EVALSHA reserve.lua (redis-benchmark)", f"{evalsha:,.0f} calls/s", "the store's ceiling for the buy path"),
     ("sold-out: buy → 409/50004", run(sold_out), f"÷ /healthz = {ratio(sold_out['throughput'], healthz['throughput'])}"),
     ("db mode: buy → 202 in one MySQL tx", run(db), f"Redis+MQ ÷ db = {ratio(reserve['throughput'], db['throughput'])}"),

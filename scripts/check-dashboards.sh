@@ -43,7 +43,7 @@ export SPIKE_ENV=dev SPIKE_LOG_FORMAT=json SPIKE_LOG_LEVEL=warn \
 
 # The check's Redis keys and queues (the database stays for a look).
 forget_stores() {
-  delete_redis_keys 'checkdash:*'
+  delete_redis_keys 'checkdash:*' >/dev/null
   delete_queues checkdash.
 }
 pids=()

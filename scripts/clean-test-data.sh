@@ -5,6 +5,9 @@
 # Tests clean up after themselves; this only sweeps the remains of interrupted runs.
 # Do not run it while another test run is in progress on the same services.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/stores.sh
+source scripts/lib/stores.sh
 
 DB_HOST=${SPIKE_DB_HOST:-127.0.0.1}
 DB_PORT=${SPIKE_DB_PORT:-3306}
@@ -17,17 +20,7 @@ for db in $("$client" -h"$DB_HOST" -P"$DB_PORT" "${ROOT_ARGS[@]}" -N -e "SHOW DA
   count=$((count + 1))
 done
 
-# The Redis, and each node of the local cluster (scripts/redis-cluster.sh) when it runs: a node
-# lists and deletes the keys it holds.
-keys=0
-for port in 6379 ${SPIKE_REDIS_CLUSTER_PORTS:-7000 7001 7002}; do
-  redis-cli -p "$port" ping >/dev/null 2>&1 || continue
-  while read -r key; do
-    [ -n "$key" ] || continue
-    redis-cli -p "$port" DEL "$key" >/dev/null
-    keys=$((keys + 1))
-  done < <(redis-cli -p "$port" --scan --pattern 'spike_test_*')
-done
+keys=$(delete_redis_keys 'spike_test_*')
 
 queues=0
 if command -v rabbitmqctl >/dev/null 2>&1; then

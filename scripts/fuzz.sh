@@ -52,7 +52,7 @@ cleanup() {
     wait "$server" 2>/dev/null || true
   fi
   "$client" -h"$DB_HOST" -P"$DB_PORT" "${ROOT_ARGS[@]}" -e "DROP DATABASE IF EXISTS \`$run\`" || true
-  delete_redis_keys "${run}_*"
+  delete_redis_keys "${run}_*" >/dev/null
   delete_queues "${run}_"
   rm -f "$server_log"
 }

@@ -5,13 +5,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::repo::redis::RedisConnection;
 use hyper::Method;
 use serde::{Deserialize, Serialize};
 use sqlx::MySqlPool;
 
 use super::BenchError;
 use super::client::{Target, call_api};
+use crate::repo::redis::RedisConnection;
 use crate::repo::redis::flash_sale::EventKeys;
 
 /// How often the drain is polled.

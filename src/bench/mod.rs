@@ -20,11 +20,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::repo::redis::RedisConnection;
 use hyper::Method;
 use sqlx::MySqlPool;
 
 use crate::config::Config;
+use crate::repo::redis::RedisConnection;
 use crate::repo::redis::flash_sale::EventKeys;
 use crate::repo::{RepoError, mysql};
 use checks::{Accepted, Drain};

@@ -97,7 +97,8 @@ pub async fn connect(config: &RedisSettings) -> Result<RedisConnection, RepoErro
     }
 }
 
-/// `PING` → `PONG`.
+/// `PING` → `PONG`. A cluster connection sends it to every master and needs every answer, so one master
+/// down fails the check (and `/readyz`), as a single Redis down does.
 pub async fn ping(conn: &mut RedisConnection) -> Result<(), RepoError> {
     let _: String = redis::cmd("PING").query_async(conn).await?;
     Ok(())

@@ -29,20 +29,6 @@ pub fn redis_cluster_seeds() -> String {
 }
 
 impl TestResources {
-    /// `SPIKE_*` variables pointing a spike process at this test's Redis.
-    pub fn redis_env(&self) -> Vec<(&'static str, String)> {
-        match &self.redis_cluster {
-            Some(seeds) => vec![
-                ("SPIKE_REDIS_MODE", "cluster".to_owned()),
-                ("SPIKE_REDIS_URL", seeds.clone()),
-                ("SPIKE_REDIS_PREFIX", self.redis_prefix.clone()),
-            ],
-            None => vec![("SPIKE_REDIS_PREFIX", self.redis_prefix.clone())],
-        }
-    }
-}
-
-impl TestResources {
     pub async fn create() -> TestResources {
         let base_config = Config::from_env().expect("base configuration (configs/dev.toml + env)");
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -65,6 +51,18 @@ impl TestResources {
             amqp_prefix: format!("spike_test_{id}."),
             redis_cluster: None,
             base_config,
+        }
+    }
+
+    /// `SPIKE_*` variables pointing a spike process at this test's Redis.
+    pub fn redis_env(&self) -> Vec<(&'static str, String)> {
+        match &self.redis_cluster {
+            Some(seeds) => vec![
+                ("SPIKE_REDIS_MODE", "cluster".to_owned()),
+                ("SPIKE_REDIS_URL", seeds.clone()),
+                ("SPIKE_REDIS_PREFIX", self.redis_prefix.clone()),
+            ],
+            None => vec![("SPIKE_REDIS_PREFIX", self.redis_prefix.clone())],
         }
     }
 }
