@@ -8,11 +8,11 @@
 #   scripts/redis-cluster.sh stop     stop the three nodes and forget the cluster
 #   scripts/redis-cluster.sh status   exit 0 when the cluster answers `cluster_state:ok`
 #
-# Env: SPIKE_REDIS_CLUSTER_PORTS (default "7000 7001 7002").
+# Env: REDIS_CLUSTER_PORTS (default "7000 7001 7002").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-read -r -a PORTS <<<"${SPIKE_REDIS_CLUSTER_PORTS:-7000 7001 7002}"
+read -r -a PORTS <<<"${REDIS_CLUSTER_PORTS:-7000 7001 7002}"
 DIR=$PWD/target/redis-cluster
 
 log() { printf 'redis-cluster: %s\n' "$*" >&2; }

@@ -7,7 +7,7 @@
 # deletes the keys it lists, one UNLINK each (a cluster refuses one spanning several slots).
 delete_redis_keys() {
   local port count=0 listed
-  for port in 6379 ${SPIKE_REDIS_CLUSTER_PORTS:-7000 7001 7002}; do
+  for port in 6379 ${REDIS_CLUSTER_PORTS:-7000 7001 7002}; do
     redis-cli -p "$port" ping >/dev/null 2>&1 || continue
     listed=$(redis-cli -p "$port" --scan --pattern "$1" || true)
     [ -n "$listed" ] || continue

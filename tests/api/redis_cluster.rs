@@ -14,7 +14,7 @@ use spike::repo::redis::RedisConnection;
 use spike::repo::redis::announcements::Announcements;
 use spike::repo::redis::flash_sale::{EventKeys, EventStore, Reservation, WarmMode, WarmState};
 
-use crate::helpers::{TestOptions, spawn_app_with};
+use crate::helpers::{TestOptions, envelope, spawn_app_with, wait_for};
 
 async fn slot_of(redis: &mut RedisConnection, key: &str) -> u16 {
     redis::cmd("CLUSTER")
@@ -234,4 +234,70 @@ async fn a_unit_given_back_is_announced_to_subscribers_on_every_node() {
             .unwrap_or_else(|_| panic!("node {node} heard nothing"));
         assert_eq!(announced, Some(event), "node {node}");
     }
+}
+
+/// A cluster of this test's own on 7100–7102 (`scripts/redis-cluster.sh`), stopped on drop: the
+/// test takes a master down, which the shared cluster's other users must not see.
+struct PrivateCluster;
+
+const PRIVATE_PORTS: &str = "7100 7101 7102";
+
+impl PrivateCluster {
+    fn run(action: &str) {
+        let status = std::process::Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/redis-cluster.sh"
+        ))
+        .arg(action)
+        .env("REDIS_CLUSTER_PORTS", PRIVATE_PORTS)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run scripts/redis-cluster.sh");
+        assert!(status.success(), "redis-cluster.sh {action}");
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        PrivateCluster::run("stop");
+    }
+}
+
+#[tokio::test]
+async fn readyz_is_503_while_the_cluster_has_lost_a_master_and_200_once_it_is_whole() {
+    PrivateCluster::run("start");
+    let _cluster = PrivateCluster;
+    let app = spawn_app_with(
+        TestOptions::default()
+            .env("SPIKE_REDIS_MODE", "cluster")
+            .env(
+                "SPIKE_REDIS_URL",
+                "redis://127.0.0.1:7100,redis://127.0.0.1:7101,redis://127.0.0.1:7102",
+            ),
+    )
+    .await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+
+    // A master goes away with no replica to take over: the other two still answer PING, but
+    // once they agree it is gone (the 5 s node timeout) the cluster refuses every command.
+    let stopped = std::process::Command::new("redis-cli")
+        .args(["-p", "7101", "shutdown", "nosave"])
+        .status()
+        .expect("redis-cli");
+    assert!(stopped.success() || stopped.code() == Some(1));
+    wait_for("readyz to fail", Duration::from_secs(30), || async {
+        app.get("/readyz").await.status() == 503
+    })
+    .await;
+    let body = envelope(app.get("/readyz").await).await;
+    assert_eq!(body["code"], 10008);
+    assert_ne!(body["data"]["checks"]["redis"], "ok", "{body}");
+    assert_eq!(body["data"]["checks"]["mysql"], "ok", "{body}");
+
+    // The cluster is whole again (started over: a new cluster on the same addresses).
+    PrivateCluster::run("start");
+    wait_for("readyz to recover", Duration::from_secs(30), || async {
+        app.get("/readyz").await.status() == 200
+    })
+    .await;
 }

@@ -97,10 +97,22 @@ pub async fn connect(config: &RedisSettings) -> Result<RedisConnection, RepoErro
     }
 }
 
-/// `PING` → `PONG`. A cluster connection sends it to every master and needs every answer, so one master
-/// down fails the check (and `/readyz`), as a single Redis down does.
+/// `PING` → `PONG`; on a cluster also its own verdict, `cluster_state:ok`. A cluster that lost a
+/// master with no replica to take over still answers `PING` on the other nodes but refuses every
+/// command (`CLUSTERDOWN`) once its nodes agree the master is gone (the node timeout): it is as
+/// unusable as a single Redis that is down, and readiness must say so.
 pub async fn ping(conn: &mut RedisConnection) -> Result<(), RepoError> {
     let _: String = redis::cmd("PING").query_async(conn).await?;
+    if let RedisConnection::Cluster(_) = conn {
+        let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(conn).await?;
+        if !info.lines().any(|line| line.trim() == "cluster_state:ok") {
+            let down = (
+                redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
+                "cluster_state is not ok",
+            );
+            return Err(redis::RedisError::from(down).into());
+        }
+    }
     Ok(())
 }
 
