@@ -69,7 +69,8 @@ impl RepoError {
                 if e.is_io_error()
                     || e.is_timeout()
                     || e.is_connection_dropped()
-                    || e.is_connection_refusal() =>
+                    || e.is_connection_refusal()
+                    || redis_in_transition(e) =>
             {
                 Some(Dependency::Redis)
             }
@@ -83,6 +84,18 @@ impl RepoError {
             RepoError::NotConfirmed(_) | RepoError::Management(_) => Some(Dependency::Rabbitmq),
         }
     }
+}
+
+/// A cluster failing over or down (`CLUSTERDOWN`, `TRYAGAIN`, `MASTERDOWN`, a replica promoted
+/// under a write) or a server still loading its data: the same command will work later.
+fn redis_in_transition(error: &::redis::RedisError) -> bool {
+    use ::redis::RetryMethod::{
+        ReconnectFromInitialConnections, RefreshSlotsAndRetry, WaitAndRetry,
+    };
+    matches!(
+        error.retry_method(),
+        WaitAndRetry | RefreshSlotsAndRetry | ReconnectFromInitialConnections
+    )
 }
 
 /// The external services the process depends on (`Dependency::iter()` lists them in this order).
@@ -217,6 +230,23 @@ mod tests {
             "not an integer",
         )));
         assert_eq!(bad_type.unavailable_dependency(), None);
+        let cluster_down = RepoError::Redis(::redis::RedisError::from((
+            ::redis::ErrorKind::Server(::redis::ServerErrorKind::ClusterDown),
+            "the cluster is down",
+        )));
+        assert_eq!(
+            cluster_down.unavailable_dependency(),
+            Some(Dependency::Redis)
+        );
+        let cross_slot = RepoError::Redis(::redis::RedisError::from((
+            ::redis::ErrorKind::Server(::redis::ServerErrorKind::CrossSlot),
+            "keys in several slots",
+        )));
+        assert_eq!(
+            cross_slot.unavailable_dependency(),
+            None,
+            "a bug, not an outage"
+        );
         let slow = RepoError::Timeout(Dependency::Rabbitmq, Duration::from_secs(1));
         assert_eq!(slow.unavailable_dependency(), Some(Dependency::Rabbitmq));
     }

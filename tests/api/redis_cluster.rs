@@ -14,7 +14,8 @@ use spike::repo::redis::RedisConnection;
 use spike::repo::redis::announcements::Announcements;
 use spike::repo::redis::flash_sale::{EventKeys, EventStore, Reservation, WarmMode, WarmState};
 
-use crate::helpers::{TestOptions, envelope, spawn_app_with, wait_for};
+use crate::helpers::{TestOptions, code, envelope, spawn_app_with, wait_for};
+use crate::spike::{active_event, buy, buyers};
 
 async fn slot_of(redis: &mut RedisConnection, key: &str) -> u16 {
     redis::cmd("CLUSTER")
@@ -277,6 +278,15 @@ async fn readyz_is_503_while_the_cluster_has_lost_a_master_and_200_once_it_is_wh
     )
     .await;
     assert_eq!(app.get("/readyz").await.status(), 200);
+    let admin = app.admin_token().await;
+    // Events 1 and 2 hash to slots of the master that goes down, event 3 to a master that stays
+    // (`CLUSTER KEYSLOT` 9842, 5649 and 1584; redis-cli gives 7101 slots 5461–10922).
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        events.push(active_event(&app, &admin, 5).await);
+    }
+    let people = buyers(&app, 2).await;
+    assert_eq!(buy(&app, &people[0].1, events[0]).await.status(), 202);
 
     // A master goes away with no replica to take over: the other two still answer PING, but
     // once they agree it is gone (the 5 s node timeout) the cluster refuses every command.
@@ -293,6 +303,12 @@ async fn readyz_is_503_while_the_cluster_has_lost_a_master_and_200_once_it_is_wh
     assert_eq!(body["code"], 10008);
     assert_ne!(body["data"]["checks"]["redis"], "ok", "{body}");
     assert_eq!(body["data"]["checks"]["mysql"], "ok", "{body}");
+    // A buyer meanwhile is told to come back later, not that the server failed: whether the
+    // event's master is the one gone (no connection) or one still up (it answers CLUSTERDOWN).
+    for event in events {
+        let (status, code_, _) = code(buy(&app, &people[1].1, event).await).await;
+        assert_eq!((status, code_), (503, Some(10008)), "event {event}");
+    }
 
     // The cluster is whole again (started over: a new cluster on the same addresses).
     PrivateCluster::run("start");
