@@ -153,11 +153,7 @@ async fn a_partition_from_redis_fails_closed_and_sells_exactly_the_stock_after()
     let app = spawn_app_with(
         TestOptions::default()
             .with_worker()
-            .env("SPIKE_REDIS_MODE", "standalone")
-            .env(
-                "SPIKE_REDIS_URL",
-                format!("redis://127.0.0.1:{}", redis.port),
-            ),
+            .redis_through(redis.port),
     )
     .await;
     let admin = app.admin_token().await;
@@ -207,11 +203,7 @@ async fn redis_restarting_empty_mid_sale_fails_closed_then_sells_every_unit_exac
     let app = spawn_app_with(
         TestOptions::default()
             .with_worker()
-            .env("SPIKE_REDIS_MODE", "standalone")
-            .env(
-                "SPIKE_REDIS_URL",
-                format!("redis://127.0.0.1:{}", redis.port),
-            )
+            .redis_through(redis.port)
             .env("SPIKE_FLASH_SALE_SCHEDULER_INTERVAL", "200ms"),
     )
     .await;

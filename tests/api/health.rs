@@ -33,16 +33,7 @@ async fn readyz_is_200_when_every_dependency_answers() {
 #[tokio::test]
 async fn readyz_is_503_naming_redis_when_redis_goes_away() {
     let proxy = TcpProxy::start("127.0.0.1:6379").await;
-    // The proxy stands in front of the single Redis, whatever mode the suite runs in.
-    let app = spawn_app_with(
-        TestOptions::default()
-            .env("SPIKE_REDIS_MODE", "standalone")
-            .env(
-                "SPIKE_REDIS_URL",
-                format!("redis://127.0.0.1:{}", proxy.port),
-            ),
-    )
-    .await;
+    let app = spawn_app_with(TestOptions::default().redis_through(proxy.port)).await;
     assert_eq!(
         app.get("/readyz").await.status(),
         200,

@@ -97,10 +97,16 @@ async fn every_flash_sale_script_and_pipeline_runs_on_a_redis_cluster() {
         Some((now_ms - 1_000, now_ms + 3_600_000))
     );
 
-    let reserved = store
-        .reserve(first, 10, "t-10", Some("key-10"), admission)
-        .await
-        .unwrap();
+    let reserve = |event: u64, user: u64, ticket: &'static str, key: Option<&'static str>| {
+        let store = &store;
+        async move {
+            store
+                .reserve(event, user, ticket, key, admission)
+                .await
+                .unwrap()
+        }
+    };
+    let reserved = reserve(first, 10, "t-10", Some("key-10")).await;
     assert!(
         matches!(reserved, Reservation::Reserved { .. }),
         "{reserved:?}"
@@ -110,40 +116,22 @@ async fn every_flash_sale_script_and_pipeline_runs_on_a_redis_cluster() {
         .await
         .unwrap();
     assert_eq!(
-        store
-            .reserve(first, 10, "t-10b", Some("key-10"), admission)
-            .await
-            .unwrap(),
+        reserve(first, 10, "t-10b", Some("key-10")).await,
         Reservation::Replay {
             ticket: "t-10".into()
         }
     );
     assert_eq!(
-        store
-            .reserve(first, 10, "t-10c", None, admission)
-            .await
-            .unwrap(),
+        reserve(first, 10, "t-10c", None).await,
         Reservation::Duplicate
     );
-    let reserved = store
-        .reserve(first, 11, "t-11", None, admission)
-        .await
-        .unwrap();
+    let reserved = reserve(first, 11, "t-11", None).await;
     assert!(
         matches!(reserved, Reservation::Reserved { .. }),
         "{reserved:?}"
     );
-    assert_eq!(
-        store
-            .reserve(first, 12, "t-12", None, admission)
-            .await
-            .unwrap(),
-        Reservation::SoldOut
-    );
-    let reserved = store
-        .reserve(second, 10, "t-2-10", None, admission)
-        .await
-        .unwrap();
+    assert_eq!(reserve(first, 12, "t-12", None).await, Reservation::SoldOut);
+    let reserved = reserve(second, 10, "t-2-10", None).await;
     assert!(
         matches!(reserved, Reservation::Reserved { .. }),
         "{reserved:?}"

@@ -82,6 +82,13 @@ impl TestOptions {
         self
     }
 
+    /// The app reaches Redis through `127.0.0.1:port`: a proxy in front of the single Redis,
+    /// whatever mode the suite runs in.
+    pub fn redis_through(self, port: u16) -> Self {
+        self.env("SPIKE_REDIS_MODE", "standalone")
+            .env("SPIKE_REDIS_URL", format!("redis://127.0.0.1:{port}"))
+    }
+
     /// Catalog reads through a local port to the test database, as through a replica
     /// (`SPIKE_DATABASE_READ_URL`).
     pub fn replica_through(mut self, port: u16) -> Self {
