@@ -264,7 +264,6 @@ done
 purge_orders
 
 log "reserve on the local 3-master Redis Cluster (scripts/redis-cluster.sh; dev-services started it)"
-purge_orders
 export SPIKE_REDIS_MODE=cluster
 export SPIKE_REDIS_URL=redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002
 start serve-cluster "$SPIKE_PORT" "$SPIKE" serve

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure MariaDB, Redis (and the local 3-master Redis Cluster on 7000-7002 that the scale-out
 # tests run on: scripts/redis-cluster.sh) and RabbitMQ run on this machine and that the `spike`
-# database and user exist. Installs a missing service from Debian's packages, starts a stopped one, waits until each
-# answers. Idempotent: run it as often as you like.
+# database and user exist. Installs a missing service from Debian's packages, starts a stopped
+# one, waits until each answers. Idempotent: run it as often as you like.
 #
 # With a Docker engine you may instead run `docker compose up -d mysql redis rabbitmq`.
 #
