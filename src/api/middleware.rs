@@ -93,10 +93,7 @@ fn describe_for_traces(span: &Span, request: &Request<Body>) {
         .map_or("unmatched", MatchedPath::as_str);
     span.record("otel.name", format!("{} {route}", request.method()));
     span.record("otel.kind", "server");
-    traces::set_parent_from(span, |name| {
-        let value = request.headers().get(name)?.to_str().ok()?;
-        Some(value.to_owned())
-    });
+    traces::continue_trace(span);
     if let Some(trace_id) = traces::trace_id(span) {
         span.record("trace_id", trace_id);
     }

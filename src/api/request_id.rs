@@ -37,11 +37,11 @@ pub(super) async fn assign_request_id(mut request: Request, next: Next) -> Respo
     request
         .headers_mut()
         .insert(REQUEST_ID_HEADER, header_value.clone());
-    let traced = traces::decide(|name| {
+    let decision = traces::decide(|name| {
         let value = request.headers().get(name)?.to_str().ok()?;
         Some(value.to_owned())
     });
-    let mut response = traces::in_scope(traced, REQUEST_ID.scope(id, next.run(request))).await;
+    let mut response = traces::in_scope(decision, REQUEST_ID.scope(id, next.run(request))).await;
     response
         .headers_mut()
         .insert(REQUEST_ID_HEADER, header_value);

@@ -39,8 +39,26 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 static RATIO: AtomicU64 = AtomicU64::new(0);
 
 tokio::task_local! {
-    /// Whether the unit of work running in this task is traced.
-    static TRACED: bool;
+    /// Whether the unit of work running in this task is traced, and the trace it continues.
+    static TRACED: Decision;
+}
+
+/// Whether a unit of work is traced, and the caller's trace it continues (read once, from the
+/// `traceparent` that decided it).
+#[derive(Clone, Default)]
+pub struct Decision {
+    traced: bool,
+    parent: Option<opentelemetry::Context>,
+}
+
+/// A decision made without a caller's trace context: a new trace when `true`.
+impl From<bool> for Decision {
+    fn from(traced: bool) -> Decision {
+        Decision {
+            traced,
+            parent: None,
+        }
+    }
 }
 
 /// Spans kept in memory waiting for export; more are dropped (and counted by the SDK) rather
@@ -151,27 +169,33 @@ where
 }
 
 /// Whether the work about to start is traced: the caller's decision when `header` finds a trace
-/// context (an incoming request's or message's `traceparent`), else a draw at the sample ratio.
-/// Always `false` when tracing is off.
-pub fn decide(header: impl Fn(&str) -> Option<String>) -> bool {
+/// context (an incoming request's or message's `traceparent`), which the work then continues
+/// ([`continue_trace`]); else a draw at the sample ratio. Never traced when tracing is off.
+pub fn decide(header: impl Fn(&str) -> Option<String>) -> Decision {
     if !enabled() {
-        return false;
+        return Decision::default();
     }
     match remote_context(header) {
-        Some(context) => context.span().span_context().is_sampled(),
-        None => fastrand::f64() < f64::from_bits(RATIO.load(Ordering::Acquire)),
+        Some(context) => {
+            let traced = context.span().span_context().is_sampled();
+            Decision {
+                traced,
+                parent: traced.then_some(context),
+            }
+        }
+        None => Decision::from(fastrand::f64() < f64::from_bits(RATIO.load(Ordering::Acquire))),
     }
 }
 
-/// Runs `work` as traced (or not): its spans, and those of what it calls in this task, are
-/// exported only when `traced`.
-pub async fn in_scope<F: Future>(traced: bool, work: F) -> F::Output {
-    TRACED.scope(traced, work).await
+/// Runs `work` as decided: its spans, and those of what it calls in this task, are exported
+/// only when it is traced.
+pub async fn in_scope<F: Future>(decision: impl Into<Decision>, work: F) -> F::Output {
+    TRACED.scope(decision.into(), work).await
 }
 
 /// Whether the work running in this task is traced (`false` outside any [`in_scope`]).
 pub fn traced() -> bool {
-    TRACED.try_with(|traced| *traced).unwrap_or(false)
+    TRACED.try_with(|decision| decision.traced).unwrap_or(false)
 }
 
 /// Whether a tracing layer is installed.
@@ -207,13 +231,11 @@ fn remote_context(header: impl Fn(&str) -> Option<String>) -> Option<opentelemet
     context.span().span_context().is_valid().then_some(context)
 }
 
-/// Makes `span` (just created, not yet entered) a child of the trace context that `header`
-/// finds in an incoming request or message. No context, or tracing off: `span` stays a root.
-pub fn set_parent_from(span: &Span, header: impl Fn(&str) -> Option<String>) {
-    if !traced() {
-        return;
-    }
-    if let Some(parent) = remote_context(header) {
+/// Makes `span` (just created, not yet entered) a child of the caller's trace that the running
+/// work continues ([`decide`]). None, or not traced: `span` stays a root.
+pub fn continue_trace(span: &Span) {
+    let parent = TRACED.try_with(|decision| decision.parent.clone());
+    if let Ok(Some(parent)) = parent {
         let _ = span.set_parent(parent);
     }
 }

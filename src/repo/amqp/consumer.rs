@@ -222,10 +222,11 @@ async fn consume_batch<H: Handler>(
         })
         .collect();
     // Traced as the first message's trace was (or at the sample ratio when it carries none).
-    let traced = messages
+    let decision = messages
         .first()
-        .is_some_and(|first| traces::decide(|name| first.header(name)));
-    let settles = traces::in_scope(traced, async {
+        .map(|first| traces::decide(|name| first.header(name)))
+        .unwrap_or_default();
+    let settles = traces::in_scope(decision, async {
         let span = consume_span(route.queue, &messages);
         async {
             let decisions = handler.handle(&messages).await;
@@ -278,11 +279,10 @@ fn consume_span(queue: &str, messages: &[Message<'_>]) -> Span {
     if traces::traced() {
         span.record("otel.name", format!("consume {queue}"));
         span.record("otel.kind", "consumer");
-        if let Some((first, others)) = messages.split_first() {
-            traces::set_parent_from(&span, |name| first.header(name));
-            for message in others {
-                traces::link_from(&span, |name| message.header(name));
-            }
+        // The first message decided the batch; the others' traces are linked.
+        traces::continue_trace(&span);
+        for message in messages.iter().skip(1) {
+            traces::link_from(&span, |name| message.header(name));
         }
         if let Some(trace_id) = traces::trace_id(&span) {
             span.record("trace_id", trace_id);
