@@ -29,7 +29,7 @@ pub use flash_sale::FlashSaleSettings;
 pub use http::HttpSettings;
 pub use reader::KeyDoc;
 pub use shop::{CatalogSettings, OrderSettings};
-pub use stores::{AmqpSettings, DatabaseSettings, RedisSettings};
+pub use stores::{AmqpSettings, DatabaseSettings, RedisSettings, management_url_parts};
 pub use telemetry::TelemetrySettings;
 pub use values::{
     CorsOrigins, Environment, FlashSaleMode, LogFormat, QueueType, RateLimit, RedisMode, Secret,

@@ -187,6 +187,26 @@ impl<'a> Reader<'a> {
         self.raw(key).map(str::to_owned)
     }
 
+    /// An optional URL: unset or empty is `Some(None)`. One that `well_formed` refuses is a
+    /// problem, reported as `expected` without echoing the value (it may hold a password), and
+    /// gives `None`.
+    pub fn optional_url(
+        &mut self,
+        key: &'static str,
+        doc: &'static str,
+        well_formed: impl FnOnce(&str) -> bool,
+        expected: &str,
+    ) -> Option<Option<Secret>> {
+        let Some(raw) = self.optional(key, doc).filter(|url| !url.trim().is_empty()) else {
+            return Some(None);
+        };
+        if !well_formed(&raw) {
+            self.problem(key, expected);
+            return None;
+        }
+        Some(Some(Secret::new(raw)))
+    }
+
     /// A text value, kept as written, with a default.
     pub fn text(&mut self, key: &'static str, doc: &'static str, default: &str) -> String {
         self.document(key, doc, default.to_owned());

@@ -87,28 +87,6 @@ impl AmqpSettings {
     }
 }
 
-/// `database_read_url`: optional, checked like `database_url` when set. `None` when invalid,
-/// `Some(None)` when unset.
-fn read_database_url(r: &mut Reader<'_>) -> Option<Option<Secret>> {
-    let raw = r.optional(
-        "database_read_url",
-        "a MySQL replica for catalog reads (product list, detail, stock); unset: the primary (`database_url`). Orders, flash sales and every write use the primary",
-    );
-    let Some(raw) = raw.filter(|url| !url.trim().is_empty()) else {
-        return Some(None);
-    };
-    let scheme_ok = raw.starts_with("mysql://") || raw.starts_with("mariadb://");
-    if !scheme_ok || MySqlConnectOptions::from_str(&raw).is_err() {
-        // The parser's message may echo the URL, password included.
-        r.problem(
-            "database_read_url",
-            "not a valid mysql:// or mariadb:// URL",
-        );
-        return None;
-    }
-    Some(Some(Secret::new(raw)))
-}
-
 /// `redis_url`: one URL, or in cluster mode one or more seed nodes, each checked.
 fn read_redis_url(r: &mut Reader<'_>, mode: RedisMode) -> Option<Secret> {
     let schemes: &[&str] = match mode {
@@ -141,29 +119,14 @@ fn read_redis_url(r: &mut Reader<'_>, mode: RedisMode) -> Option<Secret> {
     )
 }
 
-/// `amqp_management_url`: optional; `None` when invalid, `Some(None)` when unset.
-fn read_management_url(r: &mut Reader<'_>) -> Option<Option<Secret>> {
-    let raw = r.optional(
-        "amqp_management_url",
-        "RabbitMQ's management API, `http://user:password@host:15672`: when set, the `spike.order.create` bound (`flash_sale_queue_max_length`) is applied as a policy, so changing it needs no queue recreated (docs/scale-out.md)",
-    );
-    let Some(raw) = raw.filter(|url| !url.trim().is_empty()) else {
-        return Some(None);
-    };
-    let well_formed = raw
-        .strip_prefix("http://")
-        .and_then(|rest| rest.trim_end_matches('/').rsplit_once('@'))
-        .is_some_and(|(credentials, address)| {
-            credentials.contains(':') && !address.is_empty() && !address.contains('/')
-        });
-    if !well_formed {
-        r.problem(
-            "amqp_management_url",
-            "must be http://user:password@host:port (no TLS, no path)",
-        );
-        return None;
-    }
-    Some(Some(Secret::new(raw)))
+/// `user:password` and `host:port` of a management API URL, `http://user:password@host:port`
+/// (no TLS, no path); `None` for any other form. The configuration checks the form with it, and
+/// the management client takes the URL apart with it.
+pub fn management_url_parts(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("http://")?.trim_end_matches('/');
+    let (credentials, address) = rest.rsplit_once('@')?;
+    let well_formed = credentials.contains(':') && !address.is_empty() && !address.contains('/');
+    well_formed.then_some((credentials, address))
 }
 
 /// All three, read together because they share `startup_timeout`.
@@ -189,7 +152,15 @@ pub(super) fn read(
                 .map_err(|e| e.to_string())
         },
     );
-    let read_url = read_database_url(r);
+    let read_url = r.optional_url(
+        "database_read_url",
+        "a MySQL replica for catalog reads (product list, detail, stock); unset: the primary (`database_url`). Orders, flash sales and every write use the primary",
+        |url| {
+            (url.starts_with("mysql://") || url.starts_with("mariadb://"))
+                && MySqlConnectOptions::from_str(url).is_ok()
+        },
+        "not a valid mysql:// or mariadb:// URL",
+    );
     let max_connections = r.at_least::<u32>(
         "db_max_connections",
         "MySQL pool size (each pool: the primary's, and the replica's when `database_read_url` is set)",
@@ -233,7 +204,12 @@ pub(super) fn read(
         &["amqp", "amqps"],
         |url| url.parse::<lapin::uri::AMQPUri>().map(|_| ()),
     );
-    let management_url = read_management_url(r);
+    let management_url = r.optional_url(
+        "amqp_management_url",
+        "RabbitMQ's management API, `http://user:password@host:15672`: when set, the `spike.order.create` bound (`flash_sale_queue_max_length`) is applied as a policy, so changing it needs no queue recreated (docs/scale-out.md)",
+        |url| management_url_parts(url).is_some(),
+        "must be http://user:password@host:port (no TLS, no path)",
+    );
     let amqp_prefix = r.text("amqp_prefix", "prefix of every exchange and queue name", "");
     let queue_type = r.choice(
         "amqp_queue_type",

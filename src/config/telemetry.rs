@@ -53,20 +53,13 @@ impl TelemetrySettings {
             "how often the gauges of `/metrics` that describe the stores (pool, queue depths, outbox backlog) are sampled",
             Duration::from_secs(5),
         );
-        let otlp_endpoint = r.optional(
+        // The exporter runs on the plain-HTTP hyper client already in the build.
+        let otlp_endpoint = r.optional_url(
             "otlp_endpoint",
             "OTLP/HTTP collector base URL for traces, e.g. `http://localhost:4318` (spans go to `/v1/traces`); tracing is off when unset or empty",
-        )
-        .filter(|endpoint| !endpoint.trim().is_empty());
-        if let Some(endpoint) = &otlp_endpoint
-            && !endpoint.starts_with("http://")
-        {
-            // The exporter runs on the plain-HTTP hyper client already in the build.
-            r.problem(
-                "otlp_endpoint",
-                "must start with http:// (no TLS: send to a collector next to the process)",
-            );
-        }
+            |url| url.starts_with("http://"),
+            "must start with http:// (no TLS: send to a collector next to the process)",
+        );
         let trace_sample_ratio = share(
             r,
             env,
@@ -78,7 +71,7 @@ impl TelemetrySettings {
             log_level,
             request_log_sample: request_log_sample?,
             metrics_sample_interval: metrics_sample_interval?,
-            otlp_endpoint,
+            otlp_endpoint: otlp_endpoint?.map(|url| url.expose().to_owned()),
             trace_sample_ratio: trace_sample_ratio?,
         })
     }

@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::Topology;
+use crate::config::management_url_parts;
 use crate::repo::{Dependency, RepoError};
 
 /// A management API endpoint, parsed from `http://user:password@host:port`.
@@ -28,11 +29,7 @@ impl Management {
     /// Parses `url` (`http://user:password@host:port`, no path). `None` for anything else; the
     /// configuration checks the form before it gets here.
     pub fn parse(url: &str) -> Option<Management> {
-        let rest = url.strip_prefix("http://")?.trim_end_matches('/');
-        let (credentials, address) = rest.rsplit_once('@')?;
-        if address.is_empty() || address.contains('/') || !credentials.contains(':') {
-            return None;
-        }
+        let (credentials, address) = management_url_parts(url)?;
         let token = base64::engine::general_purpose::STANDARD.encode(credentials);
         Some(Management {
             address: address.to_owned(),
