@@ -498,9 +498,10 @@ async fn the_close_message_goes_out_once_the_relay_can_publish() {
         .as_u64()
         .unwrap();
     let pending = || async {
-        spike::repo::mysql::outbox::pending(&app.infra.db)
+        spike::repo::mysql::outbox::backlog(&app.infra.db)
             .await
             .unwrap()
+            .0
     };
     assert_eq!(
         pending().await,

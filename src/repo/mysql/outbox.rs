@@ -103,11 +103,3 @@ pub async fn backlog(db: &sqlx::MySqlPool) -> Result<(u64, Duration), RepoError>
     let age = Duration::from_micros(row.oldest_micros.max(0) as u64);
     Ok((row.pending.max(0) as u64, age))
 }
-
-/// Number of messages not yet published (a health figure for operators and tests).
-pub async fn pending(db: &sqlx::MySqlPool) -> Result<u64, RepoError> {
-    let n = sqlx::query_scalar!("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
-        .fetch_one(db)
-        .await?;
-    Ok(n.max(0) as u64)
-}
