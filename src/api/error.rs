@@ -228,6 +228,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::InvalidArgument(message) => {
                 ApiError::new(ErrorCode::InvalidArgument).with_message(message)
             }
+            ServiceError::InvalidField { field, problem } => {
+                ApiError::invalid_fields(BTreeMap::from([(field.to_owned(), problem)]))
+            }
             ServiceError::WrongCredentials => ApiError::new(ErrorCode::WrongCredentials),
             ServiceError::RefreshTokenInvalid => ApiError::new(ErrorCode::RefreshTokenInvalid),
             ServiceError::Forbidden(message) => {

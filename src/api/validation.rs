@@ -45,11 +45,13 @@ pub fn integer(value: &Value, field: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("{field} must be an integer"))
 }
 
-/// An RFC 3339 time.
+/// An RFC 3339 time, in UTC. A time whose offset carries it past the representable years
+/// (`9999-12-31T23:59:59-23:59`) is refused like a malformed one instead of panicking later.
 pub fn timestamp(value: &Value, field: &str) -> Result<OffsetDateTime, String> {
     value
         .as_str()
         .and_then(|raw| OffsetDateTime::parse(raw, &Rfc3339).ok())
+        .and_then(|t| t.checked_to_offset(time::UtcOffset::UTC))
         .ok_or_else(|| format!("{field} must be an RFC 3339 time such as 2026-11-11T00:00:00Z"))
 }
 

@@ -166,12 +166,22 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Accepts humantime strings (`15m`, `2s`, `1h 30m`) and bare integers as seconds.
+/// The longest configurable duration: ten years. Every duration is added to the current time
+/// somewhere (token expiry, pay deadline, key retention), and a bound here keeps all those sums
+/// far inside the representable years.
+pub const DURATION_MAX: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+/// Accepts humantime strings (`15m`, `2s`, `1h 30m`) and bare integers as seconds, up to
+/// [`DURATION_MAX`].
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    if let Ok(secs) = raw.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+    let duration = match raw.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(raw).map_err(|e| e.to_string())?,
+    };
+    if duration > DURATION_MAX {
+        return Err("must be at most ten years".into());
     }
-    humantime::parse_duration(raw).map_err(|e| e.to_string())
+    Ok(duration)
 }
 
 /// A duration as the docs write it: the largest whole unit (`15m`, `14d`, `500ms`).
@@ -236,6 +246,9 @@ mod tests {
         assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
         assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert_eq!(parse_duration("3650d").unwrap(), DURATION_MAX);
+        assert!(parse_duration("3651d").is_err());
+        assert!(parse_duration("18446744073709551615").is_err());
         assert!(parse_duration("soon").is_err());
     }
 

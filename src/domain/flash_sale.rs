@@ -5,8 +5,19 @@ use std::fmt;
 use std::str::FromStr;
 
 use time::OffsetDateTime;
+use time::macros::datetime;
 
 use super::money::Money;
+
+/// How far ahead an event may be scheduled (API.md: neither time more than a year ahead).
+pub const SCHEDULE_AHEAD_MAX: time::Duration = time::Duration::days(365);
+
+/// The longest sale (API.md: an event lasts at most 31 days).
+pub const EVENT_LENGTH_MAX: time::Duration = time::Duration::days(31);
+
+/// The earliest time an event may name: the Unix epoch, so every time has a non-negative Unix
+/// millisecond (Redis and the messages carry those) and fits MySQL's `DATETIME`.
+pub const SCHEDULE_EARLIEST: OffsetDateTime = datetime!(1970-01-01 00:00 UTC);
 
 /// When a sale is open: `[start_at, end_at)`, with `end_at` after `start_at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,10 +26,54 @@ pub struct EventWindow {
     end_at: OffsetDateTime,
 }
 
+/// Why a window asked for cannot be scheduled, and which field to blame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowError {
+    pub field: &'static str,
+    pub problem: String,
+}
+
 impl EventWindow {
+    /// A window as stored: only `end_at` after `start_at` is required, so a row written by an
+    /// older release (or by hand) with far-off times still reads. New windows go through
+    /// [`EventWindow::schedule`].
     pub fn new(start_at: OffsetDateTime, end_at: OffsetDateTime) -> Result<EventWindow, String> {
         if end_at <= start_at {
             return Err("end_at must be after start_at".into());
+        }
+        Ok(EventWindow { start_at, end_at })
+    }
+
+    /// A window an admin asks for at `now`: after the epoch, neither time more than
+    /// [`SCHEDULE_AHEAD_MAX`] ahead, `end_at` after `start_at` and at most
+    /// [`EVENT_LENGTH_MAX`] later. Times far ahead are refused here, before anything is written:
+    /// one year-9999 end once overflowed the keys' expiry computation after its row committed.
+    pub fn schedule(
+        start_at: OffsetDateTime,
+        end_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<EventWindow, WindowError> {
+        let refuse = |field, problem: String| Err(WindowError { field, problem });
+        let latest = now.saturating_add(SCHEDULE_AHEAD_MAX);
+        for (field, at) in [("start_at", start_at), ("end_at", end_at)] {
+            if at < SCHEDULE_EARLIEST {
+                return refuse(field, format!("{field} must not be before 1970-01-01"));
+            }
+            if at > latest {
+                return refuse(
+                    field,
+                    format!("{field} must not be more than a year ahead (365 days)"),
+                );
+            }
+        }
+        if end_at <= start_at {
+            return refuse("end_at", "end_at must be after start_at".into());
+        }
+        if end_at - start_at > EVENT_LENGTH_MAX {
+            return refuse(
+                "end_at",
+                "an event lasts at most 31 days (end_at - start_at)".into(),
+            );
         }
         Ok(EventWindow { start_at, end_at })
     }
@@ -180,6 +235,48 @@ mod tests {
         let t = datetime!(2026-01-01 10:00 UTC);
         assert!(EventWindow::new(t, t).is_err());
         assert!(EventWindow::new(t, t - time::Duration::SECOND).is_err());
+        assert!(EventWindow::schedule(t, t, t).is_err());
+    }
+
+    #[test]
+    fn a_scheduled_window_lies_within_a_year_and_lasts_at_most_31_days() {
+        use time::Duration;
+        let now = datetime!(2026-12-04 12:00 UTC);
+        let blame = |start, end| EventWindow::schedule(start, end, now).map_err(|e| e.field);
+        // At the bounds.
+        assert!(blame(now + Duration::days(334), now + Duration::days(365)).is_ok());
+        assert!(blame(now, now + Duration::days(31)).is_ok());
+        assert!(
+            blame(
+                datetime!(1970-01-01 00:00 UTC),
+                datetime!(1970-01-02 00:00 UTC)
+            )
+            .is_ok()
+        );
+        // A wholly past event is allowed (its units go back to the product once it has ended).
+        assert!(blame(now - Duration::days(10), now - Duration::days(9)).is_ok());
+        // Beyond them, with the field to blame.
+        assert_eq!(
+            blame(now, now + Duration::days(31) + Duration::SECOND),
+            Err("end_at")
+        );
+        assert_eq!(
+            blame(
+                now + Duration::days(340),
+                now + Duration::days(365) + Duration::SECOND
+            ),
+            Err("end_at")
+        );
+        assert_eq!(
+            blame(now + Duration::days(366), now + Duration::days(367)),
+            Err("start_at")
+        );
+        assert_eq!(
+            blame(now, datetime!(9999-12-31 23:59:59 UTC)),
+            Err("end_at")
+        );
+        assert_eq!(blame(datetime!(0001-01-01 00:00 UTC), now), Err("start_at"));
+        assert_eq!(blame(now, now - Duration::SECOND), Err("end_at"));
     }
 
     #[test]

@@ -63,6 +63,13 @@ pub enum ServiceError {
     /// A request that passed field validation but breaks a business rule (e.g. a total too big).
     #[error("{0}")]
     InvalidArgument(String),
+    /// One field of the request breaks a rule only the service can check (it needs the stored
+    /// state, e.g. an event's new end with its kept start): 400/10001 naming the field.
+    #[error("{field}: {problem}")]
+    InvalidField {
+        field: &'static str,
+        problem: String,
+    },
     /// Authenticated, but not allowed to do this (403/10003): e.g. a buy without a valid
     /// purchase token. The message goes to the client.
     #[error("{0}")]

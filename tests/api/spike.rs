@@ -227,6 +227,111 @@ async fn events_change_only_before_they_start() {
     assert_eq!((status, code_), (404, Some(50001)));
 }
 
+/// Issue 23: a year-9999 `end_at` once answered 500 after committing the row (a panic adding the
+/// keys' retention to it) while Redis kept the old window. Times beyond a year ahead and events
+/// longer than 31 days are a 400 naming the field, and nothing changes.
+#[tokio::test]
+async fn far_off_times_and_long_events_are_refused_before_anything_changes() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "1.00", 10).await;
+    let refused = |body: Value| {
+        let (app, admin) = (&app, admin.clone());
+        async move { code(create(app, &admin, &body).await).await }
+    };
+    let day = Duration::days(1);
+    for (body, field) in [
+        (
+            json!({"end_at": "9999-12-31T23:59:59Z", "start_at": at(day)}),
+            "end_at",
+        ),
+        (
+            json!({"start_at": at(day * 366), "end_at": at(day * 367)}),
+            "start_at",
+        ),
+        (
+            json!({"start_at": at(day * 360), "end_at": at(day * 366)}),
+            "end_at",
+        ),
+        (
+            json!({"start_at": at(day), "end_at": at(day * 33)}),
+            "end_at",
+        ),
+        (
+            json!({"start_at": "0001-01-01T00:00:00Z", "end_at": at(day)}),
+            "start_at",
+        ),
+        (
+            json!({"start_at": at(day), "end_at": "9999-12-31T23:59:59-23:59"}),
+            "end_at",
+        ),
+    ] {
+        let mut full = event_body(product, 2, day, day * 2);
+        for (key, value) in body.as_object().unwrap() {
+            full[key] = value.clone();
+        }
+        let (status, code_, error) = refused(full.clone()).await;
+        assert_eq!((status, code_), (400, Some(10001)), "{full}: {error}");
+        assert!(
+            error["data"]["fields"][field].is_string(),
+            "{field}: {error}"
+        );
+    }
+    assert_eq!(
+        app.stock_of(product).await,
+        10,
+        "no refused event took stock"
+    );
+
+    // At the bounds: 31 days long, ending a year ahead (a minute's margin for the clock).
+    let longest = event_body(product, 1, day * 334, day * 365 - Duration::minutes(1));
+    assert_eq!(create(&app, &admin, &longest).await.status(), 201);
+
+    // A change of an upcoming, warm event to a far-off end: refused, and neither MySQL nor
+    // Redis moves.
+    let event =
+        envelope(create(&app, &admin, &event_body(product, 3, day, day * 2)).await).await["data"]
+            .clone();
+    let id = event["id"].as_u64().unwrap();
+    let meta_key = format!("{}ev:{{{id}}}:meta", app.config.redis.prefix);
+    let window_in_redis = || {
+        let mut redis = app.infra.redis.clone();
+        let key = meta_key.clone();
+        async move {
+            redis::cmd("HGET")
+                .arg(&key)
+                .arg("end_ms")
+                .query_async::<Option<String>>(&mut redis)
+                .await
+                .unwrap()
+        }
+    };
+    let warm_end = window_in_redis().await;
+    assert!(warm_end.is_some(), "a created event is warm");
+    for change in [
+        json!({"end_at": "9999-12-31T23:59:59Z"}),
+        json!({"start_at": at(day * 400)}),
+        json!({"end_at": at(day * 40)}),
+        json!({"title": "still fine", "end_at": at(day * 40)}),
+    ] {
+        let (status, code_, error) = code(
+            app.send_authed(
+                Method::PATCH,
+                &format!("/api/v1/spike/events/{id}"),
+                &admin,
+                Some(&change),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!((status, code_), (400, Some(10001)), "{change}: {error}");
+    }
+    let after =
+        envelope(app.get(&format!("/api/v1/spike/events/{id}")).await).await["data"].clone();
+    assert_eq!(after, event, "the refused changes left the event as it was");
+    assert_eq!(window_in_redis().await, warm_end, "and Redis's window too");
+}
+
 #[tokio::test]
 async fn events_are_listed_by_status() {
     let app = spawn_app().await;

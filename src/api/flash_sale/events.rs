@@ -189,7 +189,15 @@ pub async fn create_event(
     }
     let changes = parse_changes(&body, &mut errors);
     let window = match (changes.start_at, changes.end_at) {
-        (Some(start), Some(end)) => errors.check("end_at", EventWindow::new(start, end)),
+        (Some(start), Some(end)) => {
+            match EventWindow::schedule(start, end, OffsetDateTime::now_utc()) {
+                Ok(window) => Some(window),
+                Err(refused) => {
+                    errors.add(refused.field, refused.problem);
+                    None
+                }
+            }
+        }
         _ => None,
     };
     let (Some(product_id), Some(title), Some(spike_price), Some(stock), Some(window)) = (

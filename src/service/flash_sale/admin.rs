@@ -95,16 +95,27 @@ impl EventAdmin {
         let event = spike_events::lock(&mut tx, id)
             .await?
             .ok_or(ServiceError::EventNotFound)?;
-        if event.window.status_at(OffsetDateTime::now_utc()) != EventStatus::Upcoming {
+        let now = OffsetDateTime::now_utc();
+        if event.window.status_at(now) != EventStatus::Upcoming {
             return Err(ServiceError::Conflict(
                 "the event has started: it can no longer be changed".into(),
             ));
         }
-        let window = EventWindow::new(
-            changes.start_at.unwrap_or(event.window.start_at()),
-            changes.end_at.unwrap_or(event.window.end_at()),
-        )
-        .map_err(ServiceError::InvalidArgument)?;
+        // A new time is checked with the one it keeps, before anything is written; a change
+        // that leaves both times alone keeps the stored window as it is.
+        let window = if changes.start_at.is_none() && changes.end_at.is_none() {
+            event.window
+        } else {
+            EventWindow::schedule(
+                changes.start_at.unwrap_or(event.window.start_at()),
+                changes.end_at.unwrap_or(event.window.end_at()),
+                now,
+            )
+            .map_err(|refused| ServiceError::InvalidField {
+                field: refused.field,
+                problem: refused.problem,
+            })?
+        };
         let stock = changes.stock.unwrap_or(event.total_stock);
         if stock > event.total_stock {
             let more = stock - event.total_stock;

@@ -165,7 +165,7 @@ impl OrderQueue {
     }
 }
 
-/// Unix milliseconds, as Redis and the messages carry time.
+/// Unix milliseconds, as Redis and the messages carry time (every representable time fits).
 fn unix_millis(t: time::OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }

@@ -132,7 +132,7 @@ impl Warmup {
             free,
             start_ms: unix_millis(event.window.start_at()),
             end_ms: unix_millis(event.window.end_at()),
-            expire_at_ms: unix_millis(event.window.end_at() + self.keys_retention),
+            expire_at_ms: unix_millis(keys_expire_at(event, self.keys_retention)),
             buyers: &buyers,
         };
         let fresh = self.store.warm(event.id, &state, mode).await?;
@@ -142,4 +142,12 @@ impl Warmup {
         }
         Ok(fresh)
     }
+}
+
+/// When an event's keys may go: `keys_retention` after its end. Saturating, because a stored
+/// end may lie anywhere up to the last representable time (a row from an older release or a
+/// manual fix), and adding to it must not panic the task that warms every event.
+fn keys_expire_at(event: &SpikeEvent, keys_retention: Duration) -> OffsetDateTime {
+    let retention = time::Duration::try_from(keys_retention).unwrap_or(time::Duration::MAX);
+    event.window.end_at().saturating_add(retention)
 }
