@@ -22,7 +22,9 @@ fn jwt(c: &mut Criterion) {
         email: "buyer@example.com".into(),
         role: Role::User,
     };
-    let token = tokens.issue(&user).expect("token");
+    let token = tokens
+        .issue(&user, uuid::Uuid::from_u128(1))
+        .expect("token");
     c.bench_function("jwt_verify", |b| {
         b.iter(|| tokens.verify(black_box(&token)).expect("valid token"))
     });

@@ -13,7 +13,6 @@ use super::response::{ApiResponse, Envelope};
 use super::validation::FieldErrors;
 use crate::domain::user::{Email, Password, User};
 use crate::service::auth::TokenPair;
-use crate::service::auth::tokens::Principal;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -85,7 +84,8 @@ pub struct RefreshTokenBody {
     pub refresh_token: String,
 }
 
-/// Create an account. The email is lower-cased; one account per address. Rate limited per
+/// Create an account. The email is stored in its canonical form (Unicode NFKC, lower-cased;
+/// invisible, control and bidi characters refused); one account per address. Rate limited per
 /// client IP.
 #[utoipa::path(
     post,
@@ -114,8 +114,9 @@ pub async fn register(
     Ok(ApiResponse::created(user.into()))
 }
 
-/// Exchange email and password for an access token and a refresh token. Rate limited per
-/// client IP and per email (429/10006 with `Retry-After`).
+/// Exchange email and password for an access token and a refresh token. The email is
+/// normalised as at registration (one account however it is spelt). Rate limited per client
+/// IP, and failed attempts per (email, client IP) and per email (429/10006 with `Retry-After`).
 #[utoipa::path(
     post,
     path = "/auth/login",
@@ -123,6 +124,7 @@ pub async fn register(
     request_body = crate::api::schemas::LoginBody,
     responses(
         (status = 200, description = "signed in", body = Envelope<TokenPairView>),
+        (status = 400, description = "an email that cannot be normalised (10001, `data.fields`)", body = ErrorEnvelope),
         (status = 401, description = "wrong email or password (20002)", body = ErrorEnvelope),
         (status = 429, description = "too many attempts (10006)", body = ErrorEnvelope),
     )
@@ -132,7 +134,11 @@ pub async fn login(
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<ApiResponse<TokenPairView>, ApiError> {
-    let pair = state.auth.login(&body.email, &body.password, ip).await?;
+    let mut errors = FieldErrors::default();
+    let Some(email) = errors.check("email", Email::parse(&body.email)) else {
+        return Err(errors.into_error());
+    };
+    let pair = state.auth.login(&email, &body.password, ip).await?;
     Ok(ApiResponse::ok(pair.into()))
 }
 
@@ -158,8 +164,9 @@ pub async fn refresh(
     Ok(ApiResponse::ok(pair.into()))
 }
 
-/// Sign out: revokes the refresh token's whole family (access tokens expire on their own). The
-/// answer is the same for a spent, revoked or unknown token.
+/// Sign out: revokes the refresh token's whole family; the access tokens of that login stop
+/// working within the user-check TTL (`SPIKE_USER_CHECK_TTL`, seconds). The answer is the same
+/// for a spent, revoked or unknown token.
 #[utoipa::path(
     post,
     path = "/auth/logout",
@@ -198,10 +205,6 @@ pub async fn me(
     State(state): State<AppState>,
     user: AuthUser,
 ) -> Result<ApiResponse<UserView>, ApiError> {
-    let principal = Principal {
-        user_id: user.id,
-        role: user.role,
-    };
-    let user = state.auth.current_user(principal).await?;
+    let user = state.auth.current_user(user.id).await?;
     Ok(ApiResponse::ok(user.into()))
 }

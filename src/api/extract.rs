@@ -66,12 +66,8 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let TokenUser(claimed) = TokenUser::from_request_parts(parts, state).await?;
-        let principal = Principal {
-            user_id: claimed.id,
-            role: claimed.role,
-        };
-        Ok(state.auth.confirm(principal).await?.into())
+        let claimed = bearer_principal(parts, state)?;
+        Ok(state.auth.confirm(claimed).await?.into())
     }
 }
 
@@ -94,25 +90,30 @@ impl FromRequestParts<AppState> for TokenUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or(ServiceError::Unauthenticated(
-                "missing Authorization header",
-            ))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|value| {
-                let (scheme, token) = value.split_once(' ')?;
-                scheme
-                    .eq_ignore_ascii_case("bearer")
-                    .then_some(token.trim())
-            })
-            .filter(|token| !token.is_empty())
-            .ok_or(ServiceError::Unauthenticated("not a Bearer token"))?;
-        Ok(TokenUser(state.auth.authenticate(token)?.into()))
+        Ok(TokenUser(bearer_principal(parts, state)?.into()))
     }
+}
+
+/// Who the request's `Authorization: Bearer` token says the caller is (signature only).
+fn bearer_principal(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
+    let header = parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or(ServiceError::Unauthenticated(
+            "missing Authorization header",
+        ))?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|value| {
+            let (scheme, token) = value.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then_some(token.trim())
+        })
+        .filter(|token| !token.is_empty())
+        .ok_or(ServiceError::Unauthenticated("not a Bearer token"))?;
+    Ok(state.auth.authenticate(token)?)
 }
 
 /// An authenticated admin; 401 without a valid token, 403/10003 for other roles.

@@ -10,7 +10,8 @@
 //! `domain::product::parse_title` (not blank, no control characters; surrounding whitespace is
 //! dropped); descriptions `parse_description` (no control characters but line breaks and tabs);
 //! emails `domain::user::Email::parse` (surrounding whitespace dropped; its per-part length
-//! limits are not in the pattern).
+//! limits are not in the pattern, nor the compatibility forms it folds, such as fullwidth
+//! letters: the pattern is the canonical, ASCII form).
 
 #![allow(dead_code)] // Fields are read by the schema derive only.
 
@@ -36,11 +37,16 @@ pub struct RegistrationBody {
     pub password: String,
 }
 
-/// `POST /auth/login`: any strings; a wrong pair is 401.
+/// `POST /auth/login`: the email is normalised as at registration (400 when it cannot be); a
+/// wrong pair is 401.
 #[derive(ToSchema)]
 #[schema(as = Login)]
 pub struct LoginBody {
-    #[schema(example = "ada@example.com")]
+    #[schema(
+        max_length = 254,
+        pattern = r"^\s*[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\s*$",
+        example = "ada@example.com"
+    )]
     pub email: String,
     #[schema(example = "correct horse battery staple")]
     pub password: String,

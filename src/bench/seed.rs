@@ -22,8 +22,6 @@ use crate::service::auth::tokens::AccessTokens;
 
 /// Rows per multi-row INSERT (well under MySQL's packet and placeholder limits).
 const INSERT_CHUNK: usize = 1_000;
-/// Lifetime of the minted tokens: long enough for any run, whatever `SPIKE_ACCESS_TTL` says.
-const TOKEN_TTL: Duration = Duration::from_secs(4 * 3600);
 /// How far ahead the event starts: enough for the create call's warm-up to finish first.
 const START_DELAY: Duration = Duration::from_secs(2);
 
@@ -45,7 +43,9 @@ pub struct Seeder {
 
 impl Seeder {
     pub fn new(config: &AuthSettings, db: MySqlPool) -> Result<Seeder, BenchError> {
-        let tokens = AccessTokens::new(config.jwt_secret.expose().as_bytes(), TOKEN_TTL)
+        // The server refuses tokens that claim a longer life than it issues (`SPIKE_ACCESS_TTL`):
+        // minted with the same configuration, they live as long as a login's would.
+        let tokens = AccessTokens::new(config.jwt_secret.expose().as_bytes(), config.access_ttl)
             .map_err(|e| BenchError::Setup(format!("cannot mint tokens: {e}")))?;
         let hasher = PasswordHasher::new(config.argon2, 1)
             .map_err(|e| BenchError::Setup(format!("cannot hash passwords: {e}")))?;
@@ -85,9 +85,10 @@ impl Seeder {
         self.mint(&admin[0])
     }
 
+    /// A token of a login that has no refresh tokens (nobody can revoke it).
     fn mint(&self, user: &User) -> Result<String, BenchError> {
         self.tokens
-            .issue(user)
+            .issue(user, uuid::Uuid::new_v4())
             .map_err(|e| BenchError::Setup(format!("cannot mint a token: {e}")))
     }
 

@@ -23,7 +23,9 @@ pub struct AuthSettings {
     pub bootstrap_admin: Option<BootstrapAdmin>,
     /// Login attempts per client IP.
     pub login_limit_per_ip: RateLimit,
-    /// Failed login attempts per email address.
+    /// Failed login attempts per (email address, client IP): the strict bound on one guesser.
+    pub login_limit_per_email_ip: RateLimit,
+    /// Failed login attempts per email address from all clients: the looser bound on many.
     pub login_limit_per_email: RateLimit,
     /// Registrations per client IP.
     pub register_limit_per_ip: RateLimit,
@@ -93,10 +95,15 @@ impl AuthSettings {
             "login attempts per client IP (token bucket: burst / refill period); generous because buyers share NAT addresses",
             RateLimit::new(600, Duration::from_secs(60)),
         );
+        let login_limit_per_email_ip = r.parsed(
+            "login_limit_per_email_ip",
+            "failed login attempts per (email, client IP) (a token is taken before the password is checked and given back when it matches, so parallel guesses cannot slip past)",
+            RateLimit::new(10, Duration::from_secs(60)),
+        );
         let login_limit_per_email = r.parsed(
             "login_limit_per_email",
-            "failed login attempts per email address (a token is taken before the password is checked and given back when it matches, so parallel guesses cannot slip past)",
-            RateLimit::new(10, Duration::from_secs(60)),
+            "failed login attempts per email from all client IPs together: looser than per (email, IP), so one guessing address cannot lock the owner out, while many are still bounded",
+            RateLimit::new(50, Duration::from_secs(60)),
         );
         let register_limit_per_ip = r.parsed(
             "register_limit_per_ip",
@@ -139,6 +146,7 @@ impl AuthSettings {
             user_check_ttl: user_check_ttl?,
             bootstrap_admin: bootstrap_admin?,
             login_limit_per_ip: login_limit_per_ip?,
+            login_limit_per_email_ip: login_limit_per_email_ip?,
             login_limit_per_email: login_limit_per_email?,
             register_limit_per_ip: register_limit_per_ip?,
             refresh_limit_per_ip: refresh_limit_per_ip?,

@@ -2,26 +2,48 @@
 
 use std::fmt;
 
+use unicode_normalization::UnicodeNormalization;
+
 /// Shortest and longest accepted password, in characters (API.md: 8..128).
 pub const PASSWORD_MIN_CHARS: usize = 8;
 pub const PASSWORD_MAX_CHARS: usize = 128;
 
-/// A syntactically valid email address, trimmed and lower-cased, so `Ada@Example.com` and
-/// `ada@example.com` are one account.
+/// An email address in its canonical form: the one spelling of an identity. Registration
+/// stores it, login looks it up, and every per-email limit keys on it, so `Ada@Example.com`,
+/// a fullwidth `Ａｄａ@…` and `ada@example.com` are one account with one login budget
+/// (issue 23: the database's accent- and case-insensitive collation once matched spellings the
+/// limiter counted apart).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Email(String);
 
 impl Email {
-    /// Validates a user-supplied address. Deliberately simpler than RFC 5322 (no quoted local
-    /// parts, no IP literals): what shops accept in practice, and what a mail server delivers.
+    /// Validates and canonicalises a user-supplied address: surrounding whitespace dropped,
+    /// Unicode NFKC (fullwidth letters, ligatures and compatibility forms become their plain
+    /// letters), lower-cased, NFKC again (lower-casing can denormalise). What holds an invisible,
+    /// control, bidi, separator or private-use character is refused rather than cleaned, and
+    /// so is what is not plain ASCII after folding: no internationalised addresses, so no
+    /// look-alike letters either. Deliberately simpler than RFC 5322 (no quoted local parts,
+    /// no IP literals): what shops accept in practice, and what a mail server delivers.
     pub fn parse(raw: &str) -> Result<Email, &'static str> {
         // The limit counts what was sent, as the OpenAPI document's `maxLength` does.
         if raw.chars().count() > 254 {
             return Err("email must be at most 254 characters");
         }
-        let email = raw.trim().to_lowercase();
-        if email.is_empty() {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
             return Err("email is required");
+        }
+        if trimmed.chars().any(is_hidden) {
+            return Err("email must not contain invisible, control or bidi characters");
+        }
+        let email: String = trimmed
+            .nfkc()
+            .flat_map(char::to_lowercase)
+            .collect::<String>()
+            .nfkc()
+            .collect();
+        if !email.is_ascii() {
+            return Err("email must be plain ASCII (after Unicode normalisation)");
         }
         let (local, domain) = email.split_once('@').ok_or("invalid email")?;
         let local_ok = !local.is_empty()
@@ -34,6 +56,7 @@ impl Email {
                 .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c));
         let labels: Vec<&str> = domain.split('.').collect();
         let domain_ok = labels.len() >= 2
+            && email.len() <= 254
             && labels.iter().all(|label| {
                 !label.is_empty()
                     && label.len() <= 63
@@ -51,6 +74,23 @@ impl Email {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Characters no address holds and a person cannot see: controls (NUL, escapes), format
+/// characters (zero-width spaces and joiners, bidi marks and overrides, the BOM, the soft
+/// hyphen), line and paragraph separators, private-use and unassigned code points.
+fn is_hidden(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    matches!(
+        c.general_category(),
+        GeneralCategory::Control
+            | GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+            | GeneralCategory::PrivateUse
+            | GeneralCategory::Surrogate
+            | GeneralCategory::Unassigned
+    )
 }
 
 impl fmt::Display for Email {
@@ -136,6 +176,49 @@ mod tests {
             "ada.lovelace@example.com"
         );
         assert!(Email::parse("first+tag@mail.example.org").is_ok());
+    }
+
+    #[test]
+    fn every_spelling_of_an_address_is_one_canonical_email() {
+        let canonical = |raw: &str| Email::parse(raw).map(|e| e.as_str().to_owned());
+        for spelling in [
+            "victim@shop.test",
+            "VICTIM@SHOP.TEST",
+            " Victim@Shop.Test\t",
+            "ｖｉｃｔｉｍ@ｓｈｏｐ．ｔｅｓｔ", // fullwidth, with a fullwidth full stop
+            "victi\u{1D5C6}@shop.test",        // mathematical sans-serif small m
+            "\u{FF36}ICTIM@shop.test",         // fullwidth capital V
+        ] {
+            assert_eq!(
+                canonical(spelling),
+                Ok("victim@shop.test".into()),
+                "{spelling:?}"
+            );
+        }
+        // The Kelvin sign and the long s are compatibility forms of k and s.
+        assert_eq!(canonical("\u{212A}ate@ex.com"), Ok("kate@ex.com".into()));
+        assert_eq!(canonical("ro\u{17F}e@ex.com"), Ok("rose@ex.com".into()));
+        assert_eq!(canonical("\u{FB00}@ex.com"), Ok("ff@ex.com".into()));
+    }
+
+    #[test]
+    fn spellings_that_cannot_be_normalised_are_refused() {
+        for bad in [
+            "victim@shop.test\u{0}",    // trailing NUL
+            "victim@shop.test\u{200B}", // zero-width space
+            "vic\u{200D}tim@shop.test", // zero-width joiner
+            "\u{FEFF}victim@shop.test", // byte order mark
+            "vic\u{AD}tim@shop.test",   // soft hyphen
+            "victim@shop.tset\u{202E}", // right-to-left override
+            "vic\u{2066}tim@shop.test", // left-to-right isolate
+            "victim\u{2028}@shop.test", // line separator (inside; around, it is whitespace)
+            "vic\u{E000}tim@shop.test", // private use
+            "victim@shop.t\u{E9}st",    // é: no internationalised addresses
+            "V\u{130}CTIM@shop.test",   // İ lower-cases to i + combining dot
+            "vic\u{1B}tim@shop.test",   // escape
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

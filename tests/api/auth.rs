@@ -11,8 +11,11 @@ use spike::api::response::ApiResponse;
 use spike::config::{BootstrapAdmin, Secret};
 use spike::startup::Application;
 
+use std::time::Duration;
+
 use crate::helpers::{
     CapturedLogs, TEST_PASSWORD, TestApp, TestOptions, envelope, spawn_app, spawn_app_with,
+    wait_for,
 };
 
 async fn expect_error(response: reqwest::Response, status: u16, code: u64) -> Value {
@@ -180,6 +183,31 @@ async fn bad_access_tokens_are_401() {
         &json!({"sub": sub, "role": "user", "iat": now, "exp": now + 600, "jti": "j"}),
         &secret,
     );
+    // Correctly signed, but not what this service issues (issue 23): a life of ten years, a
+    // refresh token's type (header or claim), a 10 KB payload.
+    let ten_years = sign(
+        &app,
+        &json!({"sub": sub, "role": "user", "iat": now, "exp": now + 10 * 365 * 86_400, "jti": "j"}),
+        &secret,
+    );
+    let mut refresh_header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    refresh_header.typ = Some("refresh".into());
+    let refresh_typed = jsonwebtoken::encode(
+        &refresh_header,
+        &json!({"sub": sub, "role": "user", "iat": now, "exp": now + 600, "jti": "j"}),
+        &jsonwebtoken::EncodingKey::from_secret(&secret).unwrap(),
+    )
+    .unwrap();
+    let refresh_claim = sign(
+        &app,
+        &json!({"sub": sub, "role": "user", "iat": now, "exp": now + 600, "jti": "j", "typ": "refresh"}),
+        &secret,
+    );
+    let padded = sign(
+        &app,
+        &json!({"sub": sub, "role": "user", "iat": now, "exp": now + 600, "jti": "j", "pad": "x".repeat(10_000)}),
+        &secret,
+    );
     assert_eq!(
         app.get_authed("/api/v1/users/me", &fine).await.status(),
         200,
@@ -198,6 +226,10 @@ async fn bad_access_tokens_are_401() {
         Some(format!("Bearer {no_exp}")),
         Some(format!("Bearer {issued_later}")),
         Some(format!("Bearer {valid_later}")),
+        Some(format!("Bearer {ten_years}")),
+        Some(format!("Bearer {refresh_typed}")),
+        Some(format!("Bearer {refresh_claim}")),
+        Some(format!("Bearer {padded}")),
     ];
     for header in unauthenticated {
         let mut request = app.client.get(app.url("/api/v1/users/me"));
@@ -520,4 +552,124 @@ async fn auth_routes_are_in_the_openapi_document() {
     }
     let me = &doc["paths"]["/api/v1/users/me"]["get"];
     assert_eq!(me["security"][0]["bearer"], json!([]));
+}
+
+/// A login sent from the loopback address `source` (127.0.0.2 stands in for another client:
+/// the server sees the socket's peer address).
+async fn login_from(app: &TestApp, source: [u8; 4], email: &str, password: &str) -> u16 {
+    let client = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(source))
+        .build()
+        .unwrap();
+    client
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Issue 23: ten wrong guesses from one address once made the owner's right password answer 429
+/// everywhere. Failures count per (email, address) strictly and per email more loosely: the
+/// guesser is stopped, the owner on another address still gets in, and guessers on many
+/// addresses together still meet a bound.
+#[tokio::test]
+async fn guesses_from_one_address_do_not_lock_the_owner_out_of_another() {
+    // Hour-long refill periods: no token comes back while the test runs.
+    let app = spawn_app_with(
+        TestOptions::default()
+            .env("SPIKE_LOGIN_LIMIT_PER_EMAIL_IP", "5/1h")
+            .env("SPIKE_LOGIN_LIMIT_PER_EMAIL", "12/1h"),
+    )
+    .await;
+    let (_, email) = app.signed_in_user().await;
+    let guesser = [127, 0, 0, 1];
+    let mut answers = Vec::new();
+    for i in 0..8 {
+        answers.push(login_from(&app, guesser, &email, &format!("guess {i}")).await);
+    }
+    assert_eq!(answers, [401, 401, 401, 401, 401, 429, 429, 429]);
+    assert_eq!(
+        login_from(&app, guesser, &email, TEST_PASSWORD).await,
+        429,
+        "the guessing address is locked out, even with the right password"
+    );
+    assert_eq!(
+        login_from(&app, [127, 0, 0, 2], &email, TEST_PASSWORD).await,
+        200,
+        "the owner on another address is not"
+    );
+
+    // Guessers on four more addresses: the email's own bucket (12, 5 spent) lets 7 more
+    // failures through in all, then refuses every address, the owner's too.
+    let mut checked = 0;
+    for source in 3..=6 {
+        for i in 0..5 {
+            match login_from(&app, [127, 0, 0, source], &email, &format!("guess {i}")).await {
+                401 => checked += 1,
+                429 => {}
+                other => panic!("guess answered {other}"),
+            }
+        }
+    }
+    assert_eq!(checked, 7, "failures that reached the password check");
+    assert_eq!(
+        login_from(&app, [127, 0, 0, 7], &email, TEST_PASSWORD).await,
+        429,
+        "a distributed guesser is still bounded per account"
+    );
+}
+
+/// Issue 23: access tokens once kept working for their whole 15 minutes after logout and after
+/// a refresh-token reuse revoked their login. The user check refuses them within its TTL; other
+/// logins of the same user are untouched.
+#[tokio::test]
+async fn a_revoked_logins_access_tokens_stop_working_within_the_check_ttl() {
+    let app = spawn_app_with(TestOptions::default().env("SPIKE_USER_CHECK_TTL", "1s")).await;
+    let (first, email) = app.signed_in_user().await;
+    let second = envelope(app.login(&email, TEST_PASSWORD).await).await["data"].clone();
+    let access = |tokens: &Value| tokens["access_token"].as_str().unwrap().to_owned();
+    let status_of = |token: String| {
+        let app = &app;
+        async move { app.get_authed("/api/v1/users/me", &token).await.status() }
+    };
+    // Read once, so a replica's cache holds the login as live.
+    assert_eq!(status_of(access(&first)).await, 200);
+    assert_eq!(status_of(access(&second)).await, 200);
+
+    let logout = app
+        .post_json(
+            "/api/v1/auth/logout",
+            &json!({"refresh_token": first["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(logout.status(), 200);
+    wait_for(
+        "the logged-out login's access token to be refused",
+        Duration::from_secs(10),
+        || async { status_of(access(&first)).await == 401 },
+    )
+    .await;
+    assert_eq!(status_of(access(&second)).await, 200, "another login stays");
+
+    // Reuse of a spent refresh token revokes the login: the tokens issued before and after the
+    // rotation die alike.
+    let spent = second["refresh_token"].as_str().unwrap();
+    let rotated = envelope(refresh(&app, spent).await).await["data"].clone();
+    assert_eq!(status_of(access(&rotated)).await, 200);
+    expect_error(refresh(&app, spent).await, 401, 20003).await;
+    wait_for(
+        "the reused login's access tokens to be refused",
+        Duration::from_secs(10),
+        || async {
+            status_of(access(&second)).await == 401 && status_of(access(&rotated)).await == 401
+        },
+    )
+    .await;
+    let body = envelope(app.get_authed("/api/v1/users/me", &access(&rotated)).await).await;
+    assert_eq!(body["code"], 10002);
+    // A new login works.
+    assert_eq!(app.login(&email, TEST_PASSWORD).await.status(), 200);
 }

@@ -11,6 +11,7 @@ mod envelope;
 mod faults;
 mod health;
 mod helpers;
+mod identities;
 mod lifecycle;
 mod logging;
 mod metrics;

@@ -50,9 +50,36 @@ pub async fn connect_to(url: &str, config: &DatabaseSettings) -> Result<MySqlPoo
     .map_err(RepoError::from)
 }
 
-/// Applies pending migrations. Safe with several processes: sqlx takes an advisory lock.
+/// Applies pending migrations, then the data steps SQL cannot express (emails to their
+/// canonical form), and reports in the log what a data step could not do. Safe with several
+/// processes: sqlx takes an advisory lock, and the data steps are idempotent.
 pub async fn migrate(pool: &MySqlPool) -> Result<(), RepoError> {
     MIGRATOR.run(pool).await?;
+    let emails = users::canonicalize_emails(pool).await?;
+    for (user_id, other_user_id) in &emails.collisions {
+        tracing::warn!(
+            user_id,
+            other_user_id,
+            "email migration: this user's address, once normalised, is another account's; \
+             left as is (it cannot log in under it) until an operator merges or renames one"
+        );
+    }
+    for (user_id, reason) in &emails.unreadable {
+        tracing::warn!(
+            user_id,
+            reason,
+            "email migration: this user's address has no canonical form; left as is (it \
+             cannot log in) until an operator corrects it"
+        );
+    }
+    if emails != users::EmailMigration::default() {
+        tracing::info!(
+            rewritten = emails.rewritten.len(),
+            collisions = emails.collisions.len(),
+            unreadable = emails.unreadable.len(),
+            "email migration: stored addresses brought to their canonical form"
+        );
+    }
     Ok(())
 }
 

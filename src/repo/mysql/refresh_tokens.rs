@@ -118,3 +118,18 @@ pub async fn revoke_family(
     .await?;
     Ok(result.rows_affected())
 }
+
+/// Whether the login `family_id` has been revoked (logout or reuse detection): revocation
+/// marks every token of the family it finds live, so one revoked token is enough.
+pub async fn family_revoked(
+    db: impl MySqlExecutor<'_>,
+    family_id: &str,
+) -> Result<bool, RepoError> {
+    let revoked = sqlx::query_scalar!(
+        "SELECT id FROM refresh_tokens WHERE family_id = ? AND revoked_at IS NOT NULL LIMIT 1",
+        family_id
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(revoked.is_some())
+}

@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use sqlx::{MySql, MySqlExecutor, QueryBuilder};
 
-use crate::domain::user::{Role, User};
+use crate::domain::user::{Email, Role, User};
 use crate::repo::RepoError;
 
 /// Name of the unique key on `users.email` (see the migration).
@@ -94,4 +94,78 @@ pub async fn existing(
     query.push(")");
     let found: Vec<u64> = query.build_query_scalar().fetch_all(db).await?;
     Ok(found.into_iter().collect())
+}
+
+/// What [`canonicalize_emails`] did to rows stored before emails had one canonical form.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct EmailMigration {
+    /// Rows rewritten to their canonical spelling.
+    pub rewritten: Vec<u64>,
+    /// `(user, other)`: the user's canonical spelling is already `other`'s address. Left as
+    /// is: an operator decides which account keeps the address.
+    pub collisions: Vec<(u64, u64)>,
+    /// `(user, why)`: addresses with no canonical form (a hidden character, non-ASCII letters,
+    /// a malformed address). Left as is; such an account cannot log in until fixed by hand.
+    pub unreadable: Vec<(u64, &'static str)>,
+}
+
+/// Brings every stored email to its canonical form ([`Email::parse`]): the data half of the
+/// migration that made `users.email` compare byte for byte. Idempotent and cheap to repeat: it
+/// reads only rows that hold something a canonical address cannot (an upper-case letter,
+/// anything but printable ASCII, surrounding spaces). Rows it cannot rewrite are reported,
+/// never deleted or merged.
+pub async fn canonicalize_emails(db: &sqlx::MySqlPool) -> Result<EmailMigration, RepoError> {
+    // `[^ -~]` is anything outside printable ASCII; the binary collation makes LOWER() and the
+    // comparison case-sensitive.
+    let suspects = sqlx::query!(
+        "SELECT id, email FROM users \
+         WHERE email <> LOWER(email) OR email <> TRIM(email) OR email REGEXP '[^ -~]' \
+         ORDER BY id"
+    )
+    .fetch_all(db)
+    .await?;
+    let mut report = EmailMigration::default();
+    for row in suspects {
+        let canonical = match Email::parse(&row.email) {
+            Ok(email) => email,
+            Err(why) => {
+                report.unreadable.push((row.id, why));
+                continue;
+            }
+        };
+        if canonical.as_str() == row.email {
+            continue;
+        }
+        if let Some(other) = id_of(db, canonical.as_str()).await? {
+            report.collisions.push((row.id, other));
+            continue;
+        }
+        let rewritten = sqlx::query!(
+            "UPDATE users SET email = ? WHERE id = ? AND email = ?",
+            canonical.as_str(),
+            row.id,
+            row.email
+        )
+        .execute(db)
+        .await;
+        match rewritten {
+            Ok(_) => report.rewritten.push(row.id),
+            // Registered under that address between the look and the rewrite.
+            Err(error) if super::is_unique_violation(&error, EMAIL_KEY) => {
+                let other = id_of(db, canonical.as_str()).await?;
+                report.collisions.push((row.id, other.unwrap_or_default()));
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(report)
+}
+
+/// The id of the user whose stored address is exactly `email`.
+async fn id_of(db: impl MySqlExecutor<'_>, email: &str) -> Result<Option<u64>, RepoError> {
+    Ok(
+        sqlx::query_scalar!("SELECT id FROM users WHERE email = ?", email)
+            .fetch_optional(db)
+            .await?,
+    )
 }

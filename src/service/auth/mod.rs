@@ -1,13 +1,19 @@
 //! Registration, login, token rotation and logout.
 //!
 //! Access tokens are short-lived JWTs. Their signature is checked without a database round trip;
-//! [`AuthService::confirm`] then asks whether the user still exists and what role it has now
-//! (cached per replica for `SPIKE_USER_CHECK_TTL`), so a deleted user is refused and a demoted
-//! admin loses the admin routes within seconds instead of at the token's expiry. The flash-sale
-//! buy path skips that check to stay off MySQL; the worker refuses a buyer that no longer
-//! exists. Refresh tokens are opaque, stored hashed, rotated on every use, and grouped in
-//! families: presenting a spent one again means it was copied, so the whole family is revoked
-//! (RFC 9700 §4.14 reuse detection). Login, registration and refresh are rate limited in Redis.
+//! [`AuthService::confirm`] then asks whether the user still exists, what role it has now and
+//! whether the login the token was issued to has been revoked (cached per replica for
+//! `SPIKE_USER_CHECK_TTL`), so a deleted user is refused, a demoted admin loses the admin routes
+//! and a logged-out token stops working within seconds instead of at the token's expiry. The
+//! flash-sale buy path skips that check to stay off MySQL; the worker refuses a buyer that no
+//! longer exists. Refresh tokens are opaque, stored hashed, rotated on every use, and grouped in
+//! families (one per login): presenting a spent one again means it was copied, so the whole
+//! family is revoked (RFC 9700 §4.14 reuse detection).
+//!
+//! Login, registration and refresh are rate limited in Redis. Failed logins count per
+//! (email, client address) strictly and per email more loosely, both keyed on the canonical
+//! email ([`Email`]): guesses from one address cannot lock the owner out from another, and
+//! guesses from many addresses are still bounded per account.
 
 pub mod password;
 pub mod tokens;
@@ -17,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::MySqlPool;
+use uuid::Uuid;
 
 use crate::config::{AuthSettings, BootstrapAdmin, RateLimit};
 use crate::domain::user::{Email, Password, Role, User};
@@ -49,16 +56,25 @@ struct Inner {
     access_tokens: AccessTokens,
     refresh_ttl: Duration,
     limits: AuthLimits,
-    /// User id → the role MySQL had for it, or `None` when the user did not exist.
-    known_users: moka::sync::Cache<u64, Option<Role>>,
+    /// (user id, login) → what MySQL said of them: the user's role (`None`: the user is gone)
+    /// and whether the login has been revoked.
+    known_sessions: moka::sync::Cache<(u64, Option<Uuid>), SessionCheck>,
 }
 
-/// Users whose existence and role a replica remembers at most.
-const KNOWN_USERS_MAX: u64 = 200_000;
+/// What the per-request user check last read about a token's user and login.
+#[derive(Debug, Clone, Copy)]
+struct SessionCheck {
+    role: Option<Role>,
+    revoked: bool,
+}
+
+/// Sessions whose user and login a replica remembers at most.
+const KNOWN_SESSIONS_MAX: u64 = 200_000;
 
 /// The auth routes' rate limits (see `AuthSettings`).
 struct AuthLimits {
     login_per_ip: RateLimit,
+    login_per_email_ip: RateLimit,
     login_per_email: RateLimit,
     register_per_ip: RateLimit,
     refresh_per_ip: RateLimit,
@@ -83,12 +99,13 @@ impl AuthService {
                     config.access_ttl,
                 )?,
                 refresh_ttl: config.refresh_ttl,
-                known_users: moka::sync::Cache::builder()
+                known_sessions: moka::sync::Cache::builder()
                     .time_to_live(config.user_check_ttl)
-                    .max_capacity(KNOWN_USERS_MAX)
+                    .max_capacity(KNOWN_SESSIONS_MAX)
                     .build(),
                 limits: AuthLimits {
                     login_per_ip: config.login_limit_per_ip,
+                    login_per_email_ip: config.login_limit_per_email_ip,
                     login_per_email: config.login_limit_per_email,
                     register_per_ip: config.register_limit_per_ip,
                     refresh_per_ip: config.refresh_limit_per_ip,
@@ -122,26 +139,38 @@ impl AuthService {
     /// Checks the rate limits, then the password; answers the same error for an unknown email
     /// and a wrong password, after the same amount of hashing work.
     ///
-    /// Every attempt draws from the client IP's bucket. The email's bucket only pays for failed
-    /// attempts: it exists to stop password guessing against one account, and an account that
-    /// logs in successfully and often (a shared admin, a test suite) must not lock itself out.
-    /// Its token is still taken *before* the password is checked and given back on success:
+    /// Every attempt draws from the client IP's bucket. The email's buckets — one per
+    /// (email, client IP), strict, and one per email, looser — only pay for failed attempts:
+    /// they exist to stop password guessing against one account, and an account that logs in
+    /// successfully and often (a shared admin, a test suite) must not lock itself out. A guesser
+    /// on one address empties its own (email, IP) bucket long before the email's, so the owner
+    /// still logs in from elsewhere; guessers on many addresses meet the email's bucket.
+    /// The tokens are still taken *before* the password is checked and given back on success:
     /// deciding after the check would let a burst of parallel guesses all pass a peek at the
     /// bucket before the first failure is counted.
     pub async fn login(
         &self,
-        email: &str,
+        email: &Email,
         password: &str,
         client_ip: IpAddr,
     ) -> Result<TokenPair, ServiceError> {
-        let email = email.trim().to_lowercase();
         let limits = &self.inner.limits;
+        let per_email_ip = format!("{email} {client_ip}");
+        let buckets = [
+            (
+                "login:email-ip",
+                per_email_ip.as_str(),
+                limits.login_per_email_ip,
+            ),
+            ("login:email", email.as_str(), limits.login_per_email),
+        ];
         self.take_token("login:ip", &client_ip.to_string(), limits.login_per_ip)
             .await?;
-        self.take_token("login:email", &email, limits.login_per_email)
-            .await?;
+        for (scope, subject, limit) in buckets {
+            self.take_token(scope, subject, limit).await?;
+        }
 
-        let credentials = users::find_credentials(&self.inner.db, &email).await?;
+        let credentials = users::find_credentials(&self.inner.db, email.as_str()).await?;
         let stored_hash = credentials.as_ref().map(|c| c.password_hash.as_str());
         let matches = self.inner.hasher.verify(password, stored_hash).await?;
         let user = match credentials {
@@ -151,15 +180,18 @@ impl AuthService {
                 return Err(ServiceError::WrongCredentials);
             }
         };
-        let key = self.inner.keys.rate_limit("login:email", &email);
         let mut redis = self.inner.redis.clone();
-        if let Err(error) = rate_limit::give_back(&mut redis, &key, limits.login_per_email).await {
-            // The login stands; the account merely counts one failure too many for a while.
-            tracing::warn!(%error, "could not give back a login attempt");
+        for (scope, subject, limit) in buckets {
+            let key = self.inner.keys.rate_limit(scope, subject);
+            if let Err(error) = rate_limit::give_back(&mut redis, &key, limit).await {
+                // The login stands; the account merely counts one failure too many for a while.
+                tracing::warn!(%error, scope, "could not give back a login attempt");
+            }
         }
 
-        let family_id = uuid::Uuid::new_v4().to_string();
-        let pair = self.issue_pair(&self.inner.db, &user, &family_id).await?;
+        let pair = self
+            .issue_pair(&self.inner.db, &user, Uuid::new_v4())
+            .await?;
         tracing::info!(user_id = user.id, "login");
         Ok(pair.0)
     }
@@ -200,7 +232,8 @@ impl AuthService {
         let Some(user) = users::find_by_id(&mut *tx, row.user_id).await? else {
             return Err(ServiceError::RefreshTokenInvalid);
         };
-        let (pair, new_id) = self.issue_pair(&mut *tx, &user, &row.family_id).await?;
+        let family = row.family_id.parse().map_err(ServiceError::internal)?;
+        let (pair, new_id) = self.issue_pair(&mut *tx, &user, family).await?;
         refresh_tokens::mark_replaced(&mut *tx, row.id, new_id).await?;
         tx.commit().await?;
         Ok(pair)
@@ -225,26 +258,42 @@ impl AuthService {
         self.inner.access_tokens.verify(access_token)
     }
 
-    /// The caller as MySQL knows it now: a user deleted since the token was issued is
-    /// unauthenticated, and the role is the current one, not the token's. What was read is
-    /// trusted for `SPIKE_USER_CHECK_TTL`.
+    /// The caller as MySQL knows it now: a user deleted since the token was issued, or a token
+    /// of a login revoked since (logout, refresh-token reuse), is unauthenticated, and the role
+    /// is the current one, not the token's. What was read is trusted for
+    /// `SPIKE_USER_CHECK_TTL`, so a revoked login's access tokens die within that time.
     pub async fn confirm(&self, principal: Principal) -> Result<Principal, ServiceError> {
-        let known = match self.inner.known_users.get(&principal.user_id) {
-            Some(known) => known,
+        let key = (principal.user_id, principal.session);
+        let check = match self.inner.known_sessions.get(&key) {
+            Some(check) => check,
             None => {
                 let user = users::find_by_id(&self.inner.db, principal.user_id).await?;
-                let known = user.map(|user| user.role);
-                self.inner.known_users.insert(principal.user_id, known);
-                known
+                let revoked = match principal.session {
+                    Some(family) => {
+                        refresh_tokens::family_revoked(&self.inner.db, &family.to_string()).await?
+                    }
+                    None => false,
+                };
+                let check = SessionCheck {
+                    role: user.map(|user| user.role),
+                    revoked,
+                };
+                self.inner.known_sessions.insert(key, check);
+                check
             }
         };
-        let role = known.ok_or(ServiceError::Unauthenticated("user no longer exists"))?;
+        if check.revoked {
+            return Err(ServiceError::Unauthenticated("login revoked"));
+        }
+        let role = check
+            .role
+            .ok_or(ServiceError::Unauthenticated("user no longer exists"))?;
         Ok(Principal { role, ..principal })
     }
 
-    /// The user behind a verified token; a user deleted since is unauthenticated.
-    pub async fn current_user(&self, principal: Principal) -> Result<User, ServiceError> {
-        users::find_by_id(&self.inner.db, principal.user_id)
+    /// The user `user_id`, as MySQL has it now; a user deleted since is unauthenticated.
+    pub async fn current_user(&self, user_id: u64) -> Result<User, ServiceError> {
+        users::find_by_id(&self.inner.db, user_id)
             .await?
             .ok_or(ServiceError::Unauthenticated("user no longer exists"))
     }
@@ -257,7 +306,7 @@ impl AuthService {
         let password = Password::parse(admin.password.expose().to_owned())
             .map_err(|e| ServiceError::internal(format!("bootstrap admin password: {e}")))?;
         // This replica at least sees the new role at once; others within `user_check_ttl`.
-        self.inner.known_users.invalidate_all();
+        self.inner.known_sessions.invalidate_all();
         if users::set_role(&self.inner.db, email.as_str(), Role::Admin).await? {
             tracing::info!("bootstrap admin: existing account has the admin role");
             return Ok(());
@@ -291,18 +340,19 @@ impl AuthService {
         }
     }
 
-    /// Issues an access token and a refresh token of `family_id`; returns the pair and the id of
-    /// the stored refresh token.
+    /// Issues an access token and a refresh token of the login `family`; returns the pair and
+    /// the id of the stored refresh token.
     async fn issue_pair(
         &self,
         db: impl sqlx::MySqlExecutor<'_>,
         user: &User,
-        family_id: &str,
+        family: Uuid,
     ) -> Result<(TokenPair, u64), ServiceError> {
-        let access_token = self.inner.access_tokens.issue(user)?;
+        let access_token = self.inner.access_tokens.issue(user, family)?;
         let (refresh_token, refresh_hash) = tokens::new_refresh_token()?;
         let expires_at = mysql::now_utc() + self.inner.refresh_ttl;
-        let id = refresh_tokens::insert(db, user.id, family_id, &refresh_hash, expires_at).await?;
+        let family_id = family.to_string();
+        let id = refresh_tokens::insert(db, user.id, &family_id, &refresh_hash, expires_at).await?;
         let pair = TokenPair {
             access_token,
             refresh_token,

@@ -186,7 +186,7 @@ impl TestApp {
             Duration::from_secs(600),
         )
         .unwrap()
-        .issue(&user)
+        .issue(&user, uuid::Uuid::new_v4())
         .unwrap()
     }
 }
