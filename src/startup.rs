@@ -206,7 +206,9 @@ impl Application {
         let http = &self.config.http;
         let limits = ConnectionLimits {
             max_connections: serve::raise_file_limit(http.max_connections),
+            max_per_address: http.max_connections_per_ip,
             header_timeout: http.header_timeout,
+            head_limit: http.head_limit,
         };
         let server = serve::serve(self.listener, self.router, limits, shutdown.clone());
         // Clears this replica's sold-out flags when another process announces returned stock.
@@ -264,7 +266,9 @@ impl ProbeListener {
         let limits = ConnectionLimits {
             // Probes and scrapes only: a few connections at a time.
             max_connections: 64,
+            max_per_address: 64,
             header_timeout: config.http.header_timeout,
+            head_limit: config.http.head_limit,
         };
         Ok(ProbeListener {
             listener,

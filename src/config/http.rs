@@ -7,6 +7,9 @@ use super::Environment;
 use super::reader::Reader;
 use super::values::CorsOrigins;
 
+/// The smallest head limit hyper takes (its read buffer's floor).
+const HEAD_LIMIT_MIN: usize = 8192;
+
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
     pub addr: SocketAddr,
@@ -24,6 +27,10 @@ pub struct HttpSettings {
     pub header_timeout: Duration,
     /// Open client connections at most; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Open connections of one client address (an IPv6 /64) at most; more are refused at once.
+    pub max_connections_per_ip: usize,
+    /// Largest request head (request line and headers) in bytes; larger → 431, no body.
+    pub head_limit: usize,
     pub cors_origins: CorsOrigins,
     /// How long shutdown waits for in-flight work before giving up.
     pub shutdown_grace: Duration,
@@ -68,6 +75,19 @@ impl HttpSettings {
             10_000,
             1,
         );
+        let max_connections_per_ip = r.at_least::<usize>(
+            "http_max_connections_per_ip",
+            "open connections of one client address (IPv6: one /64) at most; beyond it a new connection is refused at once (`429`, no body), so one client cannot take every connection. Behind a load balancer every client shares its address (docs/reliability.md)",
+            max_connections.map_or(1, |max| (max / 8).max(1)),
+            1,
+        );
+        r.default_is("`http_max_connections` / 8 (1250)", "1250");
+        let head_limit = r.at_least::<usize>(
+            "http_head_limit",
+            "largest request head (request line and headers) in bytes; a larger one answers `431` with no body and the connection closes. At most this much is buffered per connection (16 KiB × 10,000 connections = 160 MiB)",
+            16 * 1024,
+            HEAD_LIMIT_MIN,
+        );
         // Unlike other keys, an empty value is meaningful here: no browser origin at all.
         let cors_origins = match r.raw_even_if_empty(
             "cors_origins",
@@ -100,6 +120,8 @@ impl HttpSettings {
             body_timeout: body_timeout?,
             header_timeout: header_timeout?,
             max_connections: max_connections?,
+            max_connections_per_ip: max_connections_per_ip?,
+            head_limit: head_limit?,
             cors_origins,
             shutdown_grace: shutdown_grace?,
             trusted_proxy_hops: trusted_proxy_hops?,

@@ -1,6 +1,7 @@
 //! The connection layer under hostile and careless clients, spoken in raw HTTP/1.1: idle and
-//! slow-header sockets are reaped and capped, a stalled body answers 408, and a keep-alive
-//! connection survives early answers to requests whose body arrives late.
+//! slow-header sockets are reaped and capped (in all and per client address), an oversized head
+//! answers 431, a stalled body answers 408, and a keep-alive connection survives early answers
+//! to requests whose body arrives late.
 
 use std::time::Duration;
 
@@ -125,6 +126,9 @@ async fn idle_and_slow_header_sockets_are_capped_and_reaped() {
         port,
         &[
             ("SPIKE_HTTP_MAX_CONNECTIONS", "40"),
+            // Every socket comes from one address: its share is the whole cap here (the share
+            // is `one_address_cannot_hold_every_connection`'s).
+            ("SPIKE_HTTP_MAX_CONNECTIONS_PER_IP", "40"),
             ("SPIKE_HTTP_HEADER_TIMEOUT", "2s"),
         ],
     );
@@ -177,4 +181,115 @@ async fn idle_and_slow_header_sockets_are_capped_and_reaped() {
     assert_eq!(answer.status(), 200);
     drop(sockets);
     assert!(terminate(child).await.success());
+}
+
+/// A socket to the app from the loopback address `source` (the server sees the peer address:
+/// 127.0.0.2 stands in for another client).
+async fn connect_from(address: &str, source: [u8; 4]) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind((std::net::Ipv4Addr::from(source), 0).into())?;
+    socket
+        .connect(address.trim_start_matches("http://").parse().unwrap())
+        .await
+}
+
+/// Whether the server answers `GET /healthz` on a new connection from `source` within 5 s.
+async fn healthz_from(address: &str, source: [u8; 4]) -> Option<u16> {
+    let attempt = async {
+        let stream = connect_from(address, source).await.ok()?;
+        let mut stream = BufReader::new(stream);
+        let request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        stream.get_mut().write_all(request).await.ok()?;
+        read_response(&mut stream).await.map(|(status, _)| status)
+    };
+    tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Issue 23: one client opened more unfinished request heads than the whole connection cap and
+/// `/healthz` went dark for everyone until the header timeout. Each address now holds at most
+/// its share; its excess is refused at once and other addresses are served.
+#[tokio::test]
+async fn one_address_cannot_hold_every_connection() {
+    let app = spawn_app_with(
+        TestOptions::default()
+            .env("SPIKE_HTTP_MAX_CONNECTIONS", "40")
+            .env("SPIKE_HTTP_MAX_CONNECTIONS_PER_IP", "10")
+            .env("SPIKE_HTTP_HEADER_TIMEOUT", "30s"),
+    )
+    .await;
+    let flooder = [127, 0, 0, 1];
+    // Twice the whole cap of unfinished heads from one address.
+    let mut held = Vec::new();
+    for _ in 0..80 {
+        let Ok(mut socket) = connect_from(&app.address, flooder).await else {
+            continue;
+        };
+        let _ = socket.write_all(b"GET /healthz HTTP/1.1\r\nHost: lo").await;
+        held.push(socket);
+    }
+    assert_eq!(
+        healthz_from(&app.address, [127, 0, 0, 2]).await,
+        Some(200),
+        "another address is served at once, not after the header timeout"
+    );
+    // The flooder's own extra connections are refused, with a status it can read.
+    let mut refused = BufReader::new(connect_from(&app.address, flooder).await.unwrap());
+    let answer = tokio::time::timeout(Duration::from_secs(5), read_response(&mut refused))
+        .await
+        .expect("refused at once");
+    assert_eq!(answer.map(|(status, _)| status), Some(429));
+
+    // Its share comes back as its connections close.
+    drop(held);
+    wait_for(
+        "the flooding address to be served again",
+        Duration::from_secs(10),
+        || async { healthz_from(&app.address, flooder).await == Some(200) },
+    )
+    .await;
+}
+
+/// Issue 23: a request head was buffered up to ~400 KB per connection. Beyond
+/// `SPIKE_HTTP_HEAD_LIMIT` the answer is `431` and the connection closes; a head under it is
+/// served.
+#[tokio::test]
+async fn an_oversized_request_head_answers_431_and_closes() {
+    let app = spawn_app_with(TestOptions::default()).await;
+    let limit = app.config.http.head_limit;
+    assert_eq!(limit, 16 * 1024, "the default");
+    let request = |header_bytes: usize| {
+        format!(
+            "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Padding: {}\r\n\r\n",
+            "a".repeat(header_bytes)
+        )
+    };
+    let mut under = BufReader::new(connect(&app.address).await);
+    under
+        .get_mut()
+        .write_all(request(limit - 1024).as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut under).await.map(|r| r.0), Some(200));
+
+    // Exactly the limit, and the head still unfinished: the server reads every byte sent (so it
+    // closes cleanly, without a reset that could swallow its answer) and cannot parse a head.
+    let mut over = BufReader::new(connect(&app.address).await);
+    let unfinished = request(400 * 1024);
+    over.get_mut()
+        .write_all(&unfinished.as_bytes()[..limit])
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), read_response(&mut over))
+        .await
+        .expect("an answer at the limit, not a wait for more of the head");
+    assert_eq!(answer.map(|r| r.0), Some(431));
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), over.read_to_end(&mut rest))
+        .await
+        .expect("the connection closes after the 431")
+        .ok();
+    assert!(rest.is_empty(), "nothing after the 431: {rest:?}");
 }
