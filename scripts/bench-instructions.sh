@@ -33,6 +33,8 @@ cargo build --release --locked --bin spike
 mkdir -p "$OUT"
 
 export SPIKE_ENV=dev SPIKE_HTTP_ADDR=127.0.0.1:$PORT SPIKE_LOG_LEVEL=warn SPIKE_LOG_FORMAT=json
+# The internal listener (probes, /metrics) of binaries since 0.2: any free port.
+export SPIKE_INTERNAL_HTTP_ADDR=127.0.0.1:0
 export SPIKE_DATABASE_URL="mysql://spike:${SPIKE_DB_PASSWORD:-spike}@127.0.0.1:3306/spike_bench"
 export SPIKE_REDIS_PREFIX=bench: SPIKE_AMQP_PREFIX=bench. SPIKE_DB_MAX_CONNECTIONS=32
 # scripts/bench.sh migrated the database; an older binary would refuse one a newer migrated

@@ -33,7 +33,6 @@ OUT=${BENCH_OUT:-target/bench}
 SPIKE_PORT=18080
 HELLO_PORT=18081
 OTLP_PORT=18083
-WORKER_PORT=18084
 DB=spike_bench
 
 log() { printf '\n==> %s\n' "$*" >&2; }
@@ -82,7 +81,9 @@ export SPIKE_DATABASE_URL="mysql://spike:${SPIKE_DB_PASSWORD:-spike}@127.0.0.1:3
 export SPIKE_REDIS_PREFIX=bench:
 export SPIKE_AMQP_PREFIX=bench.
 export SPIKE_HTTP_ADDR=127.0.0.1:$SPIKE_PORT
-export SPIKE_WORKER_HTTP_ADDR=127.0.0.1:$WORKER_PORT
+# Every role opens an internal listener (probes, /metrics); the bench reads neither, and serve
+# and worker run side by side: any free port each.
+export SPIKE_INTERNAL_HTTP_ADDR=127.0.0.1:0
 export SPIKE_LOG_LEVEL=${SPIKE_LOG_LEVEL:-warn}
 export SPIKE_LOG_FORMAT=json
 export SPIKE_FLASH_SALE_USER_RATE_LIMIT=1000000/1s

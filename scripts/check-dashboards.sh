@@ -16,6 +16,7 @@ source scripts/lib/stores.sh
 OUT=${CHECK_OUT:-target/check-dashboards}
 API_PORT=18180
 WORKER_PORT=18181
+API_INTERNAL_PORT=18182
 PROM_PORT=18190
 DB=spike_check_dashboards
 log() { printf 'check-dashboards: %s\n' "$*" >&2; }
@@ -55,10 +56,12 @@ cleanup() {
 trap cleanup EXIT
 forget_stores
 
-SPIKE_HTTP_ADDR=127.0.0.1:$API_PORT SPIKE_AUTO_MIGRATE=true $SPIKE serve >"$OUT/serve.log" 2>&1 &
+# /metrics is served on each role's internal listener only (SPIKE_INTERNAL_HTTP_ADDR).
+SPIKE_HTTP_ADDR=127.0.0.1:$API_PORT SPIKE_INTERNAL_HTTP_ADDR=127.0.0.1:$API_INTERNAL_PORT \
+  SPIKE_AUTO_MIGRATE=true $SPIKE serve >"$OUT/serve.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 120); do curl -fsS "http://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1 && break; sleep 0.5; done
-SPIKE_WORKER_HTTP_ADDR=127.0.0.1:$WORKER_PORT $SPIKE worker >"$OUT/worker.log" 2>&1 &
+SPIKE_INTERNAL_HTTP_ADDR=127.0.0.1:$WORKER_PORT $SPIKE worker >"$OUT/worker.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 120); do curl -fsS "http://127.0.0.1:$WORKER_PORT/readyz" >/dev/null 2>&1 && break; sleep 0.5; done
 
@@ -67,7 +70,7 @@ global: {scrape_interval: 1s, evaluation_interval: 1s}
 rule_files: [$(pwd)/deploy/prometheus/alerts.yml]
 scrape_configs:
   - job_name: spike-api
-    static_configs: [{targets: ["127.0.0.1:$API_PORT"]}]
+    static_configs: [{targets: ["127.0.0.1:$API_INTERNAL_PORT"]}]
   - job_name: spike-worker
     static_configs: [{targets: ["127.0.0.1:$WORKER_PORT"]}]
 EOF

@@ -60,6 +60,7 @@ trap cleanup EXIT
 
 SPIKE_ENV=dev \
   SPIKE_HTTP_ADDR="127.0.0.1:$port" \
+  SPIKE_INTERNAL_HTTP_ADDR=127.0.0.1:0 \
   SPIKE_DATABASE_URL="mysql://spike:$DB_PASSWORD@$DB_HOST:$DB_PORT/$run" \
   SPIKE_REDIS_PREFIX="${run}_" \
   SPIKE_AMQP_PREFIX="${run}_" \

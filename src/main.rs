@@ -141,11 +141,12 @@ async fn run(role: Role, config: Config) -> anyhow::Result<()> {
             let services = Services::build(&config, &infra)?;
             let tasks = services.tasks.clone();
             // Kubernetes probes and Prometheus scrapes reach the worker here.
-            let probes = startup::ProbeListener::bind(&config, services.health.clone()).await?;
-            let probes = tasks.spawn(probes.serve(shutdown.clone()));
+            let internal =
+                startup::InternalListener::bind(&config, services.health.clone()).await?;
+            let probes = tasks.spawn(internal.serve(shutdown.clone()));
             let worked = worker::run(&config, infra.clone(), services, shutdown.clone()).await;
             shutdown.cancel();
-            probes.await.context("probe listener task failed")?;
+            probes.await.context("internal listener task failed")?;
             close(&tasks, &infra).await;
             worked?;
         }
@@ -266,6 +267,7 @@ fn log_config(config: &Config) {
         env = config.env.as_str(),
         file = ?config.source_file,
         http_addr = %config.http.addr,
+        internal_http_addr = %config.http.internal_addr,
         database = redact_url(config.database.url.expose()),
         redis = config.redis.redacted(),
         redis_mode = %config.redis.mode,

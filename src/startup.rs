@@ -114,10 +114,11 @@ impl Services {
     }
 }
 
-/// A bound, not yet running, HTTP server.
+/// A bound, not yet running, HTTP server: the public API and the internal listener.
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    internal: InternalListener,
     infra: Infra,
     services: Services,
     state: AppState,
@@ -163,9 +164,11 @@ impl Application {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
+        let internal = InternalListener::bind(&config, services.health.clone()).await?;
         Ok(Application {
             listener,
             router,
+            internal,
             infra,
             services,
             state,
@@ -179,6 +182,11 @@ impl Application {
             .local_addr()
             .expect("a bound listener has an address")
             .port()
+    }
+
+    /// The port the internal listener (`/healthz`, `/readyz`, `/metrics`) actually bound.
+    pub fn internal_port(&self) -> u16 {
+        self.internal.port()
     }
 
     /// The connections this application holds (shared with the worker in `spike all`).
@@ -211,6 +219,7 @@ impl Application {
             head_limit: http.head_limit,
         };
         let server = serve::serve(self.listener, self.router, limits, shutdown.clone());
+        tasks.spawn(self.internal.serve(shutdown.clone()));
         // Clears this replica's sold-out flags when another process announces returned stock.
         let purchase = self.services.flash_sale.purchase.clone();
         let flags = purchase.sold_out_flags();
@@ -224,7 +233,6 @@ impl Application {
                 .forget_idle_buyers_every(IDLE_BUYER_SWEEP, sweeping)
                 .await
         });
-        tasks.spawn(crate::telemetry::metrics::run_upkeep(shutdown.clone()));
         tasks.spawn(store_gauges::sample_every(
             self.infra.clone(),
             Sampled::Pool,
@@ -243,26 +251,29 @@ impl Application {
     }
 }
 
-/// The worker's own listener on `worker_http_addr`, bound: `/healthz`, `/readyz` and
-/// `/metrics` (`api::probe_router`). Bound at start-up, so a taken port fails the start.
-pub struct ProbeListener {
+/// The internal listener on `internal_http_addr`, bound: `/healthz`, `/readyz` and `/metrics`
+/// (`api::internal_router`) for probes and scrapes, kept off the public port so the shop's
+/// metrics (live event ids, drift, outcomes as a sale sells out) are not a competitor's
+/// dashboard. Every role opens one; bound at start-up, so a taken port fails the start.
+pub struct InternalListener {
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
 }
 
-impl ProbeListener {
+impl InternalListener {
     pub async fn bind(
         config: &Config,
         health: HealthService,
-    ) -> Result<ProbeListener, StartupError> {
-        let addr = config.http.worker_addr;
+    ) -> Result<InternalListener, StartupError> {
+        let addr = config.http.internal_addr;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
         let address = listener.local_addr().map_err(StartupError::Serve)?;
-        tracing::info!(%address, "probe and metrics listener up");
-        let router = api::probe_router(health, &config.http, config.telemetry.request_log_sample);
+        tracing::info!(%address, "internal listener (probes and metrics) up");
+        let router =
+            api::internal_router(health, &config.http, config.telemetry.request_log_sample);
         let limits = ConnectionLimits {
             // Probes and scrapes only: a few connections at a time.
             max_connections: 64,
@@ -270,14 +281,22 @@ impl ProbeListener {
             header_timeout: config.http.header_timeout,
             head_limit: config.http.head_limit,
         };
-        Ok(ProbeListener {
+        Ok(InternalListener {
             listener,
             router,
             limits,
         })
     }
 
-    /// Serves until `shutdown`.
+    /// The port actually bound.
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+            .port()
+    }
+
+    /// Serves until `shutdown`, and keeps the metrics' upkeep (idle series dropped) running.
     pub async fn serve(self, shutdown: CancellationToken) {
         tokio::join!(
             serve::serve(self.listener, self.router, self.limits, shutdown.clone()),

@@ -1,5 +1,6 @@
 //! The service endpoints outside `/api/v1`: liveness (`/healthz`), readiness (`/readyz`) and
-//! Prometheus metrics (`/metrics`). The worker serves the same three on its own listener.
+//! Prometheus metrics (`/metrics`). The public port serves the first two; the internal listener
+//! of every role serves all three (`/metrics` only there).
 
 use std::collections::BTreeMap;
 
@@ -91,13 +92,8 @@ pub async fn readyz(State(health): State<HealthService>) -> Response {
 
 /// Every metric of this process in the Prometheus text format: HTTP traffic, flash-sale
 /// outcomes, cache, publishes, consumers, queue depths, outbox, reconciler drift, DB pool, build
-/// (docs/observability.md lists the families).
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "service",
-    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"))
-)]
+/// (docs/observability.md lists the families). Internal listener only: not in the public API
+/// or its OpenAPI document.
 pub async fn metrics() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],

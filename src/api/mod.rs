@@ -84,7 +84,6 @@ pub fn router(
     let (routes, openapi) = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
-        .routes(routes!(health::metrics))
         .nest(
             "/api/v1",
             auth::router()
@@ -103,9 +102,10 @@ pub fn router(
     middleware::apply(app, config, request_log_sample)
 }
 
-/// The worker's listener: `/healthz`, `/readyz` and `/metrics` only, behind the same middleware
-/// (so its requests are logged and counted like the API's), for Kubernetes probes and scrapes.
-pub fn probe_router(
+/// The internal listener's routes: `/healthz`, `/readyz` and `/metrics` only, behind the same
+/// middleware (so its requests are logged and counted like the API's), for Kubernetes probes
+/// and Prometheus scrapes. `/metrics` is served here and nowhere else.
+pub fn internal_router(
     health: HealthService,
     config: &HttpSettings,
     request_log_sample: f64,

@@ -13,9 +13,9 @@ const HEAD_LIMIT_MIN: usize = 8192;
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
     pub addr: SocketAddr,
-    /// Where `spike worker` serves `/healthz`, `/readyz` and `/metrics` (a port of its own, so a
-    /// worker and an API on one host do not collide).
-    pub worker_addr: SocketAddr,
+    /// The internal listener every role opens: `/healthz`, `/readyz` and `/metrics`, for
+    /// probes and scrapes; never exposed publicly (`/metrics` is not on `addr`).
+    pub internal_addr: SocketAddr,
     /// Largest accepted request body in bytes (larger → 413/10010).
     pub body_limit: usize,
     /// A request still running after this answers 503/10008.
@@ -44,9 +44,9 @@ impl HttpSettings {
         r.section("HTTP server");
         let addr =
             r.parsed::<SocketAddr>("http_addr", "listen address", ([0, 0, 0, 0], 8080).into());
-        let worker_addr = r.parsed::<SocketAddr>(
-            "worker_http_addr",
-            "where `spike worker` serves `/healthz`, `/readyz` and `/metrics` (`spike all` serves them on `http_addr`)",
+        let internal_addr = r.parsed::<SocketAddr>(
+            "internal_http_addr",
+            "the internal listener every role (`serve`, `worker`, `all`) opens for `/healthz`, `/readyz` and `/metrics`; keep it off the public network (`/metrics` is not served on `http_addr`). Was `SPIKE_WORKER_HTTP_ADDR` (still read, with a warning, until 0.3)",
             ([0, 0, 0, 0], 8081).into(),
         );
         let body_limit = r.parsed::<usize>(
@@ -114,7 +114,7 @@ impl HttpSettings {
         );
         Some(HttpSettings {
             addr: addr?,
-            worker_addr: worker_addr?,
+            internal_addr: internal_addr?,
             body_limit: body_limit?,
             request_timeout: request_timeout?,
             body_timeout: body_timeout?,

@@ -352,9 +352,9 @@ mod tests {
         assert!(err.to_string().contains("must start with http://"), "{err}");
         let err = load(&[("SPIKE_TRACE_SAMPLE_RATIO", "-0.1")]).expect_err("below 0");
         assert!(err.to_string().contains("must be from 0 to 1"), "{err}");
-        let worker = Config::load(vars(&[])).unwrap().http.worker_addr;
+        let internal = Config::load(vars(&[])).unwrap().http.internal_addr;
         assert_eq!(
-            worker.port(),
+            internal.port(),
             8081,
             "a port of its own next to the API's 8080"
         );
@@ -485,6 +485,26 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn the_worker_listeners_old_key_names_the_internal_listener() {
+        let c = Config::load(vars(&[("SPIKE_WORKER_HTTP_ADDR", "127.0.0.1:9101")])).unwrap();
+        assert_eq!(c.http.internal_addr.port(), 9101);
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+        assert_eq!(
+            c.renamed_keys,
+            vec![(
+                "worker_http_addr".to_string(),
+                "internal_http_addr".to_string()
+            )]
+        );
+        let both = Config::load(vars(&[
+            ("SPIKE_WORKER_HTTP_ADDR", "127.0.0.1:9101"),
+            ("SPIKE_INTERNAL_HTTP_ADDR", "127.0.0.1:9102"),
+        ]))
+        .unwrap();
+        assert_eq!(both.http.internal_addr.port(), 9102, "the new name wins");
     }
 
     #[test]

@@ -18,6 +18,10 @@ pub const ENV_PREFIX: &str = "SPIKE_";
 /// The flash-sale keys were `spike_*` (so `SPIKE_SPIKE_MODE`): the capability is "flash sale".
 const RENAMED_PREFIXES: &[(&str, &str)] = &[("flash_sale_", "spike_")];
 
+/// Single keys renamed, read under their old name with a warning until 0.3: every role opens
+/// the internal listener now, not only the worker.
+const RENAMED_KEYS: &[(&str, &str)] = &[("internal_http_addr", "worker_http_addr")];
+
 /// What the documentation says about one key, recorded as the key is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyDoc {
@@ -144,14 +148,23 @@ impl<'a> Reader<'a> {
         let values = self.values;
         let present = |name: &str| values.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
         let mut value = present(key);
-        for (new_prefix, old_prefix) in RENAMED_PREFIXES {
-            if let Some(rest) = key.strip_prefix(new_prefix) {
-                let old = format!("{old_prefix}{rest}");
-                if values.contains_key(&old) {
-                    self.read.insert(old.clone());
-                    self.renamed.push((old.clone(), key.to_owned()));
-                    value = value.or_else(|| present(&old));
-                }
+        let old_names = RENAMED_PREFIXES
+            .iter()
+            .filter_map(|(new_prefix, old_prefix)| {
+                let rest = key.strip_prefix(new_prefix)?;
+                Some(format!("{old_prefix}{rest}"))
+            })
+            .chain(
+                RENAMED_KEYS
+                    .iter()
+                    .filter(|(new, _)| *new == key)
+                    .map(|(_, old)| (*old).to_owned()),
+            );
+        for old in old_names {
+            if values.contains_key(&old) {
+                self.read.insert(old.clone());
+                self.renamed.push((old.clone(), key.to_owned()));
+                value = value.or_else(|| present(&old));
             }
         }
         value

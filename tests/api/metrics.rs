@@ -67,23 +67,39 @@ async fn metrics_count_exactly_what_a_small_flash_sale_did() {
 
     let env = env_of(&app);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (api_port, worker_port) = (closed_port().await, closed_port().await);
-    let api = Running::new(spawn_spike_with("serve", &app.resources, api_port, &env));
+    let (api_port, api_internal_port, worker_port) = (
+        closed_port().await,
+        closed_port().await,
+        closed_port().await,
+    );
+    let api_internal_addr = format!("127.0.0.1:{api_internal_port}");
+    let mut api_env = env.clone();
+    api_env.push(("SPIKE_INTERNAL_HTTP_ADDR", &api_internal_addr));
+    let api = Running::new(spawn_spike_with(
+        "serve",
+        &app.resources,
+        api_port,
+        &api_env,
+    ));
     let worker_addr = format!("127.0.0.1:{worker_port}");
     let mut worker_env = env.clone();
-    worker_env.push(("SPIKE_WORKER_HTTP_ADDR", &worker_addr));
+    worker_env.push(("SPIKE_INTERNAL_HTTP_ADDR", &worker_addr));
     let worker = Running::new(spawn_spike_with(
         "worker",
         &app.resources,
         closed_port().await,
         &worker_env,
     ));
-    let (api_base, worker_base) = (
+    let (api_base, api_internal, worker_base) = (
         format!("http://127.0.0.1:{api_port}"),
+        format!("http://{api_internal_addr}"),
         format!("http://127.0.0.1:{worker_port}"),
     );
     wait_until_healthy(&api_base).await;
     wait_until_healthy(&worker_base).await;
+    // Issue 23: the shop's metrics are not on the public port.
+    let public = reqwest::get(format!("{api_base}/metrics")).await.unwrap();
+    assert_eq!(public.status(), 404, "/metrics on the public port");
     let ready = reqwest::get(format!("{worker_base}/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200, "the worker's readiness probe");
 
@@ -141,7 +157,7 @@ async fn metrics_count_exactly_what_a_small_flash_sale_did() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         worker_text = scrape(&worker_base).await;
     }
-    let api_text = scrape(&api_base).await;
+    let api_text = scrape(&api_internal).await;
 
     let buy_route = [
         ("route", "/api/v1/spike/events/{id}/orders"),
@@ -324,7 +340,18 @@ async fn route_labels_are_templates_never_ids() {
     app.get("/api/v1/no-such-route/765432198").await;
     app.get("/wp-admin/654321987.php").await;
 
-    let text = app.get("/metrics").await.text().await.unwrap();
+    let public = app.get("/metrics").await;
+    assert_eq!(
+        public.status(),
+        404,
+        "/metrics is on the internal listener only"
+    );
+    let text = reqwest::get(format!("{}/metrics", app.internal_address))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for id in ["987654321", "876543219", "765432198", "654321987"] {
         assert!(!text.contains(id), "{id} became a label:\n{text}");
     }

@@ -28,8 +28,8 @@ pub fn spawn_spike_with(
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("SPIKE_ENV", "dev")
         .env("SPIKE_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        // A worker's probe listener: any free port unless the test names one.
-        .env("SPIKE_WORKER_HTTP_ADDR", "127.0.0.1:0")
+        // The internal listener (probes, metrics): any free port unless the test names one.
+        .env("SPIKE_INTERNAL_HTTP_ADDR", "127.0.0.1:0")
         .env("SPIKE_DATABASE_URL", &resources.database_url)
         .envs(resources.redis_env())
         .env("SPIKE_AMQP_PREFIX", &resources.amqp_prefix)

@@ -24,6 +24,8 @@ pub const TEST_PASSWORD: &str = "correct horse battery";
 
 pub struct TestApp {
     pub address: String,
+    /// The internal listener (`/healthz`, `/readyz`, `/metrics`), `http://127.0.0.1:<port>`.
+    pub internal_address: String,
     pub client: reqwest::Client,
     pub config: Config,
     pub infra: Infra,
@@ -139,6 +141,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
                 None => panic!("application starts: {error}"),
             });
     let address = format!("http://127.0.0.1:{}", app.port());
+    let internal_address = format!("http://127.0.0.1:{}", app.internal_port());
     let infra = app.infra().clone();
     let state = app.state().clone();
     let services = app.services().clone();
@@ -154,6 +157,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
     });
     let app = TestApp {
         address,
+        internal_address,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -181,6 +185,7 @@ pub fn test_config(
 ) -> Result<Config, spike::config::ConfigError> {
     let mut vars: HashMap<String, String> = std::env::vars().collect();
     vars.insert("SPIKE_HTTP_ADDR".into(), "127.0.0.1:0".into());
+    vars.insert("SPIKE_INTERNAL_HTTP_ADDR".into(), "127.0.0.1:0".into());
     vars.insert("SPIKE_DATABASE_URL".into(), resources.database_url.clone());
     for (key, value) in resources.redis_env() {
         vars.insert(key.into(), value);
