@@ -160,7 +160,8 @@ async fn report_activity(
 }
 
 /// Every `interval` until `shutdown`: warm the events about to start (or running cold), then
-/// reconcile stale reservations and the ledgers. A failed pass is logged and tried next time.
+/// reconcile stale reservations and the ledgers, then give ended events' unsold units back to
+/// their products. A failed pass is logged and tried next time.
 async fn run_housekeeping(
     flash_sale: FlashSale,
     interval: std::time::Duration,
@@ -178,6 +179,9 @@ async fn run_housekeeping(
         }
         if let Err(error) = flash_sale.reconciler.reconcile().await {
             tracing::warn!(%error, "reconciler pass failed");
+        }
+        if let Err(error) = flash_sale.reconciler.return_unsold_units().await {
+            tracing::warn!(%error, "unsold units pass failed");
         }
     }
 }

@@ -133,6 +133,9 @@ pub struct SpikeEvent {
     pub total_stock: u32,
     /// Units MySQL has not yet sold.
     pub available_stock: u32,
+    /// Unsold units given back to the product after the event ended (0 until then; then
+    /// `available_stock` is 0).
+    pub returned_stock: u32,
     pub per_user_limit: u32,
     pub window: EventWindow,
     pub created_at: OffsetDateTime,

@@ -29,6 +29,7 @@ pub mod names {
     pub const DRIFT: &str = "spike_reconciler_drift";
     pub const REPUBLISHED: &str = "spike_reconciler_republished_total";
     pub const RELEASED_UNITS: &str = "spike_reconciler_released_units_total";
+    pub const UNSOLD_RETURNED_UNITS: &str = "spike_reconciler_unsold_returned_units_total";
     pub const DEAD_LETTERED_ORDERS: &str = "spike_order_create_dead_lettered_total";
     pub const DB_POOL_CONNECTIONS: &str = "spike_db_pool_connections";
     pub const DB_POOL_MAX: &str = "spike_db_pool_max_connections";
@@ -143,6 +144,7 @@ fn start_counters_at_zero() {
     for name in [
         names::REPUBLISHED,
         names::RELEASED_UNITS,
+        names::UNSOLD_RETURNED_UNITS,
         names::DEAD_LETTERED_ORDERS,
     ] {
         metrics::counter!(name).increment(0);
@@ -212,6 +214,10 @@ fn describe() {
     describe_counter!(
         REPUBLISHED,
         "Reservations the reconciler found without an order and published again"
+    );
+    describe_counter!(
+        UNSOLD_RETURNED_UNITS,
+        "Unsold units of ended events the reconciler gave back to their products' inventory"
     );
     describe_counter!(
         RELEASED_UNITS,

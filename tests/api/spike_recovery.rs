@@ -542,3 +542,126 @@ async fn a_burst_of_buyers_on_a_cold_active_event_fails_closed_and_warms_it_once
     );
     assert_eq!(ledger["pending_reservations"], queued);
 }
+
+/// Issue 23: after an event of 3 sold 1, the product stayed at 10 − 3 for good. Once the event
+/// has ended and its unpaid orders have closed, its unsold units go back to the product,
+/// exactly once, and the event's `remaining_stock` reads 0. Never before the unpaid order
+/// closes: its unit comes back to the event first.
+#[tokio::test]
+async fn an_ended_events_unsold_units_go_back_to_the_product_after_its_unpaid_orders_close() {
+    let app = spawn_app_with(
+        TestOptions::default()
+            .with_worker()
+            .env("SPIKE_ORDER_PAY_TIMEOUT", "6s")
+            .env("SPIKE_OUTBOX_POLL_INTERVAL", "100ms")
+            .env("SPIKE_FLASH_SALE_SCHEDULER_INTERVAL", "200ms")
+            .env("SPIKE_FLASH_SALE_RECONCILE_AFTER", "1s")
+            .env("SPIKE_FLASH_SALE_RETRY_DELAYS", "100ms"),
+    )
+    .await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "100.00", 10).await;
+    // Running now, ending in 3 s: the unpaid order's deadline (6 s) falls after the end.
+    let body = event_body(product, 3, Duration::minutes(-1), Duration::seconds(3));
+    let event = envelope(create(&app, &admin, &body).await).await["data"]["id"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(app.stock_of(product).await, 7);
+    let people = buyers(&app, 2).await;
+    let (payer, idler) = (&people[0].1, &people[1].1);
+    assert_eq!(buy(&app, payer, event).await.status(), 202);
+    assert_eq!(buy(&app, idler, event).await.status(), 202);
+    let paid = wait_for_success(&app, payer, event).await;
+    let unpaid = wait_for_success(&app, idler, event).await;
+    let pay = app
+        .send_authed(
+            Method::POST,
+            &format!("/api/v1/orders/{paid}/pay"),
+            payer,
+            Some(&serde_json::json!({})),
+        )
+        .await;
+    assert_eq!(pay.status(), 200);
+
+    // While the idle buyer's order is unpaid, the product does not get the event's units back
+    // (stock read first: a change seen with the order still unpaid is the bug).
+    let started = Instant::now();
+    loop {
+        let stock = app.stock_of(product).await;
+        if app.order_status(idler, unpaid).await != "pending_payment" {
+            break;
+        }
+        assert_eq!(
+            stock, 7,
+            "units went back while an order of the event was unpaid"
+        );
+        assert!(
+            started.elapsed() < StdDuration::from_secs(20),
+            "the order never closed"
+        );
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    wait_for(
+        "the two unsold units back in the product",
+        StdDuration::from_secs(15),
+        || async { app.stock_of(product).await == 9 },
+    )
+    .await;
+    let shown = envelope(app.get(&format!("/api/v1/spike/events/{event}")).await).await;
+    assert_eq!(shown["data"]["remaining_stock"], 0, "{shown}");
+    assert_eq!(shown["data"]["status"], "ended");
+    let product_view = envelope(app.get(&format!("/api/v1/products/{product}")).await).await;
+    assert_eq!(
+        product_view["data"]["stock"], 9,
+        "the cached detail follows"
+    );
+    let ledger = app.ledger(&admin, event).await;
+    assert_eq!(ledger["returned_stock"], 2, "{ledger}");
+    assert_eq!(ledger["mysql_available_stock"], 0, "{ledger}");
+    assert_eq!(ledger["live_orders"], 1, "{ledger}");
+    assert_eq!(ledger["mysql_drift"], 0, "{ledger}");
+    assert_eq!(
+        ledger["drift"], 0,
+        "Redis holds none of them either: {ledger}"
+    );
+
+    // Later passes (and other workers) change nothing.
+    for _ in 0..3 {
+        assert_eq!(
+            app.services
+                .flash_sale
+                .reconciler
+                .return_unsold_units()
+                .await
+                .unwrap(),
+            0
+        );
+    }
+    assert_eq!(app.stock_of(product).await, 9);
+}
+
+/// An event created wholly in the past once took its stock for good. Many workers' passes
+/// racing over it give the units back once.
+#[tokio::test]
+async fn a_past_events_units_go_back_once_however_many_workers_race() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "100.00", 10).await;
+    let body = event_body(product, 4, Duration::hours(-2), Duration::hours(-1));
+    let event = envelope(create(&app, &admin, &body).await).await["data"]["id"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(app.stock_of(product).await, 6);
+    let reconciler = &app.services.flash_sale.reconciler;
+    let passes = (0..8).map(|_| reconciler.return_unsold_units());
+    let done: usize = futures_util::future::join_all(passes)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .sum();
+    assert_eq!(done, 1, "one pass did it, the others found it done");
+    assert_eq!(app.stock_of(product).await, 10);
+    let shown = envelope(app.get(&format!("/api/v1/spike/events/{event}")).await).await;
+    assert_eq!(shown["data"]["remaining_stock"], 0, "{shown}");
+    assert_eq!(shown["data"]["total_stock"], 4);
+}

@@ -368,15 +368,18 @@ pub struct LedgerView {
     pub event_id: u64,
     pub total_stock: u32,
     pub mysql_available_stock: u32,
+    /// Unsold units given back to the product after the event ended.
+    pub returned_stock: u32,
     /// Orders holding a unit (any status but closed or cancelled).
     pub live_orders: u64,
     /// `null` when the event is not warm.
     pub redis_stock: Option<i64>,
     pub pending_reservations: u64,
     pub redis_buyers: u64,
-    /// `total_stock - (redis_stock + pending_reservations + live_orders)`: 0 at quiescence.
+    /// `total_stock - (redis_stock + pending_reservations + live_orders + returned_stock)`: 0 at
+    /// quiescence.
     pub drift: Option<i64>,
-    /// `total_stock - (mysql_available_stock + live_orders)`: always 0.
+    /// `total_stock - (mysql_available_stock + live_orders + returned_stock)`: always 0.
     pub mysql_drift: i64,
 }
 
@@ -386,6 +389,7 @@ impl From<Ledger> for LedgerView {
             event_id: l.event_id,
             total_stock: l.total_stock,
             mysql_available_stock: l.mysql_available_stock,
+            returned_stock: l.returned_stock,
             live_orders: l.live_orders,
             redis_stock: l.redis_stock,
             pending_reservations: l.pending_reservations,

@@ -19,6 +19,7 @@ struct EventRow {
     spike_price: Decimal,
     total_stock: u32,
     available_stock: u32,
+    returned_stock: u32,
     per_user_limit: u32,
     start_at: PrimitiveDateTime,
     end_at: PrimitiveDateTime,
@@ -36,6 +37,7 @@ impl TryFrom<EventRow> for SpikeEvent {
                 .map_err(|e| super::decode_error("spike_price", e))?,
             total_stock: row.total_stock,
             available_stock: row.available_stock,
+            returned_stock: row.returned_stock,
             per_user_limit: row.per_user_limit,
             window: EventWindow::new(row.start_at.assume_utc(), row.end_at.assume_utc())
                 .map_err(|e| super::decode_error("start_at/end_at", e))?,
@@ -47,7 +49,8 @@ impl TryFrom<EventRow> for SpikeEvent {
 /// The list query's head (built at run time: its filter varies); the checked queries below
 /// spell the same columns out.
 const SELECT_EVENTS: &str = "SELECT id, product_id, title, spike_price, total_stock, \
-     available_stock, per_user_limit, start_at, end_at, created_at FROM spike_events";
+     available_stock, returned_stock, per_user_limit, start_at, end_at, created_at \
+     FROM spike_events";
 
 fn utc(t: OffsetDateTime) -> PrimitiveDateTime {
     let t = t.to_offset(time::UtcOffset::UTC);
@@ -94,7 +97,8 @@ pub async fn update(tx: &mut MySqlConnection, id: u64, event: &NewEvent) -> Resu
 pub async fn find(db: impl MySqlExecutor<'_>, id: u64) -> Result<Option<SpikeEvent>, RepoError> {
     sqlx::query_as!(
         EventRow,
-        "SELECT id, product_id, title, spike_price, total_stock, available_stock, per_user_limit, \
+        "SELECT id, product_id, title, spike_price, total_stock, available_stock, returned_stock, \
+         per_user_limit, \
          start_at, end_at, created_at FROM spike_events \
          WHERE id = ? AND status = 'scheduled'",
         id
@@ -109,7 +113,8 @@ pub async fn find(db: impl MySqlExecutor<'_>, id: u64) -> Result<Option<SpikeEve
 pub async fn lock(tx: &mut MySqlConnection, id: u64) -> Result<Option<SpikeEvent>, RepoError> {
     sqlx::query_as!(
         EventRow,
-        "SELECT id, product_id, title, spike_price, total_stock, available_stock, per_user_limit, \
+        "SELECT id, product_id, title, spike_price, total_stock, available_stock, returned_stock, \
+         per_user_limit, \
          start_at, end_at, created_at FROM spike_events \
          WHERE id = ? AND status = 'scheduled' FOR UPDATE",
         id
@@ -310,7 +315,8 @@ pub async fn overlapping(
 ) -> Result<Vec<SpikeEvent>, RepoError> {
     sqlx::query_as!(
         EventRow,
-        "SELECT id, product_id, title, spike_price, total_stock, available_stock, per_user_limit, \
+        "SELECT id, product_id, title, spike_price, total_stock, available_stock, returned_stock, \
+         per_user_limit, \
          start_at, end_at, created_at FROM spike_events \
          WHERE status = 'scheduled' AND start_at < ? AND end_at > ? ORDER BY start_at, id",
         utc(to),
@@ -388,4 +394,58 @@ pub async fn product_has_unfinished(
     .fetch_optional(db)
     .await?;
     Ok(found.is_some())
+}
+
+/// Ended events whose unsold units have not gone back to their product yet, ended before
+/// `ended_before`, oldest first, at most `limit`.
+pub async fn ended_with_unsold(
+    db: impl MySqlExecutor<'_>,
+    ended_before: OffsetDateTime,
+    limit: u32,
+) -> Result<Vec<u64>, RepoError> {
+    Ok(sqlx::query_scalar!(
+        "SELECT id FROM spike_events \
+         WHERE unsold_returned_at IS NULL AND end_at <= ? AND status = 'scheduled' \
+         ORDER BY end_at, id LIMIT ?",
+        utc(ended_before),
+        limit
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// The event's flash-sale orders still awaiting payment (each may yet close and give its unit
+/// back to the event).
+pub async fn unpaid_orders(db: impl MySqlExecutor<'_>, event_id: u64) -> Result<u64, RepoError> {
+    let count = sqlx::query_scalar!(
+        "SELECT COUNT(*) FROM spike_orders s JOIN orders o ON o.id = s.order_id \
+         WHERE s.spike_event_id = ? AND o.status = 'pending_payment'",
+        event_id
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(count.max(0) as u64)
+}
+
+/// Marks the locked event's `units` unsold units as gone back to the product: none left to
+/// sell, counted in `returned_stock`. False when the event was done already (another worker).
+pub async fn mark_unsold_returned(
+    tx: &mut MySqlConnection,
+    event_id: u64,
+    units: u32,
+    now: PrimitiveDateTime,
+) -> Result<bool, RepoError> {
+    let result = sqlx::query!(
+        "UPDATE spike_events SET available_stock = available_stock - ?, \
+         returned_stock = returned_stock + ?, unsold_returned_at = ? \
+         WHERE id = ? AND unsold_returned_at IS NULL AND available_stock = ?",
+        units,
+        units,
+        now,
+        event_id,
+        units
+    )
+    .execute(tx)
+    .await?;
+    Ok(result.rows_affected() == 1)
 }

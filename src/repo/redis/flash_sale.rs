@@ -272,6 +272,19 @@ impl EventStore {
         Ok(returned == 1)
     }
 
+    /// Sets a warm event's stock to 0 (its unsold units went back to the product after it
+    /// ended); a cold event is left alone, and the keys keep their expiry.
+    pub async fn clear_stock(&self, event_id: u64) -> Result<(), RepoError> {
+        let _: Option<String> = redis::cmd("SET")
+            .arg(self.keys(event_id).stock())
+            .arg(0)
+            .arg("XX")
+            .arg("KEEPTTL")
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
     /// Adds `units` a re-warm held back, provided the stock is still `expected` and no
     /// reservation is pending (nothing moved since the caller read them); announces it. False
     /// when something moved.

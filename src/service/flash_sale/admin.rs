@@ -144,11 +144,15 @@ impl EventAdmin {
         Ok(updated)
     }
 
-    /// One event; `available_stock` is Redis's count when the event is warm.
+    /// One event; `available_stock` is Redis's count when the event is warm, until its unsold
+    /// units have gone back to the product (then MySQL's 0).
     pub async fn get(&self, id: u64) -> Result<SpikeEvent, ServiceError> {
         let mut event = spike_events::find(&self.db, id)
             .await?
             .ok_or(ServiceError::EventNotFound)?;
+        if event.returned_stock > 0 {
+            return Ok(event);
+        }
         if let Ok(Some(stock)) = self.store.stock(id).await {
             event.available_stock = stock.clamp(0, i64::from(u32::MAX)) as u32;
         }

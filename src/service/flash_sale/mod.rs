@@ -89,7 +89,12 @@ impl FlashSale {
         );
         let fulfilment = Fulfilment::new(infra.db.clone(), store.clone(), pay_timeout);
         FlashSale {
-            admin: EventAdmin::new(infra.db.clone(), store.clone(), catalog, warmup.clone()),
+            admin: EventAdmin::new(
+                infra.db.clone(),
+                store.clone(),
+                catalog.clone(),
+                warmup.clone(),
+            ),
             purchase: Purchase::new(
                 settings,
                 infra.db.clone(),
@@ -104,6 +109,7 @@ impl FlashSale {
                 infra.db.clone(),
                 store,
                 queue,
+                catalog.clone(),
                 ConsumerReports::new(infra.redis.clone(), redis_prefix, ORDER_CREATE),
             ),
             warmup,

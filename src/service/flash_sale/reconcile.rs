@@ -22,6 +22,14 @@
 //! only a drift seen on two passes is released, as a unit being returned by a close (MySQL
 //! first, Redis a moment later) shows as a drift for that moment. The same release heals a unit
 //! stranded when Redis failed between a close's commit and its return.
+//!
+//! Last, it gives an ended event's unsold units back to the product's inventory, exactly once
+//! ([`Reconciler::return_unsold_units`]): once nothing can bring a unit back to the event or take
+//! one from it any more — the event ended long enough ago for any reservation's message to have
+//! been republished and retried, no reservation is pending in Redis, and no order of it is still
+//! unpaid (an unpaid one may close and return its unit to the event). One transaction locks the
+//! event row (a close and an order creation lock it too), checks again, moves the units and
+//! marks the event done; a second worker finds it done.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,10 +43,11 @@ use super::{OrderQueue, RESULT_TTL_SECS, unix_millis};
 use crate::config::FlashSaleSettings;
 use crate::domain::flash_sale::EventStatus;
 use crate::domain::flash_sale::{BuyerOutcome, SpikeEvent};
-use crate::repo::mysql::spike_events;
+use crate::repo::mysql::{self, inventory, spike_events};
 use crate::repo::redis::consumer_reports::ConsumerReports;
 use crate::repo::redis::flash_sale::{EventStore, PendingReservation};
 use crate::service::ServiceError;
+use crate::service::catalog::CatalogService;
 use crate::service::messages::{ReservationGroup, ReservationMessage};
 use crate::telemetry::metrics::names;
 
@@ -50,6 +59,8 @@ pub struct Ledger {
     pub total_stock: u32,
     /// `spike_events.available_stock`.
     pub mysql_available_stock: u32,
+    /// Unsold units given back to the product after the event ended.
+    pub returned_stock: u32,
     /// Orders holding a unit (any status but closed or cancelled).
     pub live_orders: u64,
     /// Redis's remaining units; `None` when the event is not warm.
@@ -58,11 +69,13 @@ pub struct Ledger {
     pub pending_reservations: u64,
     /// Buyers marked in Redis (reservations and orders, including closed ones).
     pub redis_buyers: u64,
-    /// `total_stock - (redis_stock + pending_reservations + live_orders)`: zero at quiescence;
-    /// positive means units stranded outside Redis, negative means Redis over-counts (MySQL's
-    /// conditional decrement still prevents an oversell). `None` when not warm.
+    /// `total_stock - (redis_stock + pending_reservations + live_orders + returned_stock)`:
+    /// zero at quiescence; positive means units stranded outside Redis, negative means Redis
+    /// over-counts (MySQL's conditional decrement still prevents an oversell). `None` when not
+    /// warm.
     pub drift: Option<i64>,
-    /// `total_stock - (mysql_available_stock + live_orders)`: always zero (one transaction).
+    /// `total_stock - (mysql_available_stock + live_orders + returned_stock)`: always zero
+    /// (one transaction).
     pub mysql_drift: i64,
 }
 
@@ -77,6 +90,9 @@ pub struct ReconcileReport {
     /// Units a re-warm held back, given back to Redis once proven free.
     pub released: u32,
 }
+
+/// Ended events looked at per pass for unsold units to give back (the rest wait for the next).
+const UNSOLD_EVENTS_PER_PASS: u32 = 100;
 
 /// A moment at which nothing was in flight on the order queue, as far as the broker and the
 /// consumers' reports tell (see the module docs).
@@ -102,6 +118,11 @@ pub struct Reconciler {
     db: MySqlPool,
     store: EventStore,
     queue: OrderQueue,
+    /// Product details show their stock: changed when unsold units go back.
+    catalog: CatalogService,
+    /// How long after its end an event may still gain or lose a unit through a reservation in
+    /// flight: the republish bound plus every retry delay.
+    unsold_grace: Duration,
     /// A reservation this old with no order is republished.
     stale_after: Duration,
     /// Events whose keys may still be alive: ended up to this long ago…
@@ -128,12 +149,15 @@ impl Reconciler {
         db: MySqlPool,
         store: EventStore,
         queue: OrderQueue,
+        catalog: CatalogService,
         consumer_reports: ConsumerReports,
     ) -> Reconciler {
         Reconciler {
             db,
             store,
             queue,
+            catalog,
+            unsold_grace: settings.reconcile_after + settings.retry_delays.iter().sum::<Duration>(),
             stale_after: settings.reconcile_after,
             keys_retention: settings.keys_retention,
             warmup_lead: settings.warmup_lead,
@@ -159,17 +183,18 @@ impl Reconciler {
         let pending = self.store.pending_count(event.id).await?;
         let redis_buyers = self.store.buyer_count(event.id).await?;
         let total = i64::from(event.total_stock);
-        let live = live_orders as i64;
+        let settled = live_orders as i64 + i64::from(event.returned_stock);
         Ok(Ledger {
             event_id: event.id,
             total_stock: event.total_stock,
             mysql_available_stock: event.available_stock,
+            returned_stock: event.returned_stock,
             live_orders,
             redis_stock,
             pending_reservations: pending,
             redis_buyers,
-            drift: redis_stock.map(|stock| total - (stock + pending as i64 + live)),
-            mysql_drift: total - (i64::from(event.available_stock) + live),
+            drift: redis_stock.map(|stock| total - (stock + pending as i64 + settled)),
+            mysql_drift: total - (i64::from(event.available_stock) + settled),
         })
     }
 
@@ -203,6 +228,12 @@ impl Reconciler {
                     report.settled += 1;
                 }
             }
+            if event.returned_stock > 0 && self.store.stock(event.id).await?.is_some_and(|n| n > 0)
+            {
+                // Its unsold units went to the product, but Redis was not told (it failed
+                // right after the commit): Redis must not count them too.
+                self.store.clear_stock(event.id).await?;
+            }
             let (ledger, previous_drift) = self.check_drift(event).await?;
             // The same drift on the last pass too: a unit being returned right now (a close
             // commits in MySQL, then gives the unit to Redis) shows as a drift for a moment.
@@ -230,6 +261,64 @@ impl Reconciler {
             );
         }
         Ok(report)
+    }
+
+    /// Gives the unsold units of events that ended at least the grace period ago back to their
+    /// products, exactly once each (see the module docs); returns how many events were done now.
+    /// An event that cannot be done yet, or fails, is left for a later pass; the others go on.
+    pub async fn return_unsold_units(&self) -> Result<usize, ServiceError> {
+        let now = OffsetDateTime::now_utc();
+        let grace = time::Duration::try_from(self.unsold_grace).unwrap_or(time::Duration::MAX);
+        let ended_before = now.checked_sub(grace).unwrap_or(now);
+        let candidates =
+            spike_events::ended_with_unsold(&self.db, ended_before, UNSOLD_EVENTS_PER_PASS).await?;
+        let mut done = 0;
+        for event_id in candidates {
+            match self.return_unsold_of(event_id).await {
+                Ok(true) => done += 1,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(event_id, %error, "giving an ended event's unsold units back failed; next pass");
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// One event of [`Reconciler::return_unsold_units`]: true when its units went back now.
+    async fn return_unsold_of(&self, event_id: u64) -> Result<bool, ServiceError> {
+        // A reservation still pending in Redis may yet become an order (or give its unit
+        // back): not before it is settled.
+        if self.store.pending_count(event_id).await? > 0 {
+            return Ok(false);
+        }
+        let mut tx = self.db.begin().await?;
+        let Some(event) = spike_events::lock(&mut tx, event_id).await? else {
+            return Ok(false);
+        };
+        if spike_events::unpaid_orders(&mut *tx, event_id).await? > 0 {
+            return Ok(false);
+        }
+        let units = event.available_stock;
+        let now = mysql::now_utc();
+        if !spike_events::mark_unsold_returned(&mut tx, event_id, units, now).await? {
+            return Ok(false);
+        }
+        inventory::return_stock(&mut tx, event.product_id, units).await?;
+        tx.commit().await?;
+        self.catalog.invalidate(event.product_id).await;
+        if let Err(error) = self.store.clear_stock(event_id).await {
+            // The reconciler's pass clears it while the keys live.
+            tracing::warn!(event_id, %error, "could not clear an ended event's stock in redis");
+        }
+        tracing::info!(
+            event_id,
+            product_id = event.product_id,
+            units,
+            "an ended event's unsold units went back to the product"
+        );
+        metrics::counter!(names::UNSOLD_RETURNED_UNITS).increment(u64::from(units));
+        Ok(true)
     }
 
     /// Settles (true = republished, false = settled) one stale reservation.
