@@ -26,6 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The body of `/auth/register` and `/auth/login` (documented as `schemas::RegistrationBody`
 /// and `schemas::LoginBody`).
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Credentials {
     #[serde(default)]
     pub email: String,
@@ -79,6 +80,7 @@ impl From<TokenPair> for TokenPairView {
 
 /// Documented as `schemas::RefreshTokenBody`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RefreshTokenBody {
     #[serde(default)]
     pub refresh_token: String,

@@ -10,6 +10,8 @@
 //! token, 403 for a non-admin on an admin route, and a `default` envelope for the rest: 408,
 //! 413, 429, 500, 503), and the exact shape of a path id.
 
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::response::Response;
 use serde_json::{Value, json};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -18,6 +20,30 @@ use super::error::ErrorEnvelope;
 
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 pub const DOCS_PATH: &str = "/docs";
+
+/// What the Swagger UI page may load: its own scripts, styles and the document from this
+/// origin (React sets inline styles; its icons are data: URLs), nothing else, and no other
+/// site may frame it (clickjacking a signed-in admin's "Try it out").
+const DOCS_CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Adds the browser protections of the docs page (and its assets) to a response.
+pub async fn with_page_security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            DOCS_CONTENT_SECURITY_POLICY,
+        ),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ] {
+        headers.insert::<HeaderName>(name, HeaderValue::from_static(value));
+    }
+    response
+}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -91,8 +117,10 @@ pub fn complete(openapi: utoipa::openapi::OpenApi) -> Value {
         {
             for parameter in parameters {
                 if parameter["in"] == "path" && parameter["name"] == "id" {
-                    parameter["schema"] =
-                        json!({"type": "integer", "format": "int64", "minimum": 1});
+                    parameter["schema"] = json!({
+                        "type": "integer", "format": "int64",
+                        "minimum": 1, "maximum": crate::domain::ID_MAX,
+                    });
                 }
             }
         }

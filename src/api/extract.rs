@@ -14,6 +14,7 @@ use axum::http::request::Parts;
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
 use crate::domain::user::Role;
+use crate::domain::{ID_MAX, parse_positive};
 use crate::service::ServiceError;
 use crate::service::auth::tokens::Principal;
 
@@ -24,8 +25,8 @@ use crate::service::auth::tokens::Principal;
 pub struct ApiJson<T>(pub T);
 
 /// The `{id}` of a path: a positive integer written the canonical way (`7`, not `07`, `+7` or
-/// `7.0`), else 400/10001. Ids are what responses carried; another spelling of one is a client
-/// bug, and letting `01` and `1` name the same resource would make caches and logs disagree.
+/// `7.0`) and at most the int64 the document promises, else 400/10001 (see
+/// `domain::parse_positive`).
 #[derive(Debug, Clone, Copy)]
 pub struct PathId(pub u64);
 
@@ -43,10 +44,9 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
     }
 }
 
+/// A path id: canonical and at most [`ID_MAX`] (the document's int64).
 fn parse_id(raw: &str) -> Option<u64> {
-    let canonical =
-        !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) && !raw.starts_with('0');
-    canonical.then(|| raw.parse().ok()).flatten()
+    parse_positive(raw).filter(|id| *id <= ID_MAX)
 }
 
 /// `axum::extract::Query`, but a malformed query string answers 400/10001.
@@ -210,8 +210,10 @@ mod tests {
     #[test]
     fn ids_are_positive_integers_spelt_the_canonical_way() {
         assert_eq!(parse_id("1"), Some(1));
-        assert_eq!(parse_id("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_id("9223372036854775807"), Some(i64::MAX as u64));
         for bad in [
+            "9223372036854775808",
+            "18446744073709551615",
             "",
             "0",
             "01",

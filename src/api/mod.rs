@@ -93,9 +93,14 @@ pub fn router(
         )
         .split_for_parts();
     let openapi = docs::complete(openapi);
+    let swagger_ui: Router<AppState> = SwaggerUi::new(docs::DOCS_PATH)
+        .external_url_unchecked(docs::OPENAPI_PATH, openapi)
+        .into();
     let app = routes
         .merge(extra)
-        .merge(SwaggerUi::new(docs::DOCS_PATH).external_url_unchecked(docs::OPENAPI_PATH, openapi))
+        .merge(swagger_ui.layer(axum::middleware::map_response(
+            docs::with_page_security_headers,
+        )))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);

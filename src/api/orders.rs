@@ -13,6 +13,7 @@ use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{ApiJson, ApiQuery, AuthUser, IdempotencyKey, PathId};
 use super::response::{ApiResponse, Envelope, PageView};
 use super::validation::{self, FieldErrors};
+use crate::domain::ID_MAX;
 use crate::domain::money::Money;
 use crate::domain::order::{Order, OrderRequest, OrderStatus};
 use crate::domain::user::Role;
@@ -88,9 +89,10 @@ impl From<Order> for OrderView {
     }
 }
 
-/// `{"items": [{"product_id": 1, "quantity": 2}]}`. Lines naming the same product are merged;
-/// quantities are 1 to 100 per product, at most 50 products.
+/// `{"items": [{"product_id": 1, "quantity": 2}]}`. At most 50 lines; lines naming the same
+/// product are merged; quantities are 1 to 100 per product.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateOrderBody {
     #[serde(default)]
     pub items: Value,
@@ -122,7 +124,18 @@ fn parse_items(items: &Value) -> Result<OrderRequest, ApiError> {
     };
     let mut lines = Vec::with_capacity(list.len());
     for (index, item) in list.iter().enumerate() {
-        let product_id = item.get("product_id").and_then(Value::as_u64);
+        if let Some(line) = item.as_object() {
+            for unknown in line
+                .keys()
+                .filter(|key| !matches!(key.as_str(), "product_id" | "quantity"))
+            {
+                errors.add(&format!("items[{index}].{unknown}"), "unknown field");
+            }
+        }
+        let product_id = item
+            .get("product_id")
+            .and_then(Value::as_u64)
+            .filter(|id| *id <= ID_MAX);
         let quantity = item.get("quantity").and_then(Value::as_i64);
         if product_id.is_none() {
             errors.add(

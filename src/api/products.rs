@@ -64,6 +64,7 @@ pub struct StockView {
 /// empty, `stock` to 0); on update every field is optional and `stock` is the new absolute stock.
 /// Values are taken as raw JSON so each wrong one is reported by name.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProductFields {
     #[serde(default, deserialize_with = "validation::present")]
     pub title: Option<Value>,

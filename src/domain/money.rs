@@ -23,6 +23,8 @@ pub enum MoneyError {
     TooPrecise,
     #[error("must be at most 9999999999.99")]
     TooLarge,
+    #[error("must have at most 10 digits before the decimal point")]
+    TooManyDigits,
 }
 
 impl Money {
@@ -65,8 +67,8 @@ impl FromStr for Money {
     type Err = MoneyError;
     fn from_str(s: &str) -> Result<Money, MoneyError> {
         // Decimal::from_str accepts forms like "1e3", "_" and "-0"; money is plain digits with
-        // at most two places and nothing around them: `^[0-9]+(\.[0-9]{1,2})?$` (the length
-        // limit is `MAX`'s).
+        // at most two places and nothing around them: `^[0-9]{1,10}(\.[0-9]{1,2})?$`, the
+        // document's pattern (leading zeros count: "00000000000000000001.00" is refused).
         let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
         let unsigned = s.strip_prefix('-').unwrap_or(s);
         let (whole, cents) = match unsigned.split_once('.') {
@@ -81,6 +83,9 @@ impl FromStr for Money {
         }
         if cents.is_some_and(|c| c.len() > 2) {
             return Err(MoneyError::TooPrecise);
+        }
+        if whole.len() > 10 {
+            return Err(MoneyError::TooManyDigits);
         }
         let amount = Decimal::from_str(s).map_err(|_| MoneyError::NotANumber)?;
         Money::new(amount)
@@ -132,8 +137,16 @@ mod tests {
         assert_eq!(money("1e3"), Err(MoneyError::NotANumber));
         assert_eq!(money(""), Err(MoneyError::NotANumber));
         assert_eq!(money("abc"), Err(MoneyError::NotANumber));
-        assert_eq!(money("10000000000.00"), Err(MoneyError::TooLarge));
+        assert_eq!(money("10000000000.00"), Err(MoneyError::TooManyDigits));
         assert!(money("9999999999.99").is_ok());
+        assert!(
+            money("0000000001.00").is_ok(),
+            "10 digits, as the pattern allows"
+        );
+        assert_eq!(
+            money("00000000000000000001.00"),
+            Err(MoneyError::TooManyDigits)
+        );
         // Exactly the OpenAPI pattern: no third place even when it is a zero, nothing around.
         assert_eq!(money("1.500"), Err(MoneyError::TooPrecise));
         assert_eq!(money("-0"), Err(MoneyError::Negative));

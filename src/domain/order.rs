@@ -8,7 +8,7 @@ use super::money::Money;
 
 /// Largest quantity of one product in one order.
 pub const MAX_QUANTITY: u32 = 100;
-/// Most distinct products in one order.
+/// Most lines in one order, counted as sent (before lines naming one product are merged).
 pub const MAX_ITEMS: usize = 50;
 
 /// ```text
@@ -146,11 +146,10 @@ impl OrderRequest {
             }
             *merged.entry(*product_id).or_default() += quantity;
         }
-        if merged.len() > MAX_ITEMS {
-            errors.insert(
-                "items".into(),
-                format!("at most {MAX_ITEMS} distinct products"),
-            );
+        // Lines as sent, as the document's `maxItems` counts them (100 identical lines once
+        // passed a limit of 50).
+        if lines.len() > MAX_ITEMS {
+            errors.insert("items".into(), format!("at most {MAX_ITEMS} lines"));
         }
         for (product_id, total) in &merged {
             if *total > i64::from(MAX_QUANTITY) && errors.is_empty() {
@@ -237,5 +236,12 @@ mod tests {
         assert!(OrderRequest::new(&[]).unwrap_err().contains_key("items"));
         let merged_too_big = OrderRequest::new(&[(1, 60), (1, 60)]).unwrap_err();
         assert!(merged_too_big["items"].contains("exceeds"));
+    }
+
+    #[test]
+    fn the_line_limit_counts_lines_as_sent() {
+        assert!(OrderRequest::new(&[(1, 1); MAX_ITEMS]).is_ok());
+        let same_product = OrderRequest::new(&[(1, 1); MAX_ITEMS + 1]).unwrap_err();
+        assert!(same_product["items"].contains("at most 50 lines"));
     }
 }

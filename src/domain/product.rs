@@ -41,7 +41,36 @@ pub fn parse_title(raw: &str) -> Result<String, String> {
     if title.chars().any(char::is_control) {
         return Err("title must not contain control characters".into());
     }
+    if title.chars().any(is_invisible) {
+        return Err(
+            "title must not contain invisible or bidi control characters (zero-width spaces, direction overrides, BOM, line separators)"
+                .into(),
+        );
+    }
     Ok(title.to_owned())
+}
+
+/// Format characters a title or description never shows but that hide or reorder the text
+/// around them — a right-to-left override turns "Phone X (gpj.exe)" into something else on
+/// screen: bidi embeddings, overrides, isolates and marks, zero-width spaces, the word joiner
+/// and invisible operators, the BOM, the soft hyphen, line and paragraph separators, interlinear
+/// annotations. The zero-width joiner and non-joiner stay allowed: emoji sequences and several
+/// scripts need them. The OpenAPI patterns (`api::schemas`) list the same characters.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
 }
 
 pub fn parse_description(raw: &str) -> Result<String, String> {
@@ -53,10 +82,10 @@ pub fn parse_description(raw: &str) -> Result<String, String> {
     // Line breaks and tabs are text; NUL and other control characters are not.
     if raw
         .chars()
-        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        .any(|c| (c.is_control() && !matches!(c, '\n' | '\r' | '\t')) || is_invisible(c))
     {
         return Err(
-            "description must not contain control characters other than line breaks and tabs"
+            "description must not contain control characters other than line breaks and tabs, nor invisible or bidi control characters"
                 .into(),
         );
     }
@@ -173,19 +202,19 @@ impl Default for Page {
 }
 
 impl Page {
+    /// `page`: 1 to [`PAGE_MAX`], spelt canonically (`01`, `+1`, ` 1` are refused, as in ids).
     pub fn parse_page(raw: &str) -> Result<u32, String> {
-        raw.trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|p| (1..=PAGE_MAX).contains(p))
+        super::parse_positive(raw)
+            .filter(|p| *p <= u64::from(PAGE_MAX))
+            .map(|p| p as u32)
             .ok_or_else(|| format!("page must be an integer from 1 to {PAGE_MAX}"))
     }
 
+    /// `page_size`: 1 to [`PAGE_SIZE_MAX`], spelt canonically.
     pub fn parse_page_size(raw: &str) -> Result<u32, String> {
-        raw.trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|s| (1..=PAGE_SIZE_MAX).contains(s))
+        super::parse_positive(raw)
+            .filter(|s| *s <= u64::from(PAGE_SIZE_MAX))
+            .map(|s| s as u32)
             .ok_or_else(|| format!("page_size must be an integer from 1 to {PAGE_SIZE_MAX}"))
     }
 
@@ -233,6 +262,16 @@ mod tests {
         assert_eq!(Page::parse_page_size("100"), Ok(100));
         assert!(Page::parse_page_size("101").is_err());
         assert!(Page::parse_page_size("abc").is_err());
+        for other_spelling in ["01", "+1", " 1", "1 ", "1.0"] {
+            assert!(
+                Page::parse_page(other_spelling).is_err(),
+                "{other_spelling:?}"
+            );
+            assert!(
+                Page::parse_page_size(other_spelling).is_err(),
+                "{other_spelling:?}"
+            );
+        }
         assert_eq!(
             Page {
                 page: 3,
@@ -241,6 +280,24 @@ mod tests {
             .offset(),
             40
         );
+    }
+
+    #[test]
+    fn invisible_and_bidi_characters_are_refused_in_titles_and_descriptions() {
+        for hidden in [
+            '\u{202E}', '\u{200B}', '\u{FEFF}', '\u{2028}', '\u{2066}', '\u{AD}',
+        ] {
+            let text = format!("Pho{hidden}ne");
+            assert!(parse_title(&text).is_err(), "{hidden:?} in a title");
+            assert!(
+                parse_description(&text).is_err(),
+                "{hidden:?} in a description"
+            );
+        }
+        // Emoji sequences and scripts that need the joiners keep them.
+        assert!(parse_title("Family 👨\u{200D}👩\u{200D}👧 pack").is_ok());
+        assert!(parse_title("می\u{200C}خواهم").is_ok());
+        assert!(parse_description("line one\nline two\tend").is_ok());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::api::error::{ApiError, ErrorEnvelope};
 use crate::api::extract::{AdminUser, ApiJson, ApiQuery, PathId};
 use crate::api::response::{ApiResponse, Envelope, PageView};
 use crate::api::validation::{self, FieldErrors};
+use crate::domain::ID_MAX;
 use crate::domain::flash_sale::{EventStatus, EventWindow, NewEvent, SpikeEvent};
 use crate::domain::money::Money;
 use crate::domain::product::{self, STOCK_MAX};
@@ -66,6 +67,7 @@ impl From<SpikeEvent> for EventView {
 /// Fields of an event. On create all but `per_user_limit` are required; on update any of
 /// `title`, `spike_price`, `stock`, `start_at`, `end_at`.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EventFields {
     #[serde(default, deserialize_with = "validation::present")]
     pub product_id: Option<Value>,
@@ -168,7 +170,7 @@ pub async fn create_event(
         Some(v) => errors.check(
             "product_id",
             v.as_u64()
-                .filter(|id| *id > 0)
+                .filter(|id| (1..=ID_MAX).contains(id))
                 .ok_or("product_id must be a product id"),
         ),
         None => {

@@ -157,7 +157,10 @@ pub async fn purchase_token(
     tag = "flash sale",
     security(("bearer" = [])),
     params(("id" = u64, Path, description = "event id")),
-    responses((status = 200, description = "the outcome", body = Envelope<ResultView>))
+    responses(
+        (status = 200, description = "the outcome", body = Envelope<ResultView>),
+        (status = 404, description = "no such event (50001)", body = ErrorEnvelope),
+    )
 )]
 pub async fn buy_result(
     State(state): State<AppState>,
