@@ -208,25 +208,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_are_positive_integers_spelt_the_canonical_way() {
+    fn path_ids_stop_at_the_documents_int64() {
+        // The spellings are `domain::parse_positive`'s (tested there).
         assert_eq!(parse_id("1"), Some(1));
         assert_eq!(parse_id("9223372036854775807"), Some(i64::MAX as u64));
-        for bad in [
-            "9223372036854775808",
-            "18446744073709551615",
-            "",
-            "0",
-            "01",
-            "+1",
-            "-1",
-            "1.0",
-            " 1",
-            "1e3",
-            "18446744073709551616",
-            "x",
-        ] {
-            assert_eq!(parse_id(bad), None, "{bad:?}");
-        }
+        assert_eq!(parse_id("9223372036854775808"), None);
+        assert_eq!(parse_id("01"), None);
     }
 
     #[test]

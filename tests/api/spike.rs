@@ -33,6 +33,16 @@ pub async fn create(app: &TestApp, admin: &str, body: &Value) -> reqwest::Respon
         .await
 }
 
+/// Creating `body` answers 400/10001 naming `field`.
+async fn assert_refused_naming(app: &TestApp, admin: &str, body: &Value, field: &str) {
+    let (status, code_, error) = code(create(app, admin, body).await).await;
+    assert_eq!((status, code_), (400, Some(10001)), "{body}: {error}");
+    assert!(
+        error["data"]["fields"][field].is_string(),
+        "{field}: {error}"
+    );
+}
+
 #[tokio::test]
 async fn creating_an_event_moves_its_stock_out_of_the_product() {
     let app = spawn_app().await;
@@ -147,12 +157,7 @@ async fn invalid_events_name_the_field() {
         (with("product_id", json!("one")), "product_id"),
     ];
     for (body, field) in cases {
-        let (status, code_, error) = code(create(&app, &admin, &body).await).await;
-        assert_eq!((status, code_), (400, Some(10001)), "{body}");
-        assert!(
-            error["data"]["fields"][field].is_string(),
-            "{field}: {error}"
-        );
+        assert_refused_naming(&app, &admin, &body, field).await;
     }
     assert_eq!(
         app.stock_of(product).await,
@@ -235,10 +240,6 @@ async fn far_off_times_and_long_events_are_refused_before_anything_changes() {
     let app = spawn_app().await;
     let admin = app.admin_token().await;
     let product = app.create_product(&admin, "1.00", 10).await;
-    let refused = |body: Value| {
-        let (app, admin) = (&app, admin.clone());
-        async move { code(create(app, &admin, &body).await).await }
-    };
     let day = Duration::days(1);
     for (body, field) in [
         (
@@ -270,12 +271,7 @@ async fn far_off_times_and_long_events_are_refused_before_anything_changes() {
         for (key, value) in body.as_object().unwrap() {
             full[key] = value.clone();
         }
-        let (status, code_, error) = refused(full.clone()).await;
-        assert_eq!((status, code_), (400, Some(10001)), "{full}: {error}");
-        assert!(
-            error["data"]["fields"][field].is_string(),
-            "{field}: {error}"
-        );
+        assert_refused_naming(&app, &admin, &full, field).await;
     }
     assert_eq!(
         app.stock_of(product).await,
