@@ -33,10 +33,30 @@ enum Command {
     Migrate,
     /// Load-test a running server (docs/benchmarks.md).
     Bench(BenchArgs),
+    /// Manage admin accounts (MySQL only; the other stores need not run).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an admin account, or give an existing account the admin role (its password is
+    /// then left as it is). The password is read from standard input, never from the command
+    /// line (shell history, `ps`): `echo "$PASSWORD" | spike admin create --email … --password-stdin`.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Read the password from the first line of standard input (required).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A `.env` in the working directory (`cp .env.example .env`) sets what the environment does
+    // not; the environment wins.
+    let dotenv = dotenvy::dotenv().ok();
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(error) => {
@@ -46,6 +66,7 @@ fn main() -> ExitCode {
     };
     let role = match cli.command {
         Command::Bench(args) => return bench(&args, &config),
+        Command::Admin(AdminCommand::Create { email, .. }) => return create_admin(&email, &config),
         Command::Serve => Role::Serve,
         Command::Worker => Role::Worker,
         Command::All => Role::All,
@@ -80,6 +101,9 @@ fn main() -> ExitCode {
     );
     telemetry::metrics::install();
     log_config(&config);
+    if let Some(path) = dotenv {
+        tracing::info!(file = %path.display(), "settings read from a .env file (the environment wins)");
+    }
 
     let outcome = runtime.block_on(run(role, config));
     if let Some(exporter) = traces
@@ -219,6 +243,57 @@ fn bench(args: &BenchArgs, config: &Config) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// `spike admin create`: the password from standard input, MySQL only. Exit codes: 0 done, 1 the
+/// store failed, 2 bad input.
+fn create_admin(email: &str, config: &Config) -> ExitCode {
+    use spike::domain::user::{Email, Password};
+    use spike::service::auth::password::PasswordHasher;
+    use spike::service::auth::{AdminMade, create_or_promote_admin};
+
+    telemetry::init_with_writer(config.telemetry.log_format, "warn", std::io::stderr, None);
+    let email = match Email::parse(email) {
+        Ok(email) => email,
+        Err(problem) => {
+            eprintln!("spike admin create: --email: {problem}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut line = String::new();
+    if let Err(error) = std::io::stdin().read_line(&mut line) {
+        eprintln!("spike admin create: cannot read the password from standard input: {error}");
+        return ExitCode::from(2);
+    }
+    let password = match Password::parse(line.trim_end_matches(['\r', '\n']).to_owned()) {
+        Ok(password) => password,
+        Err(problem) => {
+            eprintln!("spike admin create: the password on standard input: {problem}");
+            return ExitCode::from(2);
+        }
+    };
+    let made = tokio::runtime::Runtime::new()
+        .context("cannot start the async runtime")
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                let db = mysql::connect(&config.database).await?;
+                let hasher = PasswordHasher::new(config.auth.argon2, 1)?;
+                let made = create_or_promote_admin(&db, &hasher, &email, &password).await?;
+                db.close().await;
+                anyhow::Ok(made)
+            })
+        });
+    match made {
+        Ok(AdminMade::Created(id)) => println!("admin {email} created (user {id})"),
+        Ok(AdminMade::Promoted(id)) => {
+            println!("{email} (user {id}) has the admin role now; its password is unchanged")
+        }
+        Err(error) => {
+            eprintln!("spike admin create: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// Cancels `shutdown` on Ctrl-C or SIGTERM (what `docker stop` and Kubernetes send).

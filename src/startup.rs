@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::serve::{self, ConnectionLimits};
 use crate::api::{self, AppState, Handlers};
-use crate::config::Config;
+use crate::config::{Config, Environment};
 use crate::repo::redis::flash_sale::EventStore;
 use crate::repo::{Infra, RepoError, Topology, mysql};
 use crate::service::ServiceError;
@@ -114,6 +114,20 @@ impl Services {
     }
 }
 
+/// What a 403 for the admin role tells the caller: in dev, the admin to log in as; elsewhere,
+/// that an operator grants the role (no account names leave a production server).
+fn admin_hint(config: &Config) -> String {
+    const CLI: &str = "`spike admin create --email … --password-stdin`";
+    match (config.env, &config.auth.bootstrap_admin) {
+        (Environment::Dev, Some(admin)) => format!(
+            "admin role required: in dev, log in as the bootstrap admin {} (README, \"Run it\"), or make one with {CLI}",
+            admin.email
+        ),
+        (Environment::Dev, None) => format!("admin role required: make an admin with {CLI}"),
+        _ => format!("admin role required: an operator grants it with {CLI}"),
+    }
+}
+
 /// A bound, not yet running, HTTP server: the public API and the internal listener.
 pub struct Application {
     listener: TcpListener,
@@ -153,6 +167,7 @@ impl Application {
             orders: services.orders.clone(),
             flash_sale: services.flash_sale.clone(),
             trusted_proxy_hops: config.http.trusted_proxy_hops,
+            admin_hint: admin_hint(&config),
         });
         let router = api::router(
             state.clone(),

@@ -126,7 +126,7 @@ impl FromRequestParts<AppState> for AdminUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let user = AuthUser::from_request_parts(parts, state).await?;
         if user.role != Role::Admin {
-            return Err(ApiError::new(ErrorCode::Forbidden).with_message("admin role required"));
+            return Err(ApiError::new(ErrorCode::Forbidden).with_message(&state.admin_hint));
         }
         Ok(AdminUser(user))
     }

@@ -49,6 +49,8 @@ pub struct Handlers {
     pub flash_sale: FlashSale,
     /// See `extract::ClientIp`.
     pub trusted_proxy_hops: usize,
+    /// The message of a 403 for the admin role: how to become an admin in this environment.
+    pub admin_hint: String,
 }
 
 impl AppState {

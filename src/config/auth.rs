@@ -10,6 +10,11 @@ use super::values::{RateLimit, Secret};
 /// The JWT secret shipped in `configs/dev.toml`. Accepted only when `SPIKE_ENV=dev`.
 pub const DEV_JWT_SECRET: &str = "dev-only-jwt-secret-change-me-0123456789abcdef";
 
+/// The admin `configs/dev.toml` creates at start-up, so a fresh clone has one (README, "Run
+/// it"). Its password is public: refused outside `SPIKE_ENV=dev`.
+pub const DEV_ADMIN_EMAIL: &str = "admin@example.com";
+pub const DEV_ADMIN_PASSWORD: &str = "dev-admin-password";
+
 /// Minimum length of `jwt_secret` in bytes (HS256 wants at least the hash size).
 const MIN_JWT_SECRET_BYTES: usize = 32;
 
@@ -51,6 +56,14 @@ pub struct BootstrapAdmin {
     pub password: Secret,
 }
 
+impl BootstrapAdmin {
+    /// Whether these are the dev admin's published credentials (configs/dev.toml).
+    pub fn is_dev_default(&self) -> bool {
+        self.email.eq_ignore_ascii_case(DEV_ADMIN_EMAIL)
+            && self.password.expose() == DEV_ADMIN_PASSWORD
+    }
+}
+
 impl AuthSettings {
     pub(super) fn read(r: &mut Reader<'_>, env: Environment) -> Option<AuthSettings> {
         r.section("Accounts and tokens");
@@ -88,7 +101,18 @@ impl AuthSettings {
             "how long a replica trusts what it read about a token's user: a deleted or demoted user loses access within this (the buy path does not check, see docs/api-notes.md)",
             Duration::from_secs(5),
         );
-        let bootstrap_admin = read_bootstrap_admin(r);
+        let bootstrap_admin = match read_bootstrap_admin(r) {
+            Some(Some(admin))
+                if env != Environment::Dev && admin.password.expose() == DEV_ADMIN_PASSWORD =>
+            {
+                r.problem(
+                    "bootstrap_admin_password",
+                    "the dev admin's published password is not allowed outside dev",
+                );
+                None
+            }
+            other => other,
+        };
 
         let login_limit_per_ip = r.parsed(
             "login_limit_per_ip",

@@ -26,6 +26,8 @@ pub fn readme_table(keys: &[KeyDoc]) -> String {
 pub fn env_example(keys: &[KeyDoc]) -> String {
     let mut out = String::from(
         "# Every setting of spike; each SPIKE_X overrides key `x` of configs/<SPIKE_ENV>.toml.\n\
+         # spike reads a .env in its working directory (cp .env.example .env, then keep the lines\n\
+         # you change); variables set in the environment win over it.\n\
          # Durations take units (500ms, 2s, 15m, 1h, 14d) or bare seconds.\n\
          # Generated from src/config/ (`UPDATE_DOCS=1 cargo test --lib config::docs`): edit the code.\n",
     );

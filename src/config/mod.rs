@@ -23,7 +23,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::PathBuf;
 
-pub use auth::{Argon2Params, AuthSettings, BootstrapAdmin, DEV_JWT_SECRET};
+pub use auth::{
+    Argon2Params, AuthSettings, BootstrapAdmin, DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, DEV_JWT_SECRET,
+};
 pub use docs::{env_example, readme_table};
 pub use flash_sale::FlashSaleSettings;
 pub use http::HttpSettings;
@@ -313,6 +315,46 @@ mod tests {
         .expect_err("dev secret in staging");
         assert!(err.to_string().contains("not allowed outside dev"));
         Config::load(vars(&[("SPIKE_JWT_SECRET", DEV_JWT_SECRET)])).expect("fine in dev");
+    }
+
+    #[test]
+    fn the_dev_admins_published_password_is_refused_outside_dev() {
+        let admin = |env: &'static str| {
+            Config::load(vars(&[
+                ("SPIKE_ENV", env),
+                ("SPIKE_BOOTSTRAP_ADMIN_EMAIL", "root@shop.example"),
+                ("SPIKE_BOOTSTRAP_ADMIN_PASSWORD", DEV_ADMIN_PASSWORD),
+            ]))
+        };
+        for env in ["staging", "prod"] {
+            let err = admin(env).expect_err("the dev admin's password outside dev");
+            assert!(err.to_string().contains("not allowed outside dev"), "{err}");
+            assert!(
+                !err.to_string().contains(DEV_ADMIN_PASSWORD),
+                "not echoed: {err}"
+            );
+        }
+        let dev = admin("dev").expect("fine in dev");
+        assert!(
+            !dev.auth.bootstrap_admin.unwrap().is_dev_default(),
+            "another email"
+        );
+    }
+
+    #[test]
+    fn the_shipped_dev_config_has_the_dev_admin_and_the_others_none() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/configs");
+        let load = |env: &str| {
+            let mut pairs = vars(&[("SPIKE_ENV", env)]);
+            pairs.retain(|(key, _)| key != "SPIKE_CONFIG_DIR");
+            pairs.push(("SPIKE_CONFIG_DIR".into(), dir.into()));
+            Config::load(pairs).map(|c| c.auth.bootstrap_admin)
+        };
+        let dev = load("dev").unwrap().expect("a dev admin");
+        assert_eq!(dev.email, DEV_ADMIN_EMAIL);
+        assert!(dev.is_dev_default());
+        assert!(load("staging").unwrap().is_none());
+        assert!(load("prod").unwrap().is_none());
     }
 
     #[test]

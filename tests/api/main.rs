@@ -16,6 +16,7 @@ mod identities;
 mod lifecycle;
 mod logging;
 mod metrics;
+mod newcomer;
 mod orders;
 mod process;
 mod products;

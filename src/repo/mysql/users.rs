@@ -64,18 +64,21 @@ pub async fn find_credentials(
     }))
 }
 
-/// Sets the role of the user with `email`; returns whether such a user exists.
+/// Sets the role of the user with `email`; returns the user's id, `None` when there is none.
 pub async fn set_role(
-    db: impl MySqlExecutor<'_>,
+    db: &sqlx::MySqlPool,
     email: &str,
     role: Role,
-) -> Result<bool, RepoError> {
+) -> Result<Option<u64>, RepoError> {
     // sqlx connects with CLIENT_FOUND_ROWS: rows_affected counts matched rows, so a user who
     // already has the role still reports 1.
     let result = sqlx::query!("UPDATE users SET role = ? WHERE email = ?", role, email)
         .execute(db)
         .await?;
-    Ok(result.rows_affected() > 0)
+    if result.rows_affected() == 0 {
+        return Ok(None);
+    }
+    id_of(db, email).await
 }
 
 /// Which of `ids` are users (a deleted user's token may still reach the flash-sale worker).

@@ -34,6 +34,41 @@ use crate::service::ServiceError;
 use password::PasswordHasher;
 use tokens::{AccessTokens, Principal};
 
+/// What [`create_or_promote_admin`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminMade {
+    /// A new account with the admin role (its id).
+    Created(u64),
+    /// The account existed: it has the admin role now, its password unchanged (its id).
+    Promoted(u64),
+}
+
+/// Creates an admin account, or gives an existing account with that email the admin role
+/// (leaving its password alone). Safe when several processes do it at once. Needs MySQL only:
+/// `spike admin create` runs it without the other stores.
+pub async fn create_or_promote_admin(
+    db: &MySqlPool,
+    hasher: &PasswordHasher,
+    email: &Email,
+    password: &Password,
+) -> Result<AdminMade, ServiceError> {
+    if let Some(id) = users::set_role(db, email.as_str(), Role::Admin).await? {
+        return Ok(AdminMade::Promoted(id));
+    }
+    let hash = hasher.hash(password.expose()).await?;
+    match users::insert(db, email.as_str(), &hash, Role::Admin).await {
+        Ok(id) => Ok(AdminMade::Created(id)),
+        // Another process created it between our two statements.
+        Err(error) if mysql::is_unique_violation(&error, users::EMAIL_KEY) => {
+            let id = users::set_role(db, email.as_str(), Role::Admin)
+                .await?
+                .ok_or_else(|| ServiceError::internal("the admin vanished after its insert"))?;
+            Ok(AdminMade::Promoted(id))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// What a successful login or refresh hands out.
 #[derive(Debug, Clone)]
 pub struct TokenPair {
@@ -299,7 +334,8 @@ impl AuthService {
     }
 
     /// Creates the configured admin, or promotes the existing account (its password is left
-    /// alone). Idempotent, and safe when several replicas start at once.
+    /// alone). Idempotent, and safe when several replicas start at once. The dev admin of
+    /// `configs/dev.toml` is announced as such: its password is published.
     pub async fn bootstrap_admin(&self, admin: &BootstrapAdmin) -> Result<(), ServiceError> {
         let email = Email::parse(&admin.email)
             .map_err(|e| ServiceError::internal(format!("bootstrap admin email: {e}")))?;
@@ -307,18 +343,23 @@ impl AuthService {
             .map_err(|e| ServiceError::internal(format!("bootstrap admin password: {e}")))?;
         // This replica at least sees the new role at once; others within `user_check_ttl`.
         self.inner.known_sessions.invalidate_all();
-        if users::set_role(&self.inner.db, email.as_str(), Role::Admin).await? {
-            tracing::info!("bootstrap admin: existing account has the admin role");
-            return Ok(());
-        }
-        let hash = self.inner.hasher.hash(password.expose()).await?;
-        match users::insert(&self.inner.db, email.as_str(), &hash, Role::Admin).await {
-            Ok(id) => tracing::info!(user_id = id, "bootstrap admin created"),
-            // Another replica created it between our two statements.
-            Err(error) if mysql::is_unique_violation(&error, users::EMAIL_KEY) => {
-                users::set_role(&self.inner.db, email.as_str(), Role::Admin).await?;
+        let made =
+            create_or_promote_admin(&self.inner.db, &self.inner.hasher, &email, &password).await?;
+        match made {
+            AdminMade::Created(id) => tracing::info!(user_id = id, "bootstrap admin created"),
+            AdminMade::Promoted(id) => {
+                tracing::info!(
+                    user_id = id,
+                    "bootstrap admin: existing account has the admin role"
+                );
             }
-            Err(error) => return Err(error.into()),
+        }
+        if admin.is_dev_default() {
+            tracing::warn!(
+                email = %email,
+                "the dev admin is on, with the password published in configs/dev.toml and the \
+                 README (SPIKE_ENV=dev only; every other environment refuses it)"
+            );
         }
         Ok(())
     }
