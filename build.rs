@@ -1,6 +1,8 @@
 //! Stamps the binary with the git commit it was built from (`spike_build_info` in `/metrics`).
 //! A build outside a git checkout (the Docker image) may pass `SPIKE_GIT_SHA` instead; without
-//! either the label says `unknown`.
+//! either the label says `unknown`. The stamp is `BUILD_GIT_SHA`, not a `SPIKE_` name: cargo
+//! passes it to `cargo run`'s environment too, where the configuration would read a `SPIKE_*`
+//! variable as an unknown key (`git_sha`) and warn about it.
 
 use std::process::Command;
 
@@ -23,5 +25,5 @@ fn main() {
             .and_then(|output| String::from_utf8(output.stdout).ok())
     });
     let sha = sha.as_deref().map_or("unknown", str::trim);
-    println!("cargo:rustc-env=SPIKE_GIT_SHA={sha}");
+    println!("cargo:rustc-env=BUILD_GIT_SHA={sha}");
 }

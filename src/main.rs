@@ -335,7 +335,7 @@ fn log_config(config: &Config) {
         tracing::warn!(
             old = format!("{old} (SPIKE_{})", old.to_uppercase()),
             new = format!("{new} (SPIKE_{})", new.to_uppercase()),
-            "deprecated configuration key: still read in 0.2, removed in 0.3; use the new name"
+            "deprecated configuration key (0.2's name): still read in 0.3, removed in 0.4; use the new name"
         );
     }
     tracing::info!(

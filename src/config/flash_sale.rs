@@ -1,5 +1,5 @@
 //! The flash-sale path: limits, the worker's housekeeping rhythm, the order queue's bound and
-//! retries. Keys are `flash_sale_*`; their pre-0.2 names `spike_*` still work, with a warning.
+//! retries. Keys are `flash_sale_*`; their 0.2 names `spike_*` still work in 0.3, with a warning.
 
 use std::time::Duration;
 

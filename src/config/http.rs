@@ -46,7 +46,7 @@ impl HttpSettings {
             r.parsed::<SocketAddr>("http_addr", "listen address", ([0, 0, 0, 0], 8080).into());
         let internal_addr = r.parsed::<SocketAddr>(
             "internal_http_addr",
-            "the internal listener every role (`serve`, `worker`, `all`) opens for `/healthz`, `/readyz` and `/metrics`; keep it off the public network (`/metrics` is not served on `http_addr`). Was `SPIKE_WORKER_HTTP_ADDR` (still read, with a warning, until 0.3)",
+            "the internal listener every role (`serve`, `worker`, `all`) opens for `/healthz`, `/readyz` and `/metrics`; keep it off the public network (`/metrics` is not served on `http_addr`). Was `SPIKE_WORKER_HTTP_ADDR` (still read, with a warning, until 0.4)",
             ([0, 0, 0, 0], 8081).into(),
         );
         let body_limit = r.parsed::<usize>(

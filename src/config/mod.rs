@@ -358,6 +358,24 @@ mod tests {
     }
 
     #[test]
+    fn dev_bounds_the_order_queue_by_policy_unless_the_url_is_emptied() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/configs");
+        let load = |pairs: &[(&str, &str)]| {
+            let mut all = vars(pairs);
+            all.retain(|(key, _)| key != "SPIKE_CONFIG_DIR");
+            all.push(("SPIKE_CONFIG_DIR".into(), dir.into()));
+            Config::load(all).unwrap().amqp.management_url
+        };
+        let dev = load(&[]).expect("policy mode in dev");
+        assert_eq!(dev.expose(), "http://guest:guest@127.0.0.1:15672");
+        assert!(load(&[("SPIKE_AMQP_MANAGEMENT_URL", "")]).is_none());
+        assert!(
+            load(&[("SPIKE_ENV", "prod")]).is_none(),
+            "elsewhere it is the operator's"
+        );
+    }
+
+    #[test]
     fn non_dev_defaults_to_json_logs() {
         let c = Config::load(vars(&[("SPIKE_ENV", "prod")])).expect("valid");
         assert_eq!(c.telemetry.log_format, LogFormat::Json);

@@ -14,11 +14,12 @@ use super::values::{Secret, format_duration, parse_duration};
 /// Prefix of every environment variable.
 pub const ENV_PREFIX: &str = "SPIKE_";
 
-/// Keys renamed in 0.2 and still read under their old name, with a warning, for one release.
+/// Keys renamed since 0.2 and still read under their old name, with a warning, for one release
+/// (0.3; gone in 0.4).
 /// The flash-sale keys were `spike_*` (so `SPIKE_SPIKE_MODE`): the capability is "flash sale".
 const RENAMED_PREFIXES: &[(&str, &str)] = &[("flash_sale_", "spike_")];
 
-/// Single keys renamed, read under their old name with a warning until 0.3: every role opens
+/// Single keys renamed, read under their old name with a warning until 0.4: every role opens
 /// the internal listener now, not only the worker.
 const RENAMED_KEYS: &[(&str, &str)] = &[("internal_http_addr", "worker_http_addr")];
 

@@ -44,10 +44,28 @@ pub enum OrderEvent {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("cannot {event:?} an order that is {from}")]
+#[error("{}", self.describe())]
 pub struct IllegalTransition {
     pub from: OrderStatus,
     pub event: OrderEvent,
+}
+
+impl IllegalTransition {
+    /// What a person reads: "a paid order cannot be cancelled".
+    fn describe(&self) -> String {
+        let status = match self.from {
+            OrderStatus::PendingPayment => "an unpaid",
+            OrderStatus::Paid => "a paid",
+            OrderStatus::Cancelled => "a cancelled",
+            OrderStatus::Closed => "a closed",
+        };
+        let action = match self.event {
+            OrderEvent::Pay => "paid",
+            OrderEvent::Cancel => "cancelled",
+            OrderEvent::Close => "closed",
+        };
+        format!("{status} order cannot be {action}")
+    }
 }
 
 impl OrderStatus {
@@ -200,8 +218,23 @@ mod tests {
         for from in [Paid, Cancelled, Closed] {
             for event in [Pay, Cancel, Close] {
                 assert_eq!(from.apply(event), Err(IllegalTransition { from, event }));
+                let said = IllegalTransition { from, event }.to_string();
+                assert!(
+                    said.ends_with(" order cannot be paid")
+                        || said.ends_with(" cancelled")
+                        || said.ends_with(" closed"),
+                    "{said}"
+                );
             }
         }
+        assert_eq!(
+            IllegalTransition {
+                from: Paid,
+                event: OrderEvent::Cancel
+            }
+            .to_string(),
+            "a paid order cannot be cancelled"
+        );
         assert!(Paid.holds_stock() && PendingPayment.holds_stock());
         assert!(!Closed.holds_stock() && !Cancelled.holds_stock());
     }

@@ -36,6 +36,11 @@ pub enum RepoError {
     /// RabbitMQ's management API refused or did not answer (start-up only: policies).
     #[error("rabbitmq management api: {0}")]
     Management(String),
+    /// A queue exists with other arguments than this configuration declares (RabbitMQ's
+    /// PRECONDITION_FAILED at start-up): the message names the setting, the queue, both values
+    /// and the ways out.
+    #[error("{0}")]
+    QueueMismatch(String),
 }
 
 impl RepoError {
@@ -82,6 +87,8 @@ impl RepoError {
             }
             // A nack or an overflowing queue: the broker cannot take it now.
             RepoError::NotConfirmed(_) | RepoError::Management(_) => Some(Dependency::Rabbitmq),
+            // A setting that disagrees with the broker: waiting will not fix it.
+            RepoError::QueueMismatch(_) => None,
         }
     }
 }

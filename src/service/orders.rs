@@ -376,11 +376,9 @@ async fn lock_own(
     }
 }
 
+/// "a paid order cannot be cancelled" (409/40002).
 fn state_conflict(error: crate::domain::order::IllegalTransition) -> ServiceError {
-    ServiceError::OrderStateConflict(format!(
-        "order is {}: {:?} is not allowed",
-        error.from, error.event
-    ))
+    ServiceError::OrderStateConflict(error.to_string())
 }
 
 fn sha256_hex(text: &str) -> String {

@@ -157,7 +157,7 @@ fn record_build_info() {
     metrics::gauge!(
         names::BUILD_INFO,
         "version" => env!("CARGO_PKG_VERSION"),
-        "git_sha" => env!("SPIKE_GIT_SHA"),
+        "git_sha" => env!("BUILD_GIT_SHA"),
     )
     .set(1.0);
 }

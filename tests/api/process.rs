@@ -35,6 +35,8 @@ pub fn spawn_spike_with(
         .env("SPIKE_AMQP_PREFIX", &resources.amqp_prefix)
         .env("SPIKE_LOG_FORMAT", "json")
         .env("SPIKE_AMQP_QUEUE_TYPE", "classic")
+        // As in `test_config`: the queue bound declared, not a policy, unless a test asks.
+        .env("SPIKE_AMQP_MANAGEMENT_URL", "")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

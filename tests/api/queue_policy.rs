@@ -85,3 +85,45 @@ async fn the_order_queue_bound_is_a_policy_and_a_new_bound_needs_no_recreated_qu
         .unwrap();
     assert!(deleted.status().is_success());
 }
+
+/// Issue 25: without the policy, a changed bound once crashed the next start with a raw
+/// `PRECONDITION_FAILED … inequivalent arg 'x-max-length'`. The start still stops (the broker
+/// will not change a declared queue), saying which setting, which queue, both values and the
+/// ways out.
+#[tokio::test]
+async fn a_changed_bound_without_the_policy_stops_the_start_with_a_clear_error() {
+    let app = spawn_app_with(TestOptions::default()).await;
+    assert!(
+        app.config.amqp.management_url.is_none(),
+        "declared, not a policy"
+    );
+    let declared = app.config.flash_sale.queue_max_length;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_spike"))
+        .arg("serve")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("SPIKE_ENV", "dev")
+        .env("SPIKE_HTTP_ADDR", "127.0.0.1:0")
+        .env("SPIKE_INTERNAL_HTTP_ADDR", "127.0.0.1:0")
+        .env("SPIKE_DATABASE_URL", &app.resources.database_url)
+        .envs(app.resources.redis_env())
+        .env("SPIKE_AMQP_PREFIX", &app.resources.amqp_prefix)
+        .env("SPIKE_AMQP_QUEUE_TYPE", "classic")
+        .env("SPIKE_AMQP_MANAGEMENT_URL", "")
+        .env("SPIKE_FLASH_SALE_QUEUE_MAX_LENGTH", "7")
+        .env("SPIKE_LOG_FORMAT", "json")
+        .output()
+        .expect("run spike serve");
+    assert!(!output.status.success(), "the start stops");
+    let said = String::from_utf8_lossy(&output.stderr);
+    let queue = format!("{}spike.order.create", app.resources.amqp_prefix);
+    for words in [
+        queue.as_str(),
+        &format!("x-max-length = {declared}"),
+        "declares 7",
+        "SPIKE_FLASH_SALE_QUEUE_MAX_LENGTH",
+        "SPIKE_AMQP_MANAGEMENT_URL",
+        "docs/runbook.md",
+    ] {
+        assert!(said.contains(words), "{words:?} in:\n{said}");
+    }
+}

@@ -203,7 +203,8 @@ impl Topology {
                         },
                         queue.arguments,
                     )
-                    .await?;
+                    .await
+                    .map_err(|error| explain_mismatch(&queue.name, error))?;
             }
             channel
                 .queue_bind(
@@ -221,6 +222,66 @@ impl Topology {
     /// Names of every queue, for tests and diagnostics.
     pub fn queue_names(&self) -> Vec<String> {
         self.queues().into_iter().map(|q| q.name).collect()
+    }
+}
+
+/// Turns RabbitMQ's `PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue 'q' in vhost
+/// '/': received '100000' but current is '200000'` into an error that names the setting behind the
+/// argument and the two ways out; any other error stays as it is.
+fn explain_mismatch(queue: &str, error: lapin::Error) -> RepoError {
+    let text = error.to_string();
+    let Some(mismatch) = ArgumentMismatch::parse(&text) else {
+        return RepoError::Amqp(error);
+    };
+    RepoError::QueueMismatch(mismatch.explain(queue))
+}
+
+/// What the broker said differs between the queue it holds and the declaration.
+#[derive(Debug, PartialEq, Eq)]
+struct ArgumentMismatch<'a> {
+    argument: &'a str,
+    declared: &'a str,
+    current: &'a str,
+}
+
+impl<'a> ArgumentMismatch<'a> {
+    fn parse(text: &'a str) -> Option<ArgumentMismatch<'a>> {
+        let quoted_after = |marker: &str| -> Option<&'a str> {
+            let rest = &text[text.find(marker)? + marker.len()..];
+            let rest = rest.strip_prefix('\'')?;
+            Some(&rest[..rest.find('\'')?])
+        };
+        Some(ArgumentMismatch {
+            argument: quoted_after("inequivalent arg ")?,
+            declared: quoted_after("received ")?,
+            current: quoted_after("current is ")?,
+        })
+    }
+
+    fn explain(&self, queue: &str) -> String {
+        let (setting, by_policy) = match self.argument {
+            "x-max-length" | "x-overflow" => ("SPIKE_FLASH_SALE_QUEUE_MAX_LENGTH", true),
+            "x-message-ttl" if queue.ends_with(ORDER_CLOSE_DELAY) => {
+                ("SPIKE_ORDER_PAY_TIMEOUT (in ms)", false)
+            }
+            "x-message-ttl" => ("SPIKE_FLASH_SALE_RETRY_DELAYS (in ms)", false),
+            "x-queue-type" => ("SPIKE_AMQP_QUEUE_TYPE", false),
+            _ => ("the queue's declaration", false),
+        };
+        let ways_out = if by_policy {
+            "Either let the bound be a RabbitMQ policy, which a start updates in place \
+             (SPIKE_AMQP_MANAGEMENT_URL, on by default in dev; docs/scale-out.md), or drain the \
+             queue, delete it and start again (docs/runbook.md, \"PRECONDITION_FAILED on \
+             spike.order.create\")"
+        } else {
+            "Drain the queue, delete it and start again; it is declared anew with the new value \
+             (docs/runbook.md, \"PRECONDITION_FAILED on order.close.delay or a retry queue\")"
+        };
+        format!(
+            "rabbitmq queue {queue} exists with {} = {}, but this configuration declares {} \
+             ({setting}). {ways_out}.",
+            self.argument, self.current, self.declared
+        )
     }
 }
 
@@ -306,6 +367,48 @@ mod tests {
         assert_eq!(policy["definition"]["max-length"], 1000);
         assert_eq!(policy["definition"]["overflow"], "reject-publish");
         assert_eq!(policy["apply-to"], "queues");
+    }
+
+    #[test]
+    fn a_queue_declared_otherwise_is_explained_with_its_setting_and_the_ways_out() {
+        let broker = "AMQP soft error: PRECONDITION-FAILED: PRECONDITION_FAILED - inequivalent arg \
+                      'x-max-length' for queue 'bench.spike.order.create' in vhost '/': received \
+                      '100000' but current is '200000'";
+        let mismatch = ArgumentMismatch::parse(broker).expect("parsed");
+        assert_eq!(
+            mismatch,
+            ArgumentMismatch {
+                argument: "x-max-length",
+                declared: "100000",
+                current: "200000",
+            }
+        );
+        let said = mismatch.explain("bench.spike.order.create");
+        for words in [
+            "bench.spike.order.create",
+            "x-max-length = 200000",
+            "declares 100000",
+            "SPIKE_FLASH_SALE_QUEUE_MAX_LENGTH",
+            "SPIKE_AMQP_MANAGEMENT_URL",
+            "docs/runbook.md",
+        ] {
+            assert!(said.contains(words), "{words}: {said}");
+        }
+        let ttl = ArgumentMismatch {
+            argument: "x-message-ttl",
+            declared: "60000",
+            current: "900000",
+        };
+        assert!(
+            ttl.explain("order.close.delay")
+                .contains("SPIKE_ORDER_PAY_TIMEOUT")
+        );
+        assert!(!ttl.explain("order.close.delay").contains("MANAGEMENT_URL"));
+        assert!(
+            ttl.explain("spike.order.create.retry.2")
+                .contains("SPIKE_FLASH_SALE_RETRY_DELAYS")
+        );
+        assert_eq!(ArgumentMismatch::parse("connection refused"), None);
     }
 
     #[test]
