@@ -8,8 +8,9 @@
 #
 # For each scenario (healthz, sold-out, catalog, reserve) it starts each binary under
 # `valgrind --tool=callgrind`, zeroes the counters once /healthz answers, drives N requests with
-# this tree's `spike bench` (8 connections), dumps, and prints instructions per request. Uses the
-# bench database and prefixes of scripts/bench.sh (run that once first; it creates them).
+# this tree's `spike bench` (8 connections), dumps, and prints instructions per request. Runs on
+# a database, Redis prefix and queue prefix of its own (instr_<pid>, migrated by the new binary,
+# removed at exit) and on a free port, so it is safe beside other runs.
 # Env: N (20000), SCENARIOS ("healthz sold-out catalog reserve"), OLD_ENV and NEW_ENV (extra
 # `VAR=value` words for one side only: the same binary twice with NEW_ENV set measures a setting,
 # e.g. NEW_ENV="SPIKE_OTLP_ENDPOINT=http://127.0.0.1:18083 SPIKE_TRACE_SAMPLE_RATIO=0.01").
@@ -23,7 +24,10 @@ NEW=${2:-target/release/spike}
 N=${N:-20000}
 SCENARIOS=${SCENARIOS:-healthz sold-out catalog reserve}
 OUT=target/bench/instructions
-PORT=18080
+PORT=$(free_port)
+RUN=instr_$$
+DB=spike_$RUN
+client=$(command -v mariadb || command -v mysql)
 
 command -v valgrind >/dev/null 2>&1 || {
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
@@ -33,19 +37,28 @@ cargo build --release --locked --bin spike
 mkdir -p "$OUT"
 
 export SPIKE_ENV=dev SPIKE_HTTP_ADDR=127.0.0.1:$PORT SPIKE_LOG_LEVEL=warn SPIKE_LOG_FORMAT=json
-# The internal listener (probes, /metrics) of binaries since 0.2: any free port.
+# The internal listener (probes, /metrics) of binaries since 0.3: any free port.
 export SPIKE_INTERNAL_HTTP_ADDR=127.0.0.1:0
-export SPIKE_DATABASE_URL="mysql://spike:${SPIKE_DB_PASSWORD:-spike}@127.0.0.1:3306/spike_bench"
-export SPIKE_REDIS_PREFIX=bench: SPIKE_AMQP_PREFIX=bench. SPIKE_DB_MAX_CONNECTIONS=32
-# scripts/bench.sh migrated the database; an older binary would refuse one a newer migrated
-# ("previously applied but missing"), and neither needs to migrate it again.
+export SPIKE_DATABASE_URL="mysql://spike:${SPIKE_DB_PASSWORD:-spike}@127.0.0.1:3306/$DB"
+export SPIKE_REDIS_PREFIX="$RUN:" SPIKE_AMQP_PREFIX="$RUN." SPIKE_DB_MAX_CONNECTIONS=32
+# The queue bound declared, not a policy: an older binary knows no policy.
+export SPIKE_AMQP_MANAGEMENT_URL=
+# The new binary migrates the run's database once (below); an older binary would refuse one a
+# newer migrated ("previously applied but missing"), and neither needs to migrate it again.
 export SPIKE_AUTO_MIGRATE=false
 # The pre-0.2 names: binaries before the rename read only these, later ones read both.
 export SPIKE_SPIKE_USER_RATE_LIMIT=1000000/1s SPIKE_SPIKE_EVENT_RATE_LIMIT=100000000/1s
 export SPIKE_SPIKE_QUEUE_MAX_LENGTH=200000 SPIKE_SPIKE_RECONCILE_AFTER=30m
 
-# Queues left by an earlier run with other arguments would make start-up fail (PRECONDITION_FAILED).
-delete_queues bench.
+remove_run_data() {
+  delete_redis_keys "$RUN:*" >/dev/null
+  delete_queues "$RUN."
+  "$client" -h127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS $DB" || true
+}
+trap remove_run_data EXIT
+"$client" -h127.0.0.1 -uroot -e "CREATE DATABASE $DB;
+  GRANT ALL ON $DB.* TO 'spike'@'%'; GRANT ALL ON $DB.* TO 'spike'@'localhost';"
+"$NEW" migrate >/dev/null
 
 # count NAME BINARY SCENARIO [VAR=value...]: prints instructions per request.
 count() {
@@ -59,6 +72,10 @@ count() {
     curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
     sleep 0.2
   done
+  if ! owned_by_us "$pid" "$PORT"; then
+    echo "bench-instructions: port $PORT is not answered by the binary just started" >&2
+    exit 2
+  fi
   callgrind_control -z "$pid" >/dev/null 2>&1
   target/release/spike bench "$scenario" -c 8 -n "$N" --json >"$OUT/$name.json" 2>/dev/null
   callgrind_control -d "$pid" >/dev/null 2>&1

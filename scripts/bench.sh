@@ -10,14 +10,17 @@
 #
 # Builds release, makes sure MariaDB/Redis/RabbitMQ run (scripts/dev-services.sh), installs wrk
 # and redis-benchmark from Debian if missing, and starts the servers itself on 127.0.0.1 only.
-# Uses its own database (spike_bench, re-created; left for inspection), Redis prefix (bench:) and
-# queue prefix (bench., both removed afterwards), so it leaves the dev data alone. Exits non-zero
-# if any invariant check fails.
+# Safe beside other runs on a shared machine: it first checks that its ports are free (else it
+# stops, in a second, having changed nothing), names its database (spike_bench_<pid>), Redis
+# prefix and queue prefix (bench_<pid>) per run and removes them afterwards (BENCH_KEEP=1 keeps
+# the database for a look), and measures a server only once it has checked that the process
+# listening on the port is the one it started. Exits non-zero if any invariant check fails.
 #
-# Env (defaults): BENCH_DURATION (5s) per open-ended scenario, BENCH_CONNECTIONS (64),
+# Env (defaults): BENCH_PORT (18080), BENCH_HELLO_PORT (18081), BENCH_OTLP_PORT (18083),
+# BENCH_DURATION (5s) per open-ended scenario, BENCH_CONNECTIONS (64),
 # BENCH_RESERVE (30000) buyers of the reserve scenario and so messages for the drain,
 # BENCH_SALE_BUYERS (20000), BENCH_SALE_ATTEMPTS (2), BENCH_SALE_STOCK (2000),
-# BENCH_OUT (target/bench: JSON of every step, logs, sale.html).
+# BENCH_OUT (target/bench: JSON of every step, logs, sale.html), BENCH_KEEP (0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/stores.sh
@@ -30,12 +33,18 @@ SALE_BUYERS=${BENCH_SALE_BUYERS:-20000}
 SALE_ATTEMPTS=${BENCH_SALE_ATTEMPTS:-2}
 SALE_STOCK=${BENCH_SALE_STOCK:-2000}
 OUT=${BENCH_OUT:-target/bench}
-SPIKE_PORT=18080
-HELLO_PORT=18081
-OTLP_PORT=18083
-DB=spike_bench
+SPIKE_PORT=${BENCH_PORT:-18080}
+HELLO_PORT=${BENCH_HELLO_PORT:-18081}
+OTLP_PORT=${BENCH_OTLP_PORT:-18083}
+RUN=bench_$$
+DB=spike_$RUN
+REDIS_PREFIX="$RUN:"
+AMQP_PREFIX="$RUN."
 
 log() { printf '\n==> %s\n' "$*" >&2; }
+
+# Before anything else: another server on these ports would be measured instead of ours.
+require_free_ports bench.sh "$SPIKE_PORT" "$HELLO_PORT" "$OTLP_PORT"
 
 need() {
   local command=$1 package=$2
@@ -64,22 +73,28 @@ mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.log "$OUT"/sale.html
 
 client=$(command -v mariadb || command -v mysql)
-"$client" -h127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB;
+"$client" -h127.0.0.1 -uroot -e "CREATE DATABASE $DB;
   GRANT ALL ON $DB.* TO 'spike'@'%'; GRANT ALL ON $DB.* TO 'spike'@'localhost';"
-# The run's Redis keys and queues (the close messages of every order would otherwise sit in
-# bench.order.close.delay); removed before the run and after it. The database stays for a look.
-remove_keys_and_queues() {
-  delete_redis_keys 'bench:*' >/dev/null
-  delete_queues bench.
+# The run's Redis keys, queues and queue policy (the close messages of every order would
+# otherwise sit in its order.close.delay), and its database unless BENCH_KEEP=1: all removed
+# when the script exits, however it exits.
+remove_run_data() {
+  delete_redis_keys "$REDIS_PREFIX*" >/dev/null
+  delete_queues "$AMQP_PREFIX"
+  delete_policies "$AMQP_PREFIX"
+  if [ "${BENCH_KEEP:-0}" = 1 ]; then
+    echo "bench: database $DB kept (BENCH_KEEP=1)" >&2
+  else
+    "$client" -h127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS $DB" || true
+  fi
 }
-remove_keys_and_queues
 
 # The server's settings: its own data, quiet logs, and limits out of the way of the measurement
 # (the per-buyer and per-event limits are features; here they would cap what is measured).
 export SPIKE_ENV=dev
 export SPIKE_DATABASE_URL="mysql://spike:${SPIKE_DB_PASSWORD:-spike}@127.0.0.1:3306/$DB"
-export SPIKE_REDIS_PREFIX=bench:
-export SPIKE_AMQP_PREFIX=bench.
+export SPIKE_REDIS_PREFIX=$REDIS_PREFIX
+export SPIKE_AMQP_PREFIX=$AMQP_PREFIX
 export SPIKE_HTTP_ADDR=127.0.0.1:$SPIKE_PORT
 # Every role opens an internal listener (probes, /metrics); the bench reads neither, and serve
 # and worker run side by side: any free port each.
@@ -100,18 +115,28 @@ stop_all() {
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   pids=()
 }
-trap stop_all EXIT
+trap 'stop_all; remove_run_data' EXIT
 
-# start NAME PORT COMMAND...: starts a process in the background and waits for its /healthz
-# (or, without a port, a moment).
+# start NAME PORT COMMAND...: starts a process in the background and waits until it answers
+# /healthz on PORT (or, without a port, a moment); stops the run when the port is taken or
+# whatever answers is not the process just started.
 start() {
-  local name=$1 port=$2
+  local name=$1 port=$2 pid
   shift 2
+  if [ "$port" != - ]; then
+    require_free_ports "bench.sh ($name)" "$port"
+  fi
   "$@" >"$OUT/$name.log" 2>&1 &
-  pids+=("$!")
+  pid=$!
+  pids+=("$pid")
   [ "$port" = - ] && { sleep 2; return; }
   for _ in $(seq 1 300); do
-    curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && return
+    if curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then
+      owned_by_us "$pid" "$port" && return
+      echo "bench: something else answers on port $port, not $name (see $OUT/$name.log)" >&2
+      exit 2
+    fi
+    kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
   echo "bench: $name did not answer on port $port (see $OUT/$name.log)" >&2
@@ -153,7 +178,7 @@ bench catalog catalog -c "$CONNECTIONS" --duration "$DURATION"
 bench orders orders -c "$CONNECTIONS" --duration "$DURATION"
 
 log "raw EVALSHA of reserve.lua (redis-benchmark, 50 clients, a new buyer each call)"
-raw='bench:raw:ev:{1}'
+raw="${REDIS_PREFIX}raw:ev:{1}"
 redis-cli SET "$raw:stock" 1000000000 >/dev/null
 redis-cli HSET "$raw:meta" start_ms 0 end_ms 99999999999999 >/dev/null
 # As the server loads it: the token bucket's function in front, the admission bucket taken in the
@@ -201,7 +226,7 @@ log "mass close: every drained order reaches its deadline at once"
 # moved to now and their close messages are written to the outbox as the worker writes them (one
 # per batch of 500); a worker with a 1 s delay queue relays and closes them. The old delay queue
 # (with the orders' real, 15-minute close messages) goes first: its TTL is fixed at declaration.
-timeout 30 rabbitmqctl -q delete_queue bench.order.close.delay </dev/null >/dev/null 2>&1 || true
+timeout 30 rabbitmqctl -q delete_queue "${AMQP_PREFIX}order.close.delay" </dev/null >/dev/null 2>&1 || true
 "$client" -h127.0.0.1 -uroot "$DB" <<SQL
 SET SESSION group_concat_max_len = 100000000;
 UPDATE orders o JOIN spike_orders s ON s.order_id = o.id SET o.pay_deadline = UTC_TIMESTAMP(3)
@@ -230,7 +255,7 @@ if [ "$closed" != "$total" ]; then
 fi
 printf '{"orders": %s, "closed": %s, "seconds": %s}\n' "$total" "$closed" "${seconds:-0}" >"$OUT/close.json"
 # The next servers declare it with the real pay timeout again.
-timeout 30 rabbitmqctl -q delete_queue bench.order.close.delay </dev/null >/dev/null 2>&1 || true
+timeout 30 rabbitmqctl -q delete_queue "${AMQP_PREFIX}order.close.delay" </dev/null >/dev/null 2>&1 || true
 
 log "telemetry on the buy path: reserve with traces off, sampled at 1 %, and at 100 %"
 # Spans go to a stand-in OTLP/HTTP collector that takes them and answers 200, so the figure is
@@ -248,7 +273,7 @@ class Sink(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args): pass
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
 PY
-purge_orders() { timeout 30 rabbitmqctl -q purge_queue bench.spike.order.create </dev/null >/dev/null 2>&1 || true; }
+purge_orders() { timeout 30 rabbitmqctl -q purge_queue "${AMQP_PREFIX}spike.order.create" </dev/null >/dev/null 2>&1 || true; }
 for traced in off 0.01 1; do
   purge_orders
   start otlp-sink "$OTLP_PORT" python3 "$OUT/otlp_sink.py" "$OTLP_PORT"
@@ -278,8 +303,6 @@ export SPIKE_FLASH_SALE_MODE=db
 start serve-db "$SPIKE_PORT" "$SPIKE" serve
 bench reserve-db reserve -c "$CONNECTIONS" --duration "$DURATION" --buyers "$RESERVE"
 stop_all
-
-remove_keys_and_queues
 
 log "results"
 python3 - "$OUT" "$CONNECTIONS" <<'EOF'

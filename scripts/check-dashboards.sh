@@ -6,7 +6,9 @@
 # Starts `spike serve` and `spike worker` (debug build) on a scratch database, runs a `sale` with
 # the load tool, scrapes both every second with Debian's `prometheus` (installed when missing),
 # then evaluates every target of deploy/grafana/dashboards/spike.json and every rule of
-# deploy/prometheus/alerts.yml through Prometheus's query API. Everything listens on 127.0.0.1.
+# deploy/prometheus/alerts.yml through Prometheus's query API. Everything listens on 127.0.0.1,
+# on free ports it picks; the run's database, Redis keys, queues and policy (checkdash_<pid>) are
+# its own and removed at exit, so parallel runs on one machine do not meet.
 # Env: CHECK_OUT (target/check-dashboards: logs and the query report).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,11 +16,12 @@ cd "$(dirname "$0")/.."
 source scripts/lib/stores.sh
 
 OUT=${CHECK_OUT:-target/check-dashboards}
-API_PORT=18180
-WORKER_PORT=18181
-API_INTERNAL_PORT=18182
-PROM_PORT=18190
-DB=spike_check_dashboards
+API_PORT=$(free_port)
+WORKER_PORT=$(free_port)
+API_INTERNAL_PORT=$(free_port)
+PROM_PORT=$(free_port)
+RUN=checkdash_$$
+DB=spike_$RUN
 log() { printf 'check-dashboards: %s\n' "$*" >&2; }
 
 if ! command -v prometheus >/dev/null 2>&1; then
@@ -35,17 +38,19 @@ cargo build --locked --bin spike
 SPIKE=target/debug/spike
 rm -rf "$OUT" && mkdir -p "$OUT/prometheus-data"
 
-mysql -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB; GRANT ALL ON $DB.* TO 'spike'@'%';"
+mysql -uroot -h127.0.0.1 -e "CREATE DATABASE $DB; GRANT ALL ON $DB.* TO 'spike'@'%';"
 export SPIKE_ENV=dev SPIKE_LOG_FORMAT=json SPIKE_LOG_LEVEL=warn \
   SPIKE_DATABASE_URL="mysql://spike:spike@127.0.0.1:3306/$DB" \
-  SPIKE_REDIS_PREFIX="checkdash:" SPIKE_AMQP_PREFIX="checkdash." SPIKE_AMQP_QUEUE_TYPE=classic \
+  SPIKE_REDIS_PREFIX="$RUN:" SPIKE_AMQP_PREFIX="$RUN." SPIKE_AMQP_QUEUE_TYPE=classic \
   SPIKE_METRICS_SAMPLE_INTERVAL=1s SPIKE_FLASH_SALE_SCHEDULER_INTERVAL=1s \
   SPIKE_BOOTSTRAP_ADMIN_EMAIL=admin@example.com SPIKE_BOOTSTRAP_ADMIN_PASSWORD=admin-password-1
 
-# The check's Redis keys and queues (the database stays for a look).
+# The check's Redis keys, queues, policy and database.
 forget_stores() {
-  delete_redis_keys 'checkdash:*' >/dev/null
-  delete_queues checkdash.
+  delete_redis_keys "$RUN:*" >/dev/null
+  delete_queues "$RUN."
+  delete_policies "$RUN."
+  mysql -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS $DB" || true
 }
 pids=()
 cleanup() {
@@ -54,16 +59,23 @@ cleanup() {
   forget_stores
 }
 trap cleanup EXIT
-forget_stores
 
 # /metrics is served on each role's internal listener only (SPIKE_INTERNAL_HTTP_ADDR).
 SPIKE_HTTP_ADDR=127.0.0.1:$API_PORT SPIKE_INTERNAL_HTTP_ADDR=127.0.0.1:$API_INTERNAL_PORT \
   SPIKE_AUTO_MIGRATE=true $SPIKE serve >"$OUT/serve.log" 2>&1 &
 pids+=($!)
+serve_pid=$!
 for _ in $(seq 1 120); do curl -fsS "http://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1 && break; sleep 0.5; done
 SPIKE_INTERNAL_HTTP_ADDR=127.0.0.1:$WORKER_PORT $SPIKE worker >"$OUT/worker.log" 2>&1 &
 pids+=($!)
+worker_pid=$!
 for _ in $(seq 1 120); do curl -fsS "http://127.0.0.1:$WORKER_PORT/readyz" >/dev/null 2>&1 && break; sleep 0.5; done
+# What Prometheus will scrape must be the processes started here, not another run's.
+owned_by_us "$serve_pid" "$API_PORT" && owned_by_us "$serve_pid" "$API_INTERNAL_PORT" &&
+  owned_by_us "$worker_pid" "$WORKER_PORT" || {
+  log "the ports are not answered by the processes this check started (see $OUT/*.log)"
+  exit 1
+}
 
 cat >"$OUT/prometheus.yml" <<EOF
 global: {scrape_interval: 1s, evaluation_interval: 1s}

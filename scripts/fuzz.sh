@@ -54,6 +54,7 @@ cleanup() {
   "$client" -h"$DB_HOST" -P"$DB_PORT" "${ROOT_ARGS[@]}" -e "DROP DATABASE IF EXISTS \`$run\`" || true
   delete_redis_keys "${run}_*" >/dev/null
   delete_queues "${run}_"
+  delete_policies "${run}_"
   rm -f "$server_log"
 }
 trap cleanup EXIT

@@ -26,3 +26,52 @@ delete_queues() {
   done < <(timeout 30 rabbitmqctl -q list_queues name 2>/dev/null |
     awk -v prefix="$1" 'index($0, prefix) == 1' || true)
 }
+
+# delete_policies PREFIX: every RabbitMQ policy whose name starts with PREFIX (a run in dev bounds
+# its order queue by one: configs/dev.toml's management URL).
+delete_policies() {
+  command -v rabbitmqctl >/dev/null 2>&1 || return 0
+  local policy
+  while read -r policy; do
+    timeout 20 rabbitmqctl -q clear_policy "$policy" </dev/null >/dev/null 2>&1 || true
+  done < <(timeout 30 rabbitmqctl -q list_policies 2>/dev/null | awk '{print $2}' |
+    awk -v prefix="$1" 'index($0, prefix) == 1' || true)
+}
+
+# port_free PORT: whether nothing listens on 127.0.0.1:PORT (nor on every address).
+port_free() {
+  python3 -c 'import socket, sys
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)' "$1"
+}
+
+# require_free_ports NAME PORT...: stops the script NAME with a clear message, before it touches
+# any data, when one of the PORTs is taken (another server, another checkout's run).
+require_free_ports() {
+  local name=$1 port
+  shift
+  for port in "$@"; do
+    if ! port_free "$port"; then
+      echo "$name: port $port on 127.0.0.1 is taken (another server, or another run of $name?);" \
+        "free it or choose other ports (see the script's header); nothing was changed" >&2
+      exit 2
+    fi
+  done
+}
+
+# free_port: a port nothing listens on now.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# owned_by_us PID PORT: whether PID (a server this script started) is alive and is the one that
+# listens on PORT, so a script never measures or drives another process's server.
+owned_by_us() {
+  local pid=$1 port=$2
+  kill -0 "$pid" 2>/dev/null || return 1
+  command -v ss >/dev/null 2>&1 || return 0
+  ss -Hltnp "sport = :$port" 2>/dev/null | grep -q "pid=$pid,"
+}

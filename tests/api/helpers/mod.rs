@@ -1,6 +1,6 @@
 //! Test helpers. `spawn_app()` gives each test a fresh, isolated instance of the application:
-//! a new database `spike_test_<id>` (migrated), a Redis prefix `spike_test_<id>:` and an AMQP
-//! prefix `spike_test_<id>.`, listening on `127.0.0.1:0`. Dropping the [`TestApp`] stops the
+//! a new database `spike_test_<pid>_<id>` (migrated), a Redis prefix `spike_test_<pid>_<id>:` and an AMQP
+//! prefix `spike_test_<pid>_<id>.`, listening on `127.0.0.1:0`. Dropping the [`TestApp`] stops the
 //! server and deletes the database, the Redis keys and the queues and exchanges, also when the
 //! test panicked. Set `SPIKE_TEST_LOG=debug` to see the app's logs.
 //!
