@@ -2,7 +2,8 @@
 # The project's test command (CI runs it through .ci/run):
 # services up → leftovers of killed test runs removed → fmt → clippy → Docker file lint →
 # .sqlx/ offline query data up to date → all tests → a bounded schemathesis pass (scripts/fuzz.sh)
-# → the dashboard's queries and the alert rules against a real Prometheus (check-dashboards.sh).
+# → the walkthrough and the Postman collection against fresh servers → the dashboard's queries
+# and the alert rules against a real Prometheus (check-dashboards.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +32,12 @@ cargo test --locked
 
 step "fuzz: the OpenAPI document against the running server (schemathesis)"
 scripts/fuzz.sh
+
+step "the walkthrough (docs/walkthrough.md) with curl and HTTPie against a fresh server"
+scripts/walkthrough.sh both
+
+step "the Postman collection (docs/postman/) with newman against a fresh server"
+scripts/postman.sh
 
 step "dashboards: every panel's query and alert rule against Prometheus scraping a live sale"
 scripts/check-dashboards.sh

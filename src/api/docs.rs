@@ -145,7 +145,7 @@ pub fn complete(openapi: utoipa::openapi::OpenApi) -> Value {
                 .or_insert_with(|| error("the admin role is required (10003)"));
         }
         responses.entry("default").or_insert_with(|| {
-            error("any other error of API.md's table, in the envelope: 408 body too slow and 413 body too large (10001/10010), 429 rate limited (10006, Retry-After), 500 (10007), 503 dependency unavailable or request timeout (10008, Retry-After)")
+            error("any other error of docs/api.md's table, in the envelope: 408 body too slow and 413 body too large (10001/10010), 429 rate limited (10006, Retry-After), 500 (10007), 503 dependency unavailable or request timeout (10008, Retry-After)")
         });
     }
     doc

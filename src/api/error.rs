@@ -1,4 +1,4 @@
-//! The error half of the API envelope: the code table of API.md and the one place where
+//! The error half of the API envelope: the code table of docs/api.md and the one place where
 //! service errors and framework rejections become HTTP responses.
 //!
 //! Handlers return `Result<_, ApiError>`; `?` converts a [`ServiceError`] through
@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use super::request_id::current_request_id;
 use crate::service::ServiceError;
 
-/// Every error code of API.md, with its HTTP status.
+/// Every error code of docs/api.md, with its HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumIter)]
 pub enum ErrorCode {
     InvalidArgument,
@@ -30,10 +30,10 @@ pub enum ErrorCode {
     Unavailable,
     IdempotencyKeyReused,
     PayloadTooLarge,
-    /// Not in API.md's table: a known path with the wrong method. HTTP 405 with code 10001 (the
+    /// Not in docs/api.md's table: a known path with the wrong method. HTTP 405 with code 10001 (the
     /// request is invalid), documented in docs/api-notes.md.
     MethodNotAllowed,
-    /// Not in API.md's table either: the request body did not arrive within
+    /// Not in docs/api.md's table either: the request body did not arrive within
     /// `SPIKE_HTTP_BODY_TIMEOUT`. HTTP 408 with code 10001, as for 405 (docs/api-notes.md).
     RequestTimeout,
     EmailTaken,
@@ -131,7 +131,7 @@ pub struct ApiError {
 /// The envelope as sent for errors (documented in OpenAPI).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorEnvelope {
-    /// Error code from the table in API.md.
+    /// Error code from the table in docs/api.md.
     #[schema(example = 10001)]
     pub code: u32,
     #[schema(example = "invalid argument")]

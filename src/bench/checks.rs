@@ -1,4 +1,4 @@
-//! After a sale: wait for the worker to drain, then check DESIGN.md §1 from MySQL and Redis
+//! After a sale: wait for the worker to drain, then check docs/design.md §1 from MySQL and Redis
 //! themselves (never from the server's own ledger, which could share the server's bug).
 
 use std::collections::HashSet;
@@ -219,7 +219,7 @@ pub fn drained(drain: &Drain) -> Check {
     )
 }
 
-/// The invariants of DESIGN.md §1, judged from the facts.
+/// The invariants of docs/design.md §1, judged from the facts.
 pub fn evaluate(facts: &SaleFacts) -> Vec<Check> {
     let s = facts.total_stock;
     let mut checks = vec![

@@ -1,10 +1,10 @@
-//! `spike bench`: the load tool (DESIGN.md §10, docs/benchmarks.md).
+//! `spike bench`: the load tool (docs/design.md §10, docs/benchmarks.md).
 //!
 //! A run sets up what its scenario needs before the clock starts (buyers seeded into MySQL with
 //! tokens minted from the configured JWT secret, a product and an event created through the
 //! admin API), fires the load ([`load`]), and reports throughput, latency percentiles and the
 //! outcome mix ([`report`]). A `sale` then waits for the worker to drain and checks the
-//! invariants of DESIGN.md §1 in MySQL and Redis ([`checks`]).
+//! invariants of docs/design.md §1 in MySQL and Redis ([`checks`]).
 //!
 //! The tool reads the same configuration as the server (`SPIKE_*`, `configs/<env>.toml`): the
 //! database and Redis it checks, the Redis prefix and the JWT secret must be the server's.

@@ -79,7 +79,7 @@ pub enum RedisMode {
 )]
 #[strum(serialize_all = "lowercase")]
 pub enum FlashSaleMode {
-    /// Redis reservation, confirmed publish, order created by the worker (DESIGN.md §5).
+    /// Redis reservation, confirmed publish, order created by the worker (docs/design.md §5).
     Queue,
     /// The naive baseline: one MySQL transaction per request, no Redis, no queue. For teaching
     /// and for measuring what the queue path buys (docs/benchmarks.md); never for a real sale.

@@ -9,10 +9,10 @@ use time::macros::datetime;
 
 use super::money::Money;
 
-/// How far ahead an event may be scheduled (API.md: neither time more than a year ahead).
+/// How far ahead an event may be scheduled (docs/api.md: neither time more than a year ahead).
 pub const SCHEDULE_AHEAD_MAX: time::Duration = time::Duration::days(365);
 
-/// The longest sale (API.md: an event lasts at most 31 days).
+/// The longest sale (docs/api.md: an event lasts at most 31 days).
 pub const EVENT_LENGTH_MAX: time::Duration = time::Duration::days(31);
 
 /// The earliest time an event may name: the Unix epoch, so every time has a non-negative Unix

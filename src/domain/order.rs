@@ -78,7 +78,7 @@ impl OrderStatus {
         }
     }
 
-    /// Whether the order still holds stock (invariant 1 of DESIGN.md counts these).
+    /// Whether the order still holds stock (invariant 1 of docs/design.md counts these).
     pub fn holds_stock(self) -> bool {
         matches!(self, OrderStatus::PendingPayment | OrderStatus::Paid)
     }

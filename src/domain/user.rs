@@ -4,7 +4,7 @@ use std::fmt;
 
 use unicode_normalization::UnicodeNormalization;
 
-/// Shortest and longest accepted password, in characters (API.md: 8..128).
+/// Shortest and longest accepted password, in characters (docs/api.md: 8..128).
 pub const PASSWORD_MIN_CHARS: usize = 8;
 pub const PASSWORD_MAX_CHARS: usize = 128;
 

@@ -328,7 +328,7 @@ struct ReturnedUnits {
 }
 
 /// Gives the units of released `orders` back where they came from, in the caller's transaction:
-/// a flash-sale order's to its event (DESIGN.md §3), a regular order's to its products. One
+/// a flash-sale order's to its event (docs/design.md §3), a regular order's to its products. One
 /// statement per event and per product, in id order (the order every writer locks them in).
 async fn return_units(
     tx: &mut MySqlConnection,

@@ -1,4 +1,4 @@
-//! Every error is the API.md envelope with the right status and code, including the ones the
+//! Every error is the docs/api.md envelope with the right status and code, including the ones the
 //! framework produces (unknown route, wrong method, malformed JSON, oversized body, timeouts,
 //! panics); request ids are echoed.
 

@@ -7,6 +7,7 @@ mod auth;
 mod bench;
 mod config;
 mod connections;
+mod contract;
 mod edges;
 mod envelope;
 mod faults;

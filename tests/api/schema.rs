@@ -1,4 +1,4 @@
-//! The schema of DESIGN.md §3: the keys that the invariants rely on exist and hold.
+//! The schema of docs/design.md §3: the keys that the invariants rely on exist and hold.
 
 use sqlx::{MySqlPool, Row};
 

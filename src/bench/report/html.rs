@@ -76,7 +76,7 @@ pub(super) fn page(report: &Report) -> String {
         );
     }
     if !report.checks.is_empty() {
-        page.push_str("<h2>Invariants (DESIGN.md §1)</h2><table><tr><th></th><th>check</th><th>found</th></tr>");
+        page.push_str("<h2>Invariants (docs/design.md §1)</h2><table><tr><th></th><th>check</th><th>found</th></tr>");
         for check in &report.checks {
             let (class, mark) = match check.passed {
                 Some(true) => ("pass", "✔ pass"),

@@ -1,5 +1,5 @@
 //! RabbitMQ: the connection (`connection`), confirmed publishing (`publisher`), the
-//! exchange/queue topology of DESIGN.md §6 (`topology`) and the consuming loop ([`consumer`]).
+//! exchange/queue topology of docs/design.md §6 (`topology`) and the consuming loop ([`consumer`]).
 //!
 //! Both `serve` and `worker` declare the whole topology at start-up; declarations are idempotent,
 //! so whichever role starts first creates it. Every name carries `SPIKE_AMQP_PREFIX`, which lets

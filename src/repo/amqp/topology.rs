@@ -17,7 +17,7 @@ pub struct Topology {
     prefix: String,
     queue_type: QueueType,
     pay_timeout: Duration,
-    /// Backoff of the order-creation retry queues (DESIGN.md §5): retry n waits `retry_delays[n-1]`.
+    /// Backoff of the order-creation retry queues (docs/design.md §5): retry n waits `retry_delays[n-1]`.
     retry_delays: Vec<Duration>,
     /// Bound of the order-creation queue; a full queue refuses publishes (`reject-publish`).
     order_queue_max_length: u32,

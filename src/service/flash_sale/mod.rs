@@ -1,4 +1,4 @@
-//! Flash sales (DESIGN.md §5), one struct per job, each holding only what it needs:
+//! Flash sales (docs/design.md §5), one struct per job, each holding only what it needs:
 //!
 //! - [`EventAdmin`] (`admin`): creating an event moves its stock out of the product's inventory
 //!   in the same transaction; an event can be changed only before it starts.

@@ -1,4 +1,4 @@
-//! The buy path (DESIGN.md §5) and the buyer's result. Cheap refusals come first: the per-buyer
+//! The buy path (docs/design.md §5) and the buyer's result. Cheap refusals come first: the per-buyer
 //! limit and the sold-out flag cost no Redis call; then one Lua script takes the event's
 //! admission token and reserves (one round trip), the reservation is published with those of
 //! concurrent requests (one message, one confirm: `publish_groups`), and the buyer gets `queued`.
@@ -194,7 +194,7 @@ impl Purchase {
         })
     }
 
-    /// Reserves a unit for the buyer and queues its order (DESIGN.md §5).
+    /// Reserves a unit for the buyer and queues its order (docs/design.md §5).
     pub async fn buy(&self, request: BuyRequest<'_>) -> Result<Queued, ServiceError> {
         let BuyRequest {
             event_id,

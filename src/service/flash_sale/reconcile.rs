@@ -1,4 +1,4 @@
-//! The reconciler (DESIGN.md §5), run by the worker next to the warm-up scheduler.
+//! The reconciler (docs/design.md §5), run by the worker next to the warm-up scheduler.
 //!
 //! A reservation lives in Redis from the script until the worker settles it. One still there
 //! after `SPIKE_FLASH_SALE_RECONCILE_AFTER` means its message was lost on the way (the API crashed

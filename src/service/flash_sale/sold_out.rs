@@ -1,4 +1,4 @@
-//! The local sold-out flag (DESIGN.md §5 step 2): once Redis says an event is sold out, this
+//! The local sold-out flag (docs/design.md §5 step 2): once Redis says an event is sold out, this
 //! replica answers "sold out" without calling Redis. A unit that comes back (an order closed
 //! unpaid, a reservation undone) is announced on a Redis pub/sub channel and every replica clears
 //! its flag. A flag also expires by itself after [`FLAG_TTL`], so a missed announcement (the

@@ -1,4 +1,4 @@
-//! The in-process per-buyer rate limit in front of the flash-sale endpoint (DESIGN.md §5 step 1):
+//! The in-process per-buyer rate limit in front of the flash-sale endpoint (docs/design.md §5 step 1):
 //! a buyer hammering the button is refused here, before any Redis call. Each API replica has its
 //! own limits; the cluster-wide limit per event lives in Redis.
 //!

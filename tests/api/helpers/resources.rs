@@ -33,11 +33,7 @@ impl TestResources {
         let base_config = Config::from_env().expect("base configuration (configs/dev.toml + env)");
         // The test process's id leads the name: scripts/clean-test-data.sh removes only what a
         // process that is gone left behind, never a parallel run's.
-        let id = format!(
-            "{}_{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        );
+        let id = format!("{}_{}", std::process::id(), uuid::Uuid::new_v4().simple());
         let database = format!("spike_test_{id}");
         let base_url = base_config.database.url.expose();
         let mut admin = admin_connection(base_url).await;

@@ -1,4 +1,4 @@
--- Reserve one flash-sale unit for one buyer, atomically (DESIGN.md §5 step 3).
+-- Reserve one flash-sale unit for one buyer, atomically (docs/design.md §5 step 3).
 -- Every key carries the event's hash tag, so the script touches one Redis Cluster slot.
 --
 -- KEYS[1]  ev:{id}:stock   remaining units (integer)

@@ -1,4 +1,4 @@
--- Undo a reservation (DESIGN.md §5 step 4: its message could not be published; or the worker gave
+-- Undo a reservation (docs/design.md §5 step 4: its message could not be published; or the worker gave
 -- up on it): the unit goes back and the buyer may try again. Only the reservation holding this
 -- ticket is undone, so a late undo never touches a newer attempt. Announces the returned unit so
 -- every API replica clears its local sold-out flag.
