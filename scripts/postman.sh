@@ -18,14 +18,9 @@ source scripts/lib/stores.sh
 
 MODE=${1:---check}
 NEWMAN_VERSION=6.2.2
-RUN=postman_$$
-DB=spike_$RUN
-PORT=$(free_port)
-BASE="http://127.0.0.1:$PORT"
 ADMIN_EMAIL="ops-$$@shop.example"
 ADMIN_PASSWORD="ops-password-$$"
 OUT=target/postman
-client=$(command -v mariadb || command -v mysql)
 log() { printf 'postman: %s\n' "$*" >&2; }
 
 newman=target/newman/node_modules/.bin/newman
@@ -42,34 +37,8 @@ fi
 scripts/dev-services.sh >/dev/null
 cargo build --locked -q --bin spike
 mkdir -p "$OUT"
-"$client" -h127.0.0.1 -uroot -e "CREATE DATABASE $DB;
-  GRANT ALL ON $DB.* TO 'spike'@'%'; GRANT ALL ON $DB.* TO 'spike'@'localhost';"
-server=""
-cleanup() {
-  if [ -n "$server" ]; then
-    kill "$server" 2>/dev/null || true
-    wait "$server" 2>/dev/null || true
-  fi
-  "$client" -h127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS $DB" || true
-  delete_redis_keys "$RUN:*" >/dev/null
-  delete_queues "$RUN."
-  delete_policies "$RUN."
-}
-trap cleanup EXIT
-
-SPIKE_ENV=dev SPIKE_HTTP_ADDR="127.0.0.1:$PORT" SPIKE_INTERNAL_HTTP_ADDR=127.0.0.1:0 \
-  SPIKE_DATABASE_URL="mysql://spike:spike@127.0.0.1:3306/$DB" \
-  SPIKE_REDIS_PREFIX="$RUN:" SPIKE_AMQP_PREFIX="$RUN." SPIKE_AMQP_QUEUE_TYPE=classic \
-  SPIKE_BOOTSTRAP_ADMIN_EMAIL="$ADMIN_EMAIL" SPIKE_BOOTSTRAP_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
-  SPIKE_LOG_FORMAT=json SPIKE_LOG_LEVEL=warn \
-  target/debug/spike all >"$OUT/server.log" 2>&1 &
-server=$!
-for _ in $(seq 1 120); do
-  curl -fs "$BASE/readyz" >/dev/null 2>&1 && break
-  kill -0 "$server" 2>/dev/null || break
-  sleep 0.5
-done
-owned_by_us "$server" "$PORT" || { log "the server did not start (see $OUT/server.log)"; exit 1; }
+start_scratch_server "postman_$$" "$OUT/server.log" \
+  SPIKE_BOOTSTRAP_ADMIN_EMAIL="$ADMIN_EMAIL" SPIKE_BOOTSTRAP_ADMIN_PASSWORD="$ADMIN_PASSWORD"
 
 python3 scripts/lib/postman_collection.py "$BASE/api/v1/openapi.json" "$MODE"
 [ "$MODE" = --write ] && { log "docs/postman/ written"; exit 0; }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs docs/walkthrough.md: a whole flash sale by hand — the dev admin's login, a product, an
-# event starting 20 s later, three buyers, a purchase token, buys, results, a payment, a
+# Runs docs/walkthrough.md: a whole flash sale by hand — the dev admin's login, a product, three
+# buyers, an event starting 20 s later, a purchase token, buys, results, a payment, a
 # cancellation, the resale of the returned unit, the metrics that moved — against a fresh
 # `spike all`, and fails on any answer the page does not show. So the page stays true.
 #
@@ -18,13 +18,6 @@ CLIENTS=${1:-both}
 [ "$CLIENTS" = both ] && CLIENTS="curl httpie"
 START_IN=${WALKTHROUGH_START_IN:-20}
 OUT=target/walkthrough
-RUN=walk_$$
-DB=spike_$RUN
-PORT=$(free_port)
-INTERNAL_PORT=$(free_port)
-BASE="http://127.0.0.1:$PORT"
-client=$(command -v mariadb || command -v mysql)
-
 log() { printf 'walkthrough: %s\n' "$*" >&2; }
 fail() {
   log "FAILED: $*"
@@ -41,34 +34,8 @@ fi
 scripts/dev-services.sh >/dev/null
 cargo build --locked -q --bin spike
 mkdir -p "$OUT"
-"$client" -h127.0.0.1 -uroot -e "CREATE DATABASE $DB;
-  GRANT ALL ON $DB.* TO 'spike'@'%'; GRANT ALL ON $DB.* TO 'spike'@'localhost';"
-server=""
-cleanup() {
-  if [ -n "$server" ]; then
-    kill "$server" 2>/dev/null || true
-    wait "$server" 2>/dev/null || true
-  fi
-  "$client" -h127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS $DB" || true
-  delete_redis_keys "$RUN:*" >/dev/null
-  delete_queues "$RUN."
-  delete_policies "$RUN."
-}
-trap cleanup EXIT
-
 # A fresh dev server: configs/dev.toml's admin (admin@example.com / dev-admin-password) included.
-SPIKE_ENV=dev SPIKE_HTTP_ADDR="127.0.0.1:$PORT" SPIKE_INTERNAL_HTTP_ADDR="127.0.0.1:$INTERNAL_PORT" \
-  SPIKE_DATABASE_URL="mysql://spike:spike@127.0.0.1:3306/$DB" \
-  SPIKE_REDIS_PREFIX="$RUN:" SPIKE_AMQP_PREFIX="$RUN." SPIKE_AMQP_QUEUE_TYPE=classic \
-  SPIKE_LOG_FORMAT=json SPIKE_LOG_LEVEL=warn \
-  target/debug/spike all >"$OUT/server.log" 2>&1 &
-server=$!
-for _ in $(seq 1 120); do
-  curl -fs "$BASE/readyz" >/dev/null 2>&1 && break
-  kill -0 "$server" 2>/dev/null || break
-  sleep 0.5
-done
-owned_by_us "$server" "$PORT" || fail "the server did not start (see $OUT/server.log)"
+start_scratch_server "walk_$$" "$OUT/server.log"
 
 # json FIELD: prints FIELD (a dotted path, e.g. data.id) of the JSON on stdin.
 json() {
@@ -160,7 +127,18 @@ walk() {
   expect 201 0
   PRODUCT=$(json data.id <<<"$BODY")
 
-  step "3. A flash sale of 2 units, starting in $START_IN s"
+  step "3. Three buyers register and log in"
+  local name
+  declare -gA TOKEN
+  for name in alice bob carol; do
+    call POST /api/v1/auth/register "" "{\"email\":\"$name-$tag@example.com\",\"password\":\"$name-password\"}"
+    expect 201 0
+    call POST /api/v1/auth/login "" "{\"email\":\"$name-$tag@example.com\",\"password\":\"$name-password\"}"
+    expect 200 0
+    TOKEN[$name]=$(json data.access_token <<<"$BODY")
+  done
+
+  step "4. A flash sale of 2 units, starting in $START_IN s"
   local start end
   start=$(date -u -d "+$START_IN seconds" +%Y-%m-%dT%H:%M:%SZ)
   end=$(date -u -d "+1 hour" +%Y-%m-%dT%H:%M:%SZ)
@@ -171,17 +149,6 @@ walk() {
   call GET "/api/v1/products/$PRODUCT/stock"
   expect 200 0
   [ "$(json data.stock <<<"$BODY")" = 8 ] || fail "the event did not take 2 units: $BODY"
-
-  step "4. Three buyers register and log in"
-  local name
-  declare -gA TOKEN
-  for name in alice bob carol; do
-    call POST /api/v1/auth/register "" "{\"email\":\"$name-$tag@example.com\",\"password\":\"$name-password\"}"
-    expect 201 0
-    call POST /api/v1/auth/login "" "{\"email\":\"$name-$tag@example.com\",\"password\":\"$name-password\"}"
-    expect 200 0
-    TOKEN[$name]=$(json data.access_token <<<"$BODY")
-  done
 
   step "5. Too early: no purchase token before the start"
   call GET "/api/v1/spike/events/$EVENT/purchase-token" "${TOKEN[alice]}"
@@ -247,7 +214,7 @@ walk() {
 
   step "12. The metrics that moved (internal listener)"
   local metrics
-  metrics=$(curl -s "http://127.0.0.1:$INTERNAL_PORT/metrics")
+  metrics=$(curl -s "$INTERNAL_BASE/metrics")
   grep -E '^spike_buy_total\{outcome="(queued|sold_out|duplicate)"\}' <<<"$metrics" >>"$TRANSCRIPT"
   python3 - "$metrics" <<'PY' || fail "the buy counters did not move"
 import re, sys

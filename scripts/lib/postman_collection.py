@@ -80,7 +80,18 @@ def steps():
          [status(201, "Created"), *envelope(0),
           'pm.test("money is a string", () => pm.expect(body.data.price).to.eql("1999.00"));',
           *keep("productId", "body.data.id")]),
-        ("3. A flash sale of 2 units, starting in {{startInSeconds}} s", "POST", "/api/v1/spike/events",
+    ]
+    for buyer in buyers:
+        email = f"{buyer}-{{{{runTag}}}}@example.com"
+        flow.append((f"3. {buyer.title()} registers", "POST", "/api/v1/auth/register", "/api/v1/auth/register", None,
+                     {"email": email, "password": f"{buyer}-password"}, {}, [],
+                     [status(201, "Created"), *envelope(0),
+                      'pm.test("a user", () => pm.expect(body.data.role).to.eql("user"));']))
+        flow.append((f"3. {buyer.title()} logs in", "POST", "/api/v1/auth/login", "/api/v1/auth/login", None,
+                     {"email": email, "password": f"{buyer}-password"}, {}, [],
+                     [status(200, "OK"), *envelope(0), *keep(f"{buyer}Token", "body.data.access_token")]))
+    flow += [
+        ("4. A flash sale of 2 units, starting in {{startInSeconds}} s", "POST", "/api/v1/spike/events",
          "/api/v1/spike/events", "adminToken",
          {"product_id": "{{productId}}", "title": "Phone X at midnight", "spike_price": "999.00", "stock": 2,
           "start_at": "{{startAt}}", "end_at": "{{endAt}}", "per_user_limit": 1}, {},
@@ -90,20 +101,11 @@ def steps():
          [status(201, "Created"), *envelope(0),
           'pm.test("upcoming, with its 2 units", () => { pm.expect(body.data.status).to.eql("upcoming"); pm.expect(body.data.remaining_stock).to.eql(2); });',
           *keep("eventId", "body.data.id")]),
-        ("3b. The event's units moved out of the product", "GET", "/api/v1/products/{id}/stock",
+        ("4b. The event's units moved out of the product", "GET", "/api/v1/products/{id}/stock",
          "/api/v1/products/{{productId}}/stock", None, None, {}, [],
          [status(200, "OK"), *envelope(0),
           'pm.test("10 - 2 left", () => pm.expect(body.data.stock).to.eql(8));']),
     ]
-    for buyer in buyers:
-        email = f"{buyer}-{{{{runTag}}}}@example.com"
-        flow.append((f"4. {buyer.title()} registers", "POST", "/api/v1/auth/register", "/api/v1/auth/register", None,
-                     {"email": email, "password": f"{buyer}-password"}, {}, [],
-                     [status(201, "Created"), *envelope(0),
-                      'pm.test("a user", () => pm.expect(body.data.role).to.eql("user"));']))
-        flow.append((f"4. {buyer.title()} logs in", "POST", "/api/v1/auth/login", "/api/v1/auth/login", None,
-                     {"email": email, "password": f"{buyer}-password"}, {}, [],
-                     [status(200, "OK"), *envelope(0), *keep(f"{buyer}Token", "body.data.access_token")]))
     flow += [
         ("5. Too early: no purchase token before the start", "GET", "/api/v1/spike/events/{id}/purchase-token",
          "/api/v1/spike/events/{{eventId}}/purchase-token", "aliceToken", None, {}, [],

@@ -1,6 +1,7 @@
-# Sourced by the scripts that run the shop on a prefix of their own (bench, fuzz, the checks):
-# removes what such a run leaves in Redis and RabbitMQ. Best effort: a store that is down or a
-# missing rabbitmqctl leaves things as they are.
+# Sourced by the scripts that run the shop on data of their own (bench, fuzz, the checks, the
+# walkthrough, the Postman run): free ports and the proof that a port's server is ours, a scratch
+# server, and the removal of what a run leaves in Redis and RabbitMQ (best effort: a store that
+# is down or a missing rabbitmqctl leaves things as they are).
 
 # delete_redis_keys PATTERN: every key matching the glob PATTERN, on the Redis (6379) and on each
 # node of the local cluster (scripts/redis-cluster.sh) that runs; prints how many. Each node
@@ -74,4 +75,47 @@ owned_by_us() {
   kill -0 "$pid" 2>/dev/null || return 1
   command -v ss >/dev/null 2>&1 || return 0
   ss -Hltnp "sport = :$port" 2>/dev/null | grep -q "pid=$pid,"
+}
+
+# start_scratch_server RUN LOG [VAR=value...]: a fresh `spike all` (the debug build, dev config) on
+# free ports, on a database `spike_RUN`, Redis prefix `RUN:` and queue prefix `RUN.` of its own,
+# its output in LOG; VAR=value words add to its environment. Sets BASE (the API), INTERNAL_BASE
+# (probes, /metrics) and SERVER_PID once it is ready and proven to be the process started here.
+# When the script exits the server stops and everything the run made is removed.
+start_scratch_server() {
+  SCRATCH_RUN=$1
+  local log=$2 port internal
+  shift 2
+  SCRATCH_CLIENT=$(command -v mariadb || command -v mysql)
+  port=$(free_port)
+  internal=$(free_port)
+  "$SCRATCH_CLIENT" -h127.0.0.1 -uroot -e "CREATE DATABASE spike_$SCRATCH_RUN;
+    GRANT ALL ON spike_$SCRATCH_RUN.* TO 'spike'@'%'; GRANT ALL ON spike_$SCRATCH_RUN.* TO 'spike'@'localhost';"
+  trap stop_scratch_server EXIT
+  env SPIKE_ENV=dev SPIKE_HTTP_ADDR="127.0.0.1:$port" SPIKE_INTERNAL_HTTP_ADDR="127.0.0.1:$internal" \
+    SPIKE_DATABASE_URL="mysql://spike:spike@127.0.0.1:3306/spike_$SCRATCH_RUN" \
+    SPIKE_REDIS_PREFIX="$SCRATCH_RUN:" SPIKE_AMQP_PREFIX="$SCRATCH_RUN." SPIKE_AMQP_QUEUE_TYPE=classic \
+    SPIKE_LOG_FORMAT=json SPIKE_LOG_LEVEL=warn "$@" \
+    target/debug/spike all >"$log" 2>&1 &
+  SERVER_PID=$!
+  BASE="http://127.0.0.1:$port"
+  INTERNAL_BASE="http://127.0.0.1:$internal"
+  for _ in $(seq 1 120); do
+    curl -fs "$BASE/readyz" >/dev/null 2>&1 && break
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.5
+  done
+  owned_by_us "$SERVER_PID" "$port" || {
+    echo "the scratch server did not start (see $log)" >&2
+    exit 1
+  }
+}
+
+stop_scratch_server() {
+  kill "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  "$SCRATCH_CLIENT" -h127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS spike_$SCRATCH_RUN" || true
+  delete_redis_keys "$SCRATCH_RUN:*" >/dev/null
+  delete_queues "$SCRATCH_RUN."
+  delete_policies "$SCRATCH_RUN."
 }
