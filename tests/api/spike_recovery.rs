@@ -625,6 +625,31 @@ async fn an_ended_events_unsold_units_go_back_to_the_product_after_its_unpaid_or
         "Redis holds none of them either: {ledger}"
     );
 
+    // Had Redis missed the clear after the commit, the reconciler's pass repairs it.
+    let stock_key = format!("{}ev:{{{event}}}:stock", app.config.redis.prefix);
+    let mut redis = app.infra.redis.clone();
+    let _: () = redis::cmd("SET")
+        .arg(&stock_key)
+        .arg(2)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    app.services
+        .flash_sale
+        .reconciler
+        .reconcile()
+        .await
+        .unwrap();
+    let repaired: i64 = redis::cmd("GET")
+        .arg(&stock_key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(
+        repaired, 0,
+        "Redis no longer counts the units the product got back"
+    );
+
     // Later passes (and other workers) change nothing.
     for _ in 0..3 {
         assert_eq!(

@@ -228,13 +228,13 @@ impl Reconciler {
                     report.settled += 1;
                 }
             }
-            if event.returned_stock > 0 && self.store.stock(event.id).await?.is_some_and(|n| n > 0)
-            {
+            let (ledger, previous_drift) = self.check_drift(event).await?;
+            if ledger.returned_stock > 0 && ledger.redis_stock.is_some_and(|n| n > 0) {
                 // Its unsold units went to the product, but Redis was not told (it failed
-                // right after the commit): Redis must not count them too.
+                // right after the commit): Redis must not count them too. The ledger read the
+                // stock already; the next pass sees it balance.
                 self.store.clear_stock(event.id).await?;
             }
-            let (ledger, previous_drift) = self.check_drift(event).await?;
             // The same drift on the last pass too: a unit being returned right now (a close
             // commits in MySQL, then gives the unit to Redis) shows as a drift for a moment.
             let settled_drift = previous_drift.is_some() && previous_drift == ledger.drift;
