@@ -8,9 +8,11 @@
 //!
 //! [`config`] reads the settings, one section per area; [`startup`] is the composition root: it
 //! builds the services once and wires them into a running HTTP server; [`worker`] is the background role;
+//! [`background`] supervises every periodic and consuming task of a process;
 //! [`bench`] is the load tool (`spike bench`).
 
 pub mod api;
+pub mod background;
 pub mod bench;
 pub mod config;
 pub mod domain;

@@ -12,7 +12,7 @@ use spike::config::{Config, redact_url};
 use spike::repo::mysql;
 use spike::startup::{self, Application, Services};
 use spike::telemetry::{self, traces};
-use spike::worker;
+use spike::worker::Worker;
 
 #[derive(Parser)]
 #[command(name = "spike", version, about = "Flash-sale shopping backend")]
@@ -165,14 +165,12 @@ async fn run(role: Role, config: Config) -> anyhow::Result<()> {
             let services = Services::build(&config, &infra)?;
             let tasks = services.tasks.clone();
             // Kubernetes probes and Prometheus scrapes reach the worker here.
-            let internal =
-                startup::InternalListener::bind(&config, services.health.clone()).await?;
-            let probes = tasks.spawn(internal.serve(shutdown.clone()));
-            let worked = worker::run(&config, infra.clone(), services, shutdown.clone()).await;
-            shutdown.cancel();
-            probes.await.context("internal listener task failed")?;
+            startup::InternalListener::bind(&config, services.health.clone())
+                .await?
+                .start(&services.supervisor, &shutdown);
+            Worker::build(&config, &infra, &services).start(&shutdown);
+            shutdown.cancelled().await;
             close(&tasks, &infra).await;
-            worked?;
         }
         Role::All => {
             // One set of services for both roles: one sold-out flag map, one cache.
@@ -180,16 +178,11 @@ async fn run(role: Role, config: Config) -> anyhow::Result<()> {
             let infra = app.infra().clone();
             let services = app.services().clone();
             let tasks = services.tasks.clone();
-            let worker = tasks.spawn({
-                let (infra, shutdown) = (infra.clone(), shutdown.clone());
-                async move { worker::run(&config, infra, services, shutdown).await }
-            });
+            Worker::build(&config, &infra, &services).start(&shutdown);
             let served = app.run_until_stopped(shutdown.clone()).await;
             shutdown.cancel();
-            let worked = worker.await.context("worker task failed")?;
             close(&tasks, &infra).await;
             served?;
-            worked?;
         }
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! binds the HTTP application. `main` and the integration tests use the same builders, so tests
 //! run the real wiring; `spike all` hands the same [`Services`] to the HTTP API and the worker.
 
+use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 
@@ -12,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::serve::{self, ConnectionLimits};
 use crate::api::{self, AppState, Handlers};
+use crate::background::Supervisor;
 use crate::config::{Config, Environment};
 use crate::repo::redis::flash_sale::EventStore;
 use crate::repo::{Infra, RepoError, Topology, mysql};
@@ -68,12 +70,15 @@ pub struct Services {
     /// Every background task the services and the roles start; shutdown waits for them
     /// before the connections close.
     pub tasks: TaskTracker,
+    /// Runs and watches the periodic and consuming tasks (on `tasks`); `/readyz` reads it.
+    pub supervisor: Supervisor,
 }
 
 impl Services {
     pub fn build(config: &Config, infra: &Infra) -> Result<Services, ServiceError> {
         let prefix = &config.redis.prefix;
         let tasks = TaskTracker::new();
+        let supervisor = Supervisor::new(tasks.clone(), &config.telemetry.background);
         let auth = AuthService::new(&config.auth, prefix, infra.db.clone(), infra.redis.clone())?;
         let catalog = CatalogService::new(
             &config.catalog,
@@ -104,12 +109,13 @@ impl Services {
             ),
         );
         Ok(Services {
-            health: HealthService::new(infra.clone()),
+            health: HealthService::new(infra.clone(), supervisor.clone()),
             auth,
             catalog,
             orders,
             flash_sale,
             tasks,
+            supervisor,
         })
     }
 }
@@ -223,7 +229,6 @@ impl Application {
     /// requests finish for up to `shutdown_grace`. The background tasks it starts are tracked by
     /// `services().tasks`, which the caller waits for.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let tasks = &self.services.tasks;
         let address = self.listener.local_addr().map_err(StartupError::Serve)?;
         tracing::info!(%address, "http server listening");
         let http = &self.config.http;
@@ -234,26 +239,8 @@ impl Application {
             head_limit: http.head_limit,
         };
         let server = serve::serve(self.listener, self.router, limits, shutdown.clone());
-        tasks.spawn(self.internal.serve(shutdown.clone()));
-        // Clears this replica's sold-out flags when another process announces returned stock.
-        let purchase = self.services.flash_sale.purchase.clone();
-        let flags = purchase.sold_out_flags();
-        let channel = purchase.stock_returned_channel();
-        let announcements = self.infra.announcements.clone();
-        let listening = shutdown.clone();
-        tasks.spawn(async move { flags.listen(announcements, channel, listening).await });
-        let sweeping = shutdown.clone();
-        tasks.spawn(async move {
-            purchase
-                .forget_idle_buyers_every(IDLE_BUYER_SWEEP, sweeping)
-                .await
-        });
-        tasks.spawn(store_gauges::sample_every(
-            self.infra.clone(),
-            Sampled::Pool,
-            self.config.telemetry.metrics_sample_interval,
-            shutdown.clone(),
-        ));
+        self.internal.start(&self.services.supervisor, &shutdown);
+        start_api_tasks(&self.services, &self.infra, &self.config, &shutdown);
         let grace = self.config.http.shutdown_grace;
         tokio::select! {
             () = server => {}
@@ -264,6 +251,46 @@ impl Application {
         tracing::info!("http server stopped");
         Ok(())
     }
+}
+
+/// The API role's background tasks, under the process's supervisor: the listener that clears
+/// this replica's sold-out flags when another process announces returned stock, the sweep of
+/// buyers whose rate limit has recovered, and the pool gauge.
+fn start_api_tasks(
+    services: &Services,
+    infra: &Infra,
+    config: &Config,
+    shutdown: &CancellationToken,
+) {
+    let supervisor = &services.supervisor;
+    let purchase = services.flash_sale.purchase.clone();
+    let (flags, channel) = (purchase.sold_out_flags(), purchase.stock_returned_channel());
+    let announcements = infra.announcements.clone();
+    supervisor.long_running("sold_out_listener", shutdown, move |shutdown| {
+        let (flags, announcements, channel) =
+            (flags.clone(), announcements.clone(), channel.clone());
+        async move {
+            flags.listen(announcements, channel, shutdown).await;
+            Ok::<(), Infallible>(())
+        }
+    });
+    supervisor.periodic("idle_buyer_sweep", IDLE_BUYER_SWEEP, shutdown, move || {
+        purchase.forget_idle_buyers();
+        std::future::ready(Ok::<(), Infallible>(()))
+    });
+    let infra = infra.clone();
+    supervisor.periodic(
+        "api_gauges",
+        config.telemetry.metrics_sample_interval,
+        shutdown,
+        move || {
+            let infra = infra.clone();
+            async move {
+                store_gauges::sample(&infra, Sampled::Pool).await;
+                Ok::<(), Infallible>(())
+            }
+        },
+    );
 }
 
 /// The internal listener on `internal_http_addr`, bound: `/healthz`, `/readyz` and `/metrics`
@@ -311,11 +338,23 @@ impl InternalListener {
             .port()
     }
 
-    /// Serves until `shutdown`, and keeps the metrics' upkeep (idle series dropped) running.
-    pub async fn serve(self, shutdown: CancellationToken) {
-        tokio::join!(
-            serve::serve(self.listener, self.router, self.limits, shutdown.clone()),
-            crate::telemetry::metrics::run_upkeep(shutdown),
+    /// Serves until `shutdown` (on the supervisor's tracker), and keeps the metrics' upkeep
+    /// (histograms folded, idle series dropped) running under the supervisor.
+    pub fn start(self, supervisor: &Supervisor, shutdown: &CancellationToken) {
+        supervisor.tracker().spawn(serve::serve(
+            self.listener,
+            self.router,
+            self.limits,
+            shutdown.clone(),
+        ));
+        supervisor.periodic(
+            "metrics_upkeep",
+            crate::telemetry::metrics::UPKEEP_EVERY,
+            shutdown,
+            || {
+                crate::telemetry::metrics::upkeep();
+                std::future::ready(Ok::<(), Infallible>(()))
+            },
         );
     }
 }

@@ -26,13 +26,16 @@ pub struct HealthStatus {
 }
 
 /// Readiness report: `status` is `ready` or `unavailable`; `checks` maps each dependency to
-/// `ok` or the reason it failed.
+/// `ok` or the reason it failed; `stalled_tasks` maps each background task of this process that
+/// is down or has not completed a pass for too long to why (empty when all run).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReadinessReport {
     #[schema(example = "ready")]
     pub status: &'static str,
     #[schema(example = json!({"mysql": "ok", "redis": "ok", "rabbitmq": "ok"}))]
     pub checks: BTreeMap<&'static str, String>,
+    #[schema(example = json!({}))]
+    pub stalled_tasks: BTreeMap<&'static str, String>,
 }
 
 /// The process is alive. Checks nothing else, so an orchestrator never restarts a healthy
@@ -47,15 +50,16 @@ pub async fn healthz() -> Json<HealthStatus> {
     Json(HealthStatus { status: "ok" })
 }
 
-/// Ready to serve: MySQL, Redis and RabbitMQ all answer. Otherwise 503/10008 naming the
-/// failing ones in `message` and in `data.checks`.
+/// Ready to serve: MySQL, Redis and RabbitMQ all answer and no background task of the process
+/// is stalled. Otherwise 503/10008 naming the failing ones in `message` and in `data.checks` /
+/// `data.stalled_tasks`.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "service",
     responses(
         (status = 200, description = "every dependency answers", body = Envelope<ReadinessReport>),
-        (status = 503, description = "a dependency is down", body = ErrorEnvelope),
+        (status = 503, description = "a dependency is down or a background task stalled", body = ErrorEnvelope),
     )
 )]
 pub async fn readyz(State(health): State<HealthService>) -> Response {
@@ -71,17 +75,34 @@ pub async fn readyz(State(health): State<HealthService>) -> Response {
             (dependency.name(), outcome)
         })
         .collect();
+    let stalled_tasks = readiness
+        .stalled
+        .iter()
+        .map(|stalled| (stalled.task, stalled.reason.clone()))
+        .collect();
     if readiness.is_ready() {
         return ApiResponse::ok(ReadinessReport {
             status: "ready",
             checks,
+            stalled_tasks,
         })
         .into_response();
     }
-    let failing: Vec<&str> = readiness.failing().iter().map(|d| d.name()).collect();
+    let mut failing: Vec<String> = readiness
+        .failing()
+        .iter()
+        .map(|d| d.name().to_owned())
+        .collect();
+    failing.extend(
+        readiness
+            .stalled
+            .iter()
+            .map(|stalled| format!("background task {} ({})", stalled.task, stalled.reason)),
+    );
     let report = ReadinessReport {
         status: "unavailable",
         checks,
+        stalled_tasks,
     };
     ApiError::new(ErrorCode::Unavailable)
         .with_message(format!("not ready: {} unavailable", failing.join(", ")))

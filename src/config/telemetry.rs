@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::Environment;
 use super::reader::Reader;
 use super::values::LogFormat;
+use crate::background::SupervisorSettings;
 
 #[derive(Debug, Clone)]
 pub struct TelemetrySettings {
@@ -21,6 +22,8 @@ pub struct TelemetrySettings {
     /// Share (0 to 1) of new traces sampled; a request that arrives with a sampled
     /// `traceparent` is always traced (parent-based).
     pub trace_sample_ratio: f64,
+    /// How the background supervisor judges its tasks (and the dev-only fault hook).
+    pub background: SupervisorSettings,
 }
 
 impl TelemetrySettings {
@@ -66,7 +69,43 @@ impl TelemetrySettings {
             "trace_sample_ratio",
             "share (0 to 1) of new traces recorded; a request or message whose `traceparent` says sampled (or not) is followed",
         );
+        r.section("Background work");
+        let stall_intervals = r.between(
+            "background_stall_intervals",
+            "a periodic background task (warm-up, reconciler, relay, gauges) without a successful pass for this many of its intervals (and at least 10 s) makes `/readyz` of its process answer 503 naming it",
+            5u32,
+            1,
+            1000,
+        );
+        let fault_panics = r.optional(
+            "background_fault_panics",
+            "testing only (dev): `task:n` makes that background task's first n passes panic, to prove the supervisor restarts it",
+        );
+        let fault_panics = match fault_panics.as_deref().map(str::trim) {
+            None | Some("") => Some(None),
+            Some(_) if env != Environment::Dev => {
+                r.problem(
+                    "background_fault_panics",
+                    "is a fault injection for tests: only allowed with SPIKE_ENV=dev",
+                );
+                None
+            }
+            Some(raw) => match raw.split_once(':').map(|(t, n)| (t, n.parse::<u32>())) {
+                Some((task, Ok(n))) if !task.is_empty() => Some(Some((task.to_owned(), n))),
+                _ => {
+                    r.problem(
+                        "background_fault_panics",
+                        format!("must be `task:n`, e.g. `flash_sale_housekeeping:3` (got {raw:?})"),
+                    );
+                    None
+                }
+            },
+        };
         Some(TelemetrySettings {
+            background: SupervisorSettings {
+                stall_intervals: stall_intervals?,
+                fault_panics: fault_panics?,
+            },
             log_format: log_format?,
             log_level,
             request_log_sample: request_log_sample?,

@@ -34,14 +34,37 @@ pub struct WindowError {
 }
 
 impl EventWindow {
-    /// A window as stored: only `end_at` after `start_at` is required, so a row written by an
-    /// older release (or by hand) with far-off times still reads. New windows go through
-    /// [`EventWindow::schedule`].
-    pub fn new(start_at: OffsetDateTime, end_at: OffsetDateTime) -> Result<EventWindow, String> {
-        if end_at <= start_at {
-            return Err("end_at must be after start_at".into());
+    /// A window as stored. Anything reads, so one bad row (from an older release or a manual
+    /// fix) never makes a list of events unreadable; [`EventWindow::sale_problem`] says whether
+    /// it may be sold. New windows go through [`EventWindow::schedule`].
+    pub fn stored(start_at: OffsetDateTime, end_at: OffsetDateTime) -> EventWindow {
+        EventWindow { start_at, end_at }
+    }
+
+    /// Why a stored window must not be sold (or warmed), if it breaks the rules
+    /// [`EventWindow::schedule`] enforces on new ones: empty, before the epoch, or longer than
+    /// [`EVENT_LENGTH_MAX`] (a year-9999 end, say). How far ahead it lies is not checked: a
+    /// window scheduled long ago was within a year of its scheduling.
+    pub fn sale_problem(&self) -> Option<String> {
+        if self.end_at <= self.start_at {
+            return Some(format!(
+                "its stored window ends ({}) before it starts ({})",
+                self.end_at, self.start_at
+            ));
         }
-        Ok(EventWindow { start_at, end_at })
+        if self.start_at < SCHEDULE_EARLIEST {
+            return Some(format!(
+                "its stored start ({}) is before 1970-01-01",
+                self.start_at
+            ));
+        }
+        if self.end_at - self.start_at > EVENT_LENGTH_MAX {
+            return Some(format!(
+                "its stored window ({} to {}) is longer than 31 days",
+                self.start_at, self.end_at
+            ));
+        }
+        None
     }
 
     /// A window an admin asks for at `now`: after the epoch, neither time more than
@@ -214,11 +237,10 @@ mod tests {
 
     #[test]
     fn status_follows_the_window() {
-        let window = EventWindow::new(
+        let window = EventWindow::stored(
             datetime!(2026-01-01 10:00 UTC),
             datetime!(2026-01-01 11:00 UTC),
-        )
-        .unwrap();
+        );
         assert_eq!(
             window.status_at(datetime!(2026-01-01 09:59:59 UTC)),
             EventStatus::Upcoming
@@ -236,9 +258,36 @@ mod tests {
     #[test]
     fn the_window_must_not_be_empty() {
         let t = datetime!(2026-01-01 10:00 UTC);
-        assert!(EventWindow::new(t, t).is_err());
-        assert!(EventWindow::new(t, t - time::Duration::SECOND).is_err());
+        assert!(EventWindow::stored(t, t).sale_problem().is_some());
+        assert!(
+            EventWindow::stored(t, t - time::Duration::SECOND)
+                .sale_problem()
+                .is_some()
+        );
         assert!(EventWindow::schedule(t, t, t).is_err());
+    }
+
+    #[test]
+    fn a_stored_window_outside_the_scheduling_rules_reads_but_is_not_for_sale() {
+        let now = datetime!(2026-12-06 10:00 UTC);
+        let sane = EventWindow::stored(now, now + time::Duration::hours(1));
+        assert_eq!(sane.sale_problem(), None);
+        let forever = EventWindow::stored(now, datetime!(9999-12-31 23:59:59 UTC));
+        assert_eq!(forever.status_at(now), EventStatus::Active);
+        assert!(
+            forever
+                .sale_problem()
+                .unwrap()
+                .contains("longer than 31 days")
+        );
+        let ancient = EventWindow::stored(
+            datetime!(1000-01-01 00:00 UTC),
+            datetime!(1000-01-02 00:00 UTC),
+        );
+        assert!(ancient.sale_problem().unwrap().contains("before 1970"));
+        // Exactly the longest schedulable window is fine when read back.
+        let longest = EventWindow::stored(now, now + EVENT_LENGTH_MAX);
+        assert_eq!(longest.sale_problem(), None);
     }
 
     #[test]

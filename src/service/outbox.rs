@@ -6,10 +6,8 @@
 //! message again later, so every consumer is idempotent.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use sqlx::MySqlPool;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::telemetry::traces;
@@ -26,40 +24,24 @@ pub struct OutboxRelay {
     db: MySqlPool,
     amqp: Arc<Amqp>,
     exchange: String,
-    idle_wait: Duration,
 }
 
 impl OutboxRelay {
-    pub fn new(
-        db: MySqlPool,
-        amqp: Arc<Amqp>,
-        exchange: String,
-        idle_wait: Duration,
-    ) -> OutboxRelay {
-        OutboxRelay {
-            db,
-            amqp,
-            exchange,
-            idle_wait,
-        }
+    pub fn new(db: MySqlPool, amqp: Arc<Amqp>, exchange: String) -> OutboxRelay {
+        OutboxRelay { db, amqp, exchange }
     }
 
-    /// Relays until `shutdown`, polling every `idle_wait` while there is nothing to send.
-    pub async fn run(self, shutdown: CancellationToken) {
-        tracing::info!("outbox relay started");
-        while !shutdown.is_cancelled() {
-            let sent = self.relay_batch().await.unwrap_or_else(|error| {
-                tracing::warn!(%error, "outbox relay round failed");
-                0
-            });
-            if sent < BATCH as usize {
-                tokio::select! {
-                    () = shutdown.cancelled() => {}
-                    () = tokio::time::sleep(self.idle_wait) => {}
-                }
+    /// Publishes batches until one comes back short (the outbox held no more then); returns how
+    /// many messages went out. The worker runs it every `SPIKE_OUTBOX_POLL_INTERVAL`.
+    pub async fn relay_all(&self) -> Result<usize, ServiceError> {
+        let mut sent = 0;
+        loop {
+            let batch = self.relay_batch().await?;
+            sent += batch;
+            if batch < BATCH as usize {
+                return Ok(sent);
             }
         }
-        tracing::info!("outbox relay stopped");
     }
 
     /// Publishes one batch; returns how many messages went out.

@@ -1,11 +1,7 @@
 //! The gauges that describe what the stores hold rather than what this process did: MySQL pool
 //! use (every role), and for the worker the depth of each queue and the outbox backlog.
-//! Sampled on a timer by one task per process, so a scrape costs nothing and a slow store never
-//! slows a scrape.
-
-use std::time::Duration;
-
-use tokio_util::sync::CancellationToken;
+//! Sampled on a timer by one supervised task per process (`api_gauges`, `worker_gauges`), so a
+//! scrape costs nothing and a slow store never slows a scrape.
 
 use crate::repo::Infra;
 use crate::repo::mysql::outbox;
@@ -17,23 +13,6 @@ use crate::telemetry::metrics::names;
 pub enum Sampled {
     Pool,
     PoolQueuesAndOutbox,
-}
-
-/// Samples the gauges every `every` until `shutdown`.
-pub async fn sample_every(
-    infra: Infra,
-    what: Sampled,
-    every: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => sample(&infra, what).await,
-        }
-    }
 }
 
 fn sample_pool(pool_name: &'static str, pool: &sqlx::MySqlPool) {

@@ -12,7 +12,6 @@ use std::time::Duration;
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
-use tokio_util::sync::CancellationToken;
 
 /// The metric names, one constant per family, so the code, the tests and the dashboards agree.
 pub mod names {
@@ -34,6 +33,10 @@ pub mod names {
     pub const DB_POOL_CONNECTIONS: &str = "spike_db_pool_connections";
     pub const DB_POOL_MAX: &str = "spike_db_pool_max_connections";
     pub const BUILD_INFO: &str = "spike_build_info";
+    pub const BACKGROUND_FAILURES: &str = "spike_background_failures_total";
+    pub const BACKGROUND_RESTARTS: &str = "spike_background_restarts_total";
+    pub const BACKGROUND_LAST_SUCCESS: &str = "spike_background_last_success_timestamp_seconds";
+    pub const BACKGROUND_STALL_AFTER: &str = "spike_background_stall_after_seconds";
 }
 
 /// Latency buckets for a service whose answers take 1–100 ms, with room either side to see a
@@ -48,7 +51,7 @@ const GAUGE_IDLE: Duration = Duration::from_secs(600);
 
 /// How often histogram samples are folded into their buckets when nobody scrapes, so memory stays
 /// bounded.
-const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -80,17 +83,9 @@ pub fn render() -> String {
     install().render()
 }
 
-/// Folds histogram samples every few seconds until `shutdown`.
-pub async fn run_upkeep(shutdown: CancellationToken) {
-    let handle = install();
-    let mut tick = tokio::time::interval(UPKEEP_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => handle.run_upkeep(),
-        }
-    }
+/// Folds histogram samples and drops idle series; run every [`UPKEEP_EVERY`].
+pub fn upkeep() {
+    install().run_upkeep();
 }
 
 /// The counters that dashboards and alerts take the `rate`/`increase` of, by label value,
@@ -118,16 +113,6 @@ const COUNTERS_FROM_ZERO: &[(&str, &str, &[&str])] = &[
         "result",
         &["confirmed", "nacked", "unroutable", "timed_out", "failed"],
     ),
-];
-
-/// Outcomes of a consumed message (`spike_consumer_messages_total{outcome}`).
-pub const CONSUMER_OUTCOMES: &[&str] = &[
-    "processed",
-    "retried",
-    "requeued",
-    "deferred",
-    "dead_lettered",
-    "rejected",
 ];
 
 fn start_counters_at_zero() {
@@ -222,6 +207,24 @@ fn describe() {
     describe_counter!(
         RELEASED_UNITS,
         "Units a re-warm held back that the reconciler gave back to Redis once the queue was quiet"
+    );
+    describe_counter!(
+        BACKGROUND_FAILURES,
+        "Background failures by task: failed passes, units of work (events, rows) a pass skipped, and deaths"
+    );
+    describe_counter!(
+        BACKGROUND_RESTARTS,
+        "Background tasks started again by the supervisor after they died (panic, error, early end)"
+    );
+    describe_gauge!(
+        BACKGROUND_LAST_SUCCESS,
+        Unit::Seconds,
+        "Unix time of a periodic background task's last successful pass"
+    );
+    describe_gauge!(
+        BACKGROUND_STALL_AFTER,
+        Unit::Seconds,
+        "How long a periodic background task may go without a successful pass before /readyz names it"
     );
     describe_counter!(
         DEAD_LETTERED_ORDERS,

@@ -7,7 +7,6 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::helpers::{TestApp, TestOptions, code, envelope, spawn_app_with, wait_for};
-use crate::spike::{active_event, buy, buyers, result_of};
 
 async fn delete_user(app: &TestApp, id: u64) {
     sqlx::query("DELETE FROM users WHERE id = ?")
@@ -127,23 +126,23 @@ async fn a_demoted_admin_loses_the_admin_routes_before_the_token_expires() {
 async fn a_deleted_buyers_reservation_fails_at_once_and_its_unit_returns() {
     let app = spawn_app_with(TestOptions::default().with_worker()).await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 1).await;
-    let people = buyers(&app, 2).await;
+    let event = app.active_event(&admin, 1).await;
+    let people = app.buyers(2).await;
     let ((gone, gone_token), (_, other)) = (&people[0], &people[1]);
     delete_user(&app, *gone).await;
 
     // The buy path checks the token's signature only (it stays off MySQL) ...
-    assert_eq!(buy(&app, gone_token, event).await.status(), 202);
+    assert_eq!(app.buy(gone_token, event).await.status(), 202);
     // ... and the worker refuses the reservation without retrying it.
     wait_for("the refusal", Duration::from_secs(10), || async {
-        result_of(&app, gone_token, event).await["status"] == "failed"
+        app.result_of(gone_token, event).await["status"] == "failed"
     })
     .await;
-    let result = result_of(&app, gone_token, event).await;
+    let result = app.result_of(gone_token, event).await;
     assert_eq!(result["reason"], "buyer_unknown", "{result}");
     let ledger = app.ledger(&admin, event).await;
     assert_eq!(ledger["redis_stock"], 1, "{ledger}");
     assert_eq!(ledger["drift"], 0, "{ledger}");
     // The unit is there for someone else.
-    assert_eq!(buy(&app, other, event).await.status(), 202);
+    assert_eq!(app.buy(other, event).await.status(), 202);
 }

@@ -12,7 +12,6 @@ use spike::bench::{self, BenchArgs, Scenario};
 use spike::repo::redis::flash_sale::EventKeys;
 
 use crate::helpers::{TestApp, TestOptions, code, spawn_app_with};
-use crate::spike::{active_event, buy, buyers, result_of};
 
 fn sale(app: &TestApp, buyers: u64, stock: u64) -> BenchArgs {
     BenchArgs {
@@ -127,13 +126,13 @@ async fn a_server_whose_worker_is_down_fails_the_every_202_check() {
 async fn an_oversold_event_fails_the_oversell_and_conservation_checks() {
     let app = spawn_app_with(TestOptions::default().with_worker()).await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 2).await;
-    let people = buyers(&app, 3).await;
+    let event = app.active_event(&admin, 2).await;
+    let people = app.buyers(3).await;
     for (_, token) in &people[..2] {
-        assert_eq!(buy(&app, token, event).await.status(), 202);
+        assert_eq!(app.buy(token, event).await.status(), 202);
     }
     for (_, token) in &people[..2] {
-        crate::spike::wait_for_success(&app, token, event).await;
+        app.wait_for_success(token, event).await;
     }
     // A broken server sold a third unit: an order MySQL has no stock for.
     let db = &app.infra.db;
@@ -300,10 +299,10 @@ async fn the_naive_db_mode_never_oversells_under_a_race() {
     // No worker and no queue: the request itself makes the order.
     let app = spawn_app_with(TestOptions::default().env("SPIKE_FLASH_SALE_MODE", "db")).await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 20).await;
-    let people = buyers(&app, 200).await;
+    let event = app.active_event(&admin, 20).await;
+    let people = app.buyers(200).await;
     let attempts = people.iter().flat_map(|(id, token)| {
-        [buy(&app, token, event), buy(&app, token, event)]
+        [app.buy(token, event), app.buy(token, event)]
             .map(|f| async move { (*id, code(f.await).await) })
     });
     let answers = futures_util::future::join_all(attempts).await;
@@ -332,7 +331,7 @@ async fn the_naive_db_mode_never_oversells_under_a_race() {
     assert_eq!(app.event_stock(event).await, 0);
     let (winner, token) = people.iter().find(|p| winners.contains(&p.0)).unwrap();
     assert_eq!(
-        result_of(&app, token, event).await["status"],
+        app.result_of(token, event).await["status"],
         "success",
         "buyer {winner}"
     );

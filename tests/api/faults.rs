@@ -9,16 +9,14 @@ use std::time::Duration as StdDuration;
 
 use futures_util::StreamExt;
 
-use crate::helpers::{OutageProxy, TestApp, TestOptions, code, spawn_app_with, wait_for};
-use crate::spike::{
-    active_event, buy, buyers, orders_in, owners_in, result_of, wait_for_success,
-    wait_until_settled,
+use crate::helpers::{
+    CapturedLogs, OutageProxy, TestApp, TestOptions, code, spawn_app_with, wait_for,
 };
 
 /// Every buyer's answer, `concurrency` at a time.
 async fn buy_all(app: &TestApp, event: u64, people: &[(u64, String)]) -> Vec<(u64, u16)> {
     futures_util::stream::iter(people)
-        .map(|(id, token)| async move { (*id, code(buy(app, token, event).await).await.0) })
+        .map(|(id, token)| async move { (*id, code(app.buy(token, event).await).await.0) })
         .buffer_unordered(20)
         .collect()
         .await
@@ -33,8 +31,8 @@ async fn a_broker_outage_during_a_burst_loses_no_queued_buy_and_holds_nothing_fo
     ))
     .await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 1_000).await;
-    let mut people = buyers(&app, 301).await;
+    let event = app.active_event(&admin, 1_000).await;
+    let mut people = app.buyers(301).await;
     // One buyer probes the broker path once it is back (below).
     let probe = people.pop().unwrap();
 
@@ -50,7 +48,7 @@ async fn a_broker_outage_during_a_burst_loses_no_queued_buy_and_holds_nothing_fo
         .map(|(id, token)| {
             let (app, refused) = (&app, refused.clone());
             async move {
-                let status = code(buy(app, token, event).await).await.0;
+                let status = code(app.buy(token, event).await).await.0;
                 if status == 503 {
                     refused.notify_one();
                 }
@@ -79,7 +77,7 @@ async fn a_broker_outage_during_a_burst_loses_no_queued_buy_and_holds_nothing_fo
     wait_for(
         "a buy to be queued again",
         StdDuration::from_secs(30),
-        || async { buy(&app, &probe.1, event).await.status() == 202 },
+        || async { app.buy(&probe.1, event).await.status() == 202 },
     )
     .await;
     answers.extend(buy_all(&app, event, &people[200..]).await);
@@ -116,26 +114,26 @@ async fn a_broker_outage_during_a_burst_loses_no_queued_buy_and_holds_nothing_fo
     wait_for(
         "every queued buy to become an order",
         StdDuration::from_secs(60),
-        || async { orders_in(&app, event).await == queued.len() as i64 },
+        || async { app.orders_in(event).await == queued.len() as i64 },
     )
     .await;
     assert_eq!(
-        owners_in(&app, event).await,
+        app.owners_in(event).await,
         queued,
         "the orders are the queued buyers'"
     );
-    wait_until_settled(&app, &admin, event).await;
+    app.wait_until_settled(&admin, event).await;
     let ledger = app.ledger(&admin, event).await;
     assert_eq!(ledger["drift"], 0, "a 503 holds no unit: {ledger}");
     assert_eq!(ledger["mysql_drift"], 0, "{ledger}");
     // A refused buyer holds nothing: they may try again.
     let (id, token) = people.iter().find(|(id, _)| refused.contains(id)).unwrap();
     assert_eq!(
-        result_of(&app, token, event).await["status"],
+        app.result_of(token, event).await["status"],
         "none",
         "buyer {id}"
     );
-    assert_eq!(buy(&app, token, event).await.status(), 202);
+    assert_eq!(app.buy(token, event).await.status(), 202);
 }
 
 #[tokio::test]
@@ -149,26 +147,34 @@ async fn a_database_outage_longer_than_every_retry_loses_no_reservation() {
     )
     .await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 300).await;
-    let people = buyers(&app, 200).await;
+    let event = app.active_event(&admin, 300).await;
+    let people = app.buyers(200).await;
     let answers = buy_all(&app, event, &people).await;
     assert!(
         answers.iter().all(|(_, status)| *status == 202),
         "{answers:?}"
     );
 
+    let (logs, _capturing) = CapturedLogs::start(tracing::Level::ERROR);
     database.go_down();
     app.start_worker();
-    // Longer than the pool's 3 s acquire timeout three times over: every attempt fails.
-    tokio::time::sleep(StdDuration::from_secs(10)).await;
+    // Down until a reservation has been through every retry and its last attempt failed too
+    // (the worker logs it "failed for good" and cannot give it back without MySQL, so it waits
+    // in the queue): the outage has outlasted every retry.
+    wait_for(
+        "a reservation to spend every retry during the outage",
+        StdDuration::from_secs(60),
+        || async { logs.text().contains("failed for good") },
+    )
+    .await;
     database.come_back();
 
     for (_, token) in &people {
-        wait_for_success(&app, token, event).await;
+        app.wait_for_success(token, event).await;
     }
-    assert_eq!(orders_in(&app, event).await, 200);
+    assert_eq!(app.orders_in(event).await, 200);
     app.expect_queue_len(&app.topology().dead_queue(), 0).await;
-    wait_until_settled(&app, &admin, event).await;
+    app.wait_until_settled(&admin, event).await;
     assert_eq!(app.ledger(&admin, event).await["drift"], 0);
     assert_eq!(app.event_stock(event).await, 100);
 }
@@ -183,8 +189,8 @@ async fn a_partition_from_redis_fails_closed_and_sells_exactly_the_stock_after()
     )
     .await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 50).await;
-    let people = buyers(&app, 120).await;
+    let event = app.active_event(&admin, 50).await;
+    let people = app.buyers(120).await;
 
     let before = buy_all(&app, event, &people[..20]).await;
     assert!(
@@ -210,11 +216,11 @@ async fn a_partition_from_redis_fails_closed_and_sells_exactly_the_stock_after()
     );
 
     wait_for("every order", StdDuration::from_secs(30), || async {
-        orders_in(&app, event).await == 50
+        app.orders_in(event).await == 50
     })
     .await;
-    assert_eq!(owners_in(&app, event).await.len(), 50);
-    wait_until_settled(&app, &admin, event).await;
+    assert_eq!(app.owners_in(event).await.len(), 50);
+    app.wait_until_settled(&admin, event).await;
     let ledger = app.ledger(&admin, event).await;
     assert_eq!(
         (ledger["redis_stock"].as_i64(), ledger["drift"].as_i64()),
@@ -234,8 +240,8 @@ async fn redis_restarting_empty_mid_sale_fails_closed_then_sells_every_unit_exac
     )
     .await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 100).await;
-    let people = buyers(&app, 300).await;
+    let event = app.active_event(&admin, 100).await;
+    let people = app.buyers(300).await;
     let first = buy_all(&app, event, &people[..60]).await;
     assert!(first.iter().all(|(_, status)| *status == 202), "{first:?}");
 
@@ -264,7 +270,7 @@ async fn redis_restarting_empty_mid_sale_fails_closed_then_sells_every_unit_exac
     for round in 0..40 {
         let start = 60 + round * 6;
         answers.extend(buy_all(&app, event, &people[start..start + 6]).await);
-        if orders_in(&app, event).await == 100 {
+        if app.orders_in(event).await == 100 {
             break;
         }
         tokio::time::sleep(StdDuration::from_millis(250)).await;
@@ -276,16 +282,12 @@ async fn redis_restarting_empty_mid_sale_fails_closed_then_sells_every_unit_exac
         "{answers:?}"
     );
     wait_for("every unit sold", StdDuration::from_secs(60), || async {
-        let orders = orders_in(&app, event).await;
+        let orders = app.orders_in(event).await;
         assert!(orders <= 100, "oversold: {orders}");
         orders == 100
     })
     .await;
-    assert_eq!(
-        owners_in(&app, event).await.len(),
-        100,
-        "one order per buyer"
-    );
+    assert_eq!(app.owners_in(event).await.len(), 100, "one order per buyer");
     assert_eq!(app.event_stock(event).await, 0);
     wait_for(
         "the ledger to balance",

@@ -30,4 +30,5 @@ mod schema;
 mod spike;
 mod spike_batches;
 mod spike_recovery;
+mod supervision;
 mod traces;

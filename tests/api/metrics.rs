@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use crate::helpers::{TestApp, TestOptions, closed_port, spawn_app, spawn_app_with, wait_for};
 use crate::process::{Running, spawn_spike_with, wait_until_healthy};
-use crate::spike::{active_event, buyers};
 
 /// The value of the sample of `name` whose labels include every one of `labels`, summed over the
 /// samples that match (a family may carry more labels than the test names).
@@ -61,9 +60,9 @@ async fn metrics_count_exactly_what_a_small_flash_sale_did() {
     // The test app sets up data and mints tokens; the processes under test do the work.
     let app = spawn_app().await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 3).await;
+    let event = app.active_event(&admin, 3).await;
     let product = app.create_product(&admin, "12.50", 10).await;
-    let buyers = buyers(&app, 5).await;
+    let buyers = app.buyers(5).await;
 
     let env = env_of(&app);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -129,7 +128,7 @@ async fn metrics_count_exactly_what_a_small_flash_sale_did() {
     // The worker makes three orders and the relay publishes their close timers; its gauges
     // follow within a sampling interval.
     wait_for("three orders", Duration::from_secs(20), || async {
-        crate::spike::orders_in(&app, event).await == 3
+        app.orders_in(event).await == 3
     })
     .await;
     let order_queue = format!("{}spike.order.create", app.resources.amqp_prefix);

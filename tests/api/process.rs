@@ -160,7 +160,6 @@ async fn spike_worker_declares_the_topology_then_stops_on_sigterm() {
 #[tokio::test]
 async fn an_api_process_killed_between_reservation_and_publish_loses_nothing() {
     use crate::helpers::{TestOptions, spawn_app_with};
-    use crate::spike::{active_event, buyers, result_of, wait_for_success};
 
     // The worker (in this test's process) reconciles quickly; the API process dies mid-buy.
     let app = spawn_app_with(
@@ -171,8 +170,8 @@ async fn an_api_process_killed_between_reservation_and_publish_loses_nothing() {
     )
     .await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 1).await;
-    let (_, token) = buyers(&app, 1).await.remove(0);
+    let event = app.active_event(&admin, 1).await;
+    let (_, token) = app.buyers(1).await.remove(0);
     let port = closed_port().await;
     let mut api = spawn_spike_with(
         "serve",
@@ -196,15 +195,15 @@ async fn an_api_process_killed_between_reservation_and_publish_loses_nothing() {
     let status = api.wait().expect("the API process exits");
     assert!(!status.success(), "it was killed, not stopped: {status}");
     assert_eq!(
-        result_of(&app, &token, event).await["status"],
+        app.result_of(&token, event).await["status"],
         "queued",
         "the reservation is in Redis, its message never left"
     );
 
     // The reconciler finds the reservation without an order and publishes it again.
-    let order = wait_for_success(&app, &token, event).await;
+    let order = app.wait_for_success(&token, event).await;
     assert!(order > 0);
-    crate::spike::wait_until_settled(&app, &admin, event).await;
+    app.wait_until_settled(&admin, event).await;
     let ledger = app.ledger(&admin, event).await;
     assert_eq!(ledger["live_orders"], 1, "{ledger}");
     assert_eq!(ledger["drift"], 0, "{ledger}");

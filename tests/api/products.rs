@@ -232,7 +232,7 @@ async fn invalid_list_parameters_are_400_naming_the_parameter() {
     assert_eq!(duplicate.status(), 400);
     // A parameter a list does not take (a `sort` where there is none, a misspelling) is a 400
     // too, not silently ignored.
-    let (_, user) = crate::spike::buyers(&app, 1).await.remove(0);
+    let (_, user) = app.buyers(1).await.remove(0);
     for path in [
         "/api/v1/products?pagesize=5",
         "/api/v1/spike/events?sort=start_at,desc",

@@ -6,8 +6,8 @@ use std::time::Duration as StdDuration;
 use reqwest::Method;
 use time::Duration;
 
+use crate::helpers::event_body;
 use crate::helpers::{TestApp, TestOptions, code, envelope, spawn_app, spawn_app_with};
-use crate::spike::{active_event, buyers, create, event_body};
 
 fn gate_on() -> TestOptions {
     TestOptions::default().env("SPIKE_FLASH_SALE_REQUIRE_PURCHASE_TOKEN", "true")
@@ -51,10 +51,10 @@ async fn with_the_gate_on_only_the_buyers_own_fresh_token_for_this_event_buys() 
     let app = spawn_app_with(gate_on()).await;
     let admin = app.admin_token().await;
     let (event, other_event) = (
-        active_event(&app, &admin, 5).await,
-        active_event(&app, &admin, 5).await,
+        app.active_event(&admin, 5).await,
+        app.active_event(&admin, 5).await,
     );
-    let people = buyers(&app, 2).await;
+    let people = app.buyers(2).await;
     let ((_, alice), (_, bob)) = (&people[0], &people[1]);
 
     assert_eq!(
@@ -93,8 +93,8 @@ async fn with_the_gate_on_only_the_buyers_own_fresh_token_for_this_event_buys() 
 async fn an_expired_token_is_refused() {
     let app = spawn_app_with(gate_on().env("SPIKE_FLASH_SALE_PURCHASE_TOKEN_TTL", "1s")).await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 5).await;
-    let (_, buyer) = buyers(&app, 1).await.remove(0);
+    let event = app.active_event(&admin, 5).await;
+    let (_, buyer) = app.buyers(1).await.remove(0);
     let token = purchase_token(&app, &buyer, event).await;
     // The condition is time itself, hence the sleep.
     tokio::time::sleep(StdDuration::from_millis(1100)).await;
@@ -110,21 +110,21 @@ async fn an_expired_token_is_refused() {
 async fn tokens_are_issued_only_while_the_event_is_active() {
     let app = spawn_app().await;
     let admin = app.admin_token().await;
-    let (_, buyer) = buyers(&app, 1).await.remove(0);
+    let (_, buyer) = app.buyers(1).await.remove(0);
     let product = app.create_product(&admin, "100.00", 10).await;
-    let upcoming = create(
-        &app,
-        &admin,
-        &event_body(product, 1, Duration::hours(1), Duration::hours(2)),
-    )
-    .await;
+    let upcoming = app
+        .create_event(
+            &admin,
+            &event_body(product, 1, Duration::hours(1), Duration::hours(2)),
+        )
+        .await;
     let upcoming = envelope(upcoming).await["data"]["id"].as_u64().unwrap();
-    let ended = create(
-        &app,
-        &admin,
-        &event_body(product, 1, Duration::hours(-2), Duration::hours(-1)),
-    )
-    .await;
+    let ended = app
+        .create_event(
+            &admin,
+            &event_body(product, 1, Duration::hours(-2), Duration::hours(-1)),
+        )
+        .await;
     let ended = envelope(ended).await["data"]["id"].as_u64().unwrap();
 
     let (status, code_, _) = code(token_for(&app, &buyer, upcoming).await).await;
@@ -134,14 +134,14 @@ async fn tokens_are_issued_only_while_the_event_is_active() {
     let (status, code_, _) = code(token_for(&app, &buyer, 999_999_999).await).await;
     assert_eq!((status, code_), (404, Some(50001)));
     // Without the gate (the dev default) a buy needs no token.
-    let active = active_event(&app, &admin, 1).await;
+    let active = app.active_event(&admin, 1).await;
     assert_eq!(buy_with(&app, &buyer, active, None).await.0, 202);
 }
 
 #[tokio::test]
 async fn the_result_of_an_unknown_event_is_404() {
     let app = spawn_app().await;
-    let (_, buyer) = buyers(&app, 1).await.remove(0);
+    let (_, buyer) = app.buyers(1).await.remove(0);
     let response = app
         .send_authed(
             Method::GET,

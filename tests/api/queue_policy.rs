@@ -4,7 +4,6 @@
 
 use crate::helpers::{TestOptions, closed_port, code, spawn_app_with};
 use crate::process::{Running, spawn_spike_with, wait_until_healthy};
-use crate::spike::{active_event, buy, buyers};
 
 const MANAGEMENT: &str = "http://guest:guest@127.0.0.1:15672";
 
@@ -33,14 +32,14 @@ async fn the_order_queue_bound_is_a_policy_and_a_new_bound_needs_no_recreated_qu
     let policy = format!("{}spike.order.create.bound", app.resources.amqp_prefix);
     assert_eq!(policy_bound(&policy).await, 3);
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 10).await;
-    let people = buyers(&app, 6).await;
+    let event = app.active_event(&admin, 10).await;
+    let people = app.buyers(6).await;
 
     // No worker: three reservations fill the queue and the broker refuses the fourth.
     for (_, token) in &people[..3] {
-        assert_eq!(buy(&app, token, event).await.status(), 202);
+        assert_eq!(app.buy(token, event).await.status(), 202);
     }
-    let (status, code_, _) = code(buy(&app, &people[3].1, event).await).await;
+    let (status, code_, _) = code(app.buy(&people[3].1, event).await).await;
     assert_eq!((status, code_), (503, Some(10008)), "the bound holds");
 
     // A process with a bound of 5 starts on the same queue and raises the policy's bound.

@@ -15,7 +15,6 @@ use spike::repo::redis::announcements::Announcements;
 use spike::repo::redis::flash_sale::{EventKeys, EventStore, Reservation, WarmMode, WarmState};
 
 use crate::helpers::{TestOptions, code, envelope, spawn_app_with, wait_for};
-use crate::spike::{active_event, buy, buyers};
 
 async fn slot_of(redis: &mut RedisConnection, key: &str) -> u16 {
     redis::cmd("CLUSTER")
@@ -271,10 +270,10 @@ async fn readyz_is_503_while_the_cluster_has_lost_a_master_and_200_once_it_is_wh
     // (`CLUSTER KEYSLOT` 9842, 5649 and 1584; redis-cli gives 7101 slots 5461–10922).
     let mut events = Vec::new();
     for _ in 0..3 {
-        events.push(active_event(&app, &admin, 5).await);
+        events.push(app.active_event(&admin, 5).await);
     }
-    let people = buyers(&app, 2).await;
-    assert_eq!(buy(&app, &people[0].1, events[0]).await.status(), 202);
+    let people = app.buyers(2).await;
+    assert_eq!(app.buy(&people[0].1, events[0]).await.status(), 202);
 
     // A master goes away with no replica to take over: the other two still answer PING, but
     // once they agree it is gone (the 5 s node timeout) the cluster refuses every command.
@@ -294,7 +293,7 @@ async fn readyz_is_503_while_the_cluster_has_lost_a_master_and_200_once_it_is_wh
     // A buyer meanwhile is told to come back later, not that the server failed: whether the
     // event's master is the one gone (no connection) or one still up (it answers CLUSTERDOWN).
     for event in events {
-        let (status, code_, _) = code(buy(&app, &people[1].1, event).await).await;
+        let (status, code_, _) = code(app.buy(&people[1].1, event).await).await;
         assert_eq!((status, code_), (503, Some(10008)), "event {event}");
     }
 

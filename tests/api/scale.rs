@@ -11,9 +11,6 @@ use futures_util::StreamExt;
 
 use crate::helpers::{TestApp, TestOptions, closed_port, code, spawn_app_with, wait_for};
 use crate::process::{Running, spawn_spike_with, wait_until_healthy};
-use crate::spike::{
-    active_event, buyers, orders_in, owners_in, wait_for_success, wait_until_settled,
-};
 
 const UNITS: u32 = 300;
 const BUYERS: usize = 2_000;
@@ -23,8 +20,8 @@ async fn two_apis_and_two_workers_sell_exactly_the_stock_with_a_worker_killed_mi
     // The test app sets up the data and serves the admin's ledger; it runs no worker.
     let app = spawn_app_with(TestOptions::default().on_redis_cluster()).await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, UNITS).await;
-    let people = buyers(&app, BUYERS).await;
+    let event = app.active_event(&admin, UNITS).await;
+    let people = app.buyers(BUYERS).await;
 
     let secret = app.config.auth.jwt_secret.expose().to_owned();
     let env = [
@@ -74,11 +71,11 @@ async fn two_apis_and_two_workers_sell_exactly_the_stock_with_a_worker_killed_mi
     wait_for(
         "the workers' first orders",
         Duration::from_secs(60),
-        || async { orders_in(&app, event).await >= 20 },
+        || async { app.orders_in(event).await >= 20 },
     )
     .await;
     drop(workers.remove(0));
-    let at_kill = orders_in(&app, event).await;
+    let at_kill = app.orders_in(event).await;
     assert!(
         at_kill < i64::from(UNITS),
         "the kill came after the last order ({at_kill})"
@@ -111,15 +108,15 @@ async fn two_apis_and_two_workers_sell_exactly_the_stock_with_a_worker_killed_mi
         "the surviving worker to make every order",
         Duration::from_secs(120),
         || async {
-            let orders = orders_in(&app, event).await;
+            let orders = app.orders_in(event).await;
             assert!(orders <= i64::from(UNITS), "oversold: {orders}");
             orders == i64::from(UNITS)
         },
     )
     .await;
-    wait_until_settled(&app, &admin, event).await;
+    app.wait_until_settled(&admin, event).await;
     assert_eq!(
-        owners_in(&app, event).await,
+        app.owners_in(event).await,
         winners,
         "the orders are the winners', one each"
     );
@@ -131,7 +128,7 @@ async fn two_apis_and_two_workers_sell_exactly_the_stock_with_a_worker_killed_mi
 
     // A few more passes of the surviving reconciler and warm-up change nothing.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(orders_in(&app, event).await, i64::from(UNITS));
+    assert_eq!(app.orders_in(event).await, i64::from(UNITS));
     assert_eq!(app.ledger(&admin, event).await["redis_stock"], 0);
 
     for api in apis {
@@ -168,8 +165,8 @@ async fn units_given_back_clear_the_sold_out_flag_of_every_replica() {
     // The test app runs the worker and takes the cancellations; buyers come to two replicas.
     let app = spawn_app_with(TestOptions::default().on_redis_cluster().with_worker()).await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 2).await;
-    let people = buyers(&app, 4).await;
+    let event = app.active_event(&admin, 2).await;
+    let people = app.buyers(4).await;
     let secret = app.config.auth.jwt_secret.expose().to_owned();
     let env = [
         ("SPIKE_JWT_SECRET", secret.as_str()),
@@ -190,7 +187,7 @@ async fn units_given_back_clear_the_sold_out_flag_of_every_replica() {
     let mut holders = Vec::new();
     for (_, token) in &people[..2] {
         assert_eq!(buy_on(&bases[0], token).await.unwrap().status(), 202);
-        let order = wait_for_success(&app, token, event).await;
+        let order = app.wait_for_success(token, event).await;
         holders.push((token.clone(), order));
     }
     let flagged = Instant::now();

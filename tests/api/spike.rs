@@ -1,41 +1,15 @@
 //! Flash-sale events, the admin side: creation moves stock out of the product, changes only
 //! before the start, listing by derived status.
 
-use std::collections::HashSet;
-
 use reqwest::Method;
 use serde_json::{Value, json};
-use time::format_description::well_known::Rfc3339;
-use time::{Duration, OffsetDateTime};
+use time::Duration;
 
-use crate::helpers::{TestApp, code, envelope, spawn_app, wait_for};
-
-fn at(offset: Duration) -> String {
-    (OffsetDateTime::now_utc() + offset)
-        .format(&Rfc3339)
-        .unwrap()
-}
-
-pub fn event_body(product: u64, stock: u32, start: Duration, end: Duration) -> Value {
-    json!({
-        "product_id": product,
-        "title": "Midnight sale",
-        "spike_price": "9.90",
-        "stock": stock,
-        "start_at": at(start),
-        "end_at": at(end),
-        "per_user_limit": 1
-    })
-}
-
-pub async fn create(app: &TestApp, admin: &str, body: &Value) -> reqwest::Response {
-    app.send_authed(Method::POST, "/api/v1/spike/events", admin, Some(body))
-        .await
-}
+use crate::helpers::{TestApp, at, code, envelope, event_body, spawn_app, wait_for};
 
 /// Creating `body` answers 400/10001 naming `field`.
 async fn assert_refused_naming(app: &TestApp, admin: &str, body: &Value, field: &str) {
-    let (status, code_, error) = code(create(app, admin, body).await).await;
+    let (status, code_, error) = code(app.create_event(admin, body).await).await;
     assert_eq!((status, code_), (400, Some(10001)), "{body}: {error}");
     assert!(
         error["data"]["fields"][field].is_string(),
@@ -49,12 +23,12 @@ async fn creating_an_event_moves_its_stock_out_of_the_product() {
     let admin = app.admin_token().await;
     let product = app.create_product(&admin, "99.00", 10).await;
 
-    let response = create(
-        &app,
-        &admin,
-        &event_body(product, 4, Duration::hours(1), Duration::hours(2)),
-    )
-    .await;
+    let response = app
+        .create_event(
+            &admin,
+            &event_body(product, 4, Duration::hours(1), Duration::hours(2)),
+        )
+        .await;
     assert_eq!(response.status(), 201);
     let event = envelope(response).await["data"].clone();
     assert_eq!(event["product_id"], product);
@@ -74,8 +48,7 @@ async fn creating_an_event_moves_its_stock_out_of_the_product() {
 
     // More than the product has left: nothing moves.
     let (status, code_, body) = code(
-        create(
-            &app,
+        app.create_event(
             &admin,
             &event_body(product, 7, Duration::hours(1), Duration::hours(2)),
         )
@@ -85,8 +58,7 @@ async fn creating_an_event_moves_its_stock_out_of_the_product() {
     assert_eq!((status, code_), (409, Some(30002)), "{body}");
     assert_eq!(app.stock_of(product).await, 6);
     let (status, code_, _) = code(
-        create(
-            &app,
+        app.create_event(
             &admin,
             &event_body(987654, 1, Duration::hours(1), Duration::hours(2)),
         )
@@ -104,7 +76,7 @@ async fn only_admins_create_and_change_events() {
     let (user, _) = app.signed_in_user().await;
     let user = user["access_token"].as_str().unwrap();
     let body = event_body(product, 1, Duration::hours(1), Duration::hours(2));
-    let (status, code_, _) = code(create(&app, user, &body).await).await;
+    let (status, code_, _) = code(app.create_event(user, &body).await).await;
     assert_eq!((status, code_), (403, Some(10003)));
     let anonymous = app
         .client
@@ -114,7 +86,7 @@ async fn only_admins_create_and_change_events() {
         .await
         .unwrap();
     assert_eq!(anonymous.status(), 401);
-    let event = envelope(create(&app, &admin, &body).await).await["data"]["id"].clone();
+    let event = envelope(app.create_event(&admin, &body).await).await["data"]["id"].clone();
     let (status, code_, _) = code(
         app.send_authed(
             Method::PATCH,
@@ -172,8 +144,7 @@ async fn events_change_only_before_they_start() {
     let admin = app.admin_token().await;
     let product = app.create_product(&admin, "1.00", 10).await;
     let upcoming = envelope(
-        create(
-            &app,
+        app.create_event(
             &admin,
             &event_body(product, 4, Duration::hours(1), Duration::hours(2)),
         )
@@ -207,8 +178,7 @@ async fn events_change_only_before_they_start() {
     assert_eq!((status, code_), (400, Some(10001)), "end before start");
 
     let started = envelope(
-        create(
-            &app,
+        app.create_event(
             &admin,
             &event_body(product, 1, Duration::minutes(-1), Duration::hours(1)),
         )
@@ -281,13 +251,16 @@ async fn far_off_times_and_long_events_are_refused_before_anything_changes() {
 
     // At the bounds: 31 days long, ending a year ahead (a minute's margin for the clock).
     let longest = event_body(product, 1, day * 334, day * 365 - Duration::minutes(1));
-    assert_eq!(create(&app, &admin, &longest).await.status(), 201);
+    assert_eq!(app.create_event(&admin, &longest).await.status(), 201);
 
     // A change of an upcoming, warm event to a far-off end: refused, and neither MySQL nor
     // Redis moves.
-    let event =
-        envelope(create(&app, &admin, &event_body(product, 3, day, day * 2)).await).await["data"]
-            .clone();
+    let event = envelope(
+        app.create_event(&admin, &event_body(product, 3, day, day * 2))
+            .await,
+    )
+    .await["data"]
+        .clone();
     let id = event["id"].as_u64().unwrap();
     let meta_key = format!("{}ev:{{{id}}}:meta", app.config.redis.prefix);
     let window_in_redis = || {
@@ -338,7 +311,9 @@ async fn events_are_listed_by_status() {
         (Duration::minutes(-5), Duration::hours(1)),
         (Duration::hours(-2), Duration::hours(-1)),
     ] {
-        let response = create(&app, &admin, &event_body(product, 1, start, end)).await;
+        let response = app
+            .create_event(&admin, &event_body(product, 1, start, end))
+            .await;
         assert_eq!(response.status(), 201);
     }
     for status in ["upcoming", "active", "ended"] {
@@ -358,131 +333,27 @@ async fn events_are_listed_by_status() {
     assert!(body["data"]["fields"]["status"].is_string());
 }
 
-/// An active event (started a minute ago, ends in an hour) with `stock` units; creating it
-/// warms it, so the explicit warm-up finds nothing to do.
-pub async fn active_event(app: &TestApp, admin: &str, stock: u32) -> u64 {
-    let product = app.create_product(admin, "100.00", stock).await;
-    let body = event_body(product, stock, Duration::minutes(-1), Duration::hours(1));
-    let event = envelope(create(app, admin, &body).await).await["data"]["id"]
-        .as_u64()
-        .unwrap();
-    let warmed = app
-        .send_authed(
-            Method::POST,
-            &format!("/api/v1/spike/events/{event}/warmup"),
-            admin,
-            None,
-        )
-        .await;
-    assert_eq!(warmed.status(), 200);
-    assert_eq!(envelope(warmed).await["data"]["warmed_now"], false);
-    event
-}
-
-pub async fn buy(app: &TestApp, token: &str, event: u64) -> reqwest::Response {
-    app.send_authed(
-        Method::POST,
-        &format!("/api/v1/spike/events/{event}/orders"),
-        token,
-        None,
-    )
-    .await
-}
-
-pub async fn result_of(app: &TestApp, token: &str, event: u64) -> Value {
-    envelope(
-        app.get_authed(&format!("/api/v1/spike/events/{event}/result"), token)
-            .await,
-    )
-    .await["data"]
-        .clone()
-}
-
-/// Orders the event has in MySQL.
-pub async fn orders_in(app: &TestApp, event: u64) -> i64 {
-    sqlx::query_scalar("SELECT COUNT(*) FROM spike_orders WHERE spike_event_id = ?")
-        .bind(event)
-        .fetch_one(&app.infra.db)
-        .await
-        .unwrap()
-}
-
-/// The buyers holding an order in the event (each at most once: asserted).
-pub async fn owners_in(app: &TestApp, event: u64) -> HashSet<u64> {
-    let owners: Vec<u64> =
-        sqlx::query_scalar("SELECT user_id FROM spike_orders WHERE spike_event_id = ?")
-            .bind(event)
-            .fetch_all(&app.infra.db)
-            .await
-            .unwrap();
-    let distinct: HashSet<u64> = owners.iter().copied().collect();
-    assert_eq!(distinct.len(), owners.len(), "a buyer with two orders");
-    distinct
-}
-
-/// Creates `n` buyers straight in MySQL and mints their access tokens (as the load tool does:
-/// hashing a thousand passwords would dominate the test).
-pub async fn buyers(app: &TestApp, n: usize) -> Vec<(u64, String)> {
-    let tag = uuid::Uuid::new_v4().simple().to_string();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
-        let mut insert =
-            sqlx::QueryBuilder::<sqlx::MySql>::new("INSERT INTO users (email, password_hash) ");
-        insert.push_values(chunk, |mut row, i| {
-            row.push_bind(format!("buyer{i}-{tag}@example.com"))
-                .push_bind("x");
-        });
-        insert.build().execute(&app.infra.db).await.unwrap();
-    }
-    let ids: Vec<u64> = sqlx::query_scalar("SELECT id FROM users WHERE email LIKE ? ORDER BY id")
-        .bind(format!("%-{tag}@example.com"))
-        .fetch_all(&app.infra.db)
-        .await
-        .unwrap();
-    assert_eq!(ids.len(), n);
-    ids.into_iter().map(|id| (id, app.mint_token(id))).collect()
-}
-
-/// Waits until the worker has settled every reservation of the event in Redis: it records a
-/// buyer's result and then drops the reservation, so MySQL and the result show an order a
-/// moment before the ledger balances.
-pub async fn wait_until_settled(app: &TestApp, admin: &str, event: u64) {
-    wait_for(
-        "every reservation settled",
-        std::time::Duration::from_secs(20),
-        || async { app.ledger(admin, event).await["pending_reservations"] == 0 },
-    )
-    .await;
-}
-
-pub async fn wait_for_success(app: &TestApp, token: &str, event: u64) -> u64 {
-    wait_for(
-        "the buyer's order",
-        std::time::Duration::from_secs(15),
-        || async { result_of(app, token, event).await["status"] == "success" },
-    )
-    .await;
-    result_of(app, token, event).await["order_id"]
-        .as_u64()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_buyer_gets_a_queued_ticket_then_an_order() {
-    let app =
-        crate::helpers::spawn_app_with(crate::helpers::TestOptions::default().with_worker()).await;
+    let app = spawn_app().await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 1).await;
-    let people = buyers(&app, 2).await;
+    let event = app.active_event(&admin, 1).await;
+    let people = app.buyers(2).await;
     let (first, second) = (&people[0].1, &people[1].1);
 
-    assert_eq!(result_of(&app, first, event).await["status"], "none");
-    let response = buy(&app, first, event).await;
+    assert_eq!(app.result_of(first, event).await["status"], "none");
+    let response = app.buy(first, event).await;
     assert_eq!(response.status(), 202);
     let queued = envelope(response).await["data"].clone();
     assert_eq!(queued["status"], "queued");
     assert!(queued["ticket"].as_str().is_some_and(|t| !t.is_empty()));
+    assert_eq!(app.result_of(first, event).await["status"], "queued");
 
-    let order_id = wait_for_success(&app, first, event).await;
+    // The order consumer's step: one message, one order.
+    assert_eq!(app.drain_orders().await, 1);
+    let result = app.result_of(first, event).await;
+    assert_eq!(result["status"], "success", "{result}");
+    let order_id = result["order_id"].as_u64().unwrap();
     let order = envelope(
         app.get_authed(&format!("/api/v1/orders/{order_id}"), first)
             .await,
@@ -492,9 +363,9 @@ async fn a_buyer_gets_a_queued_ticket_then_an_order() {
     assert_eq!(order["data"]["status"], "pending_payment");
     assert_eq!(order["data"]["total_amount"], "9.90");
 
-    let (status, code_, _) = code(buy(&app, first, event).await).await;
+    let (status, code_, _) = code(app.buy(first, event).await).await;
     assert_eq!((status, code_), (409, Some(50005)), "one per buyer");
-    let (status, code_, _) = code(buy(&app, second, event).await).await;
+    let (status, code_, _) = code(app.buy(second, event).await).await;
     assert_eq!((status, code_), (409, Some(50004)), "sold out");
     let shown = envelope(app.get(&format!("/api/v1/spike/events/{event}")).await).await;
     assert_eq!(shown["data"]["remaining_stock"], 0);
@@ -507,14 +378,14 @@ async fn buying_outside_the_window_or_unwarmed_is_refused_with_the_right_code() 
     let app = spawn_app().await;
     let admin = app.admin_token().await;
     let product = app.create_product(&admin, "1.00", 10).await;
-    let people = buyers(&app, 1).await;
+    let people = app.buyers(1).await;
     let token = &people[0].1;
     let event_at = |start: Duration, end: Duration| {
         let body = event_body(product, 1, start, end);
         let app = &app;
         let admin = admin.clone();
         async move {
-            let id = envelope(create(app, &admin, &body).await).await["data"]["id"]
+            let id = envelope(app.create_event(&admin, &body).await).await["data"]["id"]
                 .as_u64()
                 .unwrap();
             app.send_authed(
@@ -530,7 +401,7 @@ async fn buying_outside_the_window_or_unwarmed_is_refused_with_the_right_code() 
     let upcoming = event_at(Duration::hours(1), Duration::hours(2)).await;
     let ended = event_at(Duration::hours(-2), Duration::hours(-1)).await;
     for (event, expected) in [(upcoming, 50002), (ended, 50003), (424242, 50001)] {
-        let (status, code_, body) = code(buy(&app, token, event).await).await;
+        let (status, code_, body) = code(app.buy(token, event).await).await;
         assert_eq!(code_, Some(expected), "{body}");
         assert_eq!(status, if expected == 50001 { 404 } else { 409 });
     }
@@ -538,25 +409,25 @@ async fn buying_outside_the_window_or_unwarmed_is_refused_with_the_right_code() 
     // An active event whose keys are missing (Redis lost them) fails closed: a retryable 503,
     // nothing reserved, never "sold out"; the refusal re-warms it, so a retry goes through.
     let body = event_body(product, 1, Duration::minutes(-1), Duration::hours(1));
-    let cold = envelope(create(&app, &admin, &body).await).await["data"]["id"]
+    let cold = envelope(app.create_event(&admin, &body).await).await["data"]["id"]
         .as_u64()
         .unwrap();
     app.forget_event_keys(cold).await;
-    let response = buy(&app, token, cold).await;
+    let response = app.buy(token, cold).await;
     assert!(response.headers().contains_key("retry-after"));
     let (status, code_, _) = code(response).await;
     assert_eq!((status, code_), (503, Some(10008)));
-    assert_eq!(result_of(&app, token, cold).await["status"], "none");
-    assert_eq!(buy(&app, token, cold).await.status(), 202, "re-warmed");
+    assert_eq!(app.result_of(token, cold).await["status"], "none");
+    assert_eq!(app.buy(token, cold).await.status(), 202, "re-warmed");
 }
 
 #[tokio::test]
 async fn warm_up_is_idempotent_and_never_raises_the_stock() {
     let app = spawn_app().await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 3).await;
-    let people = buyers(&app, 1).await;
-    assert_eq!(buy(&app, &people[0].1, event).await.status(), 202);
+    let event = app.active_event(&admin, 3).await;
+    let people = app.buyers(1).await;
+    assert_eq!(app.buy(&people[0].1, event).await.status(), 202);
     let again = app
         .send_authed(
             Method::POST,
@@ -577,8 +448,8 @@ async fn warm_up_is_idempotent_and_never_raises_the_stock() {
 async fn a_redelivered_reservation_creates_one_order() {
     let app = spawn_app().await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 5).await;
-    let people = buyers(&app, 1).await;
+    let event = app.active_event(&admin, 5).await;
+    let people = app.buyers(1).await;
     let message = spike::service::messages::ReservationMessage {
         ticket: "ticket-1".into(),
         event_id: event,
@@ -621,10 +492,10 @@ async fn a_thousand_buyers_racing_twice_for_a_hundred_units_never_oversell() {
     let app =
         crate::helpers::spawn_app_with(crate::helpers::TestOptions::default().with_worker()).await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 100).await;
-    let people = buyers(&app, 1000).await;
+    let event = app.active_event(&admin, 100).await;
+    let people = app.buyers(1000).await;
     let attempts = people.iter().flat_map(|(id, token)| {
-        [buy(&app, token, event), buy(&app, token, event)].map(|f| async move {
+        [app.buy(token, event), app.buy(token, event)].map(|f| async move {
             let sent = std::time::Instant::now();
             let response = f.await;
             (*id, response, sent.elapsed())
@@ -656,13 +527,13 @@ async fn a_thousand_buyers_racing_twice_for_a_hundred_units_never_oversell() {
     assert_eq!((winners.len(), refused), (100, 1900));
 
     wait_for("100 orders", std::time::Duration::from_secs(30), || async {
-        let orders = orders_in(&app, event).await;
+        let orders = app.orders_in(event).await;
         assert!(orders <= 100, "oversold: {orders}");
         orders == 100
     })
     .await;
     assert_eq!(
-        owners_in(&app, event).await,
+        app.owners_in(event).await,
         winners,
         "exactly the buyers who got a ticket"
     );
@@ -676,7 +547,7 @@ async fn a_thousand_buyers_racing_twice_for_a_hundred_units_never_oversell() {
         .take(10)
     {
         assert_eq!(
-            result_of(&app, token, event).await["status"],
+            app.result_of(token, event).await["status"],
             "success",
             "buyer {id}"
         );
@@ -692,21 +563,21 @@ async fn an_order_that_always_fails_dead_letters_and_its_reservation_returns() {
     )
     .await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 2).await;
+    let event = app.active_event(&admin, 2).await;
     // MySQL refuses this buyer's order on every attempt.
-    let (buyer, token) = buyers(&app, 1).await.remove(0);
+    let (buyer, token) = app.buyers(1).await.remove(0);
     app.refuse_orders_of(buyer).await;
-    assert_eq!(buy(&app, &token, event).await.status(), 202);
+    assert_eq!(app.buy(&token, event).await.status(), 202);
     let shown = envelope(app.get(&format!("/api/v1/spike/events/{event}")).await).await;
     assert_eq!(shown["data"]["remaining_stock"], 1, "reserved");
 
     wait_for(
         "the buyer's result to say failed",
         std::time::Duration::from_secs(15),
-        || async { result_of(&app, &token, event).await["status"] == "failed" },
+        || async { app.result_of(&token, event).await["status"] == "failed" },
     )
     .await;
-    let result = result_of(&app, &token, event).await;
+    let result = app.result_of(&token, event).await;
     assert_eq!(result["reason"], "order_creation_failed");
     let shown = envelope(app.get(&format!("/api/v1/spike/events/{event}")).await).await;
     assert_eq!(shown["data"]["remaining_stock"], 2, "the unit is back");
@@ -739,7 +610,9 @@ async fn a_product_with_an_upcoming_or_active_event_cannot_be_deleted() {
         (Duration::minutes(-1), Duration::hours(1)),
     ] {
         let product = app.create_product(&admin, "10.00", 5).await;
-        let created = create(&app, &admin, &event_body(product, 1, start, end)).await;
+        let created = app
+            .create_event(&admin, &event_body(product, 1, start, end))
+            .await;
         assert_eq!(created.status(), 201);
         let (status, code_, body) = delete(product).await;
         assert_eq!((status, code_), (409, Some(10005)), "{body}");
@@ -753,7 +626,7 @@ async fn a_product_with_an_upcoming_or_active_event_cannot_be_deleted() {
     // Once its events have ended, the product goes.
     let product = app.create_product(&admin, "10.00", 5).await;
     let past = event_body(product, 1, Duration::hours(-2), Duration::hours(-1));
-    assert_eq!(create(&app, &admin, &past).await.status(), 201);
+    assert_eq!(app.create_event(&admin, &past).await.status(), 201);
     assert_eq!(delete(product).await.0, 200);
     assert_eq!(
         app.get(&format!("/api/v1/products/{product}"))

@@ -15,7 +15,6 @@ use crate::helpers::{
     wait_for,
 };
 use crate::process::{spawn_spike_with, terminate};
-use crate::spike::{active_event, buy, buyers, orders_in, owners_in, result_of, wait_for_success};
 
 /// Every flash-sale order of the event is whole: its row carries its reservation's ticket, it
 /// has one line, and exactly one close message names it. Returns how many orders there are.
@@ -28,7 +27,7 @@ async fn assert_orders_are_whole(app: &TestApp, event: u64) -> usize {
     .fetch_all(&app.infra.db)
     .await
     .unwrap();
-    let orders = orders_in(app, event).await as usize;
+    let orders = app.orders_in(event).await as usize;
     assert_eq!(linked.len(), orders, "orders without ticket or line");
     let payloads: Vec<String> =
         sqlx::query_scalar("SELECT payload FROM outbox WHERE topic = 'order.close.delay'")
@@ -66,7 +65,7 @@ async fn assert_orders_are_whole(app: &TestApp, event: u64) -> usize {
 /// Every buyer buys once, 500 requests in flight; each must be queued.
 async fn buy_once_each(app: &TestApp, people: &[(u64, String)], event: u64) {
     let statuses: Vec<u16> = futures_util::stream::iter(people)
-        .map(|(_, token)| async move { buy(app, token, event).await.status().as_u16() })
+        .map(|(_, token)| async move { app.buy(token, event).await.status().as_u16() })
         .buffer_unordered(500)
         .collect()
         .await;
@@ -80,12 +79,12 @@ async fn buy_once_each(app: &TestApp, people: &[(u64, String)], event: u64) {
 async fn two_thousand_buyers_racing_twice_for_500_units_get_exactly_500_orders_in_batches() {
     let app = spawn_app_with(TestOptions::default().with_worker()).await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 500).await;
-    let people = buyers(&app, 2000).await;
+    let event = app.active_event(&admin, 500).await;
+    let people = app.buyers(2000).await;
     // Each buyer's two attempts side by side, 500 requests in flight (4,000 connections opened
     // at once would overflow the listen backlog of a test box, not test the sale).
     let attempts = people.iter().flat_map(|(id, token)| {
-        [buy(&app, token, event), buy(&app, token, event)].map(|f| async move { (*id, f.await) })
+        [app.buy(token, event), app.buy(token, event)].map(|f| async move { (*id, f.await) })
     });
     let answers: Vec<_> = futures_util::stream::iter(attempts)
         .buffer_unordered(500)
@@ -103,13 +102,13 @@ async fn two_thousand_buyers_racing_twice_for_500_units_get_exactly_500_orders_i
     assert_eq!((winners.len(), refused), (500, 3500));
 
     wait_for("500 orders", Duration::from_secs(60), || async {
-        let orders = orders_in(&app, event).await;
+        let orders = app.orders_in(event).await;
         assert!(orders <= 500, "oversold: {orders}");
         orders == 500
     })
     .await;
     assert_eq!(
-        owners_in(&app, event).await,
+        app.owners_in(event).await,
         winners,
         "exactly the ticket holders"
     );
@@ -127,7 +126,7 @@ async fn two_thousand_buyers_racing_twice_for_500_units_get_exactly_500_orders_i
         .filter(|(id, _)| winners.contains(id))
         .take(20)
     {
-        assert_eq!(result_of(&app, token, event).await["status"], "success");
+        assert_eq!(app.result_of(token, event).await["status"], "success");
     }
 }
 
@@ -143,15 +142,15 @@ async fn a_batch_with_a_redelivery_and_a_bad_reservation_commits_the_rest_and_de
     )
     .await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 10).await;
-    let mut people = buyers(&app, 6).await;
+    let event = app.active_event(&admin, 10).await;
+    let mut people = app.buyers(6).await;
     // A buyer whose order MySQL refuses, whatever the batch (a trigger stands in for a row the
     // database cannot take).
     let (refused, ghost) = people.pop().unwrap();
     app.refuse_orders_of(refused).await;
     let mut tickets = Vec::new();
     for (_, token) in &people {
-        let answer = buy(&app, token, event).await;
+        let answer = app.buy(token, event).await;
         assert_eq!(answer.status(), 202);
         tickets.push(
             envelope(answer).await["data"]["ticket"]
@@ -160,7 +159,7 @@ async fn a_batch_with_a_redelivery_and_a_bad_reservation_commits_the_rest_and_de
                 .to_owned(),
         );
     }
-    assert_eq!(buy(&app, &ghost, event).await.status(), 202);
+    assert_eq!(app.buy(&ghost, event).await.status(), 202);
     // The broker delivers the first buyer's reservation twice.
     let again = ReservationMessage {
         ticket: tickets[0].clone(),
@@ -185,12 +184,12 @@ async fn a_batch_with_a_redelivery_and_a_bad_reservation_commits_the_rest_and_de
     let (logs, _guard) = CapturedLogs::start(tracing::Level::WARN);
     app.start_worker();
     for (_, token) in &people {
-        wait_for_success(&app, token, event).await;
+        app.wait_for_success(token, event).await;
     }
     wait_for(
         "the bad reservation to fail",
         Duration::from_secs(15),
-        || async { result_of(&app, &ghost, event).await["status"] == "failed" },
+        || async { app.result_of(&ghost, event).await["status"] == "failed" },
     )
     .await;
     app.expect_queue_len(&app.topology().dead_queue(), 1).await;
@@ -199,9 +198,9 @@ async fn a_batch_with_a_redelivery_and_a_bad_reservation_commits_the_rest_and_de
         "the bad reservation was in a batch with the others"
     );
 
-    assert_eq!(orders_in(&app, event).await, 5, "one order per buyer");
+    assert_eq!(app.orders_in(event).await, 5, "one order per buyer");
     assert_eq!(
-        owners_in(&app, event).await,
+        app.owners_in(event).await,
         people.iter().map(|(id, _)| *id).collect::<HashSet<_>>()
     );
     assert_eq!(assert_orders_are_whole(&app, event).await, 5);
@@ -219,8 +218,8 @@ async fn a_worker_killed_twice_mid_batch_loses_and_duplicates_nothing() {
     let app = spawn_app().await; // the API only: the worker is a real process, killed below
     let admin = app.admin_token().await;
     let total = 3000;
-    let event = active_event(&app, &admin, total).await;
-    let people = buyers(&app, total as usize).await;
+    let event = app.active_event(&admin, total).await;
+    let people = app.buyers(total as usize).await;
     buy_once_each(&app, &people, event).await;
 
     // Small batches, so the kill lands between commits with many batches still to go.
@@ -233,16 +232,16 @@ async fn a_worker_killed_twice_mid_batch_loses_and_duplicates_nothing() {
     let mut kills = Vec::new();
     for kill in 1..=2 {
         let mut worker = spawn_spike_with("worker", &app.resources, closed_port().await, &env);
-        let before = orders_in(&app, event).await;
+        let before = app.orders_in(event).await;
         wait_for(
             "the worker's first batches",
             Duration::from_secs(60),
-            || async { orders_in(&app, event).await >= before + 100 },
+            || async { app.orders_in(event).await >= before + 100 },
         )
         .await;
         worker.kill().expect("SIGKILL the worker");
         worker.wait().expect("the killed worker is reaped");
-        let at_kill = orders_in(&app, event).await;
+        let at_kill = app.orders_in(event).await;
         assert!(
             at_kill < i64::from(total),
             "the worker finished before kill {kill} ({at_kill} orders)"
@@ -255,14 +254,14 @@ async fn a_worker_killed_twice_mid_batch_loses_and_duplicates_nothing() {
         "every reservation's order",
         Duration::from_secs(120),
         || async {
-            let orders = orders_in(&app, event).await;
+            let orders = app.orders_in(event).await;
             assert!(orders <= i64::from(total), "oversold: {orders}");
             orders == i64::from(total)
         },
     )
     .await;
     assert_eq!(
-        owners_in(&app, event).await,
+        app.owners_in(event).await,
         people.iter().map(|(id, _)| *id).collect::<HashSet<_>>(),
         "every buyer exactly once"
     );
@@ -298,8 +297,8 @@ async fn two_thousand_unpaid_orders_close_at_their_deadline_and_every_unit_sells
     .await;
     let admin = app.admin_token().await;
     let total = 2000;
-    let event = active_event(&app, &admin, total).await;
-    let people = buyers(&app, total as usize + 1).await;
+    let event = app.active_event(&admin, total).await;
+    let people = app.buyers(total as usize + 1).await;
     let (latecomer, people) = people.split_last().unwrap();
     buy_once_each(&app, people, event).await;
 
@@ -320,7 +319,7 @@ async fn two_thousand_unpaid_orders_close_at_their_deadline_and_every_unit_sells
         || async { closed().await == i64::from(total) },
     )
     .await;
-    assert_eq!(orders_in(&app, event).await, i64::from(total));
+    assert_eq!(app.orders_in(event).await, i64::from(total));
     assert_eq!(
         app.event_stock(event).await,
         total,
@@ -333,14 +332,14 @@ async fn two_thousand_unpaid_orders_close_at_their_deadline_and_every_unit_sells
     )
     .await;
 
-    let (status, code_, _) = code(buy(&app, &latecomer.1, event).await).await;
+    let (status, code_, _) = code(app.buy(&latecomer.1, event).await).await;
     assert_eq!(
         (status, code_),
         (202, Some(0)),
         "a returned unit sells again"
     );
-    wait_for_success(&app, &latecomer.1, event).await;
-    let (status, code_, _) = code(buy(&app, &people[0].1, event).await).await;
+    app.wait_for_success(&latecomer.1, event).await;
+    let (status, code_, _) = code(app.buy(&people[0].1, event).await).await;
     assert_eq!((status, code_), (409, Some(50005)), "one chance per buyer");
 }
 
@@ -354,15 +353,15 @@ async fn a_publish_group_the_broker_refuses_undoes_exactly_its_own_reservations(
     )
     .await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 50).await;
-    let people = buyers(&app, 31).await;
+    let event = app.active_event(&admin, 50).await;
+    let people = app.buyers(31).await;
     let (first, rest) = people.split_first().unwrap();
-    assert_eq!(buy(&app, &first.1, event).await.status(), 202);
+    assert_eq!(app.buy(&first.1, event).await.status(), 202);
 
     // Thirty buyers at once: they share a few groups, each refused as a whole.
     let shared = &app;
     let answers: Vec<_> = futures_util::stream::iter(rest)
-        .map(|(_, token)| async move { code(buy(shared, token, event).await).await })
+        .map(|(_, token)| async move { code(shared.buy(token, event).await).await })
         .buffer_unordered(30)
         .collect()
         .await;
@@ -383,13 +382,13 @@ async fn a_publish_group_the_broker_refuses_undoes_exactly_its_own_reservations(
         "refused buyers are not marked: {ledger}"
     );
     for (_, token) in rest.iter().take(5) {
-        assert_eq!(result_of(&app, token, event).await["status"], "none");
+        assert_eq!(app.result_of(token, event).await["status"], "none");
     }
 
     // Once the queue drains, the refused buyers buy again.
     app.start_worker();
-    wait_for_success(&app, &first.1, event).await;
-    let (status, code_, _) = code(buy(&app, &rest[0].1, event).await).await;
+    app.wait_for_success(&first.1, event).await;
+    let (status, code_, _) = code(app.buy(&rest[0].1, event).await).await;
     assert_eq!((status, code_), (202, Some(0)));
-    wait_for_success(&app, &rest[0].1, event).await;
+    app.wait_for_success(&rest[0].1, event).await;
 }

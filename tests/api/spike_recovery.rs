@@ -7,8 +7,8 @@ use std::time::{Duration as StdDuration, Instant};
 use reqwest::Method;
 use time::Duration;
 
+use crate::helpers::event_body;
 use crate::helpers::{TestApp, TestOptions, code, envelope, spawn_app, spawn_app_with, wait_for};
-use crate::spike::{active_event, buy, buyers, create, event_body, result_of, wait_for_success};
 use spike::repo::redis::flash_sale::{EventStore, Reservation};
 
 /// Waits until the app receives stock announcements (its subscription starts with the server).
@@ -41,13 +41,13 @@ async fn an_unpaid_flash_sale_order_closes_and_its_unit_goes_to_another_buyer() 
     )
     .await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 1).await;
-    let people = buyers(&app, 2).await;
+    let event = app.active_event(&admin, 1).await;
+    let people = app.buyers(2).await;
     let (first, second) = (&people[0].1, &people[1].1);
 
-    assert_eq!(buy(&app, first, event).await.status(), 202);
-    let order_id = wait_for_success(&app, first, event).await;
-    let (status, code_, _) = code(buy(&app, second, event).await).await;
+    assert_eq!(app.buy(first, event).await.status(), 202);
+    let order_id = app.wait_for_success(first, event).await;
+    let (status, code_, _) = code(app.buy(second, event).await).await;
     assert_eq!(
         (status, code_),
         (409, Some(50004)),
@@ -72,10 +72,10 @@ async fn an_unpaid_flash_sale_order_closes_and_its_unit_goes_to_another_buyer() 
         },
     )
     .await;
-    assert_eq!(buy(&app, second, event).await.status(), 202);
-    let second_order = wait_for_success(&app, second, event).await;
+    assert_eq!(app.buy(second, event).await.status(), 202);
+    let second_order = app.wait_for_success(second, event).await;
     assert_ne!(second_order, order_id);
-    let (status, code_, _) = code(buy(&app, first, event).await).await;
+    let (status, code_, _) = code(app.buy(first, event).await).await;
     assert_eq!((status, code_), (409, Some(50005)), "one chance per buyer");
 
     let ledger = app.ledger(&admin, event).await;
@@ -90,11 +90,11 @@ async fn returned_stock_clears_the_sold_out_flag_of_every_replica() {
     let app = spawn_app().await;
     wait_until_listening(&app).await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 1).await;
-    let people = buyers(&app, 2).await;
-    assert_eq!(buy(&app, &people[0].1, event).await.status(), 202);
+    let event = app.active_event(&admin, 1).await;
+    let people = app.buyers(2).await;
+    assert_eq!(app.buy(&people[0].1, event).await.status(), 202);
     assert_eq!(
-        code(buy(&app, &people[1].1, event).await).await.1,
+        code(app.buy(&people[1].1, event).await).await.1,
         Some(50004)
     );
     let flags = app.state.flash_sale.purchase.sold_out_flags();
@@ -116,21 +116,17 @@ async fn returned_stock_clears_the_sold_out_flag_of_every_replica() {
         );
         tokio::time::sleep(StdDuration::from_millis(20)).await;
     }
-    assert_eq!(buy(&app, &people[1].1, event).await.status(), 202);
+    assert_eq!(app.buy(&people[1].1, event).await.status(), 202);
 }
 
 #[tokio::test]
 async fn a_reservation_lost_before_its_publish_is_republished_by_the_reconciler() {
-    let app = spawn_app_with(
-        TestOptions::default()
-            .with_worker()
-            .env("SPIKE_FLASH_SALE_RECONCILE_AFTER", "1s")
-            .env("SPIKE_FLASH_SALE_SCHEDULER_INTERVAL", "200ms"),
-    )
-    .await;
+    let app =
+        spawn_app_with(TestOptions::default().env("SPIKE_FLASH_SALE_RECONCILE_AFTER", "200ms"))
+            .await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 3).await;
-    let people = buyers(&app, 1).await;
+    let event = app.active_event(&admin, 3).await;
+    let people = app.buyers(1).await;
     let (user_id, token) = (people[0].0, &people[0].1);
 
     // The API "crashed" right after the script: a reservation with no message.
@@ -144,9 +140,28 @@ async fn a_reservation_lost_before_its_publish_is_republished_by_the_reconciler(
         matches!(reserved, Reservation::Reserved { .. }),
         "{reserved:?}"
     );
-    assert_eq!(result_of(&app, token, event).await["status"], "queued");
+    assert_eq!(app.result_of(token, event).await["status"], "queued");
 
-    let order_id = wait_for_success(&app, token, event).await;
+    // Housekeeping passes leave it alone until it is stale, then publish it again, once.
+    let started = Instant::now();
+    loop {
+        let report = app.housekeep().await;
+        assert!(report.failed_steps.is_empty(), "{report:?}");
+        if report.reconciled.republished == 1 {
+            break;
+        }
+        assert_eq!(report.reconciled.republished, 0, "{report:?}");
+        assert!(
+            started.elapsed() < StdDuration::from_secs(10),
+            "never republished"
+        );
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+    // The order consumer's step turns the copy into the order.
+    assert_eq!(app.drain_orders().await, 1);
+    let result = app.result_of(token, event).await;
+    assert_eq!(result["status"], "success", "{result}");
+    let order_id = result["order_id"].as_u64().unwrap();
     let ticket: String = sqlx::query_scalar("SELECT ticket FROM spike_orders WHERE order_id = ?")
         .bind(order_id)
         .fetch_one(&app.infra.db)
@@ -175,16 +190,16 @@ async fn a_transient_failure_lands_after_a_retry() {
     )
     .await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 1).await;
+    let event = app.active_event(&admin, 1).await;
     // MySQL refuses the buyer's order at first, then takes it.
-    let (user_id, token) = buyers(&app, 1).await.remove(0);
+    let (user_id, token) = app.buyers(1).await.remove(0);
     app.refuse_orders_of(user_id).await;
-    assert_eq!(buy(&app, &token, event).await.status(), 202);
+    assert_eq!(app.buy(&token, event).await.status(), 202);
     let retry_queue = app.topology().queue("spike.order.create.retry.1");
     app.expect_queue_len(&retry_queue, 1).await;
     app.accept_orders_again().await;
 
-    wait_for_success(&app, &token, event).await;
+    app.wait_for_success(&token, event).await;
     app.expect_queue_len(&app.topology().dead_queue(), 0).await;
     assert_eq!(app.event_stock(event).await, 0);
 }
@@ -196,10 +211,10 @@ async fn after_redis_loses_an_active_event_it_rewarms_holding_back_queued_reserv
     let app =
         spawn_app_with(TestOptions::default().env("SPIKE_FLASH_SALE_PUBLISH_GROUP_MAX", "2")).await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 10).await;
-    let people = buyers(&app, 4).await;
+    let event = app.active_event(&admin, 10).await;
+    let people = app.buyers(4).await;
     for (_, token) in &people[..3] {
-        assert_eq!(buy(&app, token, event).await.status(), 202);
+        assert_eq!(app.buy(token, event).await.status(), 202);
     }
     app.expect_queue_len(&app.topology().queue("spike.order.create"), 3)
         .await;
@@ -210,12 +225,12 @@ async fn after_redis_loses_an_active_event_it_rewarms_holding_back_queued_reserv
     );
 
     app.forget_event_keys(event).await;
-    let (status, code_, _) = code(buy(&app, &people[3].1, event).await).await;
+    let (status, code_, _) = code(app.buy(&people[3].1, event).await).await;
     assert_eq!((status, code_), (503, Some(10008)), "fail closed");
     // Re-warmed from MySQL minus what the three messages may still turn into orders.
     let ledger = app.ledger(&admin, event).await;
     assert_eq!(ledger["redis_stock"], 10 - 3 * 2, "{ledger}");
-    assert_eq!(buy(&app, &people[3].1, event).await.status(), 202);
+    assert_eq!(app.buy(&people[3].1, event).await.status(), 202);
 }
 
 #[tokio::test]
@@ -230,22 +245,22 @@ async fn units_held_back_after_redis_lost_an_event_go_back_on_sale_once_proven_f
     )
     .await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 10).await;
-    let people = buyers(&app, 14).await;
+    let event = app.active_event(&admin, 10).await;
+    let people = app.buyers(14).await;
     for (_, token) in &people[..3] {
-        assert_eq!(buy(&app, token, event).await.status(), 202);
+        assert_eq!(app.buy(token, event).await.status(), 202);
     }
     app.expect_queue_len(&app.topology().queue("spike.order.create"), 3)
         .await;
     app.forget_event_keys(event).await;
-    let (status, code_, _) = code(buy(&app, &people[3].1, event).await).await;
+    let (status, code_, _) = code(app.buy(&people[3].1, event).await).await;
     assert_eq!((status, code_), (503, Some(10008)), "fail closed");
     let ledger = app.ledger(&admin, event).await;
     assert_eq!(ledger["redis_stock"], 4, "six units held back: {ledger}");
 
     app.start_worker();
     for (_, token) in &people[..3] {
-        wait_for_success(&app, token, event).await;
+        app.wait_for_success(token, event).await;
     }
     wait_for(
         "the held-back units to be released",
@@ -260,7 +275,7 @@ async fn units_held_back_after_redis_lost_an_event_go_back_on_sale_once_proven_f
     // Every unit sells, and not one more.
     let mut answers = Vec::new();
     for (_, token) in &people[3..] {
-        answers.push(code(buy(&app, token, event).await).await.0);
+        answers.push(code(app.buy(token, event).await).await.0);
     }
     assert_eq!(
         answers.iter().filter(|&&s| s == 202).count(),
@@ -273,7 +288,7 @@ async fn units_held_back_after_redis_lost_an_event_go_back_on_sale_once_proven_f
         "{answers:?}"
     );
     for (_, token) in &people[3..10] {
-        wait_for_success(&app, token, event).await;
+        app.wait_for_success(token, event).await;
     }
     // A buyer's result is written a moment before their reservation is dropped.
     wait_for(
@@ -294,11 +309,11 @@ async fn a_full_order_queue_refuses_the_purchase_and_undoes_the_reservation() {
     let app =
         spawn_app_with(TestOptions::default().env("SPIKE_FLASH_SALE_QUEUE_MAX_LENGTH", "2")).await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 5).await;
-    let people = buyers(&app, 4).await;
+    let event = app.active_event(&admin, 5).await;
+    let people = app.buyers(4).await;
     let mut answers = Vec::new();
     for (_, token) in &people {
-        let (status, code_, _) = code(buy(&app, token, event).await).await;
+        let (status, code_, _) = code(app.buy(token, event).await).await;
         answers.push((status, code_));
     }
     assert_eq!(
@@ -317,7 +332,7 @@ async fn a_full_order_queue_refuses_the_purchase_and_undoes_the_reservation() {
     );
     assert_eq!(ledger["pending_reservations"], 2);
     assert_eq!(ledger["redis_buyers"], 2, "refused buyers are not marked");
-    assert_eq!(result_of(&app, &people[3].1, event).await["status"], "none");
+    assert_eq!(app.result_of(&people[3].1, event).await["status"], "none");
 }
 
 #[tokio::test]
@@ -329,17 +344,17 @@ async fn buyers_and_events_are_rate_limited_with_retry_after() {
     )
     .await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 10).await;
-    let people = buyers(&app, 4).await;
+    let event = app.active_event(&admin, 10).await;
+    let people = app.buyers(4).await;
 
     // One buyer: two requests pass the per-user bucket (the second is a duplicate), the third is
     // refused before reaching Redis.
-    assert_eq!(buy(&app, &people[0].1, event).await.status(), 202);
+    assert_eq!(app.buy(&people[0].1, event).await.status(), 202);
     assert_eq!(
-        code(buy(&app, &people[0].1, event).await).await.1,
+        code(app.buy(&people[0].1, event).await).await.1,
         Some(50005)
     );
-    let limited = buy(&app, &people[0].1, event).await;
+    let limited = app.buy(&people[0].1, event).await;
     let retry_after: u64 = limited.headers()["retry-after"]
         .to_str()
         .unwrap()
@@ -350,19 +365,19 @@ async fn buyers_and_events_are_rate_limited_with_retry_after() {
     assert_eq!((status, code_), (429, Some(10006)));
 
     // The event admits four requests a minute across every buyer: two were used above.
-    assert_eq!(buy(&app, &people[1].1, event).await.status(), 202);
-    assert_eq!(buy(&app, &people[2].1, event).await.status(), 202);
-    let (status, code_, _) = code(buy(&app, &people[3].1, event).await).await;
+    assert_eq!(app.buy(&people[1].1, event).await.status(), 202);
+    assert_eq!(app.buy(&people[2].1, event).await.status(), 202);
+    let (status, code_, _) = code(app.buy(&people[3].1, event).await).await;
     assert_eq!((status, code_), (429, Some(10006)));
-    assert_eq!(result_of(&app, &people[3].1, event).await["status"], "none");
+    assert_eq!(app.result_of(&people[3].1, event).await["status"], "none");
 }
 
 #[tokio::test]
 async fn an_idempotency_key_replays_the_first_ticket() {
     let app = spawn_app().await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 5).await;
-    let people = buyers(&app, 2).await;
+    let event = app.active_event(&admin, 5).await;
+    let people = app.buyers(2).await;
     let token = &people[0].1;
 
     let first = buy_with_key(&app, token, event, "click-1").await;
@@ -412,7 +427,7 @@ async fn the_ledger_is_for_admins_and_known_events() {
     let user_token = user["access_token"].as_str().unwrap().to_owned();
     let product = app.create_product(&admin, "5.00", 3).await;
     let body = event_body(product, 3, Duration::hours(1), Duration::hours(2));
-    let event = envelope(create(&app, &admin, &body).await).await["data"]["id"]
+    let event = envelope(app.create_event(&admin, &body).await).await["data"]["id"]
         .as_u64()
         .unwrap();
     let ledger = app.ledger(&admin, event).await;
@@ -451,7 +466,7 @@ async fn the_scheduler_warms_events_starting_within_the_lead_time() {
     let mut events = Vec::new();
     for start in [Duration::minutes(30), Duration::hours(3)] {
         let body = event_body(product, 5, start, start + Duration::hours(1));
-        let id = envelope(create(&app, &admin, &body).await).await["data"]["id"]
+        let id = envelope(app.create_event(&admin, &body).await).await["data"]["id"]
             .as_u64()
             .unwrap();
         // Redis restarted: both lose their keys.
@@ -482,12 +497,12 @@ async fn a_cancelled_flash_sale_order_gives_its_unit_back_at_once() {
     let app = spawn_app_with(TestOptions::default().with_worker()).await;
     wait_until_listening(&app).await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 1).await;
-    let people = buyers(&app, 2).await;
+    let event = app.active_event(&admin, 1).await;
+    let people = app.buyers(2).await;
     let (first, second) = (&people[0].1, &people[1].1);
-    assert_eq!(buy(&app, first, event).await.status(), 202);
-    let order_id = wait_for_success(&app, first, event).await;
-    assert_eq!(code(buy(&app, second, event).await).await.1, Some(50004));
+    assert_eq!(app.buy(first, event).await.status(), 202);
+    let order_id = app.wait_for_success(first, event).await;
+    assert_eq!(code(app.buy(second, event).await).await.1, Some(50004));
 
     let cancelled = app
         .send_authed(
@@ -507,21 +522,20 @@ async fn a_cancelled_flash_sale_order_gives_its_unit_back_at_once() {
         (Some(1), Some(1)),
         "{ledger}"
     );
-    assert_eq!(buy(&app, second, event).await.status(), 202);
-    assert_eq!(code(buy(&app, first, event).await).await.1, Some(50005));
+    assert_eq!(app.buy(second, event).await.status(), 202);
+    assert_eq!(code(app.buy(first, event).await).await.1, Some(50005));
 }
 
 #[tokio::test]
 async fn a_burst_of_buyers_on_a_cold_active_event_fails_closed_and_warms_it_once() {
     let app = spawn_app().await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 10).await;
-    let people = buyers(&app, 50).await;
+    let event = app.active_event(&admin, 10).await;
+    let people = app.buyers(50).await;
     app.forget_event_keys(event).await;
 
     let answers =
-        futures_util::future::join_all(people.iter().map(|(_, token)| buy(&app, token, event)))
-            .await;
+        futures_util::future::join_all(people.iter().map(|(_, token)| app.buy(token, event))).await;
     let mut refused = 0;
     let mut queued = 0;
     for response in answers {
@@ -563,16 +577,16 @@ async fn an_ended_events_unsold_units_go_back_to_the_product_after_its_unpaid_or
     let product = app.create_product(&admin, "100.00", 10).await;
     // Running now, ending in 3 s: the unpaid order's deadline (6 s) falls after the end.
     let body = event_body(product, 3, Duration::minutes(-1), Duration::seconds(3));
-    let event = envelope(create(&app, &admin, &body).await).await["data"]["id"]
+    let event = envelope(app.create_event(&admin, &body).await).await["data"]["id"]
         .as_u64()
         .unwrap();
     assert_eq!(app.stock_of(product).await, 7);
-    let people = buyers(&app, 2).await;
+    let people = app.buyers(2).await;
     let (payer, idler) = (&people[0].1, &people[1].1);
-    assert_eq!(buy(&app, payer, event).await.status(), 202);
-    assert_eq!(buy(&app, idler, event).await.status(), 202);
-    let paid = wait_for_success(&app, payer, event).await;
-    let unpaid = wait_for_success(&app, idler, event).await;
+    assert_eq!(app.buy(payer, event).await.status(), 202);
+    assert_eq!(app.buy(idler, event).await.status(), 202);
+    let paid = app.wait_for_success(payer, event).await;
+    let unpaid = app.wait_for_success(idler, event).await;
     let pay = app
         .send_authed(
             Method::POST,
@@ -673,7 +687,7 @@ async fn a_past_events_units_go_back_once_however_many_workers_race() {
     let admin = app.admin_token().await;
     let product = app.create_product(&admin, "100.00", 10).await;
     let body = event_body(product, 4, Duration::hours(-2), Duration::hours(-1));
-    let event = envelope(create(&app, &admin, &body).await).await["data"]["id"]
+    let event = envelope(app.create_event(&admin, &body).await).await["data"]["id"]
         .as_u64()
         .unwrap();
     assert_eq!(app.stock_of(product).await, 6);

@@ -14,7 +14,6 @@ use opentelemetry_sdk::trace::SpanData;
 use prost::Message;
 
 use crate::helpers::{CapturedLogs, TestApp, TestOptions, spawn_app_with, traced_spans, wait_for};
-use crate::spike::{active_event, buyers, wait_for_success};
 
 /// A fresh sampled W3C trace context: (trace id, `traceparent` header value).
 fn new_trace() -> (String, String) {
@@ -78,12 +77,12 @@ async fn a_buy_and_the_order_it_makes_share_one_trace_from_the_request_to_the_sq
     let (logs, _guard) = CapturedLogs::start(tracing::Level::INFO);
     let app = spawn_app_with(TestOptions::default().with_worker()).await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 1).await;
-    let (_, token) = buyers(&app, 1).await.remove(0);
+    let event = app.active_event(&admin, 1).await;
+    let (_, token) = app.buyers(1).await.remove(0);
     let (trace_id, traceparent) = new_trace();
 
     assert_eq!(buy_traced(&app, &token, event, &traceparent).await, 202);
-    wait_for_success(&app, &token, event).await;
+    app.wait_for_success(&token, event).await;
 
     let route = "POST /api/v1/spike/events/{id}/orders";
     let spans = wait_for_spans(
@@ -166,8 +165,8 @@ async fn a_retried_order_stays_in_its_buyers_trace() {
     )
     .await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 1).await;
-    let (buyer, token) = buyers(&app, 1).await.remove(0);
+    let event = app.active_event(&admin, 1).await;
+    let (buyer, token) = app.buyers(1).await.remove(0);
     // MySQL refuses the order until the first attempt has failed.
     app.refuse_orders_of(buyer).await;
     let (trace_id, traceparent) = new_trace();
@@ -183,7 +182,7 @@ async fn a_retried_order_stays_in_its_buyers_trace() {
     })
     .await;
     app.accept_orders_again().await;
-    wait_for_success(&app, &token, event).await;
+    app.wait_for_success(&token, event).await;
 
     let spans = wait_for_spans(
         &trace_id,
@@ -332,15 +331,15 @@ async fn a_real_process_exports_sampled_spans_over_otlp_http_and_flushes_them_at
 async fn a_request_its_caller_did_not_sample_leaves_no_span_anywhere() {
     let app = spawn_app_with(TestOptions::default().with_worker()).await;
     let admin = app.admin_token().await;
-    let event = active_event(&app, &admin, 1).await;
-    let (_, token) = buyers(&app, 1).await.remove(0);
+    let event = app.active_event(&admin, 1).await;
+    let (_, token) = app.buyers(1).await.remove(0);
     let (trace_id, sampled) = new_trace();
     // The same context with the sampled flag off.
     let not_sampled = format!("{}-00", sampled.strip_suffix("-01").unwrap());
 
     assert_eq!(buy_traced(&app, &token, event, &not_sampled).await, 202);
-    wait_for_success(&app, &token, event).await;
-    crate::spike::wait_until_settled(&app, &admin, event).await;
+    app.wait_for_success(&token, event).await;
+    app.wait_until_settled(&admin, event).await;
     // Neither the request nor the worker recorded anything for it (the test exporter is
     // synchronous: a span is there the moment it ends).
     assert_eq!(names(&traced_spans(&trace_id)), Vec::<String>::new());

@@ -11,7 +11,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicQosOptions,
+    BasicRejectOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use tokio_util::sync::CancellationToken;
@@ -20,7 +21,7 @@ use tracing::{Instrument, Span};
 
 use super::{ATTEMPT_HEADER, Amqp, Topology};
 use crate::repo::{Dependency, RepoError};
-use crate::telemetry::metrics::{CONSUMER_OUTCOMES, names};
+use crate::telemetry::metrics::names;
 use crate::telemetry::traces;
 
 /// A delivered message as a handler sees it.
@@ -99,6 +100,64 @@ pub struct Route {
     pub defer_to: Option<&'static str>,
 }
 
+/// One consumer: which queue and how, how deliveries are batched, and how many may be
+/// unacknowledged at once.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    pub route: Route,
+    pub batching: Batching,
+    pub prefetch: u16,
+}
+
+/// What became of a consumed message (`spike_consumer_messages_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum Outcome {
+    Processed,
+    Retried,
+    Requeued,
+    Deferred,
+    DeadLettered,
+    Rejected,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Processed,
+        Outcome::Retried,
+        Outcome::Requeued,
+        Outcome::Deferred,
+        Outcome::DeadLettered,
+        Outcome::Rejected,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        self.into()
+    }
+
+    /// What the handler decided, before the delivery is settled.
+    fn decided(decision: Decision) -> Outcome {
+        match decision {
+            Decision::Done => Outcome::Processed,
+            Decision::Poison => Outcome::Rejected,
+            Decision::Defer(_) => Outcome::Deferred,
+            Decision::RetryLater => Outcome::Retried,
+        }
+    }
+
+    /// What happened, from what was decided and how the delivery was settled.
+    fn settled(self, settle: Settle) -> Outcome {
+        match (self, settle) {
+            // The retry could not be published, or the retries are spent and the handler could
+            // not compensate: the message goes back onto its queue.
+            (_, Settle::Requeue) => Outcome::Requeued,
+            (Outcome::Retried, Settle::Reject) => Outcome::DeadLettered,
+            (decided, _) => decided,
+        }
+    }
+}
+
 /// What a consumer has in hand, for proving a queue quiet (the reconciler's release of held-back
 /// units): the broker's queue depth counts ready messages only, not those delivered to a
 /// consumer and not yet settled.
@@ -130,21 +189,25 @@ enum Settle {
     Reject,
 }
 
-/// Consumes `route.queue` until `shutdown`, handing the handler batches as `batching` says with
-/// up to `prefetch` deliveries unacknowledged, and counting in `activity` what it holds. The
-/// batch in hand at shutdown finishes and is settled; unacknowledged deliveries return to the
-/// queue when the channel closes, so nothing is lost.
-#[allow(clippy::too_many_arguments)]
+/// Consumes the spec's queue until `shutdown`, handing the handler batches as the spec says,
+/// and counting in `activity` what it holds. The batch in hand at shutdown finishes and is
+/// settled; unacknowledged deliveries return to the queue when the channel closes, so nothing
+/// is lost. A consumer the broker cancels (or whose channel dies) returns an error: the
+/// supervisor starts it again.
 pub async fn run<H: Handler>(
     amqp: &Amqp,
     topology: &Topology,
-    route: Route,
-    batching: Batching,
-    prefetch: u16,
-    shutdown: CancellationToken,
+    spec: &ConsumerSpec,
     handler: &H,
     activity: &Activity,
+    shutdown: CancellationToken,
 ) -> Result<(), RepoError> {
+    let ConsumerSpec {
+        route,
+        batching,
+        prefetch,
+    } = spec;
+    let (batching, prefetch) = (*batching, *prefetch);
     let queue = topology.queue(route.queue);
     let channel = amqp.create_channel().await?;
     channel
@@ -159,8 +222,8 @@ pub async fn run<H: Handler>(
         )
         .await?;
     tracing::info!(queue, prefetch, batch_max = batching.max, "consuming");
-    for outcome in CONSUMER_OUTCOMES {
-        metrics::counter!(names::CONSUMED, "queue" => route.queue, "outcome" => *outcome)
+    for outcome in Outcome::ALL {
+        metrics::counter!(names::CONSUMED, "queue" => route.queue, "outcome" => outcome.label())
             .increment(0);
     }
     let queue = queue.as_str();
@@ -185,7 +248,7 @@ pub async fn run<H: Handler>(
                 Ok(None) | Err(_) => break,
             }
         }
-        consume_batch(amqp, topology, &route, handler, &batch).await;
+        consume_batch(amqp, topology, route, handler, &batch).await;
         let n = batch.len() as u64;
         activity.settled.fetch_add(n, Ordering::AcqRel);
         activity.held.fetch_sub(n, Ordering::AcqRel);
@@ -198,6 +261,40 @@ pub async fn run<H: Handler>(
     }
     tracing::info!(queue, "consumer stopped");
     Ok(())
+}
+
+/// Handles what the spec's queue holds now, a batch (of up to `batching.max`) at a time, until it
+/// is empty; returns how many messages were handled. The step a test drives instead of a live
+/// consumer: settling, retries and dead letters are [`run`]'s, and a message sent to a retry
+/// queue comes back after its delay, to a later drain.
+pub async fn drain<H: Handler>(
+    amqp: &Amqp,
+    topology: &Topology,
+    spec: &ConsumerSpec,
+    handler: &H,
+) -> Result<usize, RepoError> {
+    let queue = topology.queue(spec.route.queue);
+    let channel = amqp.create_channel().await?;
+    let mut handled = 0;
+    loop {
+        let mut batch = Vec::new();
+        while batch.len() < spec.batching.max.max(1) {
+            let got = channel
+                .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+                .await?;
+            match got {
+                Some(message) => batch.push(message.delivery),
+                None => break,
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        consume_batch(amqp, topology, &spec.route, handler, &batch).await;
+        handled += batch.len();
+    }
+    let _ = channel.close(200, "drained".into()).await;
+    Ok(handled)
 }
 
 /// Runs the handler on a batch, carries out its decisions and settles every delivery. When all
@@ -233,9 +330,11 @@ async fn consume_batch<H: Handler>(
             debug_assert_eq!(decisions.len(), messages.len(), "one decision per message");
             futures_util::future::join_all(messages.iter().zip(decisions).map(
                 |(message, decision)| async move {
-                    let counted = outcome_of(decision);
+                    let decided = Outcome::decided(decision);
                     let settle = carry_out(amqp, topology, route, handler, message, decision).await;
-                    count_consumed(route.queue, counted, settle);
+                    let outcome = decided.settled(settle);
+                    metrics::counter!(names::CONSUMED, "queue" => route.queue, "outcome" => outcome.label())
+                        .increment(1);
                     settle
                 },
             ))
@@ -308,33 +407,6 @@ async fn settle(route: &Route, delivery: &Delivery, how: Settle) {
     if let Err(error) = settled {
         // The broker redelivers it after the channel recovers; handlers are idempotent.
         tracing::warn!(queue = route.queue, %error, ?how, "could not settle a message");
-    }
-}
-
-/// The `outcome` label of a decision, before it is carried out.
-fn outcome_of(decision: Decision) -> &'static str {
-    match decision {
-        Decision::Done => "processed",
-        Decision::Poison => "rejected",
-        Decision::Defer(_) => "deferred",
-        Decision::RetryLater => "retried",
-    }
-}
-
-/// Counts a settled message in `spike_consumer_messages_total{queue, outcome}`.
-fn count_consumed(queue: &'static str, decided: &'static str, settle: Settle) {
-    let outcome = consumed_outcome(decided, settle);
-    metrics::counter!(names::CONSUMED, "queue" => queue, "outcome" => outcome).increment(1);
-}
-
-/// What happened to a message, from what was decided and how it was settled.
-fn consumed_outcome(decided: &'static str, settle: Settle) -> &'static str {
-    match (decided, settle) {
-        // The retry could not be published, or the retries are spent and the handler could
-        // not compensate: the message goes back onto its queue.
-        (_, Settle::Requeue) => "requeued",
-        ("retried", Settle::Reject) => "dead_lettered",
-        (decided, _) => decided,
     }
 }
 
@@ -416,28 +488,33 @@ mod tests {
 
     #[test]
     fn each_settled_message_counts_as_exactly_one_known_outcome() {
-        let retried = outcome_of(Decision::RetryLater);
-        assert_eq!(consumed_outcome(retried, Settle::Ack), "retried");
-        assert_eq!(consumed_outcome(retried, Settle::Reject), "dead_lettered");
-        assert_eq!(consumed_outcome(retried, Settle::Requeue), "requeued");
+        let retried = Outcome::decided(Decision::RetryLater);
+        assert_eq!(retried.settled(Settle::Ack), Outcome::Retried);
+        assert_eq!(retried.settled(Settle::Reject), Outcome::DeadLettered);
+        assert_eq!(retried.settled(Settle::Requeue), Outcome::Requeued);
         assert_eq!(
-            consumed_outcome(outcome_of(Decision::Done), Settle::Ack),
-            "processed"
+            Outcome::decided(Decision::Done).settled(Settle::Ack),
+            Outcome::Processed
         );
         assert_eq!(
-            consumed_outcome(outcome_of(Decision::Poison), Settle::Reject),
-            "rejected"
+            Outcome::decided(Decision::Poison).settled(Settle::Reject),
+            Outcome::Rejected
         );
-        let deferred = outcome_of(Decision::Defer(Duration::from_secs(1)));
-        assert_eq!(consumed_outcome(deferred, Settle::Ack), "deferred");
-        assert_eq!(consumed_outcome(deferred, Settle::Requeue), "requeued");
-        // Every label is one the counters start at zero with.
-        for decided in ["processed", "retried", "deferred", "rejected"] {
-            for settle in [Settle::Ack, Settle::Requeue, Settle::Reject] {
-                let outcome = consumed_outcome(decided, settle);
-                assert!(CONSUMER_OUTCOMES.contains(&outcome), "{outcome}");
-            }
-        }
+        let deferred = Outcome::decided(Decision::Defer(Duration::from_secs(1)));
+        assert_eq!(deferred.settled(Settle::Ack), Outcome::Deferred);
+        assert_eq!(deferred.settled(Settle::Requeue), Outcome::Requeued);
+        let labels: Vec<&str> = Outcome::ALL.iter().map(|o| o.label()).collect();
+        assert_eq!(
+            labels,
+            [
+                "processed",
+                "retried",
+                "requeued",
+                "deferred",
+                "dead_lettered",
+                "rejected"
+            ]
+        );
     }
 
     #[test]

@@ -39,8 +39,7 @@ impl TryFrom<EventRow> for SpikeEvent {
             available_stock: row.available_stock,
             returned_stock: row.returned_stock,
             per_user_limit: row.per_user_limit,
-            window: EventWindow::new(row.start_at.assume_utc(), row.end_at.assume_utc())
-                .map_err(|e| super::decode_error("start_at/end_at", e))?,
+            window: EventWindow::stored(row.start_at.assume_utc(), row.end_at.assume_utc()),
             created_at: row.created_at.assume_utc(),
         })
     }
@@ -307,13 +306,15 @@ pub async fn buyers(db: impl MySqlExecutor<'_>, event_id: u64) -> Result<Vec<u64
 }
 
 /// Events whose window overlaps `[from, to)`: started before `to` and not ended at `from`
-/// (the scheduler's "starting soon or running", the reconciler's "keys may be alive").
+/// (the scheduler's "starting soon or running", the reconciler's "keys may be alive"). Each
+/// row is decoded on its own, with its id, so one unreadable row is one event skipped, not a
+/// failed pass for every event.
 pub async fn overlapping(
     db: &sqlx::MySqlPool,
     from: OffsetDateTime,
     to: OffsetDateTime,
-) -> Result<Vec<SpikeEvent>, RepoError> {
-    sqlx::query_as!(
+) -> Result<Vec<(u64, Result<SpikeEvent, RepoError>)>, RepoError> {
+    Ok(sqlx::query_as!(
         EventRow,
         "SELECT id, product_id, title, spike_price, total_stock, available_stock, returned_stock, \
          per_user_limit, \
@@ -325,8 +326,8 @@ pub async fn overlapping(
     .fetch_all(db)
     .await?
     .into_iter()
-    .map(SpikeEvent::try_from)
-    .collect()
+    .map(|row| (row.id, SpikeEvent::try_from(row)))
+    .collect())
 }
 
 /// The event's orders that still hold a unit (any status but closed or cancelled).

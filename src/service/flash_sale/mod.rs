@@ -49,6 +49,10 @@ use crate::repo::redis::flash_sale::EventStore;
 use crate::repo::{Amqp, Infra, Topology};
 use purchase_token::PurchaseTokens;
 
+/// The background task (`crate::background`) that runs the warm-up scheduler, the reconciler
+/// and the return of unsold units, one after the other on each pass.
+pub const HOUSEKEEPING_TASK: &str = "flash_sale_housekeeping";
+
 /// How long a buyer's result stays in Redis (MySQL answers after that).
 const RESULT_TTL_SECS: u64 = 24 * 3600;
 
@@ -60,6 +64,10 @@ pub struct FlashSale {
     pub purchase: Purchase,
     pub fulfilment: Fulfilment,
     pub reconciler: Reconciler,
+    /// What the order queue's consumers report holding: the worker writes, the reconciler reads.
+    pub consumer_reports: ConsumerReports,
+    /// How many deliveries each consumer of the order queue may hold unacknowledged.
+    pub order_create_prefetch: u16,
 }
 
 impl FlashSale {
@@ -88,6 +96,8 @@ impl FlashSale {
             queue.clone(),
         );
         let fulfilment = Fulfilment::new(infra.db.clone(), store.clone(), pay_timeout);
+        let consumer_reports =
+            ConsumerReports::new(infra.redis.clone(), redis_prefix, ORDER_CREATE);
         FlashSale {
             admin: EventAdmin::new(
                 infra.db.clone(),
@@ -110,10 +120,12 @@ impl FlashSale {
                 store,
                 queue,
                 catalog.clone(),
-                ConsumerReports::new(infra.redis.clone(), redis_prefix, ORDER_CREATE),
+                consumer_reports.clone(),
             ),
             warmup,
             fulfilment,
+            consumer_reports,
+            order_create_prefetch: prefetch,
         }
     }
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use sqlx::MySqlPool;
 use time::OffsetDateTime;
-use tokio_util::sync::CancellationToken;
 
 use super::publish_groups::PublishGroups;
 use super::purchase_token::{HumanCheck, NoHumanCheck, PurchaseTokens};
@@ -139,20 +138,11 @@ impl Purchase {
         self.store.stock_returned_channel()
     }
 
-    /// Forgets, every `interval` until `shutdown`, the buyers whose per-buyer allowance is full
-    /// again (run by the API role, next to the flags' listener).
-    pub async fn forget_idle_buyers_every(&self, interval: Duration, shutdown: CancellationToken) {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = ticks.tick() => {
-                    self.user_limiter.forget_idle();
-                    self.token_limiter.forget_idle();
-                }
-            }
-        }
+    /// Forgets the buyers whose per-buyer allowance is full again (the API role runs it every
+    /// minute, next to the flags' listener).
+    pub fn forget_idle_buyers(&self) {
+        self.user_limiter.forget_idle();
+        self.token_limiter.forget_idle();
     }
 
     /// A purchase token for the buyer in an active event (the anti-bot gate, see

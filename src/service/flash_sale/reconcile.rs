@@ -39,7 +39,8 @@ use serde::Serialize;
 use sqlx::MySqlPool;
 use time::OffsetDateTime;
 
-use super::{OrderQueue, RESULT_TTL_SECS, unix_millis};
+use super::{HOUSEKEEPING_TASK, OrderQueue, RESULT_TTL_SECS, unix_millis};
+use crate::background::UnitFailures;
 use crate::config::FlashSaleSettings;
 use crate::domain::flash_sale::EventStatus;
 use crate::domain::flash_sale::{BuyerOutcome, SpikeEvent};
@@ -91,6 +92,20 @@ pub struct ReconcileReport {
     pub released: u32,
 }
 
+/// What one event of a reconciler pass did.
+#[derive(Debug, Default)]
+struct EventReconciled {
+    republished: usize,
+    settled: usize,
+    /// Its ledger, when its stranded units may go back once the queue is proven quiet.
+    releasable: Option<Ledger>,
+}
+
+/// A `std` duration as a `time` one, saturating (settings are minutes or days).
+fn to_time(duration: Duration) -> time::Duration {
+    time::Duration::try_from(duration).unwrap_or(time::Duration::MAX)
+}
+
 /// Ended events looked at per pass for unsold units to give back (the rest wait for the next).
 const UNSOLD_EVENTS_PER_PASS: u32 = 100;
 
@@ -138,6 +153,10 @@ pub struct Reconciler {
     report_fresh_for: Duration,
     /// The previous pass's quiet observation, if it was quiet.
     last_quiet: Arc<Mutex<Option<QuietQueue>>>,
+    /// Events a reconciler pass could not handle, reported once each.
+    failures: UnitFailures,
+    /// Ended events whose unsold units could not be given back, reported once each.
+    unsold_failures: UnitFailures,
 }
 
 /// Reports of consumers gone this long are dropped.
@@ -157,15 +176,25 @@ impl Reconciler {
             store,
             queue,
             catalog,
-            unsold_grace: settings.reconcile_after + settings.retry_delays.iter().sum::<Duration>(),
+            unsold_grace: settings
+                .retry_delays
+                .iter()
+                .fold(settings.reconcile_after, |sum, delay| {
+                    sum.saturating_add(*delay)
+                }),
             stale_after: settings.reconcile_after,
             keys_retention: settings.keys_retention,
             warmup_lead: settings.warmup_lead,
             last_drift: Arc::default(),
             consumer_reports,
             // Consumers report every half interval; three intervals of silence is a dead one.
-            report_fresh_for: (settings.scheduler_interval * 3).max(Duration::from_secs(2)),
+            report_fresh_for: settings
+                .scheduler_interval
+                .saturating_mul(3)
+                .max(Duration::from_secs(2)),
             last_quiet: Arc::default(),
+            failures: UnitFailures::new(HOUSEKEEPING_TASK, "event"),
+            unsold_failures: UnitFailures::new(HOUSEKEEPING_TASK, "ended event"),
         }
     }
 
@@ -199,49 +228,33 @@ impl Reconciler {
     }
 
     /// One pass over every event whose keys may be alive: stale reservations are republished or
-    /// settled, and the ledger's drift is exported.
+    /// settled, and the ledger's drift is exported. An event that fails (an unreadable row, a
+    /// store error, a panic) is skipped and reported; the pass goes on with the others.
     pub async fn reconcile(&self) -> Result<ReconcileReport, ServiceError> {
         let now = OffsetDateTime::now_utc();
-        let events =
-            spike_events::overlapping(&self.db, now - self.keys_retention, now + self.warmup_lead)
-                .await?;
+        let retention = to_time(self.keys_retention);
+        let events = spike_events::overlapping(
+            &self.db,
+            now.saturating_sub(retention),
+            now.saturating_add(to_time(self.warmup_lead)),
+        )
+        .await?;
         let mut report = ReconcileReport {
             events: events.len(),
             ..ReconcileReport::default()
         };
         let now_ms = unix_millis(now);
-        let stale_ms = self.stale_after.as_millis() as i64;
         // Ledgers whose stranded units may go back to Redis once the queue is proven quiet.
         let mut releasable = Vec::new();
-        for event in &events {
-            let pending = self.store.pending_reservations(event.id).await?;
-            for reservation in pending
-                .iter()
-                .filter(|r| now_ms - r.reserved_at_ms >= stale_ms)
-            {
-                if self
-                    .reconcile_reservation(event.id, reservation, now_ms)
-                    .await?
-                {
-                    report.republished += 1;
-                } else {
-                    report.settled += 1;
-                }
-            }
-            let (ledger, previous_drift) = self.check_drift(event).await?;
-            if ledger.returned_stock > 0 && ledger.redis_stock.is_some_and(|n| n > 0) {
-                // Its unsold units went to the product, but Redis was not told (it failed
-                // right after the commit): Redis must not count them too. The ledger read the
-                // stock already; the next pass sees it balance.
-                self.store.clear_stock(event.id).await?;
-            }
-            // The same drift on the last pass too: a unit being returned right now (a close
-            // commits in MySQL, then gives the unit to Redis) shows as a drift for a moment.
-            let settled_drift = previous_drift.is_some() && previous_drift == ledger.drift;
-            let stranded =
-                ledger.drift.is_some_and(|drift| drift > 0) && ledger.pending_reservations == 0;
-            if settled_drift && stranded && event.window.status_at(now) == EventStatus::Active {
-                releasable.push(ledger);
+        for (id, event) in events {
+            let reconciled = async {
+                let event = event?;
+                self.reconcile_event(&event, now, now_ms).await
+            };
+            if let Some(reconciled) = self.failures.isolate(id, reconciled).await {
+                report.republished += reconciled.republished;
+                report.settled += reconciled.settled;
+                releasable.extend(reconciled.releasable);
             }
         }
         // The proof costs a passive declare per order queue and a read of the consumers'
@@ -250,7 +263,11 @@ impl Reconciler {
             *self.last_quiet.lock().expect("quiet memory poisoned") = None;
         } else if self.queue_proven_quiet(now_ms).await? {
             for ledger in &releasable {
-                report.released += self.release_held_back(ledger).await?;
+                let released = self
+                    .failures
+                    .isolate(ledger.event_id, self.release_held_back(ledger))
+                    .await;
+                report.released += released.unwrap_or(0);
             }
         }
         if report.republished + report.settled > 0 {
@@ -263,23 +280,68 @@ impl Reconciler {
         Ok(report)
     }
 
+    /// One event of a [`Reconciler::reconcile`] pass.
+    async fn reconcile_event(
+        &self,
+        event: &SpikeEvent,
+        now: OffsetDateTime,
+        now_ms: i64,
+    ) -> Result<EventReconciled, ServiceError> {
+        let stale_ms = i64::try_from(self.stale_after.as_millis()).unwrap_or(i64::MAX);
+        let mut reconciled = EventReconciled::default();
+        let pending = self.store.pending_reservations(event.id).await?;
+        for reservation in pending
+            .iter()
+            .filter(|r| now_ms.saturating_sub(r.reserved_at_ms) >= stale_ms)
+        {
+            if self
+                .reconcile_reservation(event.id, reservation, now_ms)
+                .await?
+            {
+                reconciled.republished += 1;
+            } else {
+                reconciled.settled += 1;
+            }
+        }
+        let (ledger, previous_drift) = self.check_drift(event).await?;
+        if ledger.returned_stock > 0 && ledger.redis_stock.is_some_and(|n| n > 0) {
+            // Its unsold units went to the product, but Redis was not told (it failed
+            // right after the commit): Redis must not count them too. The ledger read the
+            // stock already; the next pass sees it balance.
+            self.store.clear_stock(event.id).await?;
+        }
+        // The same drift on the last pass too: a unit being returned right now (a close
+        // commits in MySQL, then gives the unit to Redis) shows as a drift for a moment.
+        let settled_drift = previous_drift.is_some() && previous_drift == ledger.drift;
+        let stranded =
+            ledger.drift.is_some_and(|drift| drift > 0) && ledger.pending_reservations == 0;
+        if settled_drift && stranded && event.window.status_at(now) == EventStatus::Active {
+            reconciled.releasable = Some(ledger);
+        }
+        Ok(reconciled)
+    }
+
+    /// The events a reconciler pass skipped, with the reasons.
+    pub fn unreconciled_events(&self) -> HashMap<u64, String> {
+        self.failures.failing()
+    }
+
     /// Gives the unsold units of events that ended at least the grace period ago back to their
     /// products, exactly once each (see the module docs); returns how many events were done now.
     /// An event that cannot be done yet, or fails, is left for a later pass; the others go on.
     pub async fn return_unsold_units(&self) -> Result<usize, ServiceError> {
         let now = OffsetDateTime::now_utc();
-        let grace = time::Duration::try_from(self.unsold_grace).unwrap_or(time::Duration::MAX);
-        let ended_before = now.checked_sub(grace).unwrap_or(now);
+        let ended_before = now.checked_sub(to_time(self.unsold_grace)).unwrap_or(now);
         let candidates =
             spike_events::ended_with_unsold(&self.db, ended_before, UNSOLD_EVENTS_PER_PASS).await?;
         let mut done = 0;
         for event_id in candidates {
-            match self.return_unsold_of(event_id).await {
-                Ok(true) => done += 1,
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::warn!(event_id, %error, "giving an ended event's unsold units back failed; next pass");
-                }
+            let returned = self
+                .unsold_failures
+                .isolate(event_id, self.return_unsold_of(event_id))
+                .await;
+            if returned == Some(true) {
+                done += 1;
             }
         }
         Ok(done)
@@ -386,13 +448,13 @@ impl Reconciler {
         let forget_ms = FORGET_REPORTS_AFTER.as_millis() as i64;
         let gone: Vec<String> = reports
             .iter()
-            .filter(|(_, report)| now_ms - report.at_ms > forget_ms)
+            .filter(|(_, report)| now_ms.saturating_sub(report.at_ms) > forget_ms)
             .map(|(consumer, _)| consumer.clone())
             .collect();
         self.consumer_reports.forget(&gone).await?;
         let fresh: Vec<_> = reports
             .into_iter()
-            .filter(|(_, report)| now_ms - report.at_ms <= fresh_ms)
+            .filter(|(_, report)| now_ms.saturating_sub(report.at_ms) <= fresh_ms)
             .collect();
         if fresh.len() < consumers as usize || fresh.iter().any(|(_, report)| report.held > 0) {
             return Ok(None);

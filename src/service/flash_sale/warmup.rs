@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 
 use super::sold_out::SoldOutFlags;
 use super::{OrderQueue, unix_millis};
+use crate::background::UnitFailures;
 use crate::config::FlashSaleSettings;
 use crate::domain::flash_sale::{EventStatus, SpikeEvent};
 use crate::repo::mysql::spike_events;
@@ -30,6 +31,8 @@ pub struct Warmup {
     lead: Duration,
     /// How long an event's Redis keys outlive the event.
     keys_retention: Duration,
+    /// The events the scheduler could not warm, reported once each.
+    failures: UnitFailures,
 }
 
 impl Warmup {
@@ -49,6 +52,7 @@ impl Warmup {
             publish_group_max: settings.publish_group_max,
             lead: settings.warmup_lead,
             keys_retention: settings.keys_retention,
+            failures: UnitFailures::new(super::HOUSEKEEPING_TASK, "event"),
         }
     }
 
@@ -64,21 +68,34 @@ impl Warmup {
         let event = spike_events::find(&self.db, id)
             .await?
             .ok_or(ServiceError::EventNotFound)?;
+        refuse_unsellable(&event)?;
         self.warm(&event, WarmMode::Keep).await
     }
 
     /// Warms every event starting within the lead time that is not warm yet (the worker's
-    /// scheduler); returns how many it warmed.
+    /// scheduler); returns how many it warmed. An event that cannot be read or warmed (a bad
+    /// row, a window out of range, an error) is skipped and reported; the others are warmed.
     pub async fn warm_due_events(&self) -> Result<usize, ServiceError> {
         let now = OffsetDateTime::now_utc();
-        let due = spike_events::overlapping(&self.db, now, now + self.lead).await?;
+        let due =
+            spike_events::overlapping(&self.db, now, now.saturating_add(lead(self.lead))).await?;
         let mut warmed = 0;
-        for event in &due {
-            if self.warm(event, WarmMode::Keep).await? {
+        for (id, event) in due {
+            let warm = async {
+                let event = event?;
+                refuse_unsellable(&event)?;
+                self.warm(&event, WarmMode::Keep).await
+            };
+            if self.failures.isolate(id, warm).await == Some(true) {
                 warmed += 1;
             }
         }
         Ok(warmed)
+    }
+
+    /// The events the scheduler skipped on its passes, with the reasons.
+    pub fn unwarmable_events(&self) -> std::collections::HashMap<u64, String> {
+        self.failures.failing()
     }
 
     /// Warms a created or changed event from scratch (it has not started: nothing can be
@@ -100,6 +117,7 @@ impl Warmup {
         };
         let status = event.window.status_at(OffsetDateTime::now_utc());
         if status == EventStatus::Active {
+            refuse_unsellable(&event)?;
             tracing::warn!(
                 event_id,
                 "active event not warm: refusing to sell, re-warming"
@@ -142,6 +160,25 @@ impl Warmup {
         }
         Ok(fresh)
     }
+}
+
+/// A stored event whose window breaks the scheduling rules (see
+/// [`EventWindow::sale_problem`](crate::domain::flash_sale::EventWindow::sale_problem)) is not
+/// warmed, so not sold: a buyer gets a clear 409 naming the problem instead of a sale that never
+/// ends (and whose unsold units never go back to the product).
+fn refuse_unsellable(event: &SpikeEvent) -> Result<(), ServiceError> {
+    match event.window.sale_problem() {
+        None => Ok(()),
+        Some(problem) => Err(ServiceError::Conflict(format!(
+            "flash-sale event {} cannot be sold: {problem}; an operator must correct its schedule",
+            event.id
+        ))),
+    }
+}
+
+/// The warm-up lead as a `time` duration (saturating: a lead is a few minutes).
+fn lead(lead: Duration) -> time::Duration {
+    time::Duration::try_from(lead).unwrap_or(time::Duration::MAX)
 }
 
 /// When an event's keys may go: `keys_retention` after its end. Saturating, because a stored

@@ -2,7 +2,6 @@
 //! serves it on a free port, and (on request) runs the worker beside it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -10,6 +9,7 @@ use spike::api::AppState;
 use spike::config::Config;
 use spike::repo::{Infra, Topology};
 use spike::startup::{self, Application, Services};
+use spike::worker::{HousekeepingReport, Worker};
 use tokio_util::sync::CancellationToken;
 
 use super::logs::init_logs;
@@ -33,9 +33,6 @@ pub struct TestApp {
     /// The app's services; the worker, when started, shares them (as in `spike all`).
     pub services: Services,
     pub shutdown: CancellationToken,
-    /// Why the worker stopped, if it failed: reported when the app is dropped, so a test that
-    /// timed out waiting for the worker also says what happened to it.
-    worker_failure: Arc<Mutex<Option<String>>>,
     pub server: Option<tokio::task::JoinHandle<()>>,
     pub resources: TestResources,
 }
@@ -167,7 +164,6 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         state,
         services,
         shutdown,
-        worker_failure: Arc::default(),
         server: Some(server),
         resources,
     };
@@ -212,18 +208,38 @@ pub fn test_config(
 }
 
 impl TestApp {
-    /// Starts the worker role (outbox relay, consumers, housekeeping) with the app's services
-    /// until the app is dropped. A failure is recorded and reported by the drop.
+    /// Starts the live worker role (outbox relay, consumers, housekeeping, under the app's
+    /// supervisor) with the app's services until the app is dropped. Tests of one step drive
+    /// it with [`TestApp::housekeep`] and [`TestApp::drain_outbox`] instead.
     pub fn start_worker(&self) {
-        let (config, infra) = (self.config.clone(), self.infra.clone());
-        let (services, shutdown) = (self.services.clone(), self.shutdown.clone());
-        let failure = self.worker_failure.clone();
-        tokio::spawn(async move {
-            if let Err(error) = spike::worker::run(&config, infra, services, shutdown).await {
-                eprintln!("worker failed: {error}");
-                *failure.lock().unwrap() = Some(error.to_string());
-            }
-        });
+        self.worker().start(&self.shutdown);
+    }
+
+    /// The worker of this app (its steps share the app's services, as in `spike all`).
+    pub fn worker(&self) -> Worker {
+        Worker::build(&self.config, &self.infra, &self.services)
+    }
+
+    /// One flash-sale housekeeping pass (warm-up, reconciler, unsold units), to completion.
+    pub async fn housekeep(&self) -> HousekeepingReport {
+        self.worker().housekeep().await
+    }
+
+    /// Turns every reservation message waiting now into orders (the order consumer's step);
+    /// returns how many messages were handled.
+    pub async fn drain_orders(&self) -> usize {
+        self.worker()
+            .drain_orders()
+            .await
+            .expect("the order queue drains")
+    }
+
+    /// Publishes every outbox row waiting now; returns how many went out.
+    pub async fn drain_outbox(&self) -> usize {
+        self.worker()
+            .drain_outbox()
+            .await
+            .expect("the outbox relays")
     }
 
     /// Current stock of a product, from MySQL.
@@ -310,12 +326,6 @@ impl Drop for TestApp {
         self.shutdown.cancel();
         if let Some(server) = self.server.take() {
             server.abort();
-        }
-        let failure = self.worker_failure.lock().unwrap().take();
-        if let Some(failure) = failure
-            && !std::thread::panicking()
-        {
-            panic!("the worker failed during the test: {failure}");
         }
     }
 }

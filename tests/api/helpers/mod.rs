@@ -6,17 +6,20 @@
 //!
 //! - `app`: [`TestApp`], [`TestOptions`], [`spawn_app`], the worker beside it;
 //! - `client`: HTTP requests and the envelope checks;
+//! - `flash_sale`: events, buyers, buys and results as [`TestApp`] methods;
 //! - `resources`: the per-test database, prefixes and their removal;
 //! - `logs`: log capture; `proxy`: a cuttable TCP proxy.
 
 mod app;
 mod client;
+mod flash_sale;
 mod logs;
 mod proxy;
 mod resources;
 
 pub use app::*;
 pub use client::*;
+pub use flash_sale::*;
 pub use logs::*;
 pub use proxy::*;
 pub use resources::*;
