@@ -1,8 +1,6 @@
 //! The anti-bot gate: purchase tokens bound to one buyer and one event, issued only while the
 //! event is active, required on the buy request when the deployment says so.
 
-use std::time::Duration as StdDuration;
-
 use reqwest::Method;
 use time::Duration;
 
@@ -94,15 +92,20 @@ async fn an_expired_token_is_refused() {
     let app = spawn_app_with(gate_on().env("SPIKE_FLASH_SALE_PURCHASE_TOKEN_TTL", "1s")).await;
     let admin = app.admin_token().await;
     let event = app.active_event(&admin, 5).await;
-    let (_, buyer) = app.buyers(1).await.remove(0);
-    let token = purchase_token(&app, &buyer, event).await;
-    // The condition is time itself, hence the sleep.
-    tokio::time::sleep(StdDuration::from_millis(1100)).await;
+    let (buyer_id, buyer) = app.buyers(1).await.remove(0);
+    // A token the app issued 1.1 s ago (signed with its secret): expired, without waiting.
+    let tokens = spike::service::flash_sale::purchase_token::PurchaseTokens::new(
+        app.config.auth.jwt_secret.expose().as_bytes(),
+        app.config.flash_sale.purchase_token_ttl,
+    );
+    let now_ms = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp() * 1000).unwrap();
+    let token = tokens.issue(buyer_id, event, now_ms - 1100);
     assert_eq!(
         buy_with(&app, &buyer, event, Some(&token)).await,
         (403, Some(10003))
     );
-    let fresh = purchase_token(&app, &buyer, event).await;
+    // The same issuer's token of now is taken: the refusal was the expiry, not the signature.
+    let fresh = tokens.issue(buyer_id, event, now_ms);
     assert_eq!(buy_with(&app, &buyer, event, Some(&fresh)).await.0, 202);
 }
 

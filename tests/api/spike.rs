@@ -488,7 +488,7 @@ async fn a_redelivered_reservation_creates_one_order() {
 }
 
 #[tokio::test]
-async fn a_thousand_buyers_racing_twice_for_a_hundred_units_never_oversell() {
+async fn end_to_end_a_thousand_buyers_racing_twice_for_a_hundred_units_never_oversell() {
     let app =
         crate::helpers::spawn_app_with(crate::helpers::TestOptions::default().with_worker()).await;
     let admin = app.admin_token().await;

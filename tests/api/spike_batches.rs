@@ -76,7 +76,8 @@ async fn buy_once_each(app: &TestApp, people: &[(u64, String)], event: u64) {
 }
 
 #[tokio::test]
-async fn two_thousand_buyers_racing_twice_for_500_units_get_exactly_500_orders_in_batches() {
+async fn end_to_end_two_thousand_buyers_racing_twice_for_500_units_get_exactly_500_orders_in_batches()
+ {
     let app = spawn_app_with(TestOptions::default().with_worker()).await;
     let admin = app.admin_token().await;
     let event = app.active_event(&admin, 500).await;

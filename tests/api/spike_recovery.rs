@@ -494,14 +494,17 @@ async fn the_scheduler_warms_events_starting_within_the_lead_time() {
 
 #[tokio::test]
 async fn a_cancelled_flash_sale_order_gives_its_unit_back_at_once() {
-    let app = spawn_app_with(TestOptions::default().with_worker()).await;
+    let app = spawn_app().await;
     wait_until_listening(&app).await;
     let admin = app.admin_token().await;
     let event = app.active_event(&admin, 1).await;
     let people = app.buyers(2).await;
     let (first, second) = (&people[0].1, &people[1].1);
     assert_eq!(app.buy(first, event).await.status(), 202);
-    let order_id = app.wait_for_success(first, event).await;
+    assert_eq!(app.drain_orders().await, 1);
+    let order_id = app.result_of(first, event).await["order_id"]
+        .as_u64()
+        .expect("the order is made");
     assert_eq!(code(app.buy(second, event).await).await.1, Some(50004));
 
     let cancelled = app
