@@ -41,8 +41,12 @@ delete_policies() {
 
 # port_free PORT: whether nothing listens on 127.0.0.1:PORT (nor on every address).
 port_free() {
+  # SO_REUSEADDR: connections a server just closed linger in TIME_WAIT on its port and would
+  # make a plain bind fail although nothing listens (bench.sh's OTLP sink, restarted per step,
+  # met it); a listener on the port still makes the bind fail.
   python3 -c 'import socket, sys
 s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 try:
     s.bind(("127.0.0.1", int(sys.argv[1])))
 except OSError:

@@ -234,6 +234,15 @@ impl TestApp {
             .expect("the order queue drains")
     }
 
+    /// Closes the orders of every `order.close` message waiting now (the close consumer's step);
+    /// returns how many messages were handled.
+    pub async fn drain_closes(&self) -> usize {
+        self.worker()
+            .drain_closes()
+            .await
+            .expect("the close queue drains")
+    }
+
     /// Publishes every outbox row waiting now; returns how many went out.
     pub async fn drain_outbox(&self) -> usize {
         self.worker()
