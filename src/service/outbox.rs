@@ -45,7 +45,7 @@ impl OutboxRelay {
     }
 
     /// Publishes one batch; returns how many messages went out.
-    pub async fn relay_batch(&self) -> Result<usize, ServiceError> {
+    async fn relay_batch(&self) -> Result<usize, ServiceError> {
         let mut tx = outbox::begin_relay(&self.db).await?;
         let batch = outbox::claim(&mut tx, BATCH).await?;
         if batch.is_empty() {
