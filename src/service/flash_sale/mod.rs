@@ -187,3 +187,9 @@ impl OrderQueue {
 fn unix_millis(t: time::OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
+
+/// A `std` duration (a setting) as a `time` one, saturating: the time arithmetic of background
+/// passes must never panic, whatever a setting or a stored row holds.
+fn to_time(duration: std::time::Duration) -> time::Duration {
+    time::Duration::try_from(duration).unwrap_or(time::Duration::MAX)
+}

@@ -39,7 +39,7 @@ use serde::Serialize;
 use sqlx::MySqlPool;
 use time::OffsetDateTime;
 
-use super::{HOUSEKEEPING_TASK, OrderQueue, RESULT_TTL_SECS, unix_millis};
+use super::{HOUSEKEEPING_TASK, OrderQueue, RESULT_TTL_SECS, to_time, unix_millis};
 use crate::background::UnitFailures;
 use crate::config::FlashSaleSettings;
 use crate::domain::flash_sale::EventStatus;
@@ -99,11 +99,6 @@ struct EventReconciled {
     settled: usize,
     /// Its ledger, when its stranded units may go back once the queue is proven quiet.
     releasable: Option<Ledger>,
-}
-
-/// A `std` duration as a `time` one, saturating (settings are minutes or days).
-fn to_time(duration: Duration) -> time::Duration {
-    time::Duration::try_from(duration).unwrap_or(time::Duration::MAX)
 }
 
 /// Ended events looked at per pass for unsold units to give back (the rest wait for the next).

@@ -10,7 +10,7 @@ use sqlx::MySqlPool;
 use time::OffsetDateTime;
 
 use super::sold_out::SoldOutFlags;
-use super::{OrderQueue, unix_millis};
+use super::{OrderQueue, to_time, unix_millis};
 use crate::background::UnitFailures;
 use crate::config::FlashSaleSettings;
 use crate::domain::flash_sale::{EventStatus, SpikeEvent};
@@ -77,8 +77,8 @@ impl Warmup {
     /// row, a window out of range, an error) is skipped and reported; the others are warmed.
     pub async fn warm_due_events(&self) -> Result<usize, ServiceError> {
         let now = OffsetDateTime::now_utc();
-        let due =
-            spike_events::overlapping(&self.db, now, now.saturating_add(lead(self.lead))).await?;
+        let due = spike_events::overlapping(&self.db, now, now.saturating_add(to_time(self.lead)))
+            .await?;
         let mut warmed = 0;
         for (id, event) in due {
             let warm = async {
@@ -176,15 +176,12 @@ fn refuse_unsellable(event: &SpikeEvent) -> Result<(), ServiceError> {
     }
 }
 
-/// The warm-up lead as a `time` duration (saturating: a lead is a few minutes).
-fn lead(lead: Duration) -> time::Duration {
-    time::Duration::try_from(lead).unwrap_or(time::Duration::MAX)
-}
-
 /// When an event's keys may go: `keys_retention` after its end. Saturating, because a stored
 /// end may lie anywhere up to the last representable time (a row from an older release or a
 /// manual fix), and adding to it must not panic the task that warms every event.
 fn keys_expire_at(event: &SpikeEvent, keys_retention: Duration) -> OffsetDateTime {
-    let retention = time::Duration::try_from(keys_retention).unwrap_or(time::Duration::MAX);
-    event.window.end_at().saturating_add(retention)
+    event
+        .window
+        .end_at()
+        .saturating_add(to_time(keys_retention))
 }
