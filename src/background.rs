@@ -3,7 +3,9 @@
 //!
 //! - A task that dies (its body panics, returns an error, or stops before shutdown) is started
 //!   again after a backoff (1 s doubling to 30 s; back to 1 s after a run longer than that), and
-//!   `spike_background_restarts_total{task}` counts it.
+//!   `spike_background_restarts_total{task}` counts it. After [`DEATHS_BEFORE_GIVING_UP`] deaths
+//!   in a row (about 2.5 minutes) the supervisor gives up ([`Supervisor::given_up`]) and the
+//!   role stops the process with that error, for its orchestrator to start a fresh one.
 //! - A periodic task's pass that fails is logged (the first of a streak at `warn`, the rest at
 //!   `debug`) and counted in `spike_background_failures_total{task}`; the next tick tries again.
 //!   A pass that succeeds sets `spike_background_last_success_timestamp_seconds{task}`.
@@ -42,6 +44,12 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// busy database may take seconds, and in `spike all` a flapping `/readyz` would take the
 /// process's HTTP API out of its load balancer.
 pub const STALL_FLOOR: Duration = Duration::from_secs(10);
+/// Deaths in a row (none after a run longer than [`BACKOFF_MAX`]) after which a task is given up
+/// on: about two and a half minutes of backoff. Something the process cannot mend by itself is
+/// broken (lapin gave up recovering the AMQP connection, so every new channel fails), and the
+/// process stops with an error for its orchestrator to start a fresh one, as it did before
+/// supervision when a consumer died.
+pub const DEATHS_BEFORE_GIVING_UP: u32 = 10;
 
 /// How the supervisor judges and tests its tasks (`SPIKE_BACKGROUND_*`).
 #[derive(Debug, Clone, Default)]
@@ -120,6 +128,10 @@ pub struct Supervisor {
     stall_intervals: u32,
     /// Panics still to inject: (task, count).
     fault_panics: Arc<Mutex<Option<(String, u32)>>>,
+    /// Cancelled when a task has died [`DEATHS_BEFORE_GIVING_UP`] times in a row; the reason
+    /// beside it.
+    gave_up: CancellationToken,
+    gave_up_reason: Arc<Mutex<Option<String>>>,
 }
 
 impl Supervisor {
@@ -130,7 +142,20 @@ impl Supervisor {
             tasks: Arc::default(),
             stall_intervals: settings.stall_intervals.max(1),
             fault_panics: Arc::new(Mutex::new(settings.fault_panics.clone())),
+            gave_up: CancellationToken::new(),
+            gave_up_reason: Arc::default(),
         }
+    }
+
+    /// Resolves when a task has kept dying (see [`DEATHS_BEFORE_GIVING_UP`]) with why: the
+    /// roles stop the process with that error.
+    pub async fn given_up(&self) -> String {
+        self.gave_up.cancelled().await;
+        self.gave_up_reason
+            .lock()
+            .expect("give-up reason poisoned")
+            .clone()
+            .unwrap_or_default()
     }
 
     /// The tracker every task is spawned on (shutdown waits for it).
@@ -239,8 +264,10 @@ impl Supervisor {
         S: Fn() -> BoxFuture<'static, Result<(), String>> + Send + 'static,
     {
         let tracker = self.tracker.clone();
+        let (gave_up, gave_up_reason) = (self.gave_up.clone(), self.gave_up_reason.clone());
         self.tracker.spawn(async move {
             let mut backoff = BACKOFF_MIN;
+            let mut deaths_in_a_row = 0;
             loop {
                 record.running.store(true, Ordering::Release);
                 let started = Instant::now();
@@ -259,8 +286,20 @@ impl Supervisor {
                 };
                 if started.elapsed() > BACKOFF_MAX {
                     backoff = BACKOFF_MIN;
+                    deaths_in_a_row = 0;
                 }
+                deaths_in_a_row += 1;
                 metrics::counter!(names::BACKGROUND_FAILURES, "task" => record.name).increment(1);
+                if deaths_in_a_row >= DEATHS_BEFORE_GIVING_UP {
+                    let why = format!(
+                        "background task {} died {deaths_in_a_row} times in a row, last: {reason}",
+                        record.name
+                    );
+                    tracing::error!(task = record.name, reason, "{why}; stopping the process");
+                    *gave_up_reason.lock().expect("give-up reason poisoned") = Some(why);
+                    gave_up.cancel();
+                    return;
+                }
                 metrics::counter!(names::BACKGROUND_RESTARTS, "task" => record.name).increment(1);
                 tracing::error!(
                     task = record.name,
@@ -440,6 +479,28 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(4)).await;
         assert!(passes.load(Ordering::Acquire) > 5);
         assert!(supervisor.stalled().is_empty());
+        shutdown.cancel();
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_that_keeps_dying_is_given_up_on_with_its_reason() {
+        let tracker = TaskTracker::new();
+        let supervisor = Supervisor::new(tracker.clone(), &SupervisorSettings::default());
+        let shutdown = CancellationToken::new();
+        let starts = Arc::new(AtomicU32::new(0));
+        let counted = starts.clone();
+        supervisor.long_running("doomed", &shutdown, move |_| {
+            counted.fetch_add(1, Ordering::AcqRel);
+            async { Err::<(), _>("rabbitmq: disconnected") }
+        });
+        let reason = tokio::time::timeout(Duration::from_secs(600), supervisor.given_up())
+            .await
+            .expect("given up within ten minutes");
+        assert_eq!(starts.load(Ordering::Acquire), DEATHS_BEFORE_GIVING_UP);
+        assert!(reason.contains("doomed died 10 times in a row"), "{reason}");
+        assert!(reason.contains("rabbitmq: disconnected"), "{reason}");
         shutdown.cancel();
         tracker.close();
         tracker.wait().await;

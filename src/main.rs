@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use spike::background::Supervisor;
 use spike::bench::BenchArgs;
 use spike::config::{Config, redact_url};
 use spike::repo::mysql;
@@ -155,10 +156,12 @@ async fn run(role: Role, config: Config) -> anyhow::Result<()> {
         Role::Serve => {
             let app = Application::build(config).await?;
             let (infra, tasks) = (app.infra().clone(), app.services().tasks.clone());
+            let given_up = stop_when_given_up(&app.services().supervisor, &shutdown);
             let served = app.run_until_stopped(shutdown.clone()).await;
             shutdown.cancel();
             close(&tasks, &infra).await;
             served?;
+            fail_if_given_up(given_up).await?;
         }
         Role::Worker => {
             let infra = startup::connect(&config).await?;
@@ -168,9 +171,11 @@ async fn run(role: Role, config: Config) -> anyhow::Result<()> {
             startup::InternalListener::bind(&config, services.health.clone())
                 .await?
                 .start(&services.supervisor, &shutdown);
+            let given_up = stop_when_given_up(&services.supervisor, &shutdown);
             Worker::build(&config, &infra, &services).start(&shutdown);
             shutdown.cancelled().await;
             close(&tasks, &infra).await;
+            fail_if_given_up(given_up).await?;
         }
         Role::All => {
             // One set of services for both roles: one sold-out flag map, one cache.
@@ -178,14 +183,43 @@ async fn run(role: Role, config: Config) -> anyhow::Result<()> {
             let infra = app.infra().clone();
             let services = app.services().clone();
             let tasks = services.tasks.clone();
+            let given_up = stop_when_given_up(&services.supervisor, &shutdown);
             Worker::build(&config, &infra, &services).start(&shutdown);
             let served = app.run_until_stopped(shutdown.clone()).await;
             shutdown.cancel();
             close(&tasks, &infra).await;
             served?;
+            fail_if_given_up(given_up).await?;
         }
     }
     Ok(())
+}
+
+/// Stops the process (cancels `shutdown`) when the supervisor gives up on a task that keeps
+/// dying; the handle yields the reason then, `None` after an ordinary shutdown.
+fn stop_when_given_up(
+    supervisor: &Supervisor,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<Option<String>> {
+    let (supervisor, shutdown) = (supervisor.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            reason = supervisor.given_up() => {
+                shutdown.cancel();
+                Some(reason)
+            }
+            () = shutdown.cancelled() => None,
+        }
+    })
+}
+
+/// The process's error when the supervisor gave up (the exit is then non-zero, and the
+/// orchestrator starts a fresh process).
+async fn fail_if_given_up(given_up: tokio::task::JoinHandle<Option<String>>) -> anyhow::Result<()> {
+    match given_up.await.context("give-up watcher failed")? {
+        Some(reason) => anyhow::bail!(reason),
+        None => Ok(()),
+    }
 }
 
 /// Waits for the tracked background tasks, then closes the connections they used.
