@@ -27,9 +27,6 @@ use crate::service::health::HealthService;
 use crate::service::orders::OrderService;
 use crate::service::store_gauges::{self, Sampled};
 
-/// How often the API forgets buyers whose flash-sale rate limit has recovered.
-const IDLE_BUYER_SWEEP: std::time::Duration = std::time::Duration::from_secs(60);
-
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error(transparent)]
@@ -263,21 +260,9 @@ fn start_api_tasks(
     shutdown: &CancellationToken,
 ) {
     let supervisor = &services.supervisor;
-    let purchase = services.flash_sale.purchase.clone();
-    let (flags, channel) = (purchase.sold_out_flags(), purchase.stock_returned_channel());
-    let announcements = infra.announcements.clone();
-    supervisor.long_running("sold_out_listener", shutdown, move |shutdown| {
-        let (flags, announcements, channel) =
-            (flags.clone(), announcements.clone(), channel.clone());
-        async move {
-            flags.listen(announcements, channel, shutdown).await;
-            Ok::<(), Infallible>(())
-        }
-    });
-    supervisor.periodic("idle_buyer_sweep", IDLE_BUYER_SWEEP, shutdown, move || {
-        purchase.forget_idle_buyers();
-        std::future::ready(Ok::<(), Infallible>(()))
-    });
+    services
+        .flash_sale
+        .start_buyer_tasks(supervisor, &infra.announcements, shutdown);
     let infra = infra.clone();
     supervisor.periodic(
         "api_gauges",

@@ -16,6 +16,7 @@ use utoipa::ToSchema;
 
 use super::request_id::current_request_id;
 use crate::service::ServiceError;
+use crate::service::flash_sale::Refusal;
 
 /// Every error code of docs/api.md, with its HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumIter)]
@@ -212,10 +213,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::IdempotencyKeyReused => ApiError::new(ErrorCode::IdempotencyKeyReused),
             ServiceError::OrderNotFound => ApiError::new(ErrorCode::OrderNotFound),
             ServiceError::EventNotFound => ApiError::new(ErrorCode::EventNotFound),
-            ServiceError::EventNotStarted => ApiError::new(ErrorCode::EventNotStarted),
-            ServiceError::EventEnded => ApiError::new(ErrorCode::EventEnded),
-            ServiceError::SoldOut => ApiError::new(ErrorCode::SoldOut),
-            ServiceError::AlreadyPurchased => ApiError::new(ErrorCode::AlreadyPurchased),
+            ServiceError::Refused(refusal) => refusal.into(),
             ServiceError::Retryable(message) => ApiError::new(ErrorCode::Unavailable)
                 .with_message(message)
                 .with_retry_after(1),
@@ -233,13 +231,34 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::WrongCredentials => ApiError::new(ErrorCode::WrongCredentials),
             ServiceError::RefreshTokenInvalid => ApiError::new(ErrorCode::RefreshTokenInvalid),
-            ServiceError::Forbidden(message) => {
-                ApiError::new(ErrorCode::Forbidden).with_message(message)
-            }
             ServiceError::Unauthenticated(reason) => {
                 tracing::debug!(reason, "unauthenticated");
                 ApiError::new(ErrorCode::Unauthenticated)
             }
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    /// The one table of flash-sale refusals.
+    fn from(refusal: Refusal) -> ApiError {
+        match refusal {
+            Refusal::RateLimited { retry_after } => ApiError::new(ErrorCode::TooManyRequests)
+                .with_retry_after(retry_after.as_secs_f64().ceil() as u64),
+            Refusal::PurchaseToken(_) | Refusal::HumanCheckFailed => {
+                ApiError::new(ErrorCode::Forbidden).with_message(refusal.to_string())
+            }
+            Refusal::UnknownEvent => ApiError::new(ErrorCode::EventNotFound),
+            Refusal::NotStarted => ApiError::new(ErrorCode::EventNotStarted),
+            Refusal::Ended => ApiError::new(ErrorCode::EventEnded),
+            Refusal::SoldOut => ApiError::new(ErrorCode::SoldOut),
+            Refusal::AlreadyPurchased => ApiError::new(ErrorCode::AlreadyPurchased),
+            Refusal::IdempotencyKeyInProgress => {
+                ApiError::new(ErrorCode::Conflict).with_message(refusal.to_string())
+            }
+            Refusal::NotReady | Refusal::QueueUnavailable => ApiError::new(ErrorCode::Unavailable)
+                .with_message(refusal.to_string())
+                .with_retry_after(1),
         }
     }
 }

@@ -41,6 +41,10 @@ pub enum RepoError {
     /// and the ways out.
     #[error("{0}")]
     QueueMismatch(String),
+    /// A store answered something this code does not understand (a script's unknown return
+    /// code): a bug on one side, never retried as if the store were down.
+    #[error("unexpected reply: {0}")]
+    UnexpectedReply(String),
 }
 
 impl RepoError {
@@ -55,9 +59,8 @@ impl RepoError {
         }
     }
 
-    /// The dependency to blame when this error means "a store is unreachable or overloaded,
-    /// retry later" rather than a bug or bad data; `None` for the latter.
-    pub fn unavailable_dependency(&self) -> Option<Dependency> {
+    /// What this error means for the caller: retry later, give up on this statement, or a bug.
+    pub fn kind(&self) -> ErrorKind {
         match self {
             RepoError::Mysql(
                 sqlx::Error::PoolTimedOut
@@ -65,11 +68,15 @@ impl RepoError {
                 | sqlx::Error::WorkerCrashed
                 | sqlx::Error::Io(_)
                 | sqlx::Error::Tls(_),
-            ) => Some(Dependency::Mysql),
+            ) => ErrorKind::Unavailable(Dependency::Mysql),
             // Deadlock victim (1213) or lock wait timeout (1205): the transaction was rolled back
             // whole and the same request may simply be retried.
-            RepoError::Mysql(_) if self.is_lock_conflict() => Some(Dependency::Mysql),
-            RepoError::Mysql(_) | RepoError::Migrate(_) => None,
+            RepoError::Mysql(_) if self.is_lock_conflict() => {
+                ErrorKind::Unavailable(Dependency::Mysql)
+            }
+            // The server answered and said no: a constraint, a trigger, a value it cannot store.
+            RepoError::Mysql(sqlx::Error::Database(_)) => ErrorKind::Refused,
+            RepoError::Mysql(_) | RepoError::Migrate(_) => ErrorKind::Other,
             RepoError::Redis(e)
                 if e.is_io_error()
                     || e.is_timeout()
@@ -77,20 +84,45 @@ impl RepoError {
                     || e.is_connection_refusal()
                     || redis_in_transition(e) =>
             {
-                Some(Dependency::Redis)
+                ErrorKind::Unavailable(Dependency::Redis)
             }
-            RepoError::Redis(_) => None,
+            RepoError::Redis(_) => ErrorKind::Other,
             // lapin reports broker trouble (closed channel or connection, I/O) through one type.
-            RepoError::Amqp(_) => Some(Dependency::Rabbitmq),
+            RepoError::Amqp(_) => ErrorKind::Unavailable(Dependency::Rabbitmq),
             RepoError::Timeout(dependency, _) | RepoError::Disconnected(dependency) => {
-                Some(*dependency)
+                ErrorKind::Unavailable(*dependency)
             }
             // A nack or an overflowing queue: the broker cannot take it now.
-            RepoError::NotConfirmed(_) | RepoError::Management(_) => Some(Dependency::Rabbitmq),
-            // A setting that disagrees with the broker: waiting will not fix it.
-            RepoError::QueueMismatch(_) => None,
+            RepoError::NotConfirmed(_) | RepoError::Management(_) => {
+                ErrorKind::Unavailable(Dependency::Rabbitmq)
+            }
+            // A setting that disagrees with the broker, or a reply nobody expected: waiting will
+            // not fix it.
+            RepoError::QueueMismatch(_) | RepoError::UnexpectedReply(_) => ErrorKind::Other,
         }
     }
+
+    /// The dependency to blame when this error means "a store is unreachable or overloaded,
+    /// retry later" rather than a bug or bad data; `None` for the latter.
+    pub fn unavailable_dependency(&self) -> Option<Dependency> {
+        match self.kind() {
+            ErrorKind::Unavailable(dependency) => Some(dependency),
+            ErrorKind::Refused | ErrorKind::Other => None,
+        }
+    }
+}
+
+/// What a [`RepoError`] means for the caller ([`RepoError::kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The store is unreachable or overloaded, or the statement lost a lock conflict: the same
+    /// call may work later.
+    Unavailable(Dependency),
+    /// The database answered and refused this statement (a constraint, a trigger, data it
+    /// cannot take): the same statement fails again, one without the offending row may not.
+    Refused,
+    /// Anything else: a bug on one side, or a setting that disagrees with a store.
+    Other,
 }
 
 /// A cluster failing over or down (`CLUSTERDOWN`, `TRYAGAIN`, `MASTERDOWN`, a replica promoted

@@ -14,7 +14,7 @@ pub mod store_gauges;
 
 use std::time::Duration;
 
-use crate::repo::{Dependency, RepoError};
+use crate::repo::{Dependency, ErrorKind, RepoError};
 
 /// What a service call can fail with. The API layer maps each variant to one envelope code.
 #[derive(Debug, thiserror::Error)]
@@ -43,14 +43,9 @@ pub enum ServiceError {
     OrderNotFound,
     #[error("flash-sale event not found")]
     EventNotFound,
-    #[error("event not started")]
-    EventNotStarted,
-    #[error("event ended")]
-    EventEnded,
-    #[error("sold out")]
-    SoldOut,
-    #[error("already purchased or queued in this event")]
-    AlreadyPurchased,
+    /// A buyer turned away by the flash sale (sold out, not started, rate limited, …).
+    #[error(transparent)]
+    Refused(#[from] flash_sale::Refusal),
     /// Nothing was done; the same request may succeed in a moment (503/10008).
     #[error("{0}")]
     Retryable(String),
@@ -70,10 +65,6 @@ pub enum ServiceError {
         field: &'static str,
         problem: String,
     },
-    /// Authenticated, but not allowed to do this (403/10003): e.g. a buy without a valid
-    /// purchase token. The message goes to the client.
-    #[error("{0}")]
-    Forbidden(String),
     /// Missing, malformed, expired or forged access token; the reason is for logs only.
     #[error("unauthenticated: {0}")]
     Unauthenticated(&'static str),
@@ -82,6 +73,15 @@ pub enum ServiceError {
 impl ServiceError {
     pub fn internal(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ServiceError {
         ServiceError::Internal(error.into())
+    }
+
+    /// What the store said, when a store's error is behind this one.
+    pub fn repo_kind(&self) -> Option<ErrorKind> {
+        match self {
+            ServiceError::Unavailable(_, error) => Some(error.kind()),
+            ServiceError::Internal(error) => error.downcast_ref::<RepoError>().map(RepoError::kind),
+            _ => None,
+        }
     }
 }
 

@@ -9,16 +9,16 @@ use super::ServiceError;
 use super::messages::OrderCloseMessage;
 use crate::domain::order::OrderItem;
 use crate::repo::amqp::ORDER_CLOSE_DELAY;
-use crate::repo::mysql::orders::{self, NewOrder};
+use crate::repo::mysql::orders::{self, InsertOrderError, NewOrder};
 use crate::repo::mysql::outbox;
 
 /// Why an order could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    /// The database refused the order row itself (the caller inspects it: an idempotency-key
-    /// duplicate is a replay, not a failure).
+    /// The order row itself was refused (an idempotency-key duplicate is a replay, not a
+    /// failure).
     #[error(transparent)]
-    Order(sqlx::Error),
+    Order(InsertOrderError),
     #[error(transparent)]
     Other(#[from] ServiceError),
 }

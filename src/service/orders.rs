@@ -20,6 +20,7 @@ use super::order_writer::{self, WriteError};
 use crate::domain::money::Money;
 use crate::domain::order::{Order, OrderEvent, OrderItem, OrderKind, OrderRequest, OrderStatus};
 use crate::domain::product::Page;
+use crate::repo::mysql::orders::InsertOrderError;
 use crate::repo::mysql::{self, inventory, orders, spike_events};
 
 /// What [`OrderService::close_expired_many`] did.
@@ -111,9 +112,7 @@ impl OrderService {
         };
         let order_id = match order_writer::write(&mut tx, &new_order, &items).await {
             Ok(id) => id,
-            Err(WriteError::Order(error))
-                if mysql::is_unique_violation(&error, orders::IDEMPOTENCY_KEY) =>
-            {
+            Err(WriteError::Order(InsertOrderError::DuplicateKey)) => {
                 drop(tx);
                 let key = idempotency_key.expect("only keyed orders hit the idempotency key");
                 return match self.replay(user_id, key, request_hash.as_deref()).await? {
@@ -122,12 +121,10 @@ impl OrderService {
                 };
             }
             // The token outlived its user (deleted within `SPIKE_USER_CHECK_TTL`).
-            Err(WriteError::Order(error))
-                if mysql::is_foreign_key_violation(&error, orders::USER_KEY) =>
-            {
+            Err(WriteError::Order(InsertOrderError::UnknownUser)) => {
                 return Err(ServiceError::Unauthenticated("user no longer exists"));
             }
-            Err(WriteError::Order(error)) => return Err(error.into()),
+            Err(WriteError::Order(InsertOrderError::Repo(error))) => return Err(error.into()),
             Err(WriteError::Other(error)) => return Err(error),
         };
         // Lines are in ascending product id order: concurrent orders lock inventory rows in the

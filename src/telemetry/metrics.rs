@@ -18,6 +18,23 @@ pub mod names {
     pub const HTTP_REQUESTS: &str = "spike_http_requests_total";
     pub const HTTP_DURATION: &str = "spike_http_request_duration_seconds";
     pub const BUYS: &str = "spike_buy_total";
+    /// The `outcome` label values of [`BUYS`]: queued, a replay of a queued request, one per
+    /// refusal (`service::flash_sale::Refusal::label`), and `error` for a failure of ours.
+    pub const BUY_OUTCOMES: &[&str] = &[
+        "queued",
+        "replayed",
+        "sold_out",
+        "duplicate",
+        "rate_limited",
+        "not_started",
+        "ended",
+        "unknown_event",
+        "no_purchase_token",
+        "human_check_failed",
+        "in_progress",
+        "unavailable",
+        "error",
+    ];
     pub const CACHE_REQUESTS: &str = "spike_cache_requests_total";
     pub const CACHE_LOADS: &str = "spike_cache_loads_total";
     pub const PUBLISHES: &str = "spike_amqp_publishes_total";
@@ -93,21 +110,7 @@ pub fn upkeep() {
 /// so without this the first dead letter of a process would never raise its alert.
 /// (`spike_consumer_messages_total` is started by each consumer, which knows its queue.)
 const COUNTERS_FROM_ZERO: &[(&str, &str, &[&str])] = &[
-    (
-        names::BUYS,
-        "outcome",
-        &[
-            "queued",
-            "sold_out",
-            "duplicate",
-            "rate_limited",
-            "not_started",
-            "ended",
-            "unknown_event",
-            "no_purchase_token",
-            "unavailable",
-        ],
-    ),
+    (names::BUYS, "outcome", names::BUY_OUTCOMES),
     (
         names::PUBLISHES,
         "result",
@@ -161,7 +164,7 @@ fn describe() {
     );
     describe_counter!(
         BUYS,
-        "Flash-sale buy attempts by outcome: queued, sold_out, duplicate, rate_limited, not_started, ended, unknown_event, no_purchase_token, unavailable"
+        "Flash-sale buy attempts by outcome: queued, replayed, sold_out, duplicate, rate_limited, not_started, ended, unknown_event, no_purchase_token, human_check_failed, in_progress, unavailable, error"
     );
     describe_counter!(
         CACHE_REQUESTS,

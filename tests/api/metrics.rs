@@ -114,11 +114,18 @@ async fn metrics_count_exactly_what_a_small_flash_sale_did() {
         assert_eq!(read.status(), 200);
     }
     let mut statuses = Vec::new();
-    for (_, token) in &buyers {
-        let bought = client
+    // The first buyer sends an Idempotency-Key, for the replay at the end.
+    let buy = |token: &str, key: Option<&str>| {
+        let mut request = client
             .post(format!("{api_base}/api/v1/spike/events/{event}/orders"))
-            .bearer_auth(token)
-            .send()
+            .bearer_auth(token);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        request.send()
+    };
+    for (i, (_, token)) in buyers.iter().enumerate() {
+        let bought = buy(token, (i == 0).then_some("metrics-replay"))
             .await
             .unwrap();
         statuses.push(bought.status().as_u16());
@@ -242,6 +249,15 @@ async fn metrics_count_exactly_what_a_small_flash_sale_did() {
         Some(1.0),
         "the worker counts its probe requests too"
     );
+
+    // Every attempt is counted once: a replayed retry is not a second queued buy.
+    let retry = buy(&buyers[0].1, Some("metrics-replay")).await.unwrap();
+    assert_eq!(retry.status(), 202);
+    let api_text = scrape(&api_internal).await;
+    let buys = |outcome| value(&api_text, "spike_buy_total", &[("outcome", outcome)]);
+    assert_eq!(buys("replayed"), Some(1.0), "{api_text}");
+    assert_eq!(buys("queued"), Some(3.0), "{api_text}");
+    assert_eq!(buys("error"), Some(0.0), "exported from zero: {api_text}");
 
     // Every family says what it is.
     for family in [

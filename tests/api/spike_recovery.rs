@@ -13,7 +13,7 @@ use spike::repo::redis::flash_sale::{EventStore, Reservation};
 
 /// Waits until the app receives stock announcements (its subscription starts with the server).
 async fn wait_until_listening(app: &TestApp) {
-    let flags = app.state.flash_sale.purchase.sold_out_flags();
+    let flags = app.state.flash_sale.sold_out_flags();
     wait_for("the stock subscription", StdDuration::from_secs(5), || {
         let listening = flags.is_listening();
         async move { listening }
@@ -63,7 +63,7 @@ async fn an_unpaid_flash_sale_order_closes_and_its_unit_goes_to_another_buyer() 
     assert_eq!(app.event_stock(event).await, 1, "MySQL has the unit back");
     // Redis gets the unit after MySQL's commit, and the sold-out flag this replica set is
     // cleared by the announcement after that: only then does the unit sell.
-    let flags = app.state.flash_sale.purchase.sold_out_flags();
+    let flags = app.state.flash_sale.sold_out_flags();
     wait_for(
         "the unit back in Redis and the sold-out flag cleared",
         StdDuration::from_secs(5),
@@ -97,7 +97,7 @@ async fn returned_stock_clears_the_sold_out_flag_of_every_replica() {
         code(app.buy(&people[1].1, event).await).await.1,
         Some(50004)
     );
-    let flags = app.state.flash_sale.purchase.sold_out_flags();
+    let flags = app.state.flash_sale.sold_out_flags();
     assert!(flags.is_sold_out(event), "flag set by the sold-out answer");
 
     // Another process gives a unit back (here: the order service's helper, as the worker does).

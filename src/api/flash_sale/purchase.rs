@@ -83,7 +83,7 @@ pub async fn buy(
     let request_id = current_request_id();
     let queued = state
         .flash_sale
-        .purchase
+        .buy
         .buy(BuyRequest {
             event_id: id,
             user_id: user.id,
@@ -141,8 +141,8 @@ pub async fn purchase_token(
         .and_then(|value| value.to_str().ok());
     let issued = state
         .flash_sale
-        .purchase
-        .issue_token(id, user.id, proof)
+        .purchase_tokens
+        .issue(id, user.id, proof)
         .await?;
     Ok(ApiResponse::ok(PurchaseTokenView {
         token: issued.token,
@@ -168,6 +168,6 @@ pub async fn buy_result(
     PathId(id): PathId,
 ) -> Result<ApiResponse<ResultView>, ApiError> {
     Ok(ApiResponse::ok(
-        state.flash_sale.purchase.result(id, user.id).await?.into(),
+        state.flash_sale.results.of(id, user.id).await?.into(),
     ))
 }

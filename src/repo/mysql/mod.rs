@@ -159,31 +159,33 @@ pub fn is_foreign_key_violation(error: &sqlx::Error, constraint: &str) -> bool {
     }
 }
 
-/// Turns a duplicate-key violation of one unique key into the caller's own error, in the shape
-/// of realworld-axum-sqlx's `on_constraint`:
-/// `users::insert(..).await.on_constraint(users::EMAIL_KEY, || ServiceError::EmailTaken)?`.
-/// Any other error converts as usual.
+/// Handles the violation of one named constraint (a unique key or a foreign key) where the
+/// caller expects it, in the shape of realworld-axum-sqlx's `on_constraint`:
+/// `users::insert(..).await.on_constraint(users::EMAIL_KEY, || Err(ServiceError::EmailTaken))?`,
+/// or `Ok(..)` to recover. Any other error converts as usual.
 pub trait OnConstraint<T> {
     fn on_constraint<E: From<sqlx::Error>>(
         self,
-        key: &str,
-        error: impl FnOnce() -> E,
+        constraint: &str,
+        then: impl FnOnce() -> Result<T, E>,
     ) -> Result<T, E>;
 }
 
 impl<T> OnConstraint<T> for Result<T, sqlx::Error> {
     fn on_constraint<E: From<sqlx::Error>>(
         self,
-        key: &str,
-        error: impl FnOnce() -> E,
+        constraint: &str,
+        then: impl FnOnce() -> Result<T, E>,
     ) -> Result<T, E> {
-        self.map_err(|e| {
-            if is_unique_violation(&e, key) {
-                error()
-            } else {
-                E::from(e)
+        match self {
+            Err(e)
+                if is_unique_violation(&e, constraint)
+                    || is_foreign_key_violation(&e, constraint) =>
+            {
+                then()
             }
-        })
+            other => other.map_err(E::from),
+        }
     }
 }
 

@@ -18,6 +18,31 @@ pub const USER_KEY: &str = "fk_orders_user";
 /// Name of the unique key on `orders (user_id, idempotency_key)`.
 pub const IDEMPOTENCY_KEY: &str = "uk_orders_user_idempotency_key";
 
+/// Why an order row was not inserted: the two refusals its caller acts on, or anything else.
+#[derive(Debug, thiserror::Error)]
+pub enum InsertOrderError {
+    /// The buyer used this `Idempotency-Key` before ([`IDEMPOTENCY_KEY`]): a replay.
+    #[error("idempotency key used before")]
+    DuplicateKey,
+    /// The buyer's account is gone ([`USER_KEY`]): its token outlived it.
+    #[error("no such user")]
+    UnknownUser,
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+impl From<sqlx::Error> for InsertOrderError {
+    fn from(error: sqlx::Error) -> InsertOrderError {
+        if super::is_unique_violation(&error, IDEMPOTENCY_KEY) {
+            InsertOrderError::DuplicateKey
+        } else if super::is_foreign_key_violation(&error, USER_KEY) {
+            InsertOrderError::UnknownUser
+        } else {
+            InsertOrderError::Repo(error.into())
+        }
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct OrderRow {
     id: u64,
@@ -108,7 +133,10 @@ pub struct NewOrder<'a> {
     pub pay_deadline: PrimitiveDateTime,
 }
 
-pub async fn insert(tx: &mut MySqlConnection, order: &NewOrder<'_>) -> Result<u64, sqlx::Error> {
+pub async fn insert(
+    tx: &mut MySqlConnection,
+    order: &NewOrder<'_>,
+) -> Result<u64, InsertOrderError> {
     let result = sqlx::query!(
         "INSERT INTO orders \
          (user_id, status, kind, total_amount, idempotency_key, request_hash, pay_deadline) \

@@ -4,6 +4,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use sqlx::{MySql, MySqlExecutor, QueryBuilder};
 
+use super::OnConstraint;
 use crate::domain::user::{Email, Role, User};
 use crate::repo::RepoError;
 
@@ -150,15 +151,15 @@ pub async fn canonicalize_emails(db: &sqlx::MySqlPool) -> Result<EmailMigration,
             row.email
         )
         .execute(db)
-        .await;
-        match rewritten {
-            Ok(_) => report.rewritten.push(row.id),
+        .await
+        .map(|_| true)
+        .on_constraint(EMAIL_KEY, || Ok::<_, RepoError>(false))?;
+        if rewritten {
+            report.rewritten.push(row.id);
+        } else {
             // Registered under that address between the look and the rewrite.
-            Err(error) if super::is_unique_violation(&error, EMAIL_KEY) => {
-                let other = id_of(db, canonical.as_str()).await?;
-                report.collisions.push((row.id, other.unwrap_or_default()));
-            }
-            Err(error) => return Err(error.into()),
+            let other = id_of(db, canonical.as_str()).await?;
+            report.collisions.push((row.id, other.unwrap_or_default()));
         }
     }
     Ok(report)

@@ -116,6 +116,33 @@ pub enum Reservation {
     SoldOut,
 }
 
+/// The reservation script's reply `{code, now_ms, text}` (see `scripts/reserve.lua`).
+fn decode_reservation(code: i64, now: i64, text: String) -> Result<Reservation, RepoError> {
+    Ok(match code {
+        0 => Reservation::Reserved { at_ms: now },
+        1 => Reservation::NotWarm,
+        2 => Reservation::NotStarted,
+        3 => Reservation::Ended,
+        4 => Reservation::Duplicate,
+        5 => Reservation::SoldOut,
+        6 => Reservation::Replay { ticket: text },
+        7 => Reservation::InProgress,
+        8 => Reservation::Limited {
+            retry_after: Duration::from_millis(text.parse().map_err(|_| {
+                RepoError::UnexpectedReply(format!(
+                    "reserve.lua: retry-after {text:?} is not milliseconds"
+                ))
+            })?),
+        },
+        // A script bug must not pass for a cold event (it would trigger re-warms).
+        code => {
+            return Err(RepoError::UnexpectedReply(format!(
+                "reserve.lua: unknown return code {code}"
+            )));
+        }
+    })
+}
+
 /// How warm-up treats existing keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
 #[strum(serialize_all = "lowercase")]
@@ -197,19 +224,7 @@ impl EventStore {
         }
         let (code, now, text): (i64, i64, String) =
             invocation.invoke_async(&mut self.conn()).await?;
-        Ok(match code {
-            0 => Reservation::Reserved { at_ms: now },
-            2 => Reservation::NotStarted,
-            3 => Reservation::Ended,
-            4 => Reservation::Duplicate,
-            5 => Reservation::SoldOut,
-            6 => Reservation::Replay { ticket: text },
-            7 => Reservation::InProgress,
-            8 => Reservation::Limited {
-                retry_after: Duration::from_millis(text.parse().unwrap_or(1000)),
-            },
-            _ => Reservation::NotWarm,
-        })
+        decode_reservation(code, now, text)
     }
 
     /// Marks the `Idempotency-Key`'s reservation as published: later requests with the key
@@ -459,5 +474,50 @@ impl EventStore {
     ) -> Result<Option<BuyerOutcome>, RepoError> {
         let raw: Option<String> = self.conn().get(self.keys(event_id).result(user_id)).await?;
         Ok(raw.and_then(|raw| raw.parse().ok()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_the_script_returns_is_decoded() {
+        let decoded = |code, text: &str| decode_reservation(code, 42, text.to_owned()).unwrap();
+        assert_eq!(decoded(0, "t"), Reservation::Reserved { at_ms: 42 });
+        assert_eq!(decoded(1, ""), Reservation::NotWarm);
+        assert_eq!(decoded(2, ""), Reservation::NotStarted);
+        assert_eq!(decoded(3, ""), Reservation::Ended);
+        assert_eq!(decoded(4, ""), Reservation::Duplicate);
+        assert_eq!(decoded(5, ""), Reservation::SoldOut);
+        assert_eq!(
+            decoded(6, "first"),
+            Reservation::Replay {
+                ticket: "first".into()
+            }
+        );
+        assert_eq!(decoded(7, "first"), Reservation::InProgress);
+        assert_eq!(
+            decoded(8, "250"),
+            Reservation::Limited {
+                retry_after: Duration::from_millis(250)
+            }
+        );
+    }
+
+    #[test]
+    fn an_unknown_reply_is_a_protocol_error_not_a_cold_event() {
+        for (code, text) in [(9, ""), (-1, ""), (8, "soon")] {
+            let error = decode_reservation(code, 42, text.to_owned()).unwrap_err();
+            assert!(
+                matches!(error, RepoError::UnexpectedReply(_)),
+                "{code}: {error}"
+            );
+            assert_eq!(
+                error.unavailable_dependency(),
+                None,
+                "not retried as an outage"
+            );
+        }
     }
 }

@@ -56,16 +56,19 @@ pub async fn create_or_promote_admin(
         return Ok(AdminMade::Promoted(id));
     }
     let hash = hasher.hash(password.expose()).await?;
-    match users::insert(db, email.as_str(), &hash, Role::Admin).await {
-        Ok(id) => Ok(AdminMade::Created(id)),
+    let inserted = users::insert(db, email.as_str(), &hash, Role::Admin)
+        .await
+        .map(Some)
+        .on_constraint(users::EMAIL_KEY, || Ok::<_, ServiceError>(None))?;
+    match inserted {
+        Some(id) => Ok(AdminMade::Created(id)),
         // Another process created it between our two statements.
-        Err(error) if mysql::is_unique_violation(&error, users::EMAIL_KEY) => {
+        None => {
             let id = users::set_role(db, email.as_str(), Role::Admin)
                 .await?
                 .ok_or_else(|| ServiceError::internal("the admin vanished after its insert"))?;
             Ok(AdminMade::Promoted(id))
         }
-        Err(error) => Err(error.into()),
     }
 }
 
@@ -162,7 +165,7 @@ impl AuthService {
         let hash = self.inner.hasher.hash(password.expose()).await?;
         let id = users::insert(&self.inner.db, email.as_str(), &hash, Role::User)
             .await
-            .on_constraint(users::EMAIL_KEY, || ServiceError::EmailTaken)?;
+            .on_constraint(users::EMAIL_KEY, || Err(ServiceError::EmailTaken))?;
         tracing::info!(user_id = id, "user registered");
         Ok(User {
             id,

@@ -17,6 +17,7 @@ use sqlx::MySqlPool;
 use super::RESULT_TTL_SECS;
 use crate::domain::flash_sale::{BuyerOutcome, FailureReason, SpikeEvent};
 use crate::domain::order::OrderItem;
+use crate::repo::ErrorKind;
 use crate::repo::mysql::orders::{self, NewSpikeOrder};
 use crate::repo::mysql::spike_events::{self, SpikeOrderLink};
 use crate::repo::mysql::{self, users};
@@ -198,7 +199,7 @@ impl Fulfilment {
                         *slot = Some(Ok(outcome));
                     }
                 }
-                Err(ServiceError::Internal(error)) if range.len() > 1 => {
+                Err(error) if range.len() > 1 && error.repo_kind() == Some(ErrorKind::Refused) => {
                     tracing::warn!(
                         reservations = range.len(),
                         %error,

@@ -4,12 +4,12 @@
 //!   in the same transaction; an event can be changed only before it starts.
 //! - [`Warmup`] (`warmup`): copies an event's free units, window and buyers into Redis — when it
 //!   is created or changed, on the worker's schedule, and when a buyer finds it cold.
-//! - [`Purchase`] (`purchase`): the buy path. An in-process per-buyer limit ([`user_limit`])
-//!   and the local sold-out flag ([`sold_out`]) stand in front of one Lua script (the event's
-//!   cluster-wide admission bucket, window, duplicate buyer, stock → reserve); the reservation is
-//!   published with those of concurrent requests, one message and one confirm per group
-//!   (`publish_groups`), and the buyer gets `queued`. Also the buyer's result, and the anti-bot
-//!   gate's purchase tokens ([`purchase_token`]).
+//! - [`buy`]: the buyer's side. A [`BuyerGate`] (per-buyer limit [`user_limit`], purchase
+//!   token [`purchase_token`], sold-out flag [`sold_out`]) in front of the [`BuyPath`]: one Lua
+//!   script (the event's cluster-wide admission bucket, window, duplicate buyer, stock →
+//!   reserve), the reservation published with those of concurrent requests, one message and one
+//!   confirm per group (`publish_groups`), and the buyer gets `queued`. Also the purchase tokens
+//!   ([`TokenIssuer`]) and the buyer's result ([`BuyResults`]).
 //! - [`Fulfilment`] (`fulfilment`): the worker's half — one MySQL transaction per batch of
 //!   reservations (group commit), guarded by the unique `(user_id, spike_event_id)` key and one
 //!   conditional decrement per event; a batch the database refuses is split until the bad
@@ -20,9 +20,9 @@
 //! [`FlashSale`] builds them once per process and hands them to the API and the worker.
 
 mod admin;
+pub mod buy;
 mod fulfilment;
 mod publish_groups;
-mod purchase;
 pub mod purchase_token;
 mod reconcile;
 pub mod sold_out;
@@ -33,25 +33,35 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use admin::{EventAdmin, EventChanges};
+pub use buy::{
+    Buy, BuyPath, BuyRequest, BuyResult, BuyResults, BuyerGate, IssuedToken, Queued, Refusal,
+    TokenIssuer,
+};
 pub use fulfilment::{CreateOutcome, Fulfilment};
 use publish_groups::GroupSink;
-pub use purchase::{BuyRequest, BuyResult, IssuedToken, Purchase, Queued};
 pub use reconcile::{Ledger, ReconcileReport, Reconciler};
 pub use warmup::Warmup;
 
 use super::ServiceError;
 use super::catalog::CatalogService;
 use super::messages::ReservationGroup;
-use crate::config::FlashSaleSettings;
+use crate::background::Supervisor;
+use crate::config::{FlashSaleMode, FlashSaleSettings};
 use crate::repo::amqp::ORDER_CREATE;
+use crate::repo::redis::announcements::Announcements;
 use crate::repo::redis::consumer_reports::ConsumerReports;
 use crate::repo::redis::flash_sale::EventStore;
 use crate::repo::{Amqp, Infra, Topology};
 use purchase_token::PurchaseTokens;
+use sold_out::SoldOutFlags;
+use tokio_util::sync::CancellationToken;
 
 /// The background task (`crate::background`) that runs the warm-up scheduler, the reconciler
 /// and the return of unsold units, one after the other on each pass.
 pub const HOUSEKEEPING_TASK: &str = "flash_sale_housekeeping";
+
+/// How often the API role forgets buyers whose rate limit has recovered.
+const IDLE_BUYER_SWEEP: Duration = Duration::from_secs(60);
 
 /// How long a buyer's result stays in Redis (MySQL answers after that).
 const RESULT_TTL_SECS: u64 = 24 * 3600;
@@ -61,13 +71,22 @@ const RESULT_TTL_SECS: u64 = 24 * 3600;
 pub struct FlashSale {
     pub admin: EventAdmin,
     pub warmup: Warmup,
-    pub purchase: Purchase,
+    pub buy: Buy,
+    pub purchase_tokens: TokenIssuer,
+    pub results: BuyResults,
     pub fulfilment: Fulfilment,
     pub reconciler: Reconciler,
     /// What the order queue's consumers report holding: the worker writes, the reconciler reads.
     pub consumer_reports: ConsumerReports,
     /// How many deliveries each consumer of the order queue may hold unacknowledged.
     pub order_create_prefetch: u16,
+    /// The gate's per-buyer state, swept by [`FlashSale::start_buyer_tasks`].
+    gate: Arc<BuyerGate>,
+    /// This replica's sold-out flags: the queue path sets them, the gate reads them, a fresh
+    /// warm-up and an announcement of returned stock clear them.
+    sold_out: Arc<SoldOutFlags>,
+    /// Where returned stock is announced (see [`sold_out`]).
+    stock_returned_channel: String,
 }
 
 impl FlashSale {
@@ -88,16 +107,30 @@ impl FlashSale {
             amqp: infra.amqp.clone(),
             topology: infra.topology.clone(),
         };
+        let sold_out = Arc::new(SoldOutFlags::default());
         let warmup = Warmup::new(
             settings,
             prefetch,
             infra.db.clone(),
             store.clone(),
             queue.clone(),
+            sold_out.clone(),
         );
         let fulfilment = Fulfilment::new(infra.db.clone(), store.clone(), pay_timeout);
         let consumer_reports =
             ConsumerReports::new(infra.redis.clone(), redis_prefix, ORDER_CREATE);
+        let gate = Arc::new(BuyerGate::new(settings, purchase_tokens, sold_out.clone()));
+        let cold = buy::ColdEvents::new(warmup.clone());
+        let path = match settings.mode {
+            FlashSaleMode::Queue => BuyPath::Queue(buy::QueueBuy::new(
+                settings,
+                store.clone(),
+                queue.clone(),
+                sold_out.clone(),
+                cold.clone(),
+            )),
+            FlashSaleMode::Db => BuyPath::Db(buy::DbBuy::new(infra.db.clone(), fulfilment.clone())),
+        };
         FlashSale {
             admin: EventAdmin::new(
                 infra.db.clone(),
@@ -105,15 +138,10 @@ impl FlashSale {
                 catalog.clone(),
                 warmup.clone(),
             ),
-            purchase: Purchase::new(
-                settings,
-                infra.db.clone(),
-                store.clone(),
-                queue.clone(),
-                warmup.clone(),
-                fulfilment.clone(),
-                purchase_tokens,
-            ),
+            buy: Buy::new(gate.clone(), path),
+            purchase_tokens: TokenIssuer::new(gate.clone(), store.clone(), cold),
+            results: BuyResults::new(infra.db.clone(), store.clone()),
+            stock_returned_channel: store.stock_returned_channel(),
             reconciler: Reconciler::new(
                 settings,
                 infra.db.clone(),
@@ -126,7 +154,40 @@ impl FlashSale {
             fulfilment,
             consumer_reports,
             order_create_prefetch: prefetch,
+            gate,
+            sold_out,
         }
+    }
+
+    /// This replica's sold-out flags.
+    pub fn sold_out_flags(&self) -> Arc<SoldOutFlags> {
+        self.sold_out.clone()
+    }
+
+    /// The buyer side's background tasks (the API role): the listener that clears this
+    /// replica's sold-out flags when another process announces returned stock, and the sweep of
+    /// buyers whose rate limit has recovered.
+    pub fn start_buyer_tasks(
+        &self,
+        supervisor: &Supervisor,
+        announcements: &Announcements,
+        shutdown: &CancellationToken,
+    ) {
+        let (flags, channel) = (self.sold_out.clone(), self.stock_returned_channel.clone());
+        let announcements = announcements.clone();
+        supervisor.long_running("sold_out_listener", shutdown, move |shutdown| {
+            let (flags, announcements, channel) =
+                (flags.clone(), announcements.clone(), channel.clone());
+            async move {
+                flags.listen(announcements, channel, shutdown).await;
+                Ok::<(), std::convert::Infallible>(())
+            }
+        });
+        let gate = self.gate.clone();
+        supervisor.periodic("idle_buyer_sweep", IDLE_BUYER_SWEEP, shutdown, move || {
+            gate.forget_idle_buyers();
+            std::future::ready(Ok::<(), std::convert::Infallible>(()))
+        });
     }
 }
 

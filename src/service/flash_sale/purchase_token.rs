@@ -105,7 +105,7 @@ impl PurchaseTokens {
 /// issuing, with the `X-Human-Check` header's value (the captcha widget's answer). The default,
 /// [`NoHumanCheck`], lets everyone through; a deployment that wants one implements this trait
 /// (typically an HTTP call to the captcha provider's verify endpoint) and hands it to
-/// `Purchase::with_human_check`.
+/// `TokenIssuer::with_human_check`.
 pub trait HumanCheck: Send + Sync {
     fn passed<'a>(
         &'a self,

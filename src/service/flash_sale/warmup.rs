@@ -42,24 +42,19 @@ impl Warmup {
         db: MySqlPool,
         store: EventStore,
         queue: OrderQueue,
+        sold_out: Arc<SoldOutFlags>,
     ) -> Warmup {
         Warmup {
             db,
             store,
             queue,
-            sold_out: Arc::new(SoldOutFlags::default()),
+            sold_out,
             prefetch,
             publish_group_max: settings.publish_group_max,
             lead: settings.warmup_lead,
             keys_retention: settings.keys_retention,
             failures: UnitFailures::new(super::HOUSEKEEPING_TASK, "event"),
         }
-    }
-
-    /// This replica's sold-out flags (the buy path reads and sets them; the API role listens
-    /// for their clearing).
-    pub fn sold_out_flags(&self) -> Arc<SoldOutFlags> {
-        self.sold_out.clone()
     }
 
     /// Copies the event's free units, window and existing buyers into Redis unless already

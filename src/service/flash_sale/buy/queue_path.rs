@@ -1,0 +1,130 @@
+//! The buy path of a flash sale (docs/design.md §5 steps 3–5): one Lua script takes the event's
+//! admission token and reserves (one round trip), the reservation is published with those of
+//! concurrent requests (one message, one confirm: `publish_groups`), and the buyer gets
+//! `queued`. The worker turns it into an order.
+
+use std::sync::Arc;
+
+use super::{BuyRequest, ColdEvents, Queued, Refusal};
+use crate::config::{FlashSaleSettings, RateLimit};
+use crate::repo::redis::flash_sale::{EventStore, Reservation};
+use crate::service::ServiceError;
+use crate::service::flash_sale::OrderQueue;
+use crate::service::flash_sale::publish_groups::PublishGroups;
+use crate::service::flash_sale::sold_out::SoldOutFlags;
+use crate::service::messages::ReservationMessage;
+
+pub struct QueueBuy {
+    store: EventStore,
+    /// Publishes each reservation with those of concurrent requests (one message per group).
+    publish_groups: PublishGroups<OrderQueue>,
+    /// The event's cluster-wide admission bucket, taken by the reservation script.
+    event_limit: RateLimit,
+    /// Set when Redis answers "sold out", so the gate refuses the next buyers without asking.
+    sold_out: Arc<SoldOutFlags>,
+    cold: ColdEvents,
+    /// Fault injection (dev only): die between the reservation and its publish.
+    abort_after_reserve: bool,
+}
+
+impl QueueBuy {
+    pub(in crate::service::flash_sale) fn new(
+        settings: &FlashSaleSettings,
+        store: EventStore,
+        queue: OrderQueue,
+        sold_out: Arc<SoldOutFlags>,
+        cold: ColdEvents,
+    ) -> QueueBuy {
+        QueueBuy {
+            store,
+            publish_groups: PublishGroups::new(
+                queue,
+                usize::from(settings.publish_group_max),
+                usize::from(settings.publish_groups_in_flight),
+            ),
+            event_limit: settings.event_rate_limit,
+            sold_out,
+            cold,
+            abort_after_reserve: settings.fault_abort_after_reserve,
+        }
+    }
+
+    /// Reserves a unit for the buyer and queues its order.
+    pub async fn buy(&self, request: BuyRequest<'_>) -> Result<Queued, ServiceError> {
+        let BuyRequest {
+            event_id,
+            user_id,
+            idempotency_key,
+            request_id,
+            ..
+        } = request;
+        let ticket = uuid::Uuid::new_v4().simple().to_string();
+        let reservation = self
+            .store
+            .reserve(
+                event_id,
+                user_id,
+                &ticket,
+                idempotency_key,
+                self.event_limit,
+            )
+            .await?;
+        let reserved_at_ms = match reservation {
+            Reservation::Reserved { at_ms } => at_ms,
+            Reservation::Replay { ticket } => {
+                return Ok(Queued {
+                    ticket,
+                    replayed: true,
+                });
+            }
+            Reservation::InProgress => return Err(Refusal::IdempotencyKeyInProgress.into()),
+            Reservation::SoldOut => {
+                self.sold_out.mark(event_id);
+                return Err(Refusal::SoldOut.into());
+            }
+            Reservation::Limited { retry_after } => {
+                return Err(Refusal::RateLimited { retry_after }.into());
+            }
+            Reservation::NotStarted => return Err(Refusal::NotStarted.into()),
+            Reservation::Ended => return Err(Refusal::Ended.into()),
+            Reservation::Duplicate => return Err(Refusal::AlreadyPurchased.into()),
+            Reservation::NotWarm => {
+                let status = self.cold.status(event_id).await?;
+                return Err(Refusal::by_window(status)
+                    .unwrap_or(Refusal::NotReady)
+                    .into());
+            }
+        };
+        if self.abort_after_reserve {
+            tracing::error!(
+                event_id,
+                user_id,
+                "fault injection: aborting after the reservation"
+            );
+            std::process::abort();
+        }
+        let message = ReservationMessage {
+            ticket: ticket.clone(),
+            event_id,
+            user_id,
+            reserved_at_ms,
+            request_id: (!request_id.is_empty()).then(|| request_id.to_owned()),
+        };
+        if let Err(error) = self.publish_groups.publish(message).await {
+            tracing::warn!(event_id, user_id, %error, "reservation not queued; undoing it");
+            self.store
+                .unreserve(event_id, user_id, &ticket, idempotency_key)
+                .await?;
+            return Err(Refusal::QueueUnavailable.into());
+        }
+        if let Some(key) = idempotency_key {
+            self.store
+                .confirm_idempotency(event_id, user_id, key, &ticket)
+                .await?;
+        }
+        Ok(Queued {
+            ticket,
+            replayed: false,
+        })
+    }
+}
