@@ -47,21 +47,8 @@ impl Amqp {
         headers: FieldTable,
     ) -> Result<(), RepoError> {
         let span = publish_span(routing_key, 1);
-        let confirm = async {
-            self.send(exchange, routing_key, payload, expiration, headers)
-                .await?
-                .await
-                .map_err(RepoError::from)
-        };
-        let published = match tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
-            .instrument(span)
-            .await
-        {
-            Ok(confirmation) => confirmation.and_then(confirmed),
-            Err(_) => Err(RepoError::Timeout(Dependency::Rabbitmq, CONFIRM_TIMEOUT)),
-        };
-        count(&published);
-        published
+        let sent = self.send(exchange, routing_key, payload, expiration, headers);
+        confirmed_within(sent).instrument(span).await
     }
 
     /// Publishes persistent JSON messages `(routing_key, payload)` one after the other without
@@ -84,17 +71,9 @@ impl Amqp {
                     .await,
             );
         }
-        let waits = confirms.into_iter().map(|sent| async move {
-            let published = match sent {
-                Ok(confirm) => match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
-                    Ok(confirmation) => confirmation.map_err(RepoError::from).and_then(confirmed),
-                    Err(_) => Err(RepoError::Timeout(Dependency::Rabbitmq, CONFIRM_TIMEOUT)),
-                },
-                Err(error) => Err(error),
-            };
-            count(&published);
-            published
-        });
+        let waits = confirms
+            .into_iter()
+            .map(|sent| confirmed_within(std::future::ready(sent)));
         futures_util::future::join_all(waits).instrument(span).await
     }
 
@@ -146,6 +125,20 @@ pub enum Refusal {
     Nacked,
     #[error("confirms not enabled")]
     ConfirmsOff,
+}
+
+/// Waits for the broker's confirm of a message being `sent`, sending included, for at most
+/// [`CONFIRM_TIMEOUT`]; counts how the publish ended.
+async fn confirmed_within(
+    sent: impl Future<Output = Result<PublisherConfirm, RepoError>>,
+) -> Result<(), RepoError> {
+    let confirm = async { sent.await?.await.map_err(RepoError::from) };
+    let published = match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+        Ok(confirmation) => confirmation.and_then(confirmed),
+        Err(_) => Err(RepoError::Timeout(Dependency::Rabbitmq, CONFIRM_TIMEOUT)),
+    };
+    count(&published);
+    published
 }
 
 /// What a confirm means: `Ok` only for a plain ack (stored, and routed to at least one queue:

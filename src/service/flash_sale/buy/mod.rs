@@ -94,9 +94,12 @@ impl Buy {
             request.purchase_token,
             request.idempotency_key.is_some(),
         )?;
+        // Boxed: a path's future is large (a Redis script, a publish group, a re-warm) and every
+        // layer of the router moves the handler's future, copying it whole each time; boxed, a
+        // buy refused at the gate (the common answer in a sale) never builds it.
         match &*self.path {
-            BuyPath::Queue(path) => path.buy(request).await,
-            BuyPath::Db(path) => path.buy(request).await,
+            BuyPath::Queue(path) => Box::pin(path.buy(request)).await,
+            BuyPath::Db(path) => Box::pin(path.buy(request)).await,
         }
     }
 }
