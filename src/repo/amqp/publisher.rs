@@ -47,7 +47,9 @@ impl Amqp {
         headers: FieldTable,
     ) -> Result<(), RepoError> {
         let span = publish_span(routing_key, 1);
-        let sent = self.send(exchange, routing_key, payload, expiration, headers);
+        // Pinned where it is made: the send future is large, and handing it over by value would
+        // copy it at every layer (measured: 1.3–1.4× the instructions of a whole buy).
+        let sent = std::pin::pin!(self.send(exchange, routing_key, payload, expiration, headers));
         confirmed_within(sent).instrument(span).await
     }
 
