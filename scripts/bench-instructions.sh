@@ -8,7 +8,7 @@
 #
 # For each scenario (healthz, sold-out, catalog, reserve) it starts each binary under
 # `valgrind --tool=callgrind`, zeroes the counters once /healthz answers, drives N requests with
-# this tree's `spike bench` (8 connections), dumps, and prints instructions per request. Runs on
+# this tree's `spike-bench` (8 connections), dumps, and prints instructions per request. Runs on
 # a database, Redis prefix and queue prefix of its own (instr_<pid>, migrated by the new binary,
 # removed at exit) and on a free port, so it is safe beside other runs.
 # Env: N (20000), SCENARIOS ("healthz sold-out catalog reserve"), OLD_ENV and NEW_ENV (extra
@@ -33,7 +33,7 @@ command -v valgrind >/dev/null 2>&1 || {
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
 }
 scripts/dev-services.sh >/dev/null
-cargo build --release --locked --bin spike
+cargo build --release --locked --bin spike --bin spike-bench
 mkdir -p "$OUT"
 
 export SPIKE_ENV=dev SPIKE_HTTP_ADDR=127.0.0.1:$PORT SPIKE_LOG_LEVEL=warn SPIKE_LOG_FORMAT=json
@@ -77,7 +77,7 @@ count() {
     exit 2
   fi
   callgrind_control -z "$pid" >/dev/null 2>&1
-  target/release/spike bench "$scenario" -c 8 -n "$N" --json >"$OUT/$name.json" 2>/dev/null
+  target/release/spike-bench "$scenario" -c 8 -n "$N" --json >"$OUT/$name.json" 2>/dev/null
   callgrind_control -d "$pid" >/dev/null 2>&1
   kill "$pid"
   wait "$pid" 2>/dev/null || true

@@ -67,8 +67,9 @@ log "services"
 scripts/dev-services.sh
 
 log "release build"
-cargo build --release --locked --bin spike --example hello
+cargo build --release --locked --bin spike --bin spike-bench --example hello
 SPIKE=target/release/spike
+BENCH=target/release/spike-bench
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.log "$OUT"/sale.html
 
@@ -147,9 +148,9 @@ start() {
 bench() {
   local name=$1
   shift
-  log "spike bench $*"
+  log "spike-bench $*"
   local status=0
-  "$SPIKE" bench "$@" --json >"$OUT/$name.json" || status=$?
+  "$BENCH" "$@" --json >"$OUT/$name.json" || status=$?
   if [ "$status" -ne 0 ]; then
     echo "bench: '$name' exited with $status" >&2
     [ "$status" -eq 1 ] || exit "$status"
@@ -206,7 +207,7 @@ stop_all
 log "spike worker alone: drain the reserve scenario's queued reservations"
 reserve_event=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["event_id"])' "$OUT/reserve.json")
 # The watcher starts first, so the drain is timed from the worker's start.
-"$SPIKE" bench drain --event "$reserve_event" --drain-timeout 10m --json >"$OUT/drain.json" &
+"$BENCH" drain --event "$reserve_event" --drain-timeout 10m --json >"$OUT/drain.json" &
 watcher=$!
 sleep 1
 start worker - "$SPIKE" worker
@@ -322,9 +323,9 @@ def ratio(a, b): return f"{a / b:.2f}" if b else "n/a"
 def run(r): return f"{r['throughput']:,.0f} req/s, p99 {r['latency']['p99']:.1f} ms"
 rows = [
     ("hello-world /healthz (wrk)", f"{hello_wrk:,.0f} req/s", "the box's HTTP ceiling"),
-    ("hello-world /healthz (spike bench)", run(hello), f"tool ÷ wrk = {ratio(hello['throughput'], hello_wrk)}"),
+    ("hello-world /healthz (spike-bench)", run(hello), f"tool ÷ wrk = {ratio(hello['throughput'], hello_wrk)}"),
     ("spike /healthz (wrk)", f"{healthz_wrk:,.0f} req/s", f"÷ hello-world = {ratio(healthz_wrk, hello_wrk)}"),
-    ("spike /healthz (spike bench)", run(healthz), f"÷ hello-world (tool) = {ratio(healthz['throughput'], hello['throughput'])}"),
+    ("spike /healthz (spike-bench)", run(healthz), f"÷ hello-world (tool) = {ratio(healthz['throughput'], hello['throughput'])}"),
     ("spike /healthz, info log per request (wrk)", f"{healthz_info:,.0f} req/s", f"÷ at warn = {ratio(healthz_info, healthz_wrk)}"),
     ("spike /healthz, production logging (wrk)", f"{healthz_prod_log:,.0f} req/s", f"÷ hello-world = {ratio(healthz_prod_log, hello_wrk)} (info, 1 % of request lines)"),
     ("reserve: buy → 202 (no worker)", run(reserve), f"÷ raw EVALSHA = {ratio(reserve['throughput'], evalsha)}"),

@@ -34,8 +34,9 @@ if ! command -v prometheus >/dev/null 2>&1; then
 fi
 
 scripts/dev-services.sh >/dev/null
-cargo build --locked --bin spike
+cargo build --locked --bin spike --bin spike-bench
 SPIKE=target/debug/spike
+BENCH=target/debug/spike-bench
 rm -rf "$OUT" && mkdir -p "$OUT/prometheus-data"
 
 mysql -uroot -h127.0.0.1 -e "CREATE DATABASE $DB; GRANT ALL ON $DB.* TO 'spike'@'%';"
@@ -92,9 +93,9 @@ pids+=($!)
 for _ in $(seq 1 60); do curl -fsS "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null 2>&1 && break; sleep 0.5; done
 
 log "a small sale, product reads and a few 404s while Prometheus scrapes"
-$SPIKE bench sale --url "http://127.0.0.1:$API_PORT" --buyers 3000 --attempts 2 --stock 500 \
+$BENCH sale --url "http://127.0.0.1:$API_PORT" --buyers 3000 --attempts 2 --stock 500 \
   -c 32 >"$OUT/sale.txt"
-$SPIKE bench catalog --url "http://127.0.0.1:$API_PORT" -n 2000 -c 8 >"$OUT/catalog.txt"
+$BENCH catalog --url "http://127.0.0.1:$API_PORT" -n 2000 -c 8 >"$OUT/catalog.txt"
 for _ in $(seq 1 20); do curl -s "http://127.0.0.1:$API_PORT/api/v1/products/999999999" >/dev/null; done
 sleep 12 # a few scrapes after the load: rate() windows need two samples
 

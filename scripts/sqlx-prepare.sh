@@ -32,7 +32,7 @@ sqlx database drop -y >/dev/null
 sqlx database create
 sqlx migrate run >/dev/null
 if [ "${1:-}" = "--check" ]; then
-  cargo sqlx prepare --check -- --all-targets
+  cargo sqlx prepare --workspace --check -- --all-targets
 else
-  cargo sqlx prepare -- --all-targets
+  cargo sqlx prepare --workspace -- --all-targets
 fi

@@ -19,7 +19,7 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "deployment files: Dockerfile, compose, Prometheus rules, dashboard, Kubernetes, workflows"
 scripts/check-deploy.sh
@@ -27,8 +27,9 @@ scripts/check-deploy.sh
 step "checked SQL: .sqlx/ matches the queries and the migrations"
 scripts/sqlx-prepare.sh --check
 
-step "tests"
-cargo test --locked
+step "tests (the server and the load tool; tests/api/bench.rs runs the spike-bench binary)"
+cargo build --locked --workspace --bins
+cargo test --locked --workspace
 
 step "fuzz: the OpenAPI document against the running server (schemathesis)"
 scripts/fuzz.sh

@@ -8,12 +8,11 @@
 //!
 //! [`config`] reads the settings, one section per area; [`startup`] is the composition root: it
 //! builds the services once and wires them into a running HTTP server; [`worker`] is the background role;
-//! [`background`] supervises every periodic and consuming task of a process;
-//! [`bench`] is the load tool (`spike bench`).
+//! [`background`] supervises every periodic and consuming task of a process. The load tool is
+//! its own crate (`crates/spike-bench`), so the server links none of it.
 
 pub mod api;
 pub mod background;
-pub mod bench;
 pub mod config;
 pub mod domain;
 pub mod repo;

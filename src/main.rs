@@ -8,7 +8,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use spike::background::Supervisor;
-use spike::bench::BenchArgs;
 use spike::config::{Config, redact_url};
 use spike::repo::mysql;
 use spike::startup::{self, Application, Services};
@@ -32,8 +31,6 @@ enum Command {
     All,
     /// Apply database migrations and exit.
     Migrate,
-    /// Load-test a running server (docs/benchmarks.md).
-    Bench(BenchArgs),
     /// Manage admin accounts (MySQL only; the other stores need not run).
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -66,7 +63,6 @@ fn main() -> ExitCode {
         }
     };
     let role = match cli.command {
-        Command::Bench(args) => return bench(&args, &config),
         Command::Admin(AdminCommand::Create { email, .. }) => return create_admin(&email, &config),
         Command::Serve => Role::Serve,
         Command::Worker => Role::Worker,
@@ -227,49 +223,6 @@ async fn close(tasks: &TaskTracker, infra: &spike::repo::Infra) {
     tasks.close();
     tasks.wait().await;
     infra.close().await;
-}
-
-/// `spike bench`: prints the report (text, or JSON with `--json`) on stdout, writes the HTML page
-/// when asked. Exit codes: 0 all good, 1 an invariant check failed, 2 the run could not be made.
-fn bench(args: &BenchArgs, config: &Config) -> ExitCode {
-    // Only warnings, on stderr: stdout is the report's.
-    telemetry::init_with_writer(config.telemetry.log_format, "warn", std::io::stderr, None);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("spike bench: cannot start the async runtime: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    let report = match runtime.block_on(spike::bench::run(args, config)) {
-        Ok(report) => report,
-        Err(error) => {
-            eprintln!("spike bench: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    if args.json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(json) => println!("{json}"),
-            Err(error) => {
-                eprintln!("spike bench: cannot write JSON: {error}");
-                return ExitCode::from(2);
-            }
-        }
-    } else {
-        print!("{}", report.text());
-    }
-    if let Some(path) = &args.report
-        && let Err(error) = std::fs::write(path, report.html())
-    {
-        eprintln!("spike bench: cannot write {}: {error}", path.display());
-        return ExitCode::from(2);
-    }
-    if report.any_check_failed() {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
 }
 
 /// `spike admin create`: the password from standard input, MySQL only. Exit codes: 0 done, 1 the

@@ -1,4 +1,4 @@
-//! The load tool (`spike bench`) against a real server: a small sale passes every invariant
+//! The load tool (`spike-bench`, its own crate) against a real server: a small sale passes every invariant
 //! check; a server whose worker is down, and stores holding an oversold event, fail them; the
 //! CLI's exit code says which. Also the naive db mode the tool compares against, racing.
 
@@ -6,10 +6,10 @@ use std::collections::HashSet;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use spike::bench::checks::{self, Accepted};
-use spike::bench::client::Target;
-use spike::bench::{self, BenchArgs, Scenario};
 use spike::repo::redis::flash_sale::EventKeys;
+use spike_bench::checks::{self, Accepted};
+use spike_bench::client::Target;
+use spike_bench::{self as bench, BenchArgs, Scenario};
 
 use crate::helpers::{TestApp, TestOptions, code, spawn_app_with};
 
@@ -262,7 +262,19 @@ async fn the_cli_exits_non_zero_when_a_check_fails_and_writes_the_report() {
     assert_eq!(report["mix"]["by_label"]["200"], 200);
 }
 
-/// The real binary's `spike bench` pointed at a test app and its stores; movable to a blocking
+/// The `spike-bench` binary beside the server's: built by `cargo build --workspace` (and by
+/// `scripts/test.sh` before the tests), not by `cargo test` of the server's package.
+fn spike_bench_binary() -> std::path::PathBuf {
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_spike")).with_file_name("spike-bench");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build --workspace` (scripts/test.sh does) first",
+        binary.display()
+    );
+    binary
+}
+
+/// The real `spike-bench` binary pointed at a test app and its stores; movable to a blocking
 /// thread.
 struct CliApp {
     address: String,
@@ -279,8 +291,7 @@ impl CliApp {
 
     fn run(&self, args: &[String]) -> Output {
         let config = &self.config;
-        Command::new(env!("CARGO_BIN_EXE_spike"))
-            .arg("bench")
+        Command::new(spike_bench_binary())
             .args(args)
             .args(["--url", &self.address, "--json"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -290,7 +301,7 @@ impl CliApp {
             .env("SPIKE_REDIS_PREFIX", &config.redis.prefix)
             .env("SPIKE_JWT_SECRET", config.auth.jwt_secret.expose())
             .output()
-            .expect("spike bench runs")
+            .expect("spike-bench runs")
     }
 }
 

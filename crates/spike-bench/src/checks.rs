@@ -11,8 +11,8 @@ use sqlx::MySqlPool;
 
 use super::BenchError;
 use super::client::{Target, call_api};
-use crate::repo::redis::RedisConnection;
-use crate::repo::redis::flash_sale::EventKeys;
+use spike::repo::redis::RedisConnection;
+use spike::repo::redis::flash_sale::EventKeys;
 
 /// How often the drain is polled.
 const POLL: Duration = Duration::from_millis(100);

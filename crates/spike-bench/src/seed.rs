@@ -15,10 +15,10 @@ use time::format_description::well_known::Rfc3339;
 
 use super::BenchError;
 use super::client::{Connection, Target, bearer, call_api, call_api_on};
-use crate::config::AuthSettings;
-use crate::domain::user::{Role, User};
-use crate::service::auth::password::PasswordHasher;
-use crate::service::auth::tokens::AccessTokens;
+use spike::config::AuthSettings;
+use spike::domain::user::{Role, User};
+use spike::service::auth::password::PasswordHasher;
+use spike::service::auth::tokens::AccessTokens;
 
 /// Rows per multi-row INSERT (well under MySQL's packet and placeholder limits).
 const INSERT_CHUNK: usize = 1_000;

@@ -23,16 +23,16 @@ use std::time::Duration;
 use hyper::Method;
 use sqlx::MySqlPool;
 
-use crate::config::Config;
-use crate::repo::redis::RedisConnection;
-use crate::repo::redis::flash_sale::EventKeys;
-use crate::repo::{RepoError, mysql};
 use checks::{Accepted, Drain};
 use client::{Target, call_api};
 use load::{LoadResult, LoadSettings, RequestSource};
 use report::{Report, SaleSummary};
 use scenario::{BuyerOrder, Buys, Healthz, ProductDetail, RegularOrders, shared};
 use seed::{Buyer, Seeder};
+use spike::config::Config;
+use spike::repo::redis::RedisConnection;
+use spike::repo::redis::flash_sale::EventKeys;
+use spike::repo::{RepoError, mysql};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -203,7 +203,7 @@ impl Bench<'_> {
     }
 
     async fn redis(&self) -> Result<RedisConnection, BenchError> {
-        Ok(crate::repo::redis::connect(&self.config.redis).await?)
+        Ok(spike::repo::redis::connect(&self.config.redis).await?)
     }
 
     fn keys(&self, event_id: u64) -> EventKeys {

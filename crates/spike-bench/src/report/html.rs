@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::{Bucket, Latency, Report};
-use crate::bench::load::Slot;
+use crate::load::Slot;
 
 /// The whole page.
 pub(super) fn page(report: &Report) -> String {
@@ -301,8 +301,8 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::checks::Check;
-    use crate::bench::report::tests::load;
+    use crate::checks::Check;
+    use crate::report::tests::load;
 
     #[test]
     fn the_page_is_self_contained_and_escapes_text() {
