@@ -147,7 +147,7 @@ impl EventStatus {
 
 /// A flash-sale event as stored in MySQL.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SpikeEvent {
+pub struct FlashSaleEvent {
     pub id: u64,
     pub product_id: u64,
     pub title: String,

@@ -102,7 +102,9 @@ impl OrderStatus {
 #[strum(serialize_all = "snake_case")]
 pub enum OrderKind {
     Regular,
-    Spike,
+    /// Stored and sent as `spike`: the contract's and the schema's name.
+    #[strum(serialize = "spike")]
+    FlashSale,
 }
 
 impl OrderKind {

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use super::ServiceError;
 use crate::config::CatalogSettings;
 use crate::domain::product::{NewProduct, Product, ProductChanges, ProductQuery};
-use crate::repo::mysql::{self, products, spike_events};
+use crate::repo::mysql::{self, flash_sale_events, products};
 use crate::repo::redis::product_cache::{self, Cached};
 use crate::repo::redis::{Keys, RedisConnection};
 use crate::telemetry::metrics::names;
@@ -131,7 +131,7 @@ impl CatalogService {
         if !products::lock_active(&mut tx, id).await? {
             return Err(ServiceError::ProductNotFound(id));
         }
-        if spike_events::product_has_unfinished(&mut *tx, id, mysql::now_utc()).await? {
+        if flash_sale_events::product_has_unfinished(&mut *tx, id, mysql::now_utc()).await? {
             return Err(ServiceError::Conflict(
                 "the product has an upcoming or active flash-sale event".into(),
             ));

@@ -21,7 +21,7 @@ use crate::domain::money::Money;
 use crate::domain::order::{Order, OrderEvent, OrderItem, OrderKind, OrderRequest, OrderStatus};
 use crate::domain::product::Page;
 use crate::repo::mysql::orders::InsertOrderError;
-use crate::repo::mysql::{self, inventory, orders, spike_events};
+use crate::repo::mysql::{self, flash_sale_events, inventory, orders};
 
 /// What [`OrderService::close_expired_many`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -333,14 +333,14 @@ async fn return_units(
 ) -> Result<ReturnedUnits, ServiceError> {
     let spike: Vec<u64> = orders
         .iter()
-        .filter(|order| order.kind == OrderKind::Spike)
+        .filter(|order| order.kind == OrderKind::FlashSale)
         .map(|order| order.id)
         .collect();
-    let events_of = spike_events::events_of_orders(&mut *tx, &spike).await?;
+    let events_of = flash_sale_events::events_of_orders(&mut *tx, &spike).await?;
     let mut returned = ReturnedUnits::default();
     for order in orders {
         match order.kind {
-            OrderKind::Spike => {
+            OrderKind::FlashSale => {
                 if let Some(&event_id) = events_of.get(&order.id) {
                     *returned.per_event.entry(event_id).or_default() += 1;
                 }
@@ -353,7 +353,7 @@ async fn return_units(
         }
     }
     for (&event_id, &units) in &returned.per_event {
-        spike_events::return_units(tx, event_id, units).await?;
+        flash_sale_events::return_units(tx, event_id, units).await?;
     }
     for (&product_id, &quantity) in &returned.per_product {
         inventory::return_stock(tx, product_id, quantity).await?;

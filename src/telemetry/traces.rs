@@ -40,21 +40,21 @@ static RATIO: AtomicU64 = AtomicU64::new(0);
 
 tokio::task_local! {
     /// Whether the unit of work running in this task is traced, and the trace it continues.
-    static TRACED: Decision;
+    static TRACED: TraceDecision;
 }
 
 /// Whether a unit of work is traced, and the caller's trace it continues (read once, from the
 /// `traceparent` that decided it).
 #[derive(Clone, Default)]
-pub struct Decision {
+pub struct TraceDecision {
     traced: bool,
     parent: Option<opentelemetry::Context>,
 }
 
 /// A decision made without a caller's trace context: a new trace when `true`.
-impl From<bool> for Decision {
-    fn from(traced: bool) -> Decision {
-        Decision {
+impl From<bool> for TraceDecision {
+    fn from(traced: bool) -> TraceDecision {
+        TraceDecision {
             traced,
             parent: None,
         }
@@ -171,25 +171,27 @@ where
 /// Whether the work about to start is traced: the caller's decision when `header` finds a trace
 /// context (an incoming request's or message's `traceparent`), which the work then continues
 /// ([`continue_trace`]); else a draw at the sample ratio. Never traced when tracing is off.
-pub fn decide(header: impl Fn(&str) -> Option<String>) -> Decision {
+pub fn decide(header: impl Fn(&str) -> Option<String>) -> TraceDecision {
     if !enabled() {
-        return Decision::default();
+        return TraceDecision::default();
     }
     match remote_context(header) {
         Some(context) => {
             let traced = context.span().span_context().is_sampled();
-            Decision {
+            TraceDecision {
                 traced,
                 parent: traced.then_some(context),
             }
         }
-        None => Decision::from(fastrand::f64() < f64::from_bits(RATIO.load(Ordering::Acquire))),
+        None => {
+            TraceDecision::from(fastrand::f64() < f64::from_bits(RATIO.load(Ordering::Acquire)))
+        }
     }
 }
 
 /// Runs `work` as decided: its spans, and those of what it calls in this task, are exported
 /// only when it is traced.
-pub async fn in_scope<F: Future>(decision: impl Into<Decision>, work: F) -> F::Output {
+pub async fn in_scope<F: Future>(decision: impl Into<TraceDecision>, work: F) -> F::Output {
     TRACED.scope(decision.into(), work).await
 }
 

@@ -3,7 +3,7 @@
 
 use tracing::Instrument;
 
-use crate::repo::amqp::consumer::{Decision, Handler, Message};
+use crate::repo::amqp::consumer::{Handler, Message, Verdict};
 use crate::service::flash_sale::Fulfilment;
 use crate::service::messages::{OrderCloseMessage, REQUEST_ID_HEADER, ReservationGroup};
 use crate::service::orders::OrderService;
@@ -17,8 +17,8 @@ pub(super) struct OrderCreator {
 }
 
 impl Handler for OrderCreator {
-    async fn handle(&self, messages: &[Message<'_>]) -> Vec<Decision> {
-        let mut decisions = vec![Decision::Done; messages.len()];
+    async fn handle(&self, messages: &[Message<'_>]) -> Vec<Verdict> {
+        let mut decisions = vec![Verdict::Done; messages.len()];
         // Every reservation of every message in one batch; `owners[i]` is the message that
         // carried reservation `i`.
         let mut reservations = Vec::with_capacity(messages.len());
@@ -31,7 +31,7 @@ impl Handler for OrderCreator {
                 }
                 Err(error) => {
                     tracing::error!(%error, "malformed spike.order.create message dead-lettered");
-                    decisions[position] = Decision::Poison;
+                    decisions[position] = Verdict::Poison;
                 }
             }
         }
@@ -57,7 +57,7 @@ impl Handler for OrderCreator {
                     %error,
                     "creating a flash-sale order failed"
                 );
-                decisions[position] = Decision::RetryLater;
+                decisions[position] = Verdict::RetryLater;
             }
         }
         decisions
@@ -89,18 +89,18 @@ pub(super) struct OrderCloser {
 }
 
 impl Handler for OrderCloser {
-    async fn handle(&self, messages: &[Message<'_>]) -> Vec<Decision> {
+    async fn handle(&self, messages: &[Message<'_>]) -> Vec<Verdict> {
         futures_util::future::join_all(messages.iter().map(|message| self.close(message))).await
     }
 }
 
 impl OrderCloser {
-    async fn close(&self, message: &Message<'_>) -> Decision {
+    async fn close(&self, message: &Message<'_>) -> Verdict {
         let close: OrderCloseMessage = match serde_json::from_slice(message.body) {
             Ok(close) => close,
             Err(error) => {
                 tracing::error!(%error, "malformed order.close message dropped");
-                return Decision::Poison;
+                return Verdict::Poison;
             }
         };
         match self.orders.close_expired_many(&close.order_ids).await {
@@ -111,13 +111,13 @@ impl OrderCloser {
                 // Orders still ahead of their deadline (it was raised): the message waits out
                 // the rest in the delay queue; the ones closed now are skipped next time.
                 match report.not_due {
-                    Some(remaining) => Decision::Defer(remaining),
-                    None => Decision::Done,
+                    Some(remaining) => Verdict::Defer(remaining),
+                    None => Verdict::Done,
                 }
             }
             Err(error) => {
                 tracing::warn!(order_ids = ?close.order_ids, %error, "closing orders failed; will retry");
-                Decision::RetryLater
+                Verdict::RetryLater
             }
         }
     }

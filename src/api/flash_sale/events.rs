@@ -13,7 +13,7 @@ use crate::api::extract::{AdminUser, ApiJson, ApiQuery, PathId};
 use crate::api::response::{ApiResponse, Envelope, PageView};
 use crate::api::validation::{self, FieldErrors};
 use crate::domain::ID_MAX;
-use crate::domain::flash_sale::{EventStatus, EventWindow, NewEvent, SpikeEvent};
+use crate::domain::flash_sale::{EventStatus, EventWindow, FlashSaleEvent, NewEvent};
 use crate::domain::money::Money;
 use crate::domain::product::{self, STOCK_MAX};
 use crate::service::flash_sale::{EventChanges, Ledger};
@@ -47,8 +47,8 @@ pub struct EventView {
     pub status: &'static str,
 }
 
-impl From<SpikeEvent> for EventView {
-    fn from(event: SpikeEvent) -> EventView {
+impl From<FlashSaleEvent> for EventView {
+    fn from(event: FlashSaleEvent) -> EventView {
         EventView {
             id: event.id,
             product_id: event.product_id,

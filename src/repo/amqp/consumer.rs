@@ -1,7 +1,7 @@
 //! The consuming loop shared by every queue. It owns everything AMQP about a delivery: bounded
 //! prefetch, gathering deliveries into batches, acknowledgements, the attempt header, routing a
 //! failed message to its retry queue or back onto its queue, deferring one to a delay queue,
-//! dead-lettering poison. Handlers see a batch of [`Message`]s and answer with one [`Decision`]
+//! dead-lettering poison. Handlers see a batch of [`Message`]s and answer with one [`Verdict`]
 //! each; they know no lapin types.
 
 use std::future::Future;
@@ -46,7 +46,7 @@ impl Message<'_> {
 
 /// What a handler decided about a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub enum Verdict {
     /// Done (including "already done"): remove it from the queue.
     Done,
     /// A transient failure: try again later, as the queue's [`RetryPolicy`] says.
@@ -72,7 +72,7 @@ pub enum RetryPolicy {
 /// Handles the messages of a queue, a batch at a time.
 pub trait Handler: Send + Sync {
     /// One decision per message, in their order.
-    fn handle(&self, messages: &[Message<'_>]) -> impl Future<Output = Vec<Decision>> + Send;
+    fn handle(&self, messages: &[Message<'_>]) -> impl Future<Output = Vec<Verdict>> + Send;
 
     /// The message failed its last retry and is about to dead-letter: compensate. `false` means
     /// the compensation could not be done now; the message is put back and tried again.
@@ -96,7 +96,7 @@ pub struct Route {
     /// Routing key (and unprefixed name) of the queue.
     pub queue: &'static str,
     pub retry: RetryPolicy,
-    /// Where [`Decision::Defer`] sends a message (a queue that expires into this one).
+    /// Where [`Verdict::Defer`] sends a message (a queue that expires into this one).
     pub defer_to: Option<&'static str>,
 }
 
@@ -137,12 +137,12 @@ impl Outcome {
     }
 
     /// What the handler decided, before the delivery is settled.
-    fn decided(decision: Decision) -> Outcome {
+    fn decided(decision: Verdict) -> Outcome {
         match decision {
-            Decision::Done => Outcome::Processed,
-            Decision::Poison => Outcome::Rejected,
-            Decision::Defer(_) => Outcome::Deferred,
-            Decision::RetryLater => Outcome::Retried,
+            Verdict::Done => Outcome::Processed,
+            Verdict::Poison => Outcome::Rejected,
+            Verdict::Defer(_) => Outcome::Deferred,
+            Verdict::RetryLater => Outcome::Retried,
         }
     }
 
@@ -417,12 +417,12 @@ async fn carry_out<H: Handler>(
     route: &Route,
     handler: &H,
     message: &Message<'_>,
-    decision: Decision,
+    decision: Verdict,
 ) -> Settle {
     match decision {
-        Decision::Done => Settle::Ack,
-        Decision::Poison => Settle::Reject,
-        Decision::Defer(delay) => {
+        Verdict::Done => Settle::Ack,
+        Verdict::Poison => Settle::Reject,
+        Verdict::Defer(delay) => {
             let Some(delay_route) = route.defer_to else {
                 tracing::error!(
                     queue = route.queue,
@@ -439,7 +439,7 @@ async fn carry_out<H: Handler>(
                 Settle::Requeue
             }
         }
-        Decision::RetryLater => match route.retry {
+        Verdict::RetryLater => match route.retry {
             RetryPolicy::Requeue => Settle::Requeue,
             RetryPolicy::RetryQueues if message.attempt < topology.retries() => {
                 // The other headers (the request id) travel on with the retry.
@@ -488,19 +488,19 @@ mod tests {
 
     #[test]
     fn each_settled_message_counts_as_exactly_one_known_outcome() {
-        let retried = Outcome::decided(Decision::RetryLater);
+        let retried = Outcome::decided(Verdict::RetryLater);
         assert_eq!(retried.settled(Settle::Ack), Outcome::Retried);
         assert_eq!(retried.settled(Settle::Reject), Outcome::DeadLettered);
         assert_eq!(retried.settled(Settle::Requeue), Outcome::Requeued);
         assert_eq!(
-            Outcome::decided(Decision::Done).settled(Settle::Ack),
+            Outcome::decided(Verdict::Done).settled(Settle::Ack),
             Outcome::Processed
         );
         assert_eq!(
-            Outcome::decided(Decision::Poison).settled(Settle::Reject),
+            Outcome::decided(Verdict::Poison).settled(Settle::Reject),
             Outcome::Rejected
         );
-        let deferred = Outcome::decided(Decision::Defer(Duration::from_secs(1)));
+        let deferred = Outcome::decided(Verdict::Defer(Duration::from_secs(1)));
         assert_eq!(deferred.settled(Settle::Ack), Outcome::Deferred);
         assert_eq!(deferred.settled(Settle::Requeue), Outcome::Requeued);
         let labels: Vec<&str> = Outcome::ALL.iter().map(|o| o.label()).collect();

@@ -2,12 +2,12 @@
 //! queries per table group. Functions take `impl MySqlExecutor` (a pool or a transaction) so the
 //! service layer decides what runs in one transaction.
 
+pub mod flash_sale_events;
 pub mod inventory;
 pub mod orders;
 pub mod outbox;
 pub mod products;
 pub mod refresh_tokens;
-pub mod spike_events;
 pub mod users;
 
 use std::str::FromStr;

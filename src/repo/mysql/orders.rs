@@ -185,7 +185,7 @@ pub async fn insert_lines(
 
 /// A flash-sale order of a batch; its reservation's ticket identifies it until it has an id.
 #[derive(Debug, Clone, Copy)]
-pub struct NewSpikeOrder<'a> {
+pub struct NewFlashSaleOrder<'a> {
     pub user_id: u64,
     pub ticket: &'a str,
     pub total_amount: Money,
@@ -195,9 +195,9 @@ pub struct NewSpikeOrder<'a> {
 /// Inserts a batch of flash-sale orders with one statement and returns their ids by ticket. The
 /// ids are read back by ticket rather than counted from `LAST_INSERT_ID()`: a multi-row insert's
 /// ids need not be consecutive under `innodb_autoinc_lock_mode = 2` (migration 7).
-pub async fn insert_spike_orders(
+pub async fn insert_flash_sale_orders(
     tx: &mut MySqlConnection,
-    orders: &[NewSpikeOrder<'_>],
+    orders: &[NewFlashSaleOrder<'_>],
 ) -> Result<HashMap<String, u64>, RepoError> {
     if orders.is_empty() {
         return Ok(HashMap::new());
@@ -208,7 +208,7 @@ pub async fn insert_spike_orders(
     insert.push_values(orders, |mut row, order| {
         row.push_bind(order.user_id)
             .push_bind(OrderStatus::PendingPayment)
-            .push_bind(OrderKind::Spike)
+            .push_bind(OrderKind::FlashSale)
             .push_bind(order.total_amount.amount())
             .push_bind(order.ticket)
             .push_bind(order.pay_deadline);

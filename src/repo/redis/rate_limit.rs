@@ -19,7 +19,7 @@ static TOKEN_BUCKET: LazyLock<Script> = LazyLock::new(|| {
 
 /// Outcome of taking one token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub enum Admission {
     Allowed,
     /// Refused; a token will be available after this long.
     Limited {
@@ -33,7 +33,7 @@ pub async fn take(
     redis: &mut RedisConnection,
     key: &str,
     limit: RateLimit,
-) -> Result<Decision, RepoError> {
+) -> Result<Admission, RepoError> {
     run(redis, key, limit, 1).await
 }
 
@@ -52,7 +52,7 @@ async fn run(
     key: &str,
     limit: RateLimit,
     cost: i32,
-) -> Result<Decision, RepoError> {
+) -> Result<Admission, RepoError> {
     let (allowed, retry_after_ms): (i64, i64) = TOKEN_BUCKET
         .key(key)
         .arg(limit.burst)
@@ -61,9 +61,9 @@ async fn run(
         .invoke_async(redis)
         .await?;
     Ok(if allowed == 1 {
-        Decision::Allowed
+        Admission::Allowed
     } else {
-        Decision::Limited {
+        Admission::Limited {
             retry_after: Duration::from_millis(retry_after_ms.max(0) as u64),
         }
     })

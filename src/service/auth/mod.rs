@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::config::{AuthSettings, BootstrapAdmin, RateLimit};
 use crate::domain::user::{Email, Password, Role, User};
 use crate::repo::mysql::{self, OnConstraint, refresh_tokens, users};
-use crate::repo::redis::rate_limit::{self, Decision};
+use crate::repo::redis::rate_limit::{self, Admission};
 use crate::repo::redis::{Keys, RedisConnection};
 use crate::service::ServiceError;
 use password::PasswordHasher;
@@ -376,8 +376,8 @@ impl AuthService {
     ) -> Result<(), ServiceError> {
         let key = self.inner.keys.rate_limit(scope, subject);
         match rate_limit::take(&mut self.inner.redis.clone(), &key, limit).await? {
-            Decision::Allowed => Ok(()),
-            Decision::Limited { retry_after } => {
+            Admission::Allowed => Ok(()),
+            Admission::Limited { retry_after } => {
                 tracing::info!(scope, "rate limited");
                 Err(ServiceError::RateLimited { retry_after })
             }

@@ -6,10 +6,10 @@ use sqlx::MySqlPool;
 use time::OffsetDateTime;
 
 use super::Warmup;
-use crate::domain::flash_sale::{EventStatus, EventWindow, NewEvent, SpikeEvent};
+use crate::domain::flash_sale::{EventStatus, EventWindow, FlashSaleEvent, NewEvent};
 use crate::domain::money::Money;
 use crate::domain::product::Page;
-use crate::repo::mysql::spike_events;
+use crate::repo::mysql::flash_sale_events;
 use crate::repo::mysql::{inventory, products};
 use crate::repo::redis::flash_sale::EventStore;
 use crate::service::ServiceError;
@@ -61,7 +61,7 @@ impl EventAdmin {
     }
 
     #[tracing::instrument(level = "debug", name = "mysql.tx create_event", skip_all, fields(otel.kind = "client", db.system = "mysql"))]
-    pub async fn create(&self, event: NewEvent) -> Result<SpikeEvent, ServiceError> {
+    pub async fn create(&self, event: NewEvent) -> Result<FlashSaleEvent, ServiceError> {
         let mut tx = self.db.begin().await?;
         if !products::lock_active(&mut tx, event.product_id).await? {
             return Err(ServiceError::ProductNotFound(event.product_id));
@@ -71,8 +71,8 @@ impl EventAdmin {
                 product_id: event.product_id,
             });
         }
-        let id = spike_events::insert(&mut tx, &event).await?;
-        let created = spike_events::find(&mut *tx, id)
+        let id = flash_sale_events::insert(&mut tx, &event).await?;
+        let created = flash_sale_events::find(&mut *tx, id)
             .await?
             .ok_or_else(|| ServiceError::internal("event vanished inside its own transaction"))?;
         tx.commit().await?;
@@ -90,9 +90,13 @@ impl EventAdmin {
     /// Changes an event that has not started; a changed stock takes from or returns to the
     /// product's inventory.
     #[tracing::instrument(level = "debug", name = "mysql.tx update_event", skip_all, fields(otel.kind = "client", db.system = "mysql"))]
-    pub async fn update(&self, id: u64, changes: EventChanges) -> Result<SpikeEvent, ServiceError> {
+    pub async fn update(
+        &self,
+        id: u64,
+        changes: EventChanges,
+    ) -> Result<FlashSaleEvent, ServiceError> {
         let mut tx = self.db.begin().await?;
-        let event = spike_events::lock(&mut tx, id)
+        let event = flash_sale_events::lock(&mut tx, id)
             .await?
             .ok_or(ServiceError::EventNotFound)?;
         let now = OffsetDateTime::now_utc();
@@ -134,8 +138,8 @@ impl EventAdmin {
             stock,
             window,
         };
-        spike_events::update(&mut tx, id, &fields).await?;
-        let updated = spike_events::find(&mut *tx, id)
+        flash_sale_events::update(&mut tx, id, &fields).await?;
+        let updated = flash_sale_events::find(&mut *tx, id)
             .await?
             .ok_or(ServiceError::EventNotFound)?;
         tx.commit().await?;
@@ -146,8 +150,8 @@ impl EventAdmin {
 
     /// One event; `available_stock` is Redis's count when the event is warm, until its unsold
     /// units have gone back to the product (then MySQL's 0).
-    pub async fn get(&self, id: u64) -> Result<SpikeEvent, ServiceError> {
-        let mut event = spike_events::find(&self.db, id)
+    pub async fn get(&self, id: u64) -> Result<FlashSaleEvent, ServiceError> {
+        let mut event = flash_sale_events::find(&self.db, id)
             .await?
             .ok_or(ServiceError::EventNotFound)?;
         if event.returned_stock > 0 {
@@ -163,7 +167,7 @@ impl EventAdmin {
         &self,
         status: Option<EventStatus>,
         page: Page,
-    ) -> Result<(Vec<SpikeEvent>, u64), ServiceError> {
-        Ok(spike_events::list(&self.db, status, OffsetDateTime::now_utc(), page).await?)
+    ) -> Result<(Vec<FlashSaleEvent>, u64), ServiceError> {
+        Ok(flash_sale_events::list(&self.db, status, OffsetDateTime::now_utc(), page).await?)
     }
 }

@@ -15,11 +15,11 @@ use std::time::Duration;
 use sqlx::MySqlPool;
 
 use super::RESULT_TTL_SECS;
-use crate::domain::flash_sale::{BuyerOutcome, FailureReason, SpikeEvent};
+use crate::domain::flash_sale::{BuyerOutcome, FailureReason, FlashSaleEvent};
 use crate::domain::order::OrderItem;
 use crate::repo::ErrorKind;
-use crate::repo::mysql::orders::{self, NewSpikeOrder};
-use crate::repo::mysql::spike_events::{self, SpikeOrderLink};
+use crate::repo::mysql::flash_sale_events::{self, FlashSaleOrderLink};
+use crate::repo::mysql::orders::{self, NewFlashSaleOrder};
 use crate::repo::mysql::{self, users};
 use crate::repo::redis::flash_sale::EventStore;
 use crate::service::ServiceError;
@@ -145,7 +145,7 @@ impl Fulfilment {
     /// outcome says `failed`.
     pub async fn give_up(&self, message: &ReservationMessage) -> Result<(), ServiceError> {
         let (event_id, user_id) = (message.event_id, message.user_id);
-        if let Some(order_id) = spike_events::order_of(&self.db, event_id, user_id).await? {
+        if let Some(order_id) = flash_sale_events::order_of(&self.db, event_id, user_id).await? {
             let success = BuyerOutcome::Success { order_id };
             self.store
                 .settle(event_id, user_id, &success, RESULT_TTL_SECS)
@@ -270,13 +270,14 @@ impl Fulfilment {
         // the read below (whose snapshot starts after the locks) sees every order committed
         // before, and the inserts' foreign keys find the rows locked already (taking the shared
         // lock first and upgrading it would deadlock two workers).
-        let events: HashMap<u64, SpikeEvent> = spike_events::lock_many(&mut tx, &event_ids)
-            .await?
-            .into_iter()
-            .map(|event| (event.id, event))
-            .collect();
+        let events: HashMap<u64, FlashSaleEvent> =
+            flash_sale_events::lock_many(&mut tx, &event_ids)
+                .await?
+                .into_iter()
+                .map(|event| (event.id, event))
+                .collect();
         let buyers: Vec<(u64, u64)> = first_of.keys().copied().collect();
-        let existing = spike_events::orders_of(&mut *tx, &buyers).await?;
+        let existing = flash_sale_events::orders_of(&mut *tx, &buyers).await?;
         let user_ids = buyers.iter().map(|&(_, user)| user).collect();
         let accounts = users::existing(&mut *tx, &user_ids).await?;
 
@@ -300,11 +301,12 @@ impl Fulfilment {
             };
         }
 
-        let mut winners: Vec<(usize, &SpikeEvent)> = Vec::new();
+        let mut winners: Vec<(usize, &FlashSaleEvent)> = Vec::new();
         for (event_id, indices) in &wanted {
             let event = &events[event_id];
             let taken = indices.len().min(event.available_stock as usize);
-            if taken > 0 && !spike_events::take_units(&mut tx, *event_id, taken as u32).await? {
+            if taken > 0 && !flash_sale_events::take_units(&mut tx, *event_id, taken as u32).await?
+            {
                 return Err(ServiceError::internal(
                     "an event's stock changed under its lock",
                 ));
@@ -317,16 +319,16 @@ impl Fulfilment {
 
         if !winners.is_empty() {
             let pay_deadline = mysql::now_utc() + self.pay_timeout;
-            let new_orders: Vec<NewSpikeOrder> = winners
+            let new_orders: Vec<NewFlashSaleOrder> = winners
                 .iter()
-                .map(|&(index, event)| NewSpikeOrder {
+                .map(|&(index, event)| NewFlashSaleOrder {
                     user_id: batch[index].user_id,
                     ticket: &batch[index].ticket,
                     total_amount: event.spike_price,
                     pay_deadline,
                 })
                 .collect();
-            let ids = orders::insert_spike_orders(&mut tx, &new_orders).await?;
+            let ids = orders::insert_flash_sale_orders(&mut tx, &new_orders).await?;
             let mut lines = Vec::with_capacity(winners.len());
             let mut links = Vec::with_capacity(winners.len());
             let mut order_ids = Vec::with_capacity(winners.len());
@@ -341,7 +343,7 @@ impl Fulfilment {
                     price: event.spike_price,
                 };
                 lines.push((order_id, item));
-                links.push(SpikeOrderLink {
+                links.push(FlashSaleOrderLink {
                     event_id: event.id,
                     user_id: reservation.user_id,
                     order_id,
@@ -351,7 +353,7 @@ impl Fulfilment {
                 outcomes[index] = Some(CreateOutcome::Created { order_id });
             }
             orders::insert_lines(&mut tx, &lines).await?;
-            spike_events::insert_spike_orders(&mut tx, &links).await?;
+            flash_sale_events::insert_order_links(&mut tx, &links).await?;
             order_writer::schedule_close(&mut tx, &order_ids).await?;
         }
         tx.commit().await?;

@@ -43,8 +43,8 @@ use super::{HOUSEKEEPING_TASK, OrderQueue, RESULT_TTL_SECS, to_time, unix_millis
 use crate::background::UnitFailures;
 use crate::config::FlashSaleSettings;
 use crate::domain::flash_sale::EventStatus;
-use crate::domain::flash_sale::{BuyerOutcome, SpikeEvent};
-use crate::repo::mysql::{self, inventory, spike_events};
+use crate::domain::flash_sale::{BuyerOutcome, FlashSaleEvent};
+use crate::repo::mysql::{self, flash_sale_events, inventory};
 use crate::repo::redis::consumer_reports::ConsumerReports;
 use crate::repo::redis::flash_sale::{EventStore, PendingReservation};
 use crate::service::ServiceError;
@@ -195,14 +195,14 @@ impl Reconciler {
 
     /// The event's ledger (admin endpoint and reconciler).
     pub async fn ledger(&self, event_id: u64) -> Result<Ledger, ServiceError> {
-        let event = spike_events::find(&self.db, event_id)
+        let event = flash_sale_events::find(&self.db, event_id)
             .await?
             .ok_or(ServiceError::EventNotFound)?;
         self.ledger_of(&event).await
     }
 
-    async fn ledger_of(&self, event: &SpikeEvent) -> Result<Ledger, ServiceError> {
-        let live_orders = spike_events::live_orders(&self.db, event.id).await?;
+    async fn ledger_of(&self, event: &FlashSaleEvent) -> Result<Ledger, ServiceError> {
+        let live_orders = flash_sale_events::live_orders(&self.db, event.id).await?;
         let redis_stock = self.store.stock(event.id).await?;
         let pending = self.store.pending_count(event.id).await?;
         let redis_buyers = self.store.buyer_count(event.id).await?;
@@ -228,7 +228,7 @@ impl Reconciler {
     pub async fn reconcile(&self) -> Result<ReconcileReport, ServiceError> {
         let now = OffsetDateTime::now_utc();
         let retention = to_time(self.keys_retention);
-        let events = spike_events::overlapping(
+        let events = flash_sale_events::overlapping(
             &self.db,
             now.saturating_sub(retention),
             now.saturating_add(to_time(self.warmup_lead)),
@@ -278,7 +278,7 @@ impl Reconciler {
     /// One event of a [`Reconciler::reconcile`] pass.
     async fn reconcile_event(
         &self,
-        event: &SpikeEvent,
+        event: &FlashSaleEvent,
         now: OffsetDateTime,
         now_ms: i64,
     ) -> Result<EventReconciled, ServiceError> {
@@ -328,7 +328,8 @@ impl Reconciler {
         let now = OffsetDateTime::now_utc();
         let ended_before = now.checked_sub(to_time(self.unsold_grace)).unwrap_or(now);
         let candidates =
-            spike_events::ended_with_unsold(&self.db, ended_before, UNSOLD_EVENTS_PER_PASS).await?;
+            flash_sale_events::ended_with_unsold(&self.db, ended_before, UNSOLD_EVENTS_PER_PASS)
+                .await?;
         let mut done = 0;
         for event_id in candidates {
             let returned = self
@@ -350,15 +351,15 @@ impl Reconciler {
             return Ok(false);
         }
         let mut tx = self.db.begin().await?;
-        let Some(event) = spike_events::lock(&mut tx, event_id).await? else {
+        let Some(event) = flash_sale_events::lock(&mut tx, event_id).await? else {
             return Ok(false);
         };
-        if spike_events::unpaid_orders(&mut *tx, event_id).await? > 0 {
+        if flash_sale_events::unpaid_orders(&mut *tx, event_id).await? > 0 {
             return Ok(false);
         }
         let units = event.available_stock;
         let now = mysql::now_utc();
-        if !spike_events::mark_unsold_returned(&mut tx, event_id, units, now).await? {
+        if !flash_sale_events::mark_unsold_returned(&mut tx, event_id, units, now).await? {
             return Ok(false);
         }
         inventory::return_stock(&mut tx, event.product_id, units).await?;
@@ -386,7 +387,7 @@ impl Reconciler {
         now_ms: i64,
     ) -> Result<bool, ServiceError> {
         if let Some(order_id) =
-            spike_events::order_of(&self.db, event_id, reservation.user_id).await?
+            flash_sale_events::order_of(&self.db, event_id, reservation.user_id).await?
         {
             let success = BuyerOutcome::Success { order_id };
             self.store
@@ -497,7 +498,10 @@ impl Reconciler {
     }
 
     /// The event's ledger, with the drift the previous pass saw.
-    async fn check_drift(&self, event: &SpikeEvent) -> Result<(Ledger, Option<i64>), ServiceError> {
+    async fn check_drift(
+        &self,
+        event: &FlashSaleEvent,
+    ) -> Result<(Ledger, Option<i64>), ServiceError> {
         let ledger = self.ledger_of(event).await?;
         let Some(drift) = ledger.drift else {
             return Ok((ledger, None));

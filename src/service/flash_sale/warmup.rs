@@ -13,8 +13,8 @@ use super::sold_out::SoldOutFlags;
 use super::{OrderQueue, to_time, unix_millis};
 use crate::background::UnitFailures;
 use crate::config::FlashSaleSettings;
-use crate::domain::flash_sale::{EventStatus, SpikeEvent};
-use crate::repo::mysql::spike_events;
+use crate::domain::flash_sale::{EventStatus, FlashSaleEvent};
+use crate::repo::mysql::flash_sale_events;
 use crate::repo::redis::flash_sale::{EventStore, WarmMode, WarmState};
 use crate::service::ServiceError;
 
@@ -60,7 +60,7 @@ impl Warmup {
     /// Copies the event's free units, window and existing buyers into Redis unless already
     /// warm; true when it was warmed now. Never raises a warm event's stock.
     pub async fn warm_up(&self, id: u64) -> Result<bool, ServiceError> {
-        let event = spike_events::find(&self.db, id)
+        let event = flash_sale_events::find(&self.db, id)
             .await?
             .ok_or(ServiceError::EventNotFound)?;
         refuse_unsellable(&event)?;
@@ -72,8 +72,9 @@ impl Warmup {
     /// row, a window out of range, an error) is skipped and reported; the others are warmed.
     pub async fn warm_due_events(&self) -> Result<usize, ServiceError> {
         let now = OffsetDateTime::now_utc();
-        let due = spike_events::overlapping(&self.db, now, now.saturating_add(to_time(self.lead)))
-            .await?;
+        let due =
+            flash_sale_events::overlapping(&self.db, now, now.saturating_add(to_time(self.lead)))
+                .await?;
         let mut warmed = 0;
         for (id, event) in due {
             let warm = async {
@@ -95,7 +96,7 @@ impl Warmup {
 
     /// Warms a created or changed event from scratch (it has not started: nothing can be
     /// reserved yet). A failure is only logged: the scheduler and the buy path warm it later.
-    pub(super) async fn warm_new_event(&self, event: &SpikeEvent) {
+    pub(super) async fn warm_new_event(&self, event: &FlashSaleEvent) {
         if let Err(error) = self.warm(event, WarmMode::Reset).await {
             tracing::warn!(event_id = event.id, %error, "warming the event failed; the scheduler will retry");
         }
@@ -107,7 +108,7 @@ impl Warmup {
         &self,
         event_id: u64,
     ) -> Result<Option<EventStatus>, ServiceError> {
-        let Some(event) = spike_events::find(&self.db, event_id).await? else {
+        let Some(event) = flash_sale_events::find(&self.db, event_id).await? else {
             return Ok(None);
         };
         let status = event.window.status_at(OffsetDateTime::now_utc());
@@ -124,7 +125,7 @@ impl Warmup {
         Ok(Some(status))
     }
 
-    async fn warm(&self, event: &SpikeEvent, mode: WarmMode) -> Result<bool, ServiceError> {
+    async fn warm(&self, event: &FlashSaleEvent, mode: WarmMode) -> Result<bool, ServiceError> {
         if mode == WarmMode::Keep && self.store.stock(event.id).await?.is_some() {
             return Ok(false);
         }
@@ -140,7 +141,7 @@ impl Warmup {
                 .await?;
             free = free.saturating_sub(u32::try_from(in_flight).unwrap_or(u32::MAX));
         }
-        let buyers = spike_events::buyers(&self.db, event.id).await?;
+        let buyers = flash_sale_events::buyers(&self.db, event.id).await?;
         let state = WarmState {
             free,
             start_ms: unix_millis(event.window.start_at()),
@@ -161,7 +162,7 @@ impl Warmup {
 /// [`EventWindow::sale_problem`](crate::domain::flash_sale::EventWindow::sale_problem)) is not
 /// warmed, so not sold: a buyer gets a clear 409 naming the problem instead of a sale that never
 /// ends (and whose unsold units never go back to the product).
-fn refuse_unsellable(event: &SpikeEvent) -> Result<(), ServiceError> {
+fn refuse_unsellable(event: &FlashSaleEvent) -> Result<(), ServiceError> {
     match event.window.sale_problem() {
         None => Ok(()),
         Some(problem) => Err(ServiceError::Conflict(format!(
@@ -174,7 +175,7 @@ fn refuse_unsellable(event: &SpikeEvent) -> Result<(), ServiceError> {
 /// When an event's keys may go: `keys_retention` after its end. Saturating, because a stored
 /// end may lie anywhere up to the last representable time (a row from an older release or a
 /// manual fix), and adding to it must not panic the task that warms every event.
-fn keys_expire_at(event: &SpikeEvent, keys_retention: Duration) -> OffsetDateTime {
+fn keys_expire_at(event: &FlashSaleEvent, keys_retention: Duration) -> OffsetDateTime {
     event
         .window
         .end_at()

@@ -9,7 +9,7 @@ use sqlx::MySqlPool;
 use time::OffsetDateTime;
 
 use super::{BuyRequest, Queued, Refusal};
-use crate::repo::mysql::spike_events;
+use crate::repo::mysql::flash_sale_events;
 use crate::service::ServiceError;
 use crate::service::flash_sale::{CreateOutcome, Fulfilment, unix_millis};
 use crate::service::messages::ReservationMessage;
@@ -29,7 +29,7 @@ impl DbBuy {
         let BuyRequest {
             event_id, user_id, ..
         } = request;
-        let event = spike_events::find(&self.db, event_id)
+        let event = flash_sale_events::find(&self.db, event_id)
             .await?
             .ok_or(Refusal::UnknownEvent)?;
         let now = OffsetDateTime::now_utc();

@@ -5,7 +5,7 @@
 use sqlx::MySqlPool;
 
 use crate::domain::flash_sale::{BuyerOutcome, FailureReason};
-use crate::repo::mysql::spike_events;
+use crate::repo::mysql::flash_sale_events;
 use crate::repo::redis::flash_sale::EventStore;
 use crate::service::ServiceError;
 
@@ -39,11 +39,11 @@ impl BuyResults {
         if self.store.has_reservation(event_id, user_id).await? {
             return Ok(BuyResult::Queued);
         }
-        if let Some(order_id) = spike_events::order_of(&self.db, event_id, user_id).await? {
+        if let Some(order_id) = flash_sale_events::order_of(&self.db, event_id, user_id).await? {
             return Ok(BuyResult::Success { order_id });
         }
         // Nothing about this buyer: "none" for an event that exists, 404 for one that does not.
-        match spike_events::find(&self.db, event_id).await? {
+        match flash_sale_events::find(&self.db, event_id).await? {
             Some(_) => Ok(BuyResult::None),
             None => Err(ServiceError::EventNotFound),
         }

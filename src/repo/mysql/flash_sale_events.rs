@@ -6,7 +6,9 @@ use rust_decimal::Decimal;
 use sqlx::{MySql, MySqlConnection, MySqlExecutor, QueryBuilder};
 use time::{OffsetDateTime, PrimitiveDateTime};
 
-use crate::domain::flash_sale::{EventStatus, EventWindow, NewEvent, ORDERS_PER_BUYER, SpikeEvent};
+use crate::domain::flash_sale::{
+    EventStatus, EventWindow, FlashSaleEvent, NewEvent, ORDERS_PER_BUYER,
+};
 use crate::domain::money::Money;
 use crate::domain::product::Page;
 use crate::repo::RepoError;
@@ -26,10 +28,10 @@ struct EventRow {
     created_at: PrimitiveDateTime,
 }
 
-impl TryFrom<EventRow> for SpikeEvent {
+impl TryFrom<EventRow> for FlashSaleEvent {
     type Error = RepoError;
-    fn try_from(row: EventRow) -> Result<SpikeEvent, RepoError> {
-        Ok(SpikeEvent {
+    fn try_from(row: EventRow) -> Result<FlashSaleEvent, RepoError> {
+        Ok(FlashSaleEvent {
             id: row.id,
             product_id: row.product_id,
             title: row.title,
@@ -93,7 +95,10 @@ pub async fn update(tx: &mut MySqlConnection, id: u64, event: &NewEvent) -> Resu
     Ok(())
 }
 
-pub async fn find(db: impl MySqlExecutor<'_>, id: u64) -> Result<Option<SpikeEvent>, RepoError> {
+pub async fn find(
+    db: impl MySqlExecutor<'_>,
+    id: u64,
+) -> Result<Option<FlashSaleEvent>, RepoError> {
     sqlx::query_as!(
         EventRow,
         "SELECT id, product_id, title, spike_price, total_stock, available_stock, returned_stock, \
@@ -104,12 +109,12 @@ pub async fn find(db: impl MySqlExecutor<'_>, id: u64) -> Result<Option<SpikeEve
     )
     .fetch_optional(db)
     .await?
-    .map(SpikeEvent::try_from)
+    .map(FlashSaleEvent::try_from)
     .transpose()
 }
 
 /// [`find`], locking the row for the rest of the transaction.
-pub async fn lock(tx: &mut MySqlConnection, id: u64) -> Result<Option<SpikeEvent>, RepoError> {
+pub async fn lock(tx: &mut MySqlConnection, id: u64) -> Result<Option<FlashSaleEvent>, RepoError> {
     sqlx::query_as!(
         EventRow,
         "SELECT id, product_id, title, spike_price, total_stock, available_stock, returned_stock, \
@@ -120,7 +125,7 @@ pub async fn lock(tx: &mut MySqlConnection, id: u64) -> Result<Option<SpikeEvent
     )
     .fetch_optional(tx)
     .await?
-    .map(SpikeEvent::try_from)
+    .map(FlashSaleEvent::try_from)
     .transpose()
 }
 
@@ -130,7 +135,7 @@ pub async fn list(
     status: Option<EventStatus>,
     now: OffsetDateTime,
     page: Page,
-) -> Result<(Vec<SpikeEvent>, u64), RepoError> {
+) -> Result<(Vec<FlashSaleEvent>, u64), RepoError> {
     let push_filter = |query: &mut QueryBuilder<MySql>| {
         let now = utc(now);
         query.push(" WHERE status = 'scheduled'");
@@ -164,7 +169,7 @@ pub async fn list(
     let total: i64 = count.build_query_scalar().fetch_one(db).await?;
     let events = rows
         .into_iter()
-        .map(SpikeEvent::try_from)
+        .map(FlashSaleEvent::try_from)
         .collect::<Result<Vec<_>, _>>()?;
     Ok((events, total.max(0) as u64))
 }
@@ -180,7 +185,7 @@ pub const TICKET_KEY: &str = "uk_spike_orders_ticket";
 pub async fn lock_many(
     tx: &mut MySqlConnection,
     ids: &[u64],
-) -> Result<Vec<SpikeEvent>, RepoError> {
+) -> Result<Vec<FlashSaleEvent>, RepoError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -192,7 +197,7 @@ pub async fn lock_many(
     }
     query.push(") ORDER BY id FOR UPDATE");
     let rows: Vec<EventRow> = query.build_query_as().fetch_all(tx).await?;
-    rows.into_iter().map(SpikeEvent::try_from).collect()
+    rows.into_iter().map(FlashSaleEvent::try_from).collect()
 }
 
 /// Takes `count` units of the event if MySQL still has that many: the last guard against
@@ -217,7 +222,7 @@ pub async fn take_units(
 
 /// A `spike_orders` row: which order a buyer got in an event, and from which reservation.
 #[derive(Debug, Clone, Copy)]
-pub struct SpikeOrderLink<'a> {
+pub struct FlashSaleOrderLink<'a> {
     pub event_id: u64,
     pub user_id: u64,
     pub order_id: u64,
@@ -226,9 +231,9 @@ pub struct SpikeOrderLink<'a> {
 
 /// Links orders to their events and buyers, with one statement; the unique keys make a second
 /// order for a buyer (or a ticket) fail the statement.
-pub async fn insert_spike_orders(
+pub async fn insert_order_links(
     tx: &mut MySqlConnection,
-    links: &[SpikeOrderLink<'_>],
+    links: &[FlashSaleOrderLink<'_>],
 ) -> Result<(), RepoError> {
     if links.is_empty() {
         return Ok(());
@@ -313,7 +318,7 @@ pub async fn overlapping(
     db: &sqlx::MySqlPool,
     from: OffsetDateTime,
     to: OffsetDateTime,
-) -> Result<Vec<(u64, Result<SpikeEvent, RepoError>)>, RepoError> {
+) -> Result<Vec<(u64, Result<FlashSaleEvent, RepoError>)>, RepoError> {
     Ok(sqlx::query_as!(
         EventRow,
         "SELECT id, product_id, title, spike_price, total_stock, available_stock, returned_stock, \
@@ -326,7 +331,7 @@ pub async fn overlapping(
     .fetch_all(db)
     .await?
     .into_iter()
-    .map(|row| (row.id, SpikeEvent::try_from(row)))
+    .map(|row| (row.id, FlashSaleEvent::try_from(row)))
     .collect())
 }
 
