@@ -33,7 +33,7 @@ command -v valgrind >/dev/null 2>&1 || {
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
 }
 scripts/dev-services.sh >/dev/null
-cargo build --release --locked --bin spike --bin spike-bench
+cargo build --release --locked --workspace --bins
 mkdir -p "$OUT"
 
 export SPIKE_ENV=dev SPIKE_HTTP_ADDR=127.0.0.1:$PORT SPIKE_LOG_LEVEL=warn SPIKE_LOG_FORMAT=json

@@ -67,7 +67,7 @@ log "services"
 scripts/dev-services.sh
 
 log "release build"
-cargo build --release --locked --bin spike --bin spike-bench --example hello
+cargo build --release --locked --workspace --bins --example hello
 SPIKE=target/release/spike
 BENCH=target/release/spike-bench
 mkdir -p "$OUT"

@@ -34,7 +34,7 @@ if ! command -v prometheus >/dev/null 2>&1; then
 fi
 
 scripts/dev-services.sh >/dev/null
-cargo build --locked --bin spike --bin spike-bench
+cargo build --locked --workspace --bins
 SPIKE=target/debug/spike
 BENCH=target/debug/spike-bench
 rm -rf "$OUT" && mkdir -p "$OUT/prometheus-data"
