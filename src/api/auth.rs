@@ -1,12 +1,13 @@
 //! `/auth/*` and `/users/me`: registration, login, token rotation, logout, the current user.
 
 use axum::extract::State;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::body::{LoginBody, RefreshTokenBody, RegistrationBody};
 use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{ApiJson, AuthUser, ClientIp};
 use super::response::{ApiResponse, Envelope};
@@ -21,17 +22,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(refresh))
         .routes(routes!(logout))
         .routes(routes!(me))
-}
-
-/// The body of `/auth/register` and `/auth/login` (documented as `schemas::RegistrationBody`
-/// and `schemas::LoginBody`).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Credentials {
-    #[serde(default)]
-    pub email: String,
-    #[serde(default)]
-    pub password: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -78,14 +68,6 @@ impl From<TokenPair> for TokenPairView {
     }
 }
 
-/// Documented as `schemas::RefreshTokenBody`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RefreshTokenBody {
-    #[serde(default)]
-    pub refresh_token: String,
-}
-
 /// Create an account. The email is stored in its canonical form (Unicode NFKC, lower-cased;
 /// invisible, control and bidi characters refused); one account per address. Rate limited per
 /// client IP.
@@ -93,7 +75,7 @@ pub struct RefreshTokenBody {
     post,
     path = "/auth/register",
     tag = "auth",
-    request_body = crate::api::schemas::RegistrationBody,
+    request_body = RegistrationBody,
     responses(
         (status = 201, description = "registered", body = Envelope<UserView>),
         (status = 400, description = "invalid email or password (10001, `data.fields`)", body = ErrorEnvelope),
@@ -104,7 +86,7 @@ pub struct RefreshTokenBody {
 pub async fn register(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    ApiJson(body): ApiJson<Credentials>,
+    ApiJson(body): ApiJson<RegistrationBody>,
 ) -> Result<ApiResponse<UserView>, ApiError> {
     let mut errors = FieldErrors::default();
     let email = errors.check("email", Email::parse(&body.email));
@@ -123,7 +105,7 @@ pub async fn register(
     post,
     path = "/auth/login",
     tag = "auth",
-    request_body = crate::api::schemas::LoginBody,
+    request_body = LoginBody,
     responses(
         (status = 200, description = "signed in", body = Envelope<TokenPairView>),
         (status = 400, description = "an email that cannot be normalised (10001, `data.fields`)", body = ErrorEnvelope),
@@ -134,7 +116,7 @@ pub async fn register(
 pub async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    ApiJson(body): ApiJson<Credentials>,
+    ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<ApiResponse<TokenPairView>, ApiError> {
     let mut errors = FieldErrors::default();
     let Some(email) = errors.check("email", Email::parse(&body.email)) else {
@@ -150,7 +132,7 @@ pub async fn login(
     post,
     path = "/auth/refresh",
     tag = "auth",
-    request_body = crate::api::schemas::RefreshTokenBody,
+    request_body = RefreshTokenBody,
     responses(
         (status = 200, description = "new pair", body = Envelope<TokenPairView>),
         (status = 401, description = "invalid, expired, revoked or reused (20003)", body = ErrorEnvelope),
@@ -173,7 +155,7 @@ pub async fn refresh(
     post,
     path = "/auth/logout",
     tag = "auth",
-    request_body = crate::api::schemas::RefreshTokenBody,
+    request_body = RefreshTokenBody,
     responses(
         (status = 200, description = "signed out, or the token was already spent, revoked or unknown (RFC 7009); `data` is null", body = Envelope<Option<String>>),
         (status = 400, description = "no refresh_token (10001, `data.fields`)", body = ErrorEnvelope),

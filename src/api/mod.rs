@@ -2,6 +2,7 @@
 //! handlers parse input, call a service and shape its answer.
 
 pub mod auth;
+pub mod body;
 pub mod docs;
 pub mod error;
 pub mod extract;
@@ -13,7 +14,6 @@ pub mod products;
 pub mod request_id;
 mod request_metrics;
 pub mod response;
-pub mod schemas;
 pub mod serve;
 pub mod validation;
 

@@ -9,6 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::body::NewOrderBody;
 use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{ApiJson, ApiQuery, AuthUser, IdempotencyKey, PathId};
 use super::response::{ApiResponse, Envelope, PageView};
@@ -91,13 +92,6 @@ impl From<Order> for OrderView {
 
 /// `{"items": [{"product_id": 1, "quantity": 2}]}`. At most 50 lines; lines naming the same
 /// product are merged; quantities are 1 to 100 per product.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateOrderBody {
-    #[serde(default)]
-    pub items: Value,
-}
-
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 // An unknown parameter (a `sort` this list does not offer, a misspelt `pagesize`) is a 400,
@@ -162,7 +156,7 @@ fn parse_items(items: &Value) -> Result<OrderRequest, ApiError> {
     tag = "orders",
     security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 128, description = "1 to 128 ASCII characters; makes retries safe")),
-    request_body = crate::api::schemas::NewOrderBody,
+    request_body = NewOrderBody,
     responses(
         (status = 201, description = "placed (or replayed)", body = Envelope<OrderView>),
         (status = 400, description = "invalid items (10001, `data.fields`)", body = ErrorEnvelope),
@@ -174,7 +168,7 @@ pub async fn create_order(
     State(state): State<AppState>,
     user: AuthUser,
     IdempotencyKey(key): IdempotencyKey,
-    ApiJson(body): ApiJson<CreateOrderBody>,
+    ApiJson(body): ApiJson<NewOrderBody>,
 ) -> Result<ApiResponse<OrderView>, ApiError> {
     let request = parse_items(&body.items)?;
     let (order, replayed) = state

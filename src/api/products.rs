@@ -9,6 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::body::{NewProductBody, ProductChangesBody};
 use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{AdminUser, ApiJson, ApiQuery, PathId};
 use super::response::{ApiResponse, Envelope, PageView};
@@ -60,23 +61,6 @@ pub struct StockView {
     pub stock: u32,
 }
 
-/// Fields of a product. On create `title` and `price` are required (`description` defaults to
-/// empty, `stock` to 0); on update every field is optional and `stock` is the new absolute stock.
-/// Values are taken as raw JSON so each wrong one is reported by name.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProductFields {
-    #[serde(default, deserialize_with = "validation::present")]
-    pub title: Option<Value>,
-    #[serde(default, deserialize_with = "validation::present")]
-    pub description: Option<Value>,
-    /// Decimal string, at most two places, not negative.
-    #[serde(default, deserialize_with = "validation::present")]
-    pub price: Option<Value>,
-    #[serde(default, deserialize_with = "validation::present")]
-    pub stock: Option<Value>,
-}
-
 /// Query of `GET /products`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -103,32 +87,6 @@ pub struct ListParams {
     /// Highest price, inclusive (decimal string).
     #[param(value_type = Option<String>, pattern = r"^[0-9]{1,10}(\.[0-9]{1,2})?$")]
     pub max_price: Option<String>,
-}
-
-fn parse_changes(body: ProductFields, errors: &mut FieldErrors) -> ProductChanges {
-    ProductChanges {
-        title: body.title.and_then(|v| {
-            errors.check(
-                "title",
-                validation::text(&v, "title").and_then(|t| product::parse_title(&t)),
-            )
-        }),
-        description: body.description.and_then(|v| {
-            errors.check(
-                "description",
-                validation::text(&v, "description").and_then(|d| product::parse_description(&d)),
-            )
-        }),
-        price: body
-            .price
-            .and_then(|v| errors.check("price", validation::money(&v, "price"))),
-        stock: body.stock.and_then(|v| {
-            errors.check(
-                "stock",
-                validation::integer(&v, "stock").and_then(product::parse_stock),
-            )
-        }),
-    }
 }
 
 fn parse_list_params(params: ListParams) -> Result<ProductQuery, ApiError> {
@@ -246,7 +204,7 @@ pub async fn get_stock(
     path = "/products",
     tag = "products",
     security(("bearer" = ["admin"])),
-    request_body = crate::api::schemas::NewProductBody,
+    request_body = NewProductBody,
     responses(
         (status = 201, description = "created", body = Envelope<ProductView>),
         (status = 400, description = "invalid fields (10001, `data.fields`)", body = ErrorEnvelope),
@@ -256,25 +214,22 @@ pub async fn get_stock(
 pub async fn create_product(
     State(state): State<AppState>,
     _admin: AdminUser,
-    ApiJson(body): ApiJson<ProductFields>,
+    ApiJson(body): ApiJson<NewProductBody>,
 ) -> Result<ApiResponse<ProductView>, ApiError> {
     let mut errors = FieldErrors::default();
-    if body.title.is_none() {
-        errors.add("title", "title is required");
-    }
-    if body.price.is_none() {
-        errors.add("price", "price is required");
-    }
-    let changes = parse_changes(body, &mut errors);
-    let (Some(title), Some(price)) = (changes.title, changes.price) else {
+    let title = body.title.required("title", &mut errors);
+    let description = body.description.optional("description", &mut errors);
+    let price = body.price.required("price", &mut errors);
+    let stock = body.stock.optional("stock", &mut errors);
+    let (Some(title), Some(price)) = (title, price) else {
         return Err(errors.into_error());
     };
     errors.into_result()?;
     let new = NewProduct {
         title,
-        description: changes.description.unwrap_or_default(),
+        description: description.unwrap_or_default(),
         price,
-        stock: changes.stock.unwrap_or(0),
+        stock: stock.unwrap_or(0),
     };
     Ok(ApiResponse::created(
         state.catalog.create(new).await?.into(),
@@ -288,7 +243,7 @@ pub async fn create_product(
     tag = "products",
     security(("bearer" = ["admin"])),
     params(("id" = u64, Path, description = "product id")),
-    request_body = crate::api::schemas::ProductChangesBody,
+    request_body = ProductChangesBody,
     responses(
         (status = 200, description = "updated", body = Envelope<ProductView>),
         (status = 400, description = "invalid fields (10001, `data.fields`)", body = ErrorEnvelope),
@@ -300,10 +255,15 @@ pub async fn update_product(
     State(state): State<AppState>,
     _admin: AdminUser,
     PathId(id): PathId,
-    ApiJson(body): ApiJson<ProductFields>,
+    ApiJson(body): ApiJson<ProductChangesBody>,
 ) -> Result<ApiResponse<ProductView>, ApiError> {
     let mut errors = FieldErrors::default();
-    let changes = parse_changes(body, &mut errors);
+    let changes = ProductChanges {
+        title: body.title.optional("title", &mut errors),
+        description: body.description.optional("description", &mut errors),
+        price: body.price.optional("price", &mut errors),
+        stock: body.stock.optional("stock", &mut errors),
+    };
     errors.into_result()?;
     if changes.is_empty() {
         return Err(validation::nothing_to_change(

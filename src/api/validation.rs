@@ -1,7 +1,6 @@
 //! Input checks shared by handlers: collecting per-field problems into one 400 answer, the
-//! readers of JSON field values (bodies are read as `serde_json::Value` per field, so every bad
-//! field is named at once with its own message instead of serde stopping at the first), and the
-//! `page` / `page_size` query parameters every list takes.
+//! readers of JSON field values the body kinds (`api::body`) are made of, and the `page` /
+//! `page_size` query parameters every list takes.
 
 use std::collections::BTreeMap;
 
@@ -12,13 +11,6 @@ use time::format_description::well_known::Rfc3339;
 use super::error::ApiError;
 use crate::domain::money::Money;
 use crate::domain::product::Page;
-
-/// For `Option<Value>` body fields (with `#[serde(default, deserialize_with = "present")]`): a
-/// field sent as `null` is `Some(Value::Null)` and fails its type check, where serde's default
-/// would make it `None` and take `"stock": null` for "no stock given".
-pub fn present<'de, D: serde::Deserializer<'de>>(field: D) -> Result<Option<Value>, D::Error> {
-    <Value as serde::Deserialize>::deserialize(field).map(Some)
-}
 
 /// A JSON string.
 pub fn text(value: &Value, field: &str) -> Result<String, String> {

@@ -13,6 +13,10 @@ const MAX: Decimal = Decimal::from_parts(3_567_587_327, 232, 0, false, 2); // 9_
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Money(Decimal);
 
+/// What [`Money`] parses from, as a regular expression (the OpenAPI document's pattern): at most
+/// ten digits before the point and two after it.
+pub const MONEY_PATTERN: &str = r"^[0-9]{1,10}(\.[0-9]{1,2})?$";
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MoneyError {
     #[error("must be a decimal string such as \"19.90\"")]
@@ -175,5 +179,40 @@ mod tests {
             "0.30"
         );
         assert!(money("9999999999.99").unwrap().times(2).is_none());
+    }
+
+    #[test]
+    fn the_pattern_agrees_with_the_parser() {
+        let pattern = regex::Regex::new(MONEY_PATTERN).unwrap();
+        let corpus = [
+            "0",
+            "1",
+            "19.9",
+            "19.90",
+            "0.01",
+            "9999999999.99",
+            "0001.00",
+            "",
+            ".5",
+            "5.",
+            "1.234",
+            "-1",
+            "+1",
+            "1e3",
+            "1_000",
+            " 1",
+            "1 ",
+            "12345678901",
+            "1,5",
+            "١٢",
+            "0x10",
+        ];
+        for raw in corpus {
+            assert_eq!(
+                pattern.is_match(raw),
+                raw.parse::<Money>().is_ok(),
+                "{raw:?}"
+            );
+        }
     }
 }

@@ -10,6 +10,14 @@ pub const DESCRIPTION_MAX_CHARS: usize = 10_000;
 /// Largest stock one request may set: far above any real shelf, far below `INT UNSIGNED`.
 pub const STOCK_MAX: u32 = 1_000_000_000;
 
+/// [`parse_title`] as a regular expression (the OpenAPI document's pattern): not blank, no
+/// control or [invisible](is_invisible) character; surrounding whitespace allowed (dropped).
+pub const TITLE_PATTERN: &str = r"^\s*[^\s\u0000-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b\u200e\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]([^\u0000-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b\u200e\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*[^\s\u0000-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b\u200e\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb])?\s*$";
+
+/// [`parse_description`] as a regular expression: no control characters but line breaks and
+/// tabs, no [invisible](is_invisible) one.
+pub const DESCRIPTION_PATTERN: &str = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b\u200e\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*$";
+
 /// A product as readers see it, with its current stock.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Product {
@@ -55,7 +63,7 @@ pub fn parse_title(raw: &str) -> Result<String, String> {
 /// screen: bidi embeddings, overrides, isolates and marks, zero-width spaces, the word joiner
 /// and invisible operators, the BOM, the soft hyphen, line and paragraph separators, interlinear
 /// annotations. The zero-width joiner and non-joiner stay allowed: emoji sequences and several
-/// scripts need them. The OpenAPI patterns (`api::schemas`) list the same characters.
+/// scripts need them. [`TITLE_PATTERN`] and [`DESCRIPTION_PATTERN`] list the same characters.
 pub fn is_invisible(c: char) -> bool {
     matches!(
         c,
@@ -309,5 +317,49 @@ mod tests {
         assert!(parse_stock(-1).is_err());
         assert!(parse_stock(i64::from(STOCK_MAX) + 1).is_err());
         assert_eq!(parse_stock(5), Ok(5));
+    }
+
+    /// The document's patterns say what the parsers accept, on a corpus of good and bad input
+    /// (every entry within the length limits, which the document states apart).
+    #[test]
+    fn title_and_description_patterns_agree_with_their_parsers() {
+        let title = regex::Regex::new(TITLE_PATTERN).unwrap();
+        let description = regex::Regex::new(DESCRIPTION_PATTERN).unwrap();
+        let corpus = [
+            "Phone X",
+            "  Phone X  ",
+            "手机 X",
+            "\u{3000}Phone\u{3000}",
+            "👩\u{200D}💻 kit",
+            "",
+            "   ",
+            "\t",
+            "Phone\tX",
+            "Phone\nX",
+            "Phone\r\nX",
+            "Phone\u{0}X",
+            "Phone\u{7F}X",
+            "Phone\u{85}X",
+            "Phone\u{AD}X",
+            "Phone\u{200B}X",
+            "Phone\u{202E}X",
+            "Phone\u{2066}X",
+            "\u{FEFF}Phone",
+            "Phone\u{FFF9}",
+            "Phone\u{2028}X",
+            "line one\nline two\ttabbed",
+        ];
+        for text in corpus {
+            assert_eq!(
+                title.is_match(text),
+                parse_title(text).is_ok(),
+                "title {text:?}"
+            );
+            assert_eq!(
+                description.is_match(text),
+                parse_description(text).is_ok(),
+                "description {text:?}"
+            );
+        }
     }
 }

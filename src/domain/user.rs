@@ -8,6 +8,11 @@ use unicode_normalization::UnicodeNormalization;
 pub const PASSWORD_MIN_CHARS: usize = 8;
 pub const PASSWORD_MAX_CHARS: usize = 128;
 
+/// The canonical, ASCII addresses [`Email::parse`] accepts, as a regular expression (the OpenAPI
+/// document's pattern), surrounding whitespace allowed; its per-part length limits are not in
+/// it, nor the compatibility forms it folds (fullwidth letters).
+pub const EMAIL_PATTERN: &str = r"^\s*[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\s*$";
+
 /// An email address in its canonical form: the one spelling of an identity. Registration
 /// stores it, login looks it up, and every per-email limit keys on it, so `Ada@Example.com`,
 /// a fullwidth `Ａｄａ@…` and `ada@example.com` are one account with one login budget
@@ -264,5 +269,41 @@ mod tests {
         assert_eq!("admin".parse::<Role>().unwrap(), Role::Admin);
         assert_eq!(Role::User.as_str(), "user");
         assert!("root".parse::<Role>().is_err());
+    }
+
+    /// The document's pattern is the canonical ASCII form: everything it matches parses. (The
+    /// parser takes more than the pattern, e.g. fullwidth letters it folds, so only this way.)
+    #[test]
+    fn what_the_email_pattern_matches_parses_and_what_it_refuses_is_not_canonical() {
+        let pattern = regex::Regex::new(EMAIL_PATTERN).unwrap();
+        let corpus = [
+            "ada@example.com",
+            "  ada@example.com ",
+            "a.b+tag@sub.example.co",
+            "o'brien@example.ie",
+            "x@y.z",
+            "ada@@example.com",
+            "ada@example",
+            "ada@-example.com",
+            ".ada@example.com",
+            "ada.@example.com",
+            "a..da@example.com",
+            "ada example@example.com",
+            "",
+            "ada@example.com\u{200B}",
+            "\"ada\"@example.com",
+            "ada@[127.0.0.1]",
+        ];
+        for raw in corpus {
+            if pattern.is_match(raw) {
+                assert!(Email::parse(raw).is_ok(), "matched but refused: {raw:?}");
+            } else if let Ok(email) = Email::parse(raw) {
+                assert_ne!(
+                    email.as_str(),
+                    raw.trim(),
+                    "a canonical address the pattern refuses: {raw:?}"
+                );
+            }
+        }
     }
 }

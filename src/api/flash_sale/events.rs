@@ -3,19 +3,17 @@
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::AppState;
+use crate::api::body::{EventChangesBody, NewEventBody};
 use crate::api::error::{ApiError, ErrorEnvelope};
 use crate::api::extract::{AdminUser, ApiJson, ApiQuery, PathId};
 use crate::api::response::{ApiResponse, Envelope, PageView};
 use crate::api::validation::{self, FieldErrors};
-use crate::domain::ID_MAX;
 use crate::domain::flash_sale::{EventStatus, EventWindow, FlashSaleEvent, NewEvent};
 use crate::domain::money::Money;
-use crate::domain::product::{self, STOCK_MAX};
 use crate::service::flash_sale::{EventChanges, Ledger};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -66,27 +64,6 @@ impl From<FlashSaleEvent> for EventView {
 
 /// Fields of an event. On create all but `per_user_limit` are required; on update any of
 /// `title`, `spike_price`, `stock`, `start_at`, `end_at`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventFields {
-    #[serde(default, deserialize_with = "validation::present")]
-    pub product_id: Option<Value>,
-    #[serde(default, deserialize_with = "validation::present")]
-    pub title: Option<Value>,
-    #[serde(default, deserialize_with = "validation::present")]
-    pub spike_price: Option<Value>,
-    /// Units moved out of the product's inventory into the event.
-    #[serde(default, deserialize_with = "validation::present")]
-    pub stock: Option<Value>,
-    #[serde(default, deserialize_with = "validation::present")]
-    pub start_at: Option<Value>,
-    #[serde(default, deserialize_with = "validation::present")]
-    pub end_at: Option<Value>,
-    /// Must be 1: one order per buyer per event.
-    #[serde(default, deserialize_with = "validation::present")]
-    pub per_user_limit: Option<Value>,
-}
-
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 // An unknown parameter (a `sort` this list does not offer, a misspelt `pagesize`) is a 400,
@@ -102,48 +79,6 @@ pub struct ListEventsParams {
     pub page_size: Option<String>,
 }
 
-fn parse_changes(body: &EventFields, errors: &mut FieldErrors) -> EventChanges {
-    let title = body.title.as_ref().and_then(|v| {
-        let title = validation::text(v, "title").and_then(|t| product::parse_title(&t));
-        errors.check("title", title)
-    });
-    let spike_price = body
-        .spike_price
-        .as_ref()
-        .and_then(|v| errors.check("spike_price", validation::money(v, "spike_price")));
-    let stock = body.stock.as_ref().and_then(|v| {
-        let stock = validation::integer(v, "stock")
-            .ok()
-            .filter(|n| (1..=i64::from(STOCK_MAX)).contains(n))
-            .map(|n| n as u32)
-            .ok_or_else(|| format!("stock must be an integer from 1 to {STOCK_MAX}"));
-        errors.check("stock", stock)
-    });
-    let start_at = body
-        .start_at
-        .as_ref()
-        .and_then(|v| errors.check("start_at", validation::timestamp(v, "start_at")));
-    let end_at = body
-        .end_at
-        .as_ref()
-        .and_then(|v| errors.check("end_at", validation::timestamp(v, "end_at")));
-    if let Some(limit) = &body.per_user_limit
-        && limit.as_u64() != Some(1)
-    {
-        errors.add(
-            "per_user_limit",
-            "per_user_limit must be 1 (one order per buyer per event)",
-        );
-    }
-    EventChanges {
-        title,
-        spike_price,
-        stock,
-        start_at,
-        end_at,
-    }
-}
-
 /// Admin: create an event. Its stock moves out of the product's inventory at once
 /// (409/30002 when the product has fewer units).
 #[utoipa::path(
@@ -151,7 +86,7 @@ fn parse_changes(body: &EventFields, errors: &mut FieldErrors) -> EventChanges {
     path = "/spike/events",
     tag = "flash sale",
     security(("bearer" = ["admin"])),
-    request_body = crate::api::schemas::NewEventBody,
+    request_body = NewEventBody,
     responses(
         (status = 201, description = "created", body = Envelope<EventView>),
         (status = 400, description = "invalid fields (10001, `data.fields`)", body = ErrorEnvelope),
@@ -163,34 +98,18 @@ fn parse_changes(body: &EventFields, errors: &mut FieldErrors) -> EventChanges {
 pub async fn create_event(
     State(state): State<AppState>,
     _admin: AdminUser,
-    ApiJson(body): ApiJson<EventFields>,
+    ApiJson(body): ApiJson<NewEventBody>,
 ) -> Result<ApiResponse<EventView>, ApiError> {
     let mut errors = FieldErrors::default();
-    let product_id = match &body.product_id {
-        Some(v) => errors.check(
-            "product_id",
-            v.as_u64()
-                .filter(|id| (1..=ID_MAX).contains(id))
-                .ok_or("product_id must be a product id"),
-        ),
-        None => {
-            errors.add("product_id", "product_id is required");
-            None
-        }
-    };
-    for (field, present) in [
-        ("title", body.title.is_some()),
-        ("spike_price", body.spike_price.is_some()),
-        ("stock", body.stock.is_some()),
-        ("start_at", body.start_at.is_some()),
-        ("end_at", body.end_at.is_some()),
-    ] {
-        if !present {
-            errors.add(field, format!("{field} is required"));
-        }
-    }
-    let changes = parse_changes(&body, &mut errors);
-    let window = match (changes.start_at, changes.end_at) {
+    let product_id = body.product_id.required("product_id", &mut errors);
+    let title = body.title.required("title", &mut errors);
+    let spike_price = body.spike_price.required("spike_price", &mut errors);
+    let stock = body.stock.required("stock", &mut errors);
+    let start_at = body.start_at.required("start_at", &mut errors);
+    let end_at = body.end_at.required("end_at", &mut errors);
+    // Always 1: read only to refuse any other value by name.
+    body.per_user_limit.optional("per_user_limit", &mut errors);
+    let window = match (start_at, end_at) {
         (Some(start), Some(end)) => {
             match EventWindow::schedule(start, end, OffsetDateTime::now_utc()) {
                 Ok(window) => Some(window),
@@ -202,13 +121,9 @@ pub async fn create_event(
         }
         _ => None,
     };
-    let (Some(product_id), Some(title), Some(spike_price), Some(stock), Some(window)) = (
-        product_id,
-        changes.title,
-        changes.spike_price,
-        changes.stock,
-        window,
-    ) else {
+    let (Some(product_id), Some(title), Some(spike_price), Some(stock), Some(window)) =
+        (product_id, title, spike_price, stock, window)
+    else {
         return Err(errors.into_error());
     };
     errors.into_result()?;
@@ -231,7 +146,7 @@ pub async fn create_event(
     tag = "flash sale",
     security(("bearer" = ["admin"])),
     params(("id" = u64, Path, description = "event id")),
-    request_body = crate::api::schemas::EventChangesBody,
+    request_body = EventChangesBody,
     responses(
         (status = 200, description = "updated", body = Envelope<EventView>),
         (status = 400, description = "invalid fields (10001)", body = ErrorEnvelope),
@@ -243,13 +158,20 @@ pub async fn update_event(
     State(state): State<AppState>,
     _admin: AdminUser,
     PathId(id): PathId,
-    ApiJson(body): ApiJson<EventFields>,
+    ApiJson(body): ApiJson<EventChangesBody>,
 ) -> Result<ApiResponse<EventView>, ApiError> {
     let mut errors = FieldErrors::default();
-    if body.product_id.is_some() {
+    if body.product_id.is_sent() {
         errors.add("product_id", "an event's product cannot change");
     }
-    let changes = parse_changes(&body, &mut errors);
+    body.per_user_limit.optional("per_user_limit", &mut errors);
+    let changes = EventChanges {
+        title: body.title.optional("title", &mut errors),
+        spike_price: body.spike_price.optional("spike_price", &mut errors),
+        stock: body.stock.optional("stock", &mut errors),
+        start_at: body.start_at.optional("start_at", &mut errors),
+        end_at: body.end_at.optional("end_at", &mut errors),
+    };
     errors.into_result()?;
     if changes.is_empty() {
         return Err(validation::nothing_to_change(
