@@ -67,6 +67,28 @@ pub struct AccessTokens {
     decoding: DecodingKey,
     validation: Validation,
     ttl: Duration,
+    /// Tokens this process has verified, by their exact text (see [`AccessTokens::verify`]).
+    verified: moka::sync::Cache<Box<str>, Verified>,
+}
+
+/// How long a verified token is remembered at most (less when it expires sooner).
+const VERIFIED_FOR: Duration = Duration::from_secs(60);
+/// Tokens remembered at once, at most: a sale's active buyers on one replica.
+const VERIFIED_MAX: u64 = 50_000;
+
+/// What a verified token said, and until when it holds.
+#[derive(Debug, Clone, Copy)]
+struct Verified {
+    principal: Principal,
+    exp: u64,
+}
+
+impl Verified {
+    /// Whether the token still holds at `now` (Unix seconds): as jsonwebtoken checks `exp`,
+    /// with the same leeway.
+    fn holds_at(&self, now: u64) -> bool {
+        self.exp.saturating_add(EXP_LEEWAY.as_secs()) >= now
+    }
 }
 
 impl AccessTokens {
@@ -81,6 +103,10 @@ impl AccessTokens {
             decoding: DecodingKey::from_secret(secret).map_err(ServiceError::internal)?,
             validation,
             ttl,
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_MAX)
+                .time_to_live(VERIFIED_FOR)
+                .build(),
         })
     }
 
@@ -109,6 +135,23 @@ impl AccessTokens {
         if token.len() > ACCESS_TOKEN_MAX_BYTES {
             return Err(ServiceError::Unauthenticated("token too long"));
         }
+        // A buyer pressing "buy" again sends the same text: it was proven (signature, claims)
+        // already, and only its expiry can have changed. The signature check, the base64 and the
+        // JSON are most of what a refused buy costs (docs/benchmarks.md, issue 26).
+        if let Some(verified) = self.verified.get(token) {
+            if verified.holds_at(jsonwebtoken::get_current_timestamp()) {
+                return Ok(verified.principal);
+            }
+            self.verified.invalidate(token);
+            return Err(ServiceError::Unauthenticated("token expired"));
+        }
+        let verified = self.verify_signed(token)?;
+        self.verified.insert(token.into(), verified);
+        Ok(verified.principal)
+    }
+
+    /// The whole check of a token not seen before.
+    fn verify_signed(&self, token: &str) -> Result<Verified, ServiceError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|error| {
                 use jsonwebtoken::errors::ErrorKind;
@@ -143,10 +186,13 @@ impl AccessTokens {
             .sub
             .parse()
             .map_err(|_| ServiceError::Unauthenticated("malformed subject"))?;
-        Ok(Principal {
-            user_id,
-            role: claims.role,
-            session: claims.sid,
+        Ok(Verified {
+            principal: Principal {
+                user_id,
+                role: claims.role,
+                session: claims.sid,
+            },
+            exp: claims.exp,
         })
     }
 }
@@ -198,6 +244,47 @@ mod tests {
             }
         );
         assert!(token.len() < ACCESS_TOKEN_MAX_BYTES / 4, "{}", token.len());
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_by_its_exact_text() {
+        let tokens = AccessTokens::new(SECRET, Duration::from_secs(60)).unwrap();
+        let token = tokens.issue(&user(), SESSION).unwrap();
+        let first = tokens.verify(&token).unwrap();
+        assert!(tokens.verified.contains_key(token.as_str()));
+        assert_eq!(
+            tokens.verify(&token).unwrap(),
+            first,
+            "answered from memory"
+        );
+        // One character of the signature changed: another text, checked in full, refused.
+        let mut forged = token.clone();
+        let last = forged.pop().unwrap();
+        forged.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(tokens.verify(&forged).is_err());
+        assert!(!tokens.verified.contains_key(forged.as_str()));
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires() {
+        let tokens = AccessTokens::new(SECRET, Duration::from_secs(60)).unwrap();
+        let token = tokens.issue(&user(), SESSION).unwrap();
+        let principal = tokens.verify(&token).unwrap();
+        let now = jsonwebtoken::get_current_timestamp();
+        let lapsed = Verified {
+            principal,
+            exp: now - EXP_LEEWAY.as_secs() - 1,
+        };
+        tokens.verified.insert(token.as_str().into(), lapsed);
+        assert!(matches!(
+            tokens.verify(&token),
+            Err(ServiceError::Unauthenticated("token expired"))
+        ));
+        assert!(!tokens.verified.contains_key(token.as_str()), "forgotten");
+        // The leeway jsonwebtoken allows `exp`, and not a second more.
+        let at = |exp| Verified { principal, exp };
+        assert!(at(100).holds_at(100 + EXP_LEEWAY.as_secs()));
+        assert!(!at(100).holds_at(101 + EXP_LEEWAY.as_secs()));
     }
 
     /// Signs `claims` (and the header's `typ`) with the right key, as someone holding it would.
