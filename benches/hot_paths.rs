@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use spike::api::error::ErrorEnvelope;
-use spike::api::flash_sale::QueuedView;
+use spike::api::flash_sale::AcceptedView;
 use spike::api::response::Envelope;
 use spike::config::RateLimit;
 use spike::domain::user::{Role, User};
@@ -62,9 +62,10 @@ fn envelopes(c: &mut Criterion) {
             let body = Envelope {
                 code: 0,
                 message: "OK".to_owned(),
-                data: QueuedView {
+                data: AcceptedView {
                     status: "queued",
                     ticket: "5f0c2b1e9d8a4c7b8e6f5a4b3c2d1e0f".to_owned(),
+                    position: None,
                 },
                 request_id: "0b7e4c2a-1f3d-4e5b-9a8c-7d6e5f4a3b2c".to_owned(),
             };

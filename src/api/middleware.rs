@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, HttpBody};
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::Response as HttpResponse;
 use axum::http::{HeaderName, HeaderValue, Method, header};
@@ -21,8 +20,6 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use futures_util::future::{BoxFuture, Either};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use tower::timeout::TimeoutLayer;
-use tower::timeout::error::Elapsed;
 use tower::{Layer, Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
@@ -35,6 +32,7 @@ use super::error::{ApiError, ErrorCode};
 use super::request_id::{REQUEST_ID_HEADER, assign_request_id};
 use super::request_metrics::RecordMetricsLayer;
 use crate::config::{CorsOrigins, HttpSettings};
+use crate::service::flash_sale::MAX_RESULT_WAIT;
 use crate::telemetry::traces;
 
 const IDEMPOTENCY_KEY_HEADER: HeaderName = HeaderName::from_static("idempotency-key");
@@ -77,8 +75,10 @@ pub fn apply(router: Router, config: &HttpSettings, sample: f64) -> Router {
             limit: config.body_limit,
             timeout: config.body_timeout,
         }))
-        .layer(HandleErrorLayer::new(request_timed_out))
-        .layer(TimeoutLayer::new(config.request_timeout))
+        .layer(RequestTimeoutLayer {
+            limit: config.request_timeout,
+            held_limit: config.request_timeout + MAX_RESULT_WAIT,
+        })
         .layer(CatchPanicLayer::custom(handler_panicked))
         .layer(DefaultBodyLimit::max(config.body_limit));
     router.layer(stack)
@@ -236,17 +236,75 @@ fn cors(origins: &CorsOrigins) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-async fn request_timed_out(error: tower::BoxError) -> Response {
-    if error.is::<Elapsed>() {
-        tracing::warn!("request timed out");
-        ApiError::new(ErrorCode::Unavailable)
-            .with_message("request timed out, retry later")
-            .with_retry_after(1)
-            .into_response()
-    } else {
-        tracing::error!(%error, "unhandled middleware error");
-        ApiError::internal().into_response()
+/// Answers 503/10008 for a request still running after `http_request_timeout`. A held result
+/// request (`?wait=N`) gets [`MAX_RESULT_WAIT`] more: holding the answer is its job.
+#[derive(Debug, Clone, Copy)]
+struct RequestTimeoutLayer {
+    limit: Duration,
+    held_limit: Duration,
+}
+
+impl<S> Layer<S> for RequestTimeoutLayer {
+    type Service = RequestTimeout<S>;
+
+    fn layer(&self, inner: S) -> RequestTimeout<S> {
+        RequestTimeout {
+            inner,
+            limits: *self,
+        }
     }
+}
+
+#[derive(Debug, Clone)]
+struct RequestTimeout<S> {
+    inner: S,
+    limits: RequestTimeoutLayer,
+}
+
+impl<S, B> Service<Request> for RequestTimeout<S>
+where
+    S: Service<Request, Response = HttpResponse<B>, Error = Infallible>,
+    S::Future: Send + 'static,
+    B: HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let limit = if asks_to_wait(request.uri().query()) {
+            self.limits.held_limit
+        } else {
+            self.limits.limit
+        };
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            match tokio::time::timeout(limit, answer).await {
+                Ok(answered) => answered.map(|response| response.map(Body::new)),
+                Err(_) => {
+                    tracing::warn!("request timed out");
+                    Ok(ApiError::new(ErrorCode::Unavailable)
+                        .with_message("request timed out, retry later")
+                        .with_retry_after(1)
+                        .into_response())
+                }
+            }
+        })
+    }
+}
+
+/// Whether the query string carries `wait` (only the result route accepts it).
+fn asks_to_wait(query: Option<&str>) -> bool {
+    query.is_some_and(|query| {
+        query
+            .split('&')
+            .any(|pair| pair.split('=').next() == Some("wait"))
+    })
 }
 
 fn handler_panicked(panic: Box<dyn Any + Send + 'static>) -> Response {

@@ -14,8 +14,13 @@ pub struct FlashSaleSettings {
     pub retry_delays: Vec<Duration>,
     /// Requests per buyer, counted in each API process.
     pub user_rate_limit: RateLimit,
-    /// Requests admitted per event across every replica (counted in Redis).
+    /// Reservations admitted per event per second across every replica (counted in Redis).
     pub event_rate_limit: RateLimit,
+    /// Buyers the event's waiting line holds at most; 0: no line (an empty admission bucket
+    /// answers 429).
+    pub waiting_line_max: u32,
+    /// Result requests one API process holds at once (`?wait=`); more are answered at once.
+    pub result_waiters_max: u32,
     /// The worker warms events starting within this much time.
     pub warmup_lead: Duration,
     /// How often the worker's warm-up scheduler and reconciler run.
@@ -77,8 +82,18 @@ impl FlashSaleSettings {
         );
         let event_rate_limit = r.parsed(
             "flash_sale_event_rate_limit",
-            "flash-sale requests admitted per event across all replicas (Redis; 429 / `10006` beyond)",
+            "reservations admitted per event across all replicas (Redis); beyond it a buyer waits in the event's line (202 `waiting`), or gets 429 / `10006` without one",
             RateLimit::new(20_000, Duration::from_secs(1)),
+        );
+        let waiting_line_max = r.parsed::<u32>(
+            "flash_sale_waiting_line_max",
+            "buyers an event's waiting line holds, at most (429 / `10006` beyond); 0 turns the line off: an empty admission bucket answers 429",
+            100_000,
+        );
+        let result_waiters_max = r.parsed::<u32>(
+            "flash_sale_result_waiters_max",
+            "result requests with `?wait=` one API process holds at once; beyond it they are answered at once",
+            10_000,
         );
         let warmup_lead = r.duration(
             "flash_sale_warmup_lead",
@@ -165,6 +180,8 @@ impl FlashSaleSettings {
             retry_delays: retry_delays?,
             user_rate_limit: user_rate_limit?,
             event_rate_limit: event_rate_limit?,
+            waiting_line_max: waiting_line_max?,
+            result_waiters_max: result_waiters_max?,
             warmup_lead: warmup_lead?,
             scheduler_interval: scheduler_interval?,
             reconcile_after: reconcile_after?,

@@ -203,6 +203,8 @@ pub enum FailureReason {
     BuyerUnknown,
     /// Every retry failed; the reservation was given back.
     OrderCreationFailed,
+    /// The event ended while the buyer was still in its waiting line.
+    Ended,
 }
 
 impl fmt::Display for BuyerOutcome {

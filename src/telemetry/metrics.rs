@@ -23,6 +23,7 @@ pub mod names {
     pub const BUY_OUTCOMES: &[&str] = &[
         "queued",
         "replayed",
+        "waiting",
         "sold_out",
         "duplicate",
         "rate_limited",
@@ -35,6 +36,14 @@ pub mod names {
         "unavailable",
         "error",
     ];
+    /// Buyers waiting in the lines of the events one worker drains (the sum over its events).
+    pub const WAITING_LINE_LENGTH: &str = "spike_waiting_line_length";
+    /// Buyers admitted from a waiting line.
+    pub const LINE_ADMISSIONS: &str = "spike_waiting_line_admitted_total";
+    /// Buyers a closed line failed, by `reason` (sold_out, ended).
+    pub const LINE_CLOSED: &str = "spike_waiting_line_failed_total";
+    /// Result requests held by one API process (`?wait=`).
+    pub const RESULT_WAITERS: &str = "spike_result_waiters";
     pub const CACHE_REQUESTS: &str = "spike_cache_requests_total";
     pub const CACHE_LOADS: &str = "spike_cache_loads_total";
     pub const PUBLISHES: &str = "spike_amqp_publishes_total";
@@ -129,7 +138,11 @@ fn start_counters_at_zero() {
             .increment(0);
     }
     metrics::counter!(names::CACHE_LOADS, "cache" => "product").increment(0);
+    for reason in ["sold_out", "ended"] {
+        metrics::counter!(names::LINE_CLOSED, "reason" => reason).increment(0);
+    }
     for name in [
+        names::LINE_ADMISSIONS,
         names::REPUBLISHED,
         names::RELEASED_UNITS,
         names::UNSOLD_RETURNED_UNITS,
@@ -164,7 +177,23 @@ fn describe() {
     );
     describe_counter!(
         BUYS,
-        "Flash-sale buy attempts by outcome: queued, replayed, sold_out, duplicate, rate_limited, not_started, ended, unknown_event, no_purchase_token, human_check_failed, in_progress, unavailable, error"
+        "Flash-sale buy attempts by outcome: queued, replayed, waiting, sold_out, duplicate, rate_limited, not_started, ended, unknown_event, no_purchase_token, human_check_failed, in_progress, unavailable, error"
+    );
+    describe_gauge!(
+        WAITING_LINE_LENGTH,
+        "Buyers waiting in the flash-sale lines this worker drains (set on every drain tick)"
+    );
+    describe_counter!(
+        LINE_ADMISSIONS,
+        "Buyers admitted from a flash-sale waiting line (each got a reservation)"
+    );
+    describe_counter!(
+        LINE_CLOSED,
+        "Buyers still waiting when their event sold out or ended, failed at once, by reason"
+    );
+    describe_gauge!(
+        RESULT_WAITERS,
+        "Result requests this API process holds until the buyer's standing changes (?wait=)"
     );
     describe_counter!(
         CACHE_REQUESTS,

@@ -1,12 +1,13 @@
 //! The background role (`spike worker`, or inside `spike all`), built in one place:
 //! [`Worker::build`] composes the outbox relay, the `order.close` and `spike.order.create`
 //! consumers, the flash-sale housekeeping (warm-up scheduler, reconciler, unsold units), the
-//! order consumer's activity reports and the store gauges; [`Worker::start`] runs each under the
+//! drain of the flash sales' waiting lines, the order consumer's activity reports and the store
+//! gauges; [`Worker::start`] runs each under the
 //! process's [`Supervisor`](crate::background::Supervisor). Every handler is idempotent, so any
 //! number of workers may run.
 //!
 //! Each task's step is also a method ([`Worker::housekeep`], [`Worker::drain_outbox`],
-//! [`Worker::drain_orders`], [`Worker::drain_closes`]) that runs once to completion and returns
+//! [`Worker::drain_lines`], [`Worker::drain_orders`], [`Worker::drain_closes`]) that runs once to completion and returns
 //! what it did, so tests drive the worker step by step
 //! instead of starting it and polling.
 
@@ -26,7 +27,9 @@ use crate::repo::amqp::{ORDER_CLOSE, ORDER_CLOSE_DELAY, ORDER_CREATE};
 use crate::repo::redis::consumer_reports::{ConsumerReport, ConsumerReports};
 use crate::repo::{Infra, RepoError};
 use crate::service::ServiceError;
-use crate::service::flash_sale::{FlashSale, HOUSEKEEPING_TASK};
+use crate::service::flash_sale::{
+    FlashSale, HOUSEKEEPING_TASK, LINE_DRAIN_TASK, LINE_DRAIN_TICK, LineDrainReport,
+};
 use crate::service::outbox::OutboxRelay;
 use crate::service::store_gauges::{self, Sampled};
 use crate::startup::Services;
@@ -146,6 +149,11 @@ impl Worker {
             },
         );
         let this = worker.clone();
+        supervisor.periodic(LINE_DRAIN_TASK, LINE_DRAIN_TICK, shutdown, move || {
+            let this = this.clone();
+            async move { this.drain_lines().await.map(drop) }
+        });
+        let this = worker.clone();
         supervisor.periodic("worker_gauges", intervals.gauges, shutdown, move || {
             let this = this.clone();
             async move {
@@ -213,6 +221,12 @@ impl Worker {
                 .await
             }
         });
+    }
+
+    /// One pass over the flash sales' waiting lines: admits whom the admission rate allows,
+    /// fails everyone waiting in a sold-out or ended event.
+    pub async fn drain_lines(&self) -> Result<LineDrainReport, ServiceError> {
+        self.flash_sale.line_drainer.drain().await
     }
 
     /// One housekeeping pass to completion (see [`housekeeping`]).

@@ -133,7 +133,7 @@ async fn a_reservation_lost_before_its_publish_is_republished_by_the_reconciler(
     let store = EventStore::new(app.infra.redis.clone(), app.config.redis.prefix.clone());
     let admission = app.config.flash_sale.event_rate_limit;
     let reserved = store
-        .reserve(event, user_id, "lost-1", None, admission)
+        .reserve(event, user_id, "lost-1", None, admission, 0)
         .await
         .unwrap();
     assert!(
@@ -336,19 +336,20 @@ async fn a_full_order_queue_refuses_the_purchase_and_undoes_the_reservation() {
 }
 
 #[tokio::test]
-async fn buyers_and_events_are_rate_limited_with_retry_after() {
+async fn buyers_are_rate_limited_and_a_full_line_refuses_with_retry_after() {
     let app = spawn_app_with(
         TestOptions::default()
             .env("SPIKE_FLASH_SALE_USER_RATE_LIMIT", "2/1m")
-            .env("SPIKE_FLASH_SALE_EVENT_RATE_LIMIT", "4/1m"),
+            .env("SPIKE_FLASH_SALE_EVENT_RATE_LIMIT", "4/1m")
+            .env("SPIKE_FLASH_SALE_WAITING_LINE_MAX", "1"),
     )
     .await;
     let admin = app.admin_token().await;
     let event = app.active_event(&admin, 10).await;
-    let people = app.buyers(4).await;
+    let people = app.buyers(6).await;
 
-    // One buyer: two requests pass the per-user bucket (the second is a duplicate), the third is
-    // refused before reaching Redis.
+    // One buyer: two requests pass the per-user bucket (the second is a duplicate, refused
+    // without using the event's admission), the third is refused before reaching Redis.
     assert_eq!(app.buy(&people[0].1, event).await.status(), 202);
     assert_eq!(
         code(app.buy(&people[0].1, event).await).await.1,
@@ -364,12 +365,45 @@ async fn buyers_and_events_are_rate_limited_with_retry_after() {
     let (status, code_, _) = code(limited).await;
     assert_eq!((status, code_), (429, Some(10006)));
 
-    // The event admits four requests a minute across every buyer: two were used above.
+    // The event admits four buyers a minute: one was admitted above. The fifth buyer waits in
+    // the line (of one place); the one after finds it full.
+    for (_, token) in &people[1..4] {
+        let admitted = envelope(app.buy(token, event).await).await;
+        assert_eq!(admitted["data"]["status"], "queued", "{admitted}");
+    }
+    let (status, _, waiting) = code(app.buy(&people[4].1, event).await).await;
+    assert_eq!(status, 202);
+    assert_eq!(waiting["data"]["status"], "waiting", "{waiting}");
+    assert_eq!(waiting["data"]["position"], 1, "{waiting}");
+    let full = app.buy(&people[5].1, event).await;
+    assert!(full.headers().contains_key("retry-after"));
+    let (status, code_, _) = code(full).await;
+    assert_eq!((status, code_), (429, Some(10006)), "the line is full");
+    assert_eq!(app.result_of(&people[5].1, event).await["status"], "none");
+    assert_eq!(
+        app.result_of(&people[4].1, event).await["status"],
+        "waiting"
+    );
+}
+
+#[tokio::test]
+async fn with_the_line_off_an_empty_admission_bucket_refuses() {
+    let app = spawn_app_with(
+        TestOptions::default()
+            .env("SPIKE_FLASH_SALE_EVENT_RATE_LIMIT", "2/1m")
+            .env("SPIKE_FLASH_SALE_WAITING_LINE_MAX", "0"),
+    )
+    .await;
+    let admin = app.admin_token().await;
+    let event = app.active_event(&admin, 10).await;
+    let people = app.buyers(3).await;
+    assert_eq!(app.buy(&people[0].1, event).await.status(), 202);
     assert_eq!(app.buy(&people[1].1, event).await.status(), 202);
-    assert_eq!(app.buy(&people[2].1, event).await.status(), 202);
-    let (status, code_, _) = code(app.buy(&people[3].1, event).await).await;
+    let limited = app.buy(&people[2].1, event).await;
+    assert!(limited.headers().contains_key("retry-after"));
+    let (status, code_, _) = code(limited).await;
     assert_eq!((status, code_), (429, Some(10006)));
-    assert_eq!(app.result_of(&people[3].1, event).await["status"], "none");
+    assert_eq!(app.result_of(&people[2].1, event).await["status"], "none");
 }
 
 #[tokio::test]

@@ -32,3 +32,4 @@ mod scale;
 mod schema;
 mod supervision;
 mod traces;
+mod waiting_line;

@@ -100,7 +100,7 @@ async fn every_flash_sale_script_and_pipeline_runs_on_a_redis_cluster() {
         let store = &store;
         async move {
             store
-                .reserve(event, user, ticket, key, admission)
+                .reserve(event, user, ticket, key, admission, 0)
                 .await
                 .unwrap()
         }

@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 /// The buy answer's body (the hot-path benchmarks serialize it).
-pub use purchase::QueuedView;
+pub use purchase::AcceptedView;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -1,5 +1,7 @@
 //! Announcements between processes over Redis pub/sub: "stock came back to event <id>", so
-//! every API replica clears its local sold-out flag.
+//! every API replica clears its local sold-out flag; and "these buyers' standing in event <id>
+//! changed", so the replica holding their `/result?wait=N` requests answers them
+//! ([`ChannelFeed`], one connection whose channels come and go with the events being watched).
 //!
 //! The scripts announce with a plain `PUBLISH` in both modes. In a Redis Cluster a plain
 //! `PUBLISH` reaches every node over the cluster bus, so a subscriber on any node hears it.
@@ -58,5 +60,59 @@ impl Announcements {
             }
             std::future::ready(event_id)
         }))
+    }
+}
+
+/// One pub/sub connection whose channels change while it runs: [`ChannelFeed::subscribe`] and
+/// [`ChannelFeed::unsubscribe`] return once the server confirmed them, while the stream from
+/// [`Announcements::channel_feed`] keeps yielding `(channel, payload)`.
+#[derive(Clone)]
+pub struct ChannelFeed {
+    sink: redis::aio::PubSubSink,
+}
+
+impl ChannelFeed {
+    pub async fn subscribe(&self, channels: &[String]) -> Result<(), RepoError> {
+        if !channels.is_empty() {
+            self.sink.clone().subscribe(channels).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn unsubscribe(&self, channels: &[String]) -> Result<(), RepoError> {
+        if !channels.is_empty() {
+            self.sink.clone().unsubscribe(channels).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Announcements {
+    /// A connection to the next node, subscribed to nothing yet; the stream ends when the
+    /// connection is lost. Messages whose payload is not text are logged and skipped.
+    pub async fn channel_feed(
+        &self,
+    ) -> Result<
+        (
+            ChannelFeed,
+            impl Stream<Item = (String, String)> + Send + Unpin + use<>,
+        ),
+        RepoError,
+    > {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.nodes.len();
+        let (sink, stream) = self.nodes[index].get_async_pubsub().await?.split();
+        let messages = stream.filter_map(|message| {
+            let payload = message.get_payload::<String>().ok();
+            if payload.is_none() {
+                tracing::warn!(
+                    channel = message.get_channel_name(),
+                    "unreadable announcement ignored"
+                );
+            }
+            std::future::ready(
+                payload.map(|payload| (message.get_channel_name().to_owned(), payload)),
+            )
+        });
+        Ok((ChannelFeed { sink }, messages))
     }
 }

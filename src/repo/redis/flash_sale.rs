@@ -1,7 +1,9 @@
-//! Flash-sale state in Redis: per-event stock, window, buyers and reservations, the per-buyer
-//! outcome the client polls, and the per-event admission bucket. [`EventStore`] is the one door
-//! to them: every operation names the event, the store builds its keys. Keys carry the event's
-//! hash tag (`ev:{<id>}:…`) so each script touches a single Redis Cluster slot.
+//! Flash-sale state in Redis: per-event stock, window, buyers and reservations, the waiting line,
+//! the per-buyer outcome the client asks for, and the per-event admission bucket. [`EventStore`]
+//! is the one door to them: every operation names the event, the store builds its keys. Keys
+//! carry the event's hash tag (`ev:{<id>}:…`) so each script touches a single Redis Cluster slot.
+//! A change of a buyer's standing is announced on the event's channel
+//! ([`EventKeys::changes_channel`]: the user ids, space-separated) for held result requests.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -11,7 +13,7 @@ use redis::{AsyncCommands, Script};
 
 use super::RedisConnection;
 use crate::config::RateLimit;
-use crate::domain::flash_sale::BuyerOutcome;
+use crate::domain::flash_sale::{BuyerOutcome, FailureReason};
 use crate::repo::RepoError;
 
 /// The reservation takes the event's admission token in the same script (one round trip per
@@ -19,9 +21,20 @@ use crate::repo::RepoError;
 static RESERVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         include_str!("scripts/bucket.lua"),
+        include_str!("scripts/reservation.lua"),
         include_str!("scripts/reserve.lua")
     ))
 });
+/// The waiting line's drain: the same bucket and the same reservation as [`RESERVE`].
+static ADMIT_WAITING: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("scripts/bucket.lua"),
+        include_str!("scripts/reservation.lua"),
+        include_str!("scripts/admit_waiting.lua")
+    ))
+});
+static BUYER_STANDING: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/buyer_standing.lua")));
 static UNRESERVE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/unreserve.lua")));
 static WARM: LazyLock<Script> =
@@ -69,7 +82,32 @@ impl EventKeys {
     }
 
     pub fn result(&self, user_id: u64) -> String {
-        format!("{}:result:{user_id}", self.base)
+        format!("{}{user_id}", self.result_prefix())
+    }
+
+    /// [`EventKeys::result`] without the user id (the line's drain builds the keys itself).
+    fn result_prefix(&self) -> String {
+        format!("{}:result:", self.base)
+    }
+
+    /// The waiting line: user ids scored by arrival number.
+    pub fn line(&self) -> String {
+        format!("{}:line", self.base)
+    }
+
+    /// Each waiting user's ticket.
+    pub fn line_tickets(&self) -> String {
+        format!("{}:line:tickets", self.base)
+    }
+
+    /// The last arrival number given out.
+    pub fn line_seq(&self) -> String {
+        format!("{}:line:seq", self.base)
+    }
+
+    /// The pub/sub channel naming the buyers whose standing changed.
+    pub fn changes_channel(&self) -> String {
+        format!("{}:changes", self.base)
     }
 
     /// The event's cluster-wide admission token bucket.
@@ -105,9 +143,15 @@ pub enum Reservation {
     },
     /// The `Idempotency-Key`'s first request is still being published.
     InProgress,
-    /// The event's admission bucket is empty; a token comes after this long.
+    /// The event's admission bucket is empty (no waiting line), or the line is full; try again
+    /// after this long.
     Limited {
         retry_after: Duration,
+    },
+    /// The buyer holds a place in the waiting line (`position` 1 is next).
+    Waiting {
+        ticket: String,
+        position: u64,
     },
     NotWarm,
     NotStarted,
@@ -116,8 +160,13 @@ pub enum Reservation {
     SoldOut,
 }
 
-/// The reservation script's reply `{code, now_ms, text}` (see `scripts/reserve.lua`).
-fn decode_reservation(code: i64, now: i64, text: String) -> Result<Reservation, RepoError> {
+/// The reservation script's reply `{code, now_ms, text, position}` (see `scripts/reserve.lua`).
+fn decode_reservation(
+    code: i64,
+    now: i64,
+    text: String,
+    position: u64,
+) -> Result<Reservation, RepoError> {
     Ok(match code {
         0 => Reservation::Reserved { at_ms: now },
         1 => Reservation::NotWarm,
@@ -134,6 +183,10 @@ fn decode_reservation(code: i64, now: i64, text: String) -> Result<Reservation, 
                 ))
             })?),
         },
+        9 => Reservation::Waiting {
+            ticket: text,
+            position,
+        },
         // A script bug must not pass for a cold event (it would trigger re-warms).
         code => {
             return Err(RepoError::UnexpectedReply(format!(
@@ -141,6 +194,88 @@ fn decode_reservation(code: i64, now: i64, text: String) -> Result<Reservation, 
             )));
         }
     })
+}
+
+/// What one call of the waiting line's drain did (see `scripts/admit_waiting.lua`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineDrain {
+    /// The event's keys are missing (warm-up restores them; the line went with them).
+    NotWarm,
+    Done {
+        /// The buyers admitted, each with their ticket, reserved at `at_ms` (Redis time).
+        admitted: Vec<(u64, String)>,
+        at_ms: i64,
+        /// Buyers still in line.
+        still_waiting: u64,
+        /// Why the line was closed and how many buyers that failed in this call.
+        closed: Option<(FailureReason, u64)>,
+    },
+}
+
+/// The drain script's reply `{code, now_ms, still_waiting, closed_reason, closed, user, ticket,
+/// ...}`.
+fn decode_line_drain(reply: Vec<redis::Value>) -> Result<LineDrain, RepoError> {
+    let unexpected = |what: &str| RepoError::UnexpectedReply(format!("admit_waiting.lua: {what}"));
+    let mut fields = reply.into_iter();
+    let mut next = |what: &str| fields.next().ok_or_else(|| unexpected(what));
+    let code: i64 = redis::from_redis_value(next("code")?).map_err(|_| unexpected("code"))?;
+    let at_ms: i64 = redis::from_redis_value(next("now")?).map_err(|_| unexpected("now"))?;
+    let still_waiting: u64 =
+        redis::from_redis_value(next("waiting")?).map_err(|_| unexpected("waiting"))?;
+    let reason: String =
+        redis::from_redis_value(next("reason")?).map_err(|_| unexpected("reason"))?;
+    let closed: u64 = redis::from_redis_value(next("closed")?).map_err(|_| unexpected("closed"))?;
+    match code {
+        0 => {}
+        1 => return Ok(LineDrain::NotWarm),
+        code => return Err(unexpected(&format!("unknown return code {code}"))),
+    }
+    let closed = match reason.as_str() {
+        "" => None,
+        reason => Some((
+            reason
+                .parse()
+                .map_err(|_| unexpected(&format!("unknown reason {reason:?}")))?,
+            closed,
+        )),
+    };
+    let rest: Vec<String> = fields
+        .map(redis::from_redis_value)
+        .collect::<Result<_, _>>()
+        .map_err(|_| unexpected("admitted"))?;
+    let admitted = rest
+        .chunks(2)
+        .map(|pair| match pair {
+            [user, ticket] => Ok((
+                user.parse().map_err(|_| unexpected("user id"))?,
+                ticket.clone(),
+            )),
+            _ => Err(unexpected("a user without a ticket")),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(LineDrain::Done {
+        admitted,
+        at_ms,
+        still_waiting,
+        closed,
+    })
+}
+
+/// Where a buyer stands in an event, as Redis knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// The worker recorded the outcome.
+    Settled(BuyerOutcome),
+    /// A reservation not yet settled.
+    Reserved {
+        ticket: String,
+    },
+    /// A place in the waiting line (`position` 1 is next).
+    Waiting {
+        ticket: String,
+        position: u64,
+    },
+    None,
 }
 
 /// How warm-up treats existing keys.
@@ -196,9 +331,10 @@ impl EventStore {
         self.redis.clone()
     }
 
-    /// Runs the reservation script for `user_id` with a fresh `ticket`, after taking a token
-    /// from the event's cluster-wide admission bucket (`admission`); `idempotency_key` makes a
-    /// repeated request answer with the first one's ticket.
+    /// Runs the reservation script for `user_id` with a fresh `ticket`: reserved when a token of
+    /// the event's cluster-wide admission bucket (`admission`) is free and nobody waits, else a
+    /// place in the waiting line (up to `line_max` long; 0: no line, refused). `idempotency_key`
+    /// makes a repeated request answer with the first one's ticket.
     #[tracing::instrument(level = "debug", name = "redis.reserve", skip_all, fields(otel.kind = "client", db.system = "redis"))]
     pub async fn reserve(
         &self,
@@ -207,6 +343,7 @@ impl EventStore {
         ticket: &str,
         idempotency_key: Option<&str>,
         admission: RateLimit,
+        line_max: u32,
     ) -> Result<Reservation, RepoError> {
         let keys = self.keys(event_id);
         let mut invocation = RESERVE.key(keys.stock());
@@ -215,16 +352,88 @@ impl EventStore {
             .key(keys.buyers())
             .key(keys.reservations())
             .key(keys.admission())
+            .key(keys.line())
+            .key(keys.line_tickets())
+            .key(keys.line_seq())
             .arg(user_id)
             .arg(ticket)
             .arg(admission.burst)
-            .arg(admission.refill_per_second());
+            .arg(admission.refill_per_second())
+            .arg(line_max);
         if let Some(key) = idempotency_key {
             invocation.key(keys.idempotency(user_id, key));
         }
-        let (code, now, text): (i64, i64, String) =
+        let (code, now, text, position): (i64, i64, String, u64) =
             invocation.invoke_async(&mut self.conn()).await?;
-        decode_reservation(code, now, text)
+        decode_reservation(code, now, text, position)
+    }
+
+    /// Admits up to `most` buyers from the head of the event's waiting line, as many as the
+    /// admission bucket has tokens for, each with the reservation a buyer admitted at once gets;
+    /// or, once the event has sold out or ended, fails up to `most` of those still waiting
+    /// (their results kept `result_ttl_secs`). Announces who changed.
+    #[tracing::instrument(level = "debug", name = "redis.admit_waiting", skip_all, fields(otel.kind = "client", db.system = "redis"))]
+    pub async fn admit_waiting(
+        &self,
+        event_id: u64,
+        admission: RateLimit,
+        most: u32,
+        result_ttl_secs: u64,
+    ) -> Result<LineDrain, RepoError> {
+        let keys = self.keys(event_id);
+        let reply: Vec<redis::Value> = ADMIT_WAITING
+            .key(keys.stock())
+            .key(keys.meta())
+            .key(keys.buyers())
+            .key(keys.reservations())
+            .key(keys.admission())
+            .key(keys.line())
+            .key(keys.line_tickets())
+            .arg(admission.burst)
+            .arg(admission.refill_per_second())
+            .arg(most)
+            .arg(keys.result_prefix())
+            .arg(result_ttl_secs)
+            .arg(keys.changes_channel())
+            .invoke_async(&mut self.conn())
+            .await?;
+        decode_line_drain(reply)
+    }
+
+    /// Where `user_id` stands in the event, read at one instant.
+    pub async fn standing(&self, event_id: u64, user_id: u64) -> Result<Standing, RepoError> {
+        let keys = self.keys(event_id);
+        let (kind, text, position): (String, String, u64) = BUYER_STANDING
+            .key(keys.result(user_id))
+            .key(keys.reservations())
+            .key(keys.line())
+            .key(keys.line_tickets())
+            .arg(user_id)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(match kind.as_str() {
+            // An unreadable outcome reads as none, as it always has (MySQL answers then).
+            "result" => match text.parse() {
+                Ok(outcome) => Standing::Settled(outcome),
+                Err(_) => Standing::None,
+            },
+            "reserved" => Standing::Reserved { ticket: text },
+            "waiting" => Standing::Waiting {
+                ticket: text,
+                position,
+            },
+            "none" => Standing::None,
+            other => {
+                return Err(RepoError::UnexpectedReply(format!(
+                    "buyer_standing.lua: unknown kind {other:?}"
+                )));
+            }
+        })
+    }
+
+    /// How many buyers wait in the event's line.
+    pub async fn line_length(&self, event_id: u64) -> Result<u64, RepoError> {
+        Ok(self.conn().zcard(self.keys(event_id).line()).await?)
     }
 
     /// Marks the `Idempotency-Key`'s reservation as published: later requests with the key
@@ -440,26 +649,33 @@ impl EventStore {
 
     /// [`EventStore::settle`] for a whole batch of buyers, `(event_id, user_id, outcome)`: one
     /// pipeline per event, so each stays in its event's cluster slot (a batch is nearly always
-    /// one event). Each buyer's result is written before their reservation is dropped (a
-    /// pipeline keeps the order), so a reader never finds neither: `result` looks at the outcome
-    /// first, then the reservation.
+    /// one event), ending with one announcement of the event's settled buyers. Each buyer's
+    /// result is written before their reservation is dropped (a pipeline keeps the order), so
+    /// even a reader that does not read both at once never finds neither.
     pub async fn settle_many(
         &self,
         settled: &[(u64, u64, BuyerOutcome)],
         ttl_secs: u64,
     ) -> Result<(), RepoError> {
-        let mut pipelines: BTreeMap<u64, redis::Pipeline> = BTreeMap::new();
+        let mut pipelines: BTreeMap<u64, (redis::Pipeline, Vec<String>)> = BTreeMap::new();
         for (event_id, user_id, outcome) in settled {
-            let pipe = pipelines.entry(*event_id).or_insert_with(redis::pipe);
+            let (pipe, users) = pipelines
+                .entry(*event_id)
+                .or_insert_with(|| (redis::pipe(), Vec::new()));
             let keys = self.keys(*event_id);
             pipe.set_ex(keys.result(*user_id), outcome.to_string(), ttl_secs)
                 .ignore()
                 .hdel(keys.reservations(), *user_id)
                 .ignore();
+            users.push(user_id.to_string());
+        }
+        for (event_id, (pipe, users)) in &mut pipelines {
+            pipe.publish(self.keys(*event_id).changes_channel(), users.join(" "))
+                .ignore();
         }
         let sent = pipelines
             .values()
-            .map(|pipe| async move { pipe.query_async::<()>(&mut self.conn()).await });
+            .map(|(pipe, _)| async move { pipe.query_async::<()>(&mut self.conn()).await });
         for result in futures_util::future::join_all(sent).await {
             result?;
         }
@@ -483,7 +699,7 @@ mod tests {
 
     #[test]
     fn every_code_the_script_returns_is_decoded() {
-        let decoded = |code, text: &str| decode_reservation(code, 42, text.to_owned()).unwrap();
+        let decoded = |code, text: &str| decode_reservation(code, 42, text.to_owned(), 0).unwrap();
         assert_eq!(decoded(0, "t"), Reservation::Reserved { at_ms: 42 });
         assert_eq!(decoded(1, ""), Reservation::NotWarm);
         assert_eq!(decoded(2, ""), Reservation::NotStarted);
@@ -503,12 +719,19 @@ mod tests {
                 retry_after: Duration::from_millis(250)
             }
         );
+        assert_eq!(
+            decode_reservation(9, 42, "mine".into(), 3).unwrap(),
+            Reservation::Waiting {
+                ticket: "mine".into(),
+                position: 3
+            }
+        );
     }
 
     #[test]
     fn an_unknown_reply_is_a_protocol_error_not_a_cold_event() {
-        for (code, text) in [(9, ""), (-1, ""), (8, "soon")] {
-            let error = decode_reservation(code, 42, text.to_owned()).unwrap_err();
+        for (code, text) in [(10, ""), (-1, ""), (8, "soon")] {
+            let error = decode_reservation(code, 42, text.to_owned(), 0).unwrap_err();
             assert!(
                 matches!(error, RepoError::UnexpectedReply(_)),
                 "{code}: {error}"
@@ -517,6 +740,56 @@ mod tests {
                 error.unavailable_dependency(),
                 None,
                 "not retried as an outage"
+            );
+        }
+    }
+
+    #[test]
+    fn a_drain_reply_is_decoded_and_a_bad_one_refused() {
+        use redis::Value::{BulkString, Int};
+        let text = |s: &str| BulkString(s.as_bytes().to_vec());
+        let admitted = decode_line_drain(vec![
+            Int(0),
+            Int(42),
+            Int(7),
+            text("sold_out"),
+            Int(7),
+            text("11"),
+            text("t11"),
+            Int(12),
+            text("t12"),
+        ])
+        .unwrap();
+        assert_eq!(
+            admitted,
+            LineDrain::Done {
+                admitted: vec![(11, "t11".into()), (12, "t12".into())],
+                at_ms: 42,
+                still_waiting: 7,
+                closed: Some((FailureReason::SoldOut, 7)),
+            }
+        );
+        let cold = decode_line_drain(vec![Int(1), Int(42), Int(3), text(""), Int(0)]);
+        assert_eq!(cold.unwrap(), LineDrain::NotWarm);
+        for bad in [
+            vec![Int(0), Int(42)],
+            vec![Int(2), Int(42), Int(0), text(""), Int(0)],
+            vec![Int(0), Int(42), Int(0), text("bored"), Int(1)],
+            vec![Int(0), Int(42), Int(0), text(""), Int(0), text("11")],
+            vec![
+                Int(0),
+                Int(42),
+                Int(0),
+                text(""),
+                Int(0),
+                text("x"),
+                text("t"),
+            ],
+        ] {
+            let error = decode_line_drain(bad.clone()).unwrap_err();
+            assert!(
+                matches!(error, RepoError::UnexpectedReply(_)),
+                "{bad:?}: {error}"
             );
         }
     }

@@ -16,6 +16,8 @@
 //!   reservation stands alone; after its last retry, [`Fulfilment::give_up`] compensates it.
 //! - [`Reconciler`] (`reconcile`): republishes reservations whose message was lost and keeps
 //!   each event's ledger.
+//! - [`LineDrainer`] (`waiting_line`): admits the buyers waiting in each event's line, in
+//!   turn, at the admission rate; fails them all at once when the event sells out or ends.
 //!
 //! [`FlashSale`] builds them once per process and hands them to the API and the worker.
 
@@ -27,6 +29,7 @@ pub mod purchase_token;
 mod reconcile;
 pub mod sold_out;
 pub mod user_limit;
+mod waiting_line;
 mod warmup;
 
 use std::sync::Arc;
@@ -34,12 +37,13 @@ use std::time::Duration;
 
 pub use admin::{EventAdmin, EventChanges};
 pub use buy::{
-    Buy, BuyPath, BuyRequest, BuyResult, BuyResults, BuyerGate, IssuedToken, Queued, Refusal,
-    TokenIssuer,
+    Accepted, Buy, BuyPath, BuyRequest, BuyResult, BuyResults, BuyerGate, IssuedToken,
+    MAX_RESULT_WAIT, Refusal, ResultWatch, TokenIssuer,
 };
 pub use fulfilment::{CreateOutcome, Fulfilment};
 use publish_groups::GroupSink;
 pub use reconcile::{Ledger, ReconcileReport, Reconciler};
+pub use waiting_line::{LINE_DRAIN_TASK, LINE_DRAIN_TICK, LineDrainReport, LineDrainer};
 pub use warmup::Warmup;
 
 use super::ServiceError;
@@ -76,6 +80,7 @@ pub struct FlashSale {
     pub results: BuyResults,
     pub fulfilment: Fulfilment,
     pub reconciler: Reconciler,
+    pub line_drainer: Arc<LineDrainer>,
     /// What the order queue's consumers report holding: the worker writes, the reconciler reads.
     pub consumer_reports: ConsumerReports,
     /// How many deliveries each consumer of the order queue may hold unacknowledged.
@@ -87,6 +92,8 @@ pub struct FlashSale {
     sold_out: Arc<SoldOutFlags>,
     /// Where returned stock is announced (see [`sold_out`]).
     stock_returned_channel: String,
+    /// This replica's held result requests.
+    result_watch: Arc<ResultWatch>,
 }
 
 impl FlashSale {
@@ -121,6 +128,7 @@ impl FlashSale {
             ConsumerReports::new(infra.redis.clone(), redis_prefix, ORDER_CREATE);
         let gate = Arc::new(BuyerGate::new(settings, purchase_tokens, sold_out.clone()));
         let cold = buy::ColdEvents::new(warmup.clone());
+        let result_watch = Arc::new(ResultWatch::new(store.clone(), settings.result_waiters_max));
         let path = match settings.mode {
             FlashSaleMode::Queue => BuyPath::Queue(buy::QueueBuy::new(
                 settings,
@@ -140,7 +148,13 @@ impl FlashSale {
             ),
             buy: Buy::new(gate.clone(), path),
             purchase_tokens: TokenIssuer::new(gate.clone(), store.clone(), cold),
-            results: BuyResults::new(infra.db.clone(), store.clone()),
+            results: BuyResults::new(infra.db.clone(), store.clone(), result_watch.clone()),
+            line_drainer: Arc::new(LineDrainer::new(
+                settings,
+                infra.db.clone(),
+                store.clone(),
+                queue.clone(),
+            )),
             stock_returned_channel: store.stock_returned_channel(),
             reconciler: Reconciler::new(
                 settings,
@@ -156,6 +170,7 @@ impl FlashSale {
             order_create_prefetch: prefetch,
             gate,
             sold_out,
+            result_watch,
         }
     }
 
@@ -165,8 +180,8 @@ impl FlashSale {
     }
 
     /// The buyer side's background tasks (the API role): the listener that clears this
-    /// replica's sold-out flags when another process announces returned stock, and the sweep of
-    /// buyers whose rate limit has recovered.
+    /// replica's sold-out flags when another process announces returned stock, the one that
+    /// wakes held result requests, and the sweep of buyers whose rate limit has recovered.
     pub fn start_buyer_tasks(
         &self,
         supervisor: &Supervisor,
@@ -174,12 +189,20 @@ impl FlashSale {
         shutdown: &CancellationToken,
     ) {
         let (flags, channel) = (self.sold_out.clone(), self.stock_returned_channel.clone());
-        let announcements = announcements.clone();
+        let stock_announcements = announcements.clone();
         supervisor.long_running("sold_out_listener", shutdown, move |shutdown| {
             let (flags, announcements, channel) =
-                (flags.clone(), announcements.clone(), channel.clone());
+                (flags.clone(), stock_announcements.clone(), channel.clone());
             async move {
                 flags.listen(announcements, channel, shutdown).await;
+                Ok::<(), std::convert::Infallible>(())
+            }
+        });
+        let (watch, announcements) = (self.result_watch.clone(), announcements.clone());
+        supervisor.long_running("result_watch", shutdown, move |shutdown| {
+            let (watch, announcements) = (watch.clone(), announcements.clone());
+            async move {
+                watch.listen(announcements, shutdown).await;
                 Ok::<(), std::convert::Infallible>(())
             }
         });

@@ -8,7 +8,7 @@
 use sqlx::MySqlPool;
 use time::OffsetDateTime;
 
-use super::{BuyRequest, Queued, Refusal};
+use super::{Accepted, BuyRequest, Refusal};
 use crate::repo::mysql::flash_sale_events;
 use crate::service::ServiceError;
 use crate::service::flash_sale::{CreateOutcome, Fulfilment, unix_millis};
@@ -25,7 +25,7 @@ impl DbBuy {
         DbBuy { db, fulfilment }
     }
 
-    pub async fn buy(&self, request: BuyRequest<'_>) -> Result<Queued, ServiceError> {
+    pub async fn buy(&self, request: BuyRequest<'_>) -> Result<Accepted, ServiceError> {
         let BuyRequest {
             event_id, user_id, ..
         } = request;
@@ -44,7 +44,7 @@ impl DbBuy {
             request_id: None,
         };
         match self.fulfilment.create_order_in_mysql(&message).await? {
-            CreateOutcome::Created { .. } => Ok(Queued {
+            CreateOutcome::Created { .. } => Ok(Accepted::Queued {
                 ticket: message.ticket,
                 replayed: false,
             }),

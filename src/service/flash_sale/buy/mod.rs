@@ -7,7 +7,8 @@
 //!   (`db_path`: the order transaction in the request, `SPIKE_FLASH_SALE_MODE=db`).
 //! - [`Buy`]: the gate, then the path; every attempt counted once by its outcome.
 //! - [`TokenIssuer`] (`token`): purchase tokens for active events.
-//! - [`BuyResults`] (`result`): where a buyer stands.
+//! - [`BuyResults`] (`result`): where a buyer stands, answered at once or held until it changes
+//!   ([`ResultWatch`], `watch`).
 //! - [`ColdEvents`] (`cold`): what an event whose Redis keys are missing is, shared by the
 //!   buy and the token route.
 //!
@@ -20,6 +21,7 @@ mod queue_path;
 mod refusal;
 mod result;
 mod token;
+mod watch;
 
 use std::sync::Arc;
 
@@ -28,8 +30,9 @@ pub use db_path::DbBuy;
 pub use gate::BuyerGate;
 pub use queue_path::QueueBuy;
 pub use refusal::Refusal;
-pub use result::{BuyResult, BuyResults};
+pub use result::{BuyResult, BuyResults, MAX_RESULT_WAIT};
 pub use token::{IssuedToken, TokenIssuer};
+pub use watch::ResultWatch;
 
 use crate::service::ServiceError;
 use crate::telemetry::metrics::names;
@@ -47,12 +50,18 @@ pub struct BuyRequest<'a> {
     pub purchase_token: Option<&'a str>,
 }
 
-/// A queued purchase.
+/// A purchase the sale accepted: `ticket` identifies it from now on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Queued {
-    pub ticket: String,
-    /// True when an earlier request with the same `Idempotency-Key` was answered with it.
-    pub replayed: bool,
+pub enum Accepted {
+    /// A unit is reserved and the order is on its way.
+    Queued {
+        ticket: String,
+        /// True when an earlier request with the same `Idempotency-Key` was answered with it.
+        replayed: bool,
+    },
+    /// The event's admission rate is used up: the buyer holds a place in its waiting line
+    /// (`position` 1 is next) and is admitted in turn without asking again.
+    Waiting { ticket: String, position: u64 },
 }
 
 /// Where an admitted buy goes (`SPIKE_FLASH_SALE_MODE`).
@@ -81,13 +90,13 @@ impl Buy {
     }
 
     /// Reserves a unit for the buyer and queues its order, or says why not.
-    pub async fn buy(&self, request: BuyRequest<'_>) -> Result<Queued, ServiceError> {
+    pub async fn buy(&self, request: BuyRequest<'_>) -> Result<Accepted, ServiceError> {
         let result = self.attempt(request).await;
         metrics::counter!(names::BUYS, "outcome" => outcome(&result)).increment(1);
         result
     }
 
-    async fn attempt(&self, request: BuyRequest<'_>) -> Result<Queued, ServiceError> {
+    async fn attempt(&self, request: BuyRequest<'_>) -> Result<Accepted, ServiceError> {
         self.gate.admit_buy(
             request.event_id,
             request.user_id,
@@ -105,12 +114,13 @@ impl Buy {
 }
 
 /// The `outcome` label an attempt is counted under (`names::BUY_OUTCOMES`).
-fn outcome(result: &Result<Queued, ServiceError>) -> &'static str {
+fn outcome(result: &Result<Accepted, ServiceError>) -> &'static str {
     match result {
-        Ok(Queued {
+        Ok(Accepted::Queued {
             replayed: false, ..
         }) => "queued",
-        Ok(_) => "replayed",
+        Ok(Accepted::Queued { replayed: true, .. }) => "replayed",
+        Ok(Accepted::Waiting { .. }) => "waiting",
         Err(ServiceError::Refused(refusal)) => refusal.label(),
         Err(ServiceError::Unavailable(..)) => "unavailable",
         Err(_) => "error",
@@ -124,13 +134,17 @@ mod tests {
     #[test]
     fn every_outcome_is_a_listed_label() {
         let results = [
-            Ok(Queued {
+            Ok(Accepted::Queued {
                 ticket: "t".into(),
                 replayed: false,
             }),
-            Ok(Queued {
+            Ok(Accepted::Queued {
                 ticket: "t".into(),
                 replayed: true,
+            }),
+            Ok(Accepted::Waiting {
+                ticket: "t".into(),
+                position: 3,
             }),
             Err(Refusal::SoldOut.into()),
             Err(ServiceError::Unavailable(
@@ -142,7 +156,14 @@ mod tests {
         let labels: Vec<_> = results.iter().map(outcome).collect();
         assert_eq!(
             labels,
-            ["queued", "replayed", "sold_out", "unavailable", "error"]
+            [
+                "queued",
+                "replayed",
+                "waiting",
+                "sold_out",
+                "unavailable",
+                "error"
+            ]
         );
         for label in labels {
             assert!(names::BUY_OUTCOMES.contains(&label), "{label} not listed");

@@ -1,11 +1,13 @@
 //! The buy path of a flash sale (docs/design.md §5 steps 3–5): one Lua script takes the event's
 //! admission token and reserves (one round trip), the reservation is published with those of
 //! concurrent requests (one message, one confirm: `publish_groups`), and the buyer gets
-//! `queued`. The worker turns it into an order.
+//! `queued`. The worker turns it into an order. When the admission rate is used up the same
+//! script gives the buyer a place in the event's waiting line instead (`waiting`); the worker's
+//! [`LineDrainer`](crate::service::flash_sale::LineDrainer) admits them in turn.
 
 use std::sync::Arc;
 
-use super::{BuyRequest, ColdEvents, Queued, Refusal};
+use super::{Accepted, BuyRequest, ColdEvents, Refusal};
 use crate::config::{FlashSaleSettings, RateLimit};
 use crate::repo::redis::flash_sale::{EventStore, Reservation};
 use crate::service::ServiceError;
@@ -20,6 +22,8 @@ pub struct QueueBuy {
     publish_groups: PublishGroups<OrderQueue>,
     /// The event's cluster-wide admission bucket, taken by the reservation script.
     event_limit: RateLimit,
+    /// The longest an event's waiting line grows (0: no line).
+    waiting_line_max: u32,
     /// Set when Redis answers "sold out", so the gate refuses the next buyers without asking.
     sold_out: Arc<SoldOutFlags>,
     cold: ColdEvents,
@@ -43,6 +47,7 @@ impl QueueBuy {
                 usize::from(settings.publish_groups_in_flight),
             ),
             event_limit: settings.event_rate_limit,
+            waiting_line_max: settings.waiting_line_max,
             sold_out,
             cold,
             abort_after_reserve: settings.fault_abort_after_reserve,
@@ -50,7 +55,7 @@ impl QueueBuy {
     }
 
     /// Reserves a unit for the buyer and queues its order.
-    pub async fn buy(&self, request: BuyRequest<'_>) -> Result<Queued, ServiceError> {
+    pub async fn buy(&self, request: BuyRequest<'_>) -> Result<Accepted, ServiceError> {
         let BuyRequest {
             event_id,
             user_id,
@@ -67,15 +72,19 @@ impl QueueBuy {
                 &ticket,
                 idempotency_key,
                 self.event_limit,
+                self.waiting_line_max,
             )
             .await?;
         let reserved_at_ms = match reservation {
             Reservation::Reserved { at_ms } => at_ms,
             Reservation::Replay { ticket } => {
-                return Ok(Queued {
+                return Ok(Accepted::Queued {
                     ticket,
                     replayed: true,
                 });
+            }
+            Reservation::Waiting { ticket, position } => {
+                return Ok(Accepted::Waiting { ticket, position });
             }
             Reservation::InProgress => return Err(Refusal::IdempotencyKeyInProgress.into()),
             Reservation::SoldOut => {
@@ -122,7 +131,7 @@ impl QueueBuy {
                 .confirm_idempotency(event_id, user_id, key, &ticket)
                 .await?;
         }
-        Ok(Queued {
+        Ok(Accepted::Queued {
             ticket,
             replayed: false,
         })
