@@ -5,8 +5,9 @@
 #   wrk's, `reserve` ÷ raw EVALSHA of reserve.lua (redis-benchmark), `sold-out` ÷ /healthz,
 #   the Redis+MQ path ÷ the naive db mode, the worker's drain in orders/s, the mass close of the
 #   drained orders at their deadline, a full `sale` with its invariant checks, the cost of
-#   traces on the buy path (off, sampled at 1 %, at 100 %, to a stand-in OTLP collector), and
-#   `reserve` on the local 3-master Redis Cluster.
+#   traces on the buy path (off, sampled at 1 %, at 100 %, to a stand-in OTLP collector),
+#   `reserve` on the local 3-master Redis Cluster, and a `crowd` beyond the admission rate with
+#   the waiting line on and off (requests per buyer, time to outcome, fairness).
 #
 # Builds release, makes sure MariaDB/Redis/RabbitMQ run (scripts/dev-services.sh), installs wrk
 # and redis-benchmark from Debian if missing, and starts the servers itself on 127.0.0.1 only.
@@ -20,6 +21,8 @@
 # BENCH_DURATION (5s) per open-ended scenario, BENCH_CONNECTIONS (64),
 # BENCH_RESERVE (30000) buyers of the reserve scenario and so messages for the drain,
 # BENCH_SALE_BUYERS (20000), BENCH_SALE_ATTEMPTS (2), BENCH_SALE_STOCK (2000),
+# BENCH_CROWD_BUYERS (1000), BENCH_CROWD_RATE (1000 arrivals/s), BENCH_CROWD_STOCK (500),
+# BENCH_CROWD_ADMISSION (200/1s, the event's admission rate in the crowd runs),
 # BENCH_OUT (target/bench: JSON of every step, logs, sale.html), BENCH_KEEP (0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +35,10 @@ RESERVE=${BENCH_RESERVE:-30000}
 SALE_BUYERS=${BENCH_SALE_BUYERS:-20000}
 SALE_ATTEMPTS=${BENCH_SALE_ATTEMPTS:-2}
 SALE_STOCK=${BENCH_SALE_STOCK:-2000}
+CROWD_BUYERS=${BENCH_CROWD_BUYERS:-1000}
+CROWD_RATE=${BENCH_CROWD_RATE:-1000}
+CROWD_STOCK=${BENCH_CROWD_STOCK:-500}
+CROWD_ADMISSION=${BENCH_CROWD_ADMISSION:-200/1s}
 OUT=${BENCH_OUT:-target/bench}
 SPIKE_PORT=${BENCH_PORT:-18080}
 HELLO_PORT=${BENCH_HELLO_PORT:-18081}
@@ -71,7 +78,7 @@ cargo build --release --locked --workspace --bins --example hello
 SPIKE=target/release/spike
 BENCH=target/release/spike-bench
 mkdir -p "$OUT"
-rm -f "$OUT"/*.json "$OUT"/*.log "$OUT"/sale.html
+rm -f "$OUT"/*.json "$OUT"/*.log "$OUT"/*.html
 
 client=$(command -v mariadb || command -v mysql)
 "$client" -h127.0.0.1 -uroot -e "CREATE DATABASE $DB;
@@ -184,12 +191,16 @@ redis-cli SET "$raw:stock" 1000000000 >/dev/null
 redis-cli HSET "$raw:meta" start_ms 0 end_ms 99999999999999 >/dev/null
 # As the server loads it: the token bucket's function in front, the admission bucket taken in the
 # same call (its limit out of the way, as for the server).
-sha=$(redis-cli SCRIPT LOAD "$(cat src/repo/redis/scripts/bucket.lua src/repo/redis/scripts/reserve.lua)")
-redis-benchmark --csv -n 200000 -c 50 -r 1000000000 EVALSHA "$sha" 5 \
-  "$raw:stock" "$raw:meta" "$raw:buyers" "$raw:resv" "$raw:admission" __rand_int__ t__rand_int__ \
-  100000000 100000000 |
+# The waiting line's keys are passed and its bound set, as the server does; with the bucket out
+# of the way nobody waits.
+sha=$(redis-cli SCRIPT LOAD "$(cat src/repo/redis/scripts/{bucket,reservation,reserve}.lua)")
+redis-benchmark --csv -n 200000 -c 50 -r 1000000000 EVALSHA "$sha" 8 \
+  "$raw:stock" "$raw:meta" "$raw:buyers" "$raw:resv" "$raw:admission" \
+  "$raw:line" "$raw:line:tickets" "$raw:line:seq" __rand_int__ t__rand_int__ \
+  100000000 100000000 100000 |
   tail -1 | cut -d, -f2 | tr -d '"' >"$OUT/evalsha.rate"
-redis-cli DEL "$raw:stock" "$raw:meta" "$raw:buyers" "$raw:resv" "$raw:admission" >/dev/null
+redis-cli DEL "$raw:stock" "$raw:meta" "$raw:buyers" "$raw:resv" "$raw:admission" \
+  "$raw:line" "$raw:line:tickets" "$raw:line:seq" >/dev/null
 stop_all
 
 log "spike serve logging every request at info (wrk)"
@@ -221,6 +232,21 @@ start serve "$SPIKE_PORT" "$SPIKE" serve
 bench sale sale -c "$CONNECTIONS" --buyers "$SALE_BUYERS" --attempts "$SALE_ATTEMPTS" \
   --stock "$SALE_STOCK" --report "$OUT/sale.html"
 stop_all
+
+log "the waiting line: a crowd at $CROWD_RATE/s against an admission of $CROWD_ADMISSION, line on and off"
+# Every buyer behaves like a person's app: buys once, then long-polls its result; refused with
+# 429 (no line), it retries after Retry-After. A thousand buyers hold a connection each: the
+# per-address connection cap (one client address here) is raised out of the way.
+for line in on off; do
+  line_max=100000
+  [ "$line" = off ] && line_max=0
+  SPIKE_FLASH_SALE_EVENT_RATE_LIMIT=$CROWD_ADMISSION SPIKE_FLASH_SALE_WAITING_LINE_MAX=$line_max \
+    SPIKE_HTTP_MAX_CONNECTIONS_PER_IP=$((CROWD_BUYERS + 1000)) start "serve-crowd-$line" "$SPIKE_PORT" "$SPIKE" serve
+  SPIKE_FLASH_SALE_EVENT_RATE_LIMIT=$CROWD_ADMISSION start "worker-crowd-$line" - "$SPIKE" worker
+  bench "crowd-$line" crowd --buyers "$CROWD_BUYERS" --rate "$CROWD_RATE" --stock "$CROWD_STOCK" \
+    --report "$OUT/crowd-$line.html"
+  stop_all
+done
 
 log "mass close: every drained order reaches its deadline at once"
 # What a 100k sale does a pay timeout later, replayed on the drain's orders: their deadline is
@@ -346,6 +372,13 @@ failed = [c["name"] for c in sale["checks"] if c["passed"] is False]
 rows.append((f"sale: {s['buyers']:,} buyers × {s['attempts']} for {s['stock']:,} units", run(sale),
              f"drain {d['seconds']:.1f} s, pipeline {s['pipeline_orders_per_sec']:,.0f} orders/s"))
 rows.append(("sale invariant checks", "all pass" if not failed else "FAILED: " + ", ".join(failed), f"{len(sale['checks'])} checks"))
+for line in ("on", "off"):
+    crowd = load(f"crowd-{line}"); c = crowd["crowd"]
+    failed = [x["name"] for x in crowd["checks"] if x["passed"] is False]
+    rows.append((f"crowd, line {line}: {c['buyers']:,} buyers at {c['arrival_rate']:,.0f}/s for {c['stock']:,} units",
+                 f"{c['requests_per_buyer']:.2f} requests/buyer, outcome p50 {c['time_to_outcome_p50_ms']:,.0f} ms p99 {c['time_to_outcome_p99_ms']:,.0f} ms",
+                 f"first {c['stock']:,} arrivals won {c['first_arrivals_won'] * 100:.1f} %, rank corr. {c['arrival_admission_correlation']:.3f}, "
+                 f"429s {c['answers_429']:,}, checks {'pass' if not failed else 'FAILED: ' + ', '.join(failed)}"))
 mix = sale["mix"]
 rows.append(("sale outcomes", f"202 {mix['success']:,}, 409 {sum(mix['conflict_by_code'].values()):,}, 429 {mix['too_many_requests']}, 503 {mix['unavailable']}, 5xx {mix['server_errors']}, transport {mix['transport_errors']}", ""))
 w = [max(len(r[i]) for r in rows) for i in range(3)]

@@ -69,6 +69,69 @@ async fn a_small_sale_through_the_load_tool_holds_every_invariant() {
     assert!(html.contains("invariants hold") && html.contains("<svg"));
 }
 
+/// A crowd of `buyers` arriving at 400/s against an event admitting 20/s, with the server's
+/// line as `line_max` sets it.
+async fn crowd_against(line_max: &str, buyers: u64, stock: u64) -> bench::report::Report {
+    let app = spawn_app_with(
+        TestOptions::default()
+            .with_worker()
+            .env("SPIKE_FLASH_SALE_EVENT_RATE_LIMIT", "20/1s")
+            .env("SPIKE_FLASH_SALE_WAITING_LINE_MAX", line_max),
+    )
+    .await;
+    let args = BenchArgs {
+        url: Some(app.address.clone()),
+        buyers: Some(buyers),
+        stock,
+        rate: Some(400.0),
+        drain_timeout: Duration::from_secs(30),
+        ..BenchArgs::new(Scenario::Crowd)
+    };
+    bench::run(&args, &app.config)
+        .await
+        .expect("the crowd completes")
+}
+
+#[tokio::test]
+async fn a_crowd_waits_in_line_first_come_first_served_and_without_the_line_retries() {
+    let (with_line, without) = tokio::join!(
+        crowd_against("100000", 120, 40),
+        crowd_against("0", 120, 40)
+    );
+    for report in [&with_line, &without] {
+        assert!(
+            report.checks.iter().all(|c| c.passed == Some(true)),
+            "{}",
+            report.text()
+        );
+    }
+    let line = with_line.crowd.as_ref().expect("crowd figures");
+    assert_eq!((line.winners, line.losers, line.gave_up), (40, 80, 0));
+    assert!(
+        line.waited > 0 && line.answers_429 == 0,
+        "{}",
+        with_line.text()
+    );
+    // Arrivals 2.5 ms apart, each on a new connection, may reach the server a place apart.
+    assert!(line.first_arrivals_won >= 0.9, "{}", with_line.text());
+    assert!(
+        line.arrival_admission_correlation > 0.95,
+        "{}",
+        with_line.text()
+    );
+    assert!(line.requests_per_buyer <= 3.0, "{}", with_line.text());
+
+    let retried = without.crowd.as_ref().expect("crowd figures");
+    assert_eq!((retried.winners, retried.gave_up), (40, 0));
+    assert!(
+        retried.waited == 0 && retried.answers_429 > 0,
+        "{}",
+        without.text()
+    );
+    assert!(with_line.text().contains("fairness"));
+    assert!(with_line.html().contains("<h2>Crowd</h2>"));
+}
+
 #[tokio::test]
 async fn a_sale_behind_the_purchase_token_gate_runs_with_the_switch_and_fails_without_it() {
     let gated = TestOptions::default()

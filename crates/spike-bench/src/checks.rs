@@ -39,8 +39,8 @@ pub struct Drain {
     pub orders_per_sec: f64,
 }
 
-/// Watches the event until no reservation waits in Redis (every one is an order or a `failed`
-/// result) or `limit` passes.
+/// Watches the event until nobody waits in its line and no reservation waits in Redis (every one
+/// is an order or a `failed` result) or `limit` passes.
 pub async fn wait_for_drain(
     db: &MySqlPool,
     redis: &mut RedisConnection,
@@ -53,10 +53,13 @@ pub async fn wait_for_drain(
     let mut first_change: Option<(Instant, u64)> = None;
     let mut last_change = (started, initial);
     loop {
-        let pending: u64 = redis::cmd("HLEN")
-            .arg(keys.reservations())
+        // The line first: a buyer admitted between the two reads is then in the reservations.
+        let (waiting, reserved): (u64, u64) = redis::pipe()
+            .zcard(keys.line())
+            .hlen(keys.reservations())
             .query_async(redis)
             .await?;
+        let pending = waiting + reserved;
         let orders = spike_orders(db, event_id).await?;
         let now = Instant::now();
         if orders != last_change.1 {
@@ -123,7 +126,7 @@ pub struct Check {
 }
 
 impl Check {
-    fn new(name: &str, passed: bool, detail: String) -> Check {
+    pub fn new(name: &str, passed: bool, detail: String) -> Check {
         Check {
             name: name.to_owned(),
             passed: Some(passed),

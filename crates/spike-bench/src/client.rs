@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -96,6 +96,8 @@ impl Call {
 pub struct Answer {
     pub status: u16,
     pub body: Bytes,
+    /// `Retry-After`, in seconds, when the answer carries one.
+    pub retry_after: Option<u64>,
 }
 
 /// One keep-alive connection; reconnects on the next call after a failure.
@@ -130,13 +132,22 @@ impl Connection {
         sender.ready().await.map_err(transport)?;
         let response = sender.send_request(request).await.map_err(transport)?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok());
         let body = response
             .into_body()
             .collect()
             .await
             .map_err(transport)?
             .to_bytes();
-        Ok(Answer { status, body })
+        Ok(Answer {
+            status,
+            body,
+            retry_after,
+        })
     }
 }
 

@@ -4,13 +4,16 @@
 //! tokens minted from the configured JWT secret, a product and an event created through the
 //! admin API), fires the load ([`load`]), and reports throughput, latency percentiles and the
 //! outcome mix ([`report`]). A `sale` then waits for the worker to drain and checks the
-//! invariants of docs/design.md §1 in MySQL and Redis ([`checks`]).
+//! invariants of docs/design.md §1 in MySQL and Redis ([`checks`]). A `crowd` ([`crowd`]) sends
+//! buyers who behave like people's apps (buy once, then long-poll; retry after `Retry-After`
+//! when refused) and reports what each of them went through, fairness included.
 //!
 //! The tool reads the same configuration as the server (`SPIKE_*`, `configs/<env>.toml`): the
 //! database and Redis it checks, the Redis prefix and the JWT secret must be the server's.
 
 pub mod checks;
 pub mod client;
+pub mod crowd;
 pub mod load;
 pub mod report;
 pub mod scenario;
@@ -76,6 +79,10 @@ pub enum Scenario {
     Orders,
     /// No load: watch an existing event's queued reservations become orders (`--event`).
     Drain,
+    /// N buyers (`--buyers`, 1000) arriving at `--rate` per second (500) for `--stock` units,
+    /// each buying once and long-polling the result (or retrying after `Retry-After` when
+    /// refused); then the drain, fairness and the invariant checks.
+    Crowd,
 }
 
 impl Scenario {
@@ -180,6 +187,7 @@ pub async fn run(args: &BenchArgs, config: &Config) -> Result<Report, BenchError
         Scenario::Sale => bench.sale().await?,
         Scenario::Orders => bench.orders().await?,
         Scenario::Drain => bench.drain().await?,
+        Scenario::Crowd => bench.crowd().await?,
     };
     if report.requests > 0 && report.mix.transport_errors == report.requests {
         return Err(BenchError::Transport(format!(
@@ -392,6 +400,47 @@ impl Bench<'_> {
                 / (load.elapsed.as_secs_f64() + drain.seconds),
             facts,
         });
+        db.close().await;
+        Ok(report)
+    }
+
+    async fn crowd(&self) -> Result<Report, BenchError> {
+        let db = self.db().await?;
+        let mut redis = self.redis().await?;
+        let seeder = Seeder::new(&self.config.auth, db.clone())?;
+        let count = self.args.buyers.unwrap_or(1_000);
+        let rate = self.args.rate.unwrap_or(500.0);
+        let buyers = seeder.buyers(count).await?;
+        let event = self.started_event(&seeder, self.args.stock).await?;
+        let started = std::time::Instant::now();
+        let runs = crowd::run(&self.target, event, &buyers, rate).await;
+        let elapsed = started.elapsed();
+
+        let keys = self.keys(event);
+        let drain =
+            checks::wait_for_drain(&db, &mut redis, &keys, event, self.args.drain_timeout).await?;
+        let accepted: Vec<Accepted> = runs
+            .iter()
+            .filter_map(|run| {
+                let buyer = &buyers[run.arrival];
+                Some(Accepted {
+                    user_id: buyer.user_id,
+                    token: buyer.token.clone(),
+                    ticket: run.ticket.clone()?,
+                })
+            })
+            .collect();
+        let facts = checks::gather(&db, &mut redis, &keys, &self.target, event, &accepted).await?;
+        let summary = crowd::summarize(event, self.args.stock, rate, &runs)?;
+        let mut report = self.report(&LoadResult::empty());
+        report.requests = runs.iter().map(|run| u64::from(run.requests)).sum();
+        report.seconds = elapsed.as_secs_f64();
+        report.rate = Some(rate);
+        report.event_id = Some(event);
+        report.checks = checks::evaluate(&facts);
+        report.checks.push(crowd::everyone_settled(&summary));
+        report.drain = Some(drain);
+        report.crowd = Some(summary);
         db.close().await;
         Ok(report)
     }

@@ -360,18 +360,21 @@ mod tests {
         let refused = Answer {
             status: 409,
             body: br#"{"code":50004,"message":"sold out","data":null}"#.as_slice().into(),
+            retry_after: None,
         };
         assert_eq!(Outcome::of(&refused).label(), "409/50004");
         assert!(Outcome::of(&refused).is_refusal());
         let queued = Answer {
             status: 202,
             body: br#"{"code":0,"data":{"ticket":"t"}}"#.as_slice().into(),
+            retry_after: None,
         };
         assert_eq!(Outcome::of(&queued).label(), "202");
         assert!(Outcome::of(&queued).is_success());
         let crashed = Answer {
             status: 502,
             body: bytes::Bytes::from_static(b"<html>bad gateway</html>"),
+            retry_after: None,
         };
         assert_eq!(Outcome::of(&crashed).label(), "502");
         assert!(!Outcome::of(&crashed).is_refusal());

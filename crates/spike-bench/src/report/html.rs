@@ -61,6 +61,30 @@ pub(super) fn page(report: &Report) -> String {
             sale.event_id, sale.buyers, sale.attempts, sale.stock, sale.pipeline_orders_per_sec,
         );
     }
+    if let Some(c) = &report.crowd {
+        let _ = write!(
+            page,
+            "<h2>Crowd</h2><p>Event {}: {} buyers arriving at {:.0}/s for {} units; {} were told to wait in line, {} answers were 429.</p>\
+             <table><tr><th>requests per buyer</th><td>{:.2} (most {})</td></tr>\
+             <tr><th>arrival to outcome</th><td>p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms</td></tr>\
+             <tr><th>first {} arrivals who won</th><td>{:.1} %</td></tr>\
+             <tr><th>arrival vs admission rank correlation</th><td>{:.3}</td></tr></table>",
+            c.event_id,
+            c.buyers,
+            c.arrival_rate,
+            c.stock,
+            c.waited,
+            c.answers_429,
+            c.requests_per_buyer,
+            c.max_requests_of_a_buyer,
+            c.time_to_outcome_p50_ms,
+            c.time_to_outcome_p99_ms,
+            c.time_to_outcome_max_ms,
+            c.stock,
+            c.first_arrivals_won * 100.0,
+            c.arrival_admission_correlation,
+        );
+    }
     if let Some(d) = &report.drain {
         let _ = write!(
             page,

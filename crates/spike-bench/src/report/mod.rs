@@ -10,6 +10,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::checks::{Check, Drain, SaleFacts};
+use super::crowd::CrowdSummary;
 use super::load::{LoadResult, Outcome, SLOT, Slot};
 
 /// Latency percentiles in milliseconds.
@@ -122,6 +123,8 @@ pub struct Report {
     /// How the worker turned the reservations into orders (`sale`, `drain`).
     pub drain: Option<Drain>,
     pub sale: Option<SaleSummary>,
+    /// What the buyers of a `crowd` went through.
+    pub crowd: Option<CrowdSummary>,
     pub checks: Vec<Check>,
 }
 
@@ -155,6 +158,7 @@ impl Report {
             event_id: None,
             drain: None,
             sale: None,
+            crowd: None,
             checks: Vec::new(),
         }
     }
@@ -213,6 +217,29 @@ impl Report {
                 out,
                 "  sale        event {}: {} buyers x {} attempts for {} units, pipeline {:.0} orders/s",
                 sale.event_id, sale.buyers, sale.attempts, sale.stock, sale.pipeline_orders_per_sec
+            );
+        }
+        if let Some(c) = &self.crowd {
+            let _ = writeln!(
+                out,
+                "  crowd       event {}: {} buyers at {:.0}/s for {} units; {} told to wait, {} answers 429",
+                c.event_id, c.buyers, c.arrival_rate, c.stock, c.waited, c.answers_429
+            );
+            let _ = writeln!(
+                out,
+                "  buyers      {:.2} requests each (most {}), outcome after p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms",
+                c.requests_per_buyer,
+                c.max_requests_of_a_buyer,
+                c.time_to_outcome_p50_ms,
+                c.time_to_outcome_p99_ms,
+                c.time_to_outcome_max_ms
+            );
+            let _ = writeln!(
+                out,
+                "  fairness    {:.1} % of the first {} arrivals won; arrival vs admission rank correlation {:.3}",
+                c.first_arrivals_won * 100.0,
+                c.stock,
+                c.arrival_admission_correlation
             );
         }
         if let Some(d) = &self.drain {
