@@ -96,15 +96,15 @@ step() {
   printf '\n## %s\n\n' "$*" >>"$TRANSCRIPT"
 }
 
-# wait_result TOKEN: polls the buyer's result until it is no longer `queued`; prints the order id.
+# wait_result TOKEN: asks for the buyer's result, held by the server until it is no longer
+# `queued` or `waiting` (`?wait=10`), asking again if the wait ran out; prints the order id.
 wait_result() {
   local status
-  for _ in $(seq 1 100); do
-    call GET "/api/v1/spike/events/$EVENT/result" "$1"
+  for _ in $(seq 1 10); do
+    call GET "/api/v1/spike/events/$EVENT/result?wait=10" "$1"
     expect 200 0
     status=$(json data.status <<<"$BODY")
-    [ "$status" = queued ] || break
-    sleep 0.1
+    [ "$status" = queued ] || [ "$status" = waiting ] || break
   done
   [ "$status" = success ] || fail "$LAST: result $BODY"
   json data.order_id <<<"$BODY"

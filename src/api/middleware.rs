@@ -316,3 +316,18 @@ fn handler_panicked(panic: Box<dyn Any + Send + 'static>) -> Response {
     tracing::error!(panic = detail, "handler panicked");
     ApiError::internal().into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_wait_parameter_earns_the_longer_timeout() {
+        assert!(asks_to_wait(Some("wait=30")));
+        assert!(asks_to_wait(Some("x=1&wait=5")));
+        assert!(asks_to_wait(Some("wait")));
+        assert!(!asks_to_wait(None));
+        assert!(!asks_to_wait(Some("waiting=1")));
+        assert!(!asks_to_wait(Some("page=2&await=3")));
+    }
+}

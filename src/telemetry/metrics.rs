@@ -150,6 +150,10 @@ fn start_counters_at_zero() {
     ] {
         metrics::counter!(name).increment(0);
     }
+    // Gauges a process may not touch for a while: shown as 0, not as missing.
+    for name in [names::WAITING_LINE_LENGTH, names::RESULT_WAITERS] {
+        metrics::gauge!(name).set(0.0);
+    }
 }
 
 /// The version and the commit this binary was built from, as a gauge fixed at 1 whose labels

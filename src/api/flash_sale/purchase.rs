@@ -114,8 +114,10 @@ impl ResultParams {
     }
 }
 
-/// Buy one unit: reserved in Redis and queued, or — when the event's admission rate is used
-/// up — a place in its waiting line; `/result?wait=N` tells the outcome.
+/// Buy one unit: reserved and queued, or a place in the event's waiting line.
+///
+/// Beyond the event's admission rate the buyer waits in line (`202 waiting`, with `position`)
+/// and is admitted in turn; `/result?wait=N` tells the outcome.
 #[utoipa::path(
     post,
     path = "/spike/events/{id}/orders",
