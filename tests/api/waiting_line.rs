@@ -274,6 +274,29 @@ async fn replica(app: &TestApp, env: &[(&str, &str)]) -> (Running, String, Strin
     (child, base, format!("http://{internal_addr}"))
 }
 
+/// Sends the buyer's `/result?wait=30` to the replica at `base`, which holds nothing yet, and
+/// returns once the replica holds it (its `spike_result_waiters`, read at `internal`).
+async fn hold_result(
+    app: &TestApp,
+    (base, internal): (&str, &str),
+    token: &str,
+    event: u64,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let request = app
+        .client
+        .get(format!("{base}/api/v1/spike/events/{event}/result?wait=30"))
+        .bearer_auth(token)
+        .send();
+    let request = tokio::spawn(request);
+    wait_for(
+        "the request to be held",
+        Duration::from_secs(10),
+        || async { held_requests(&app.client, internal).await == Some(1.0) },
+    )
+    .await;
+    request
+}
+
 #[tokio::test]
 async fn held_requests_end_cleanly_at_shutdown_and_wake_across_replicas() {
     let rate = ("SPIKE_FLASH_SALE_EVENT_RATE_LIMIT", "1/1m");
@@ -293,22 +316,7 @@ async fn held_requests_end_cleanly_at_shutdown_and_wake_across_replicas() {
 
     // A replica holding a waiting buyer's request is stopped: the request is answered.
     let (first, base, internal) = replica(&app, &[rate]).await;
-    let held = tokio::spawn({
-        let (client, token, base) = (app.client.clone(), waiting.clone(), base.clone());
-        async move {
-            client
-                .get(format!("{base}/api/v1/spike/events/{event}/result?wait=30"))
-                .bearer_auth(token)
-                .send()
-                .await
-        }
-    });
-    wait_for(
-        "the request to be held",
-        Duration::from_secs(10),
-        || async { held_requests(&app.client, &internal).await == Some(1.0) },
-    )
-    .await;
+    let held = hold_result(&app, (&base, &internal), waiting, event).await;
     let stopped_at = Instant::now();
     assert!(first.terminate().await.success());
     let answer = held.await.unwrap().expect("answered, not cut off");
@@ -324,22 +332,7 @@ async fn held_requests_end_cleanly_at_shutdown_and_wake_across_replicas() {
     // Its successor holds the admitted buyer's request; the worker here settles the order and
     // the announcement reaches the other process.
     let (_second, base, internal) = replica(&app, &[rate]).await;
-    let held = tokio::spawn({
-        let (client, token, base) = (app.client.clone(), queued.clone(), base.clone());
-        async move {
-            client
-                .get(format!("{base}/api/v1/spike/events/{event}/result?wait=30"))
-                .bearer_auth(token)
-                .send()
-                .await
-        }
-    });
-    wait_for(
-        "the request to be held",
-        Duration::from_secs(10),
-        || async { held_requests(&app.client, &internal).await == Some(1.0) },
-    )
-    .await;
+    let held = hold_result(&app, (&base, &internal), queued, event).await;
     let settled_at = Instant::now();
     assert_eq!(app.drain_orders().await, 1);
     let answer = held.await.unwrap().expect("answered");
@@ -384,4 +377,27 @@ async fn result_wait_takes_whole_seconds_up_to_thirty() {
     )
     .await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn beyond_the_bound_of_held_requests_the_answer_comes_at_once() {
+    let rate = ("SPIKE_FLASH_SALE_EVENT_RATE_LIMIT", "1/1m");
+    let app = spawn_app_with(TestOptions::default().env(rate.0, rate.1)).await;
+    let admin = app.admin_token().await;
+    let event = app.active_event(&admin, 10).await;
+    let people = app.buyers(3).await;
+    for (_, token) in &people {
+        assert_eq!(app.buy(token, event).await.status(), 202);
+    }
+    let (_replica, base, internal) =
+        replica(&app, &[rate, ("SPIKE_FLASH_SALE_RESULT_WAITERS_MAX", "1")]).await;
+
+    // The replica holds one request (a waiting buyer's) ...
+    let held = hold_result(&app, (&base, &internal), &people[2].1, event).await;
+    // ... so another waiting buyer's is answered at once, while the first is still held.
+    let standing = result_after(&app, &base, &people[1].1, event, 30).await;
+    assert_eq!(standing["status"], "waiting", "{standing}");
+    assert_eq!(standing["position"], 1, "{standing}");
+    assert!(!held.is_finished(), "the first request is still held");
+    held.abort();
 }

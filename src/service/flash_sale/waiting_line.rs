@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use super::{OrderQueue, RESULT_TTL_SECS, to_time};
 use crate::background::UnitFailures;
 use crate::config::{FlashSaleSettings, RateLimit};
-use crate::domain::flash_sale::{EventStatus, FailureReason};
+use crate::domain::flash_sale::EventStatus;
 use crate::repo::mysql::flash_sale_events;
 use crate::repo::redis::flash_sale::{EventStore, LineDrain};
 use crate::service::ServiceError;
@@ -169,9 +169,7 @@ impl LineDrainer {
                 report.failed += failed;
                 metrics::counter!(names::LINE_CLOSED, "reason" => <&str>::from(reason))
                     .increment(failed);
-                if reason == FailureReason::SoldOut || reason == FailureReason::Ended {
-                    tracing::info!(event_id, %reason, failed, "waiting buyers failed: the line is closed");
-                }
+                tracing::info!(event_id, %reason, failed, "waiting buyers failed: the line is closed");
             }
             let more = still_waiting > 0 && (closed.is_some() || full_call);
             if !more {
