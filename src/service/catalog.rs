@@ -49,8 +49,9 @@ pub struct CatalogService {
 struct Inner {
     /// The primary: product writes.
     db: MySqlPool,
-    /// Catalog reads: the list, the stock figure and the cache's loads (a replica when one is
-    /// configured; the double invalidation covers its lag, docs/catalog.md).
+    /// Catalog reads that may be a moment old: the list and the stock figure (a replica when
+    /// one is configured, docs/catalog.md). Not the detail cache's loads: a row loaded from a
+    /// lagging replica would be served for the cache's whole TTL.
     db_read: MySqlPool,
     redis: RedisConnection,
     keys: Keys,
@@ -221,7 +222,9 @@ impl CatalogService {
         }
         self.inner.stats.loads.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(names::CACHE_LOADS, "cache" => "product").increment(1);
-        let product = products::find_active(&self.inner.db_read, id).await?;
+        // From the primary: a cached row outlives the replica's lag (single flight makes these
+        // loads one per product per TTL per process, which the primary does not notice).
+        let product = products::find_active(&self.inner.db, id).await?;
         let mut redis = self.inner.redis.clone();
         let written = match &product {
             Some(product) => {

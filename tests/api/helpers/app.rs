@@ -13,6 +13,7 @@ use spike::worker::{HousekeepingReport, Worker};
 use tokio_util::sync::CancellationToken;
 
 use super::logs::init_logs;
+use super::mysql_pair::ReplicatedMysql;
 use super::resources::{TestResources, redis_cluster_seeds};
 
 /// Every test app has this admin (bootstrap), unless a test overrides it.
@@ -50,6 +51,9 @@ pub struct TestOptions {
     pub replica_port: Option<u16>,
     /// Run on the local Redis Cluster instead of the configured Redis.
     pub redis_cluster: bool,
+    /// The database on this replicated MariaDB pair `(primary, replica)` (root URLs), the
+    /// catalog's reads on its replica.
+    pub replicated_mysql: Option<(String, String)>,
 }
 
 impl TestOptions {
@@ -72,6 +76,13 @@ impl TestOptions {
     /// Cluster ([`redis_cluster_seeds`]).
     pub fn on_redis_cluster(mut self) -> Self {
         self.redis_cluster = true;
+        self
+    }
+
+    /// The app's database lives on the primary of `pair` (`scripts/mysql-replica.sh`), and
+    /// `SPIKE_DATABASE_READ_URL` names the same database on its binlog replica.
+    pub fn on_replicated_mysql(mut self, pair: &ReplicatedMysql) -> Self {
+        self.replicated_mysql = Some((pair.primary_url(), pair.replica_url()));
         self
     }
 
@@ -114,6 +125,11 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         resources.redis_cluster = Some(redis_cluster_seeds());
     }
     let mut env = options.env.clone();
+    if let Some((primary, replica)) = &options.replicated_mysql {
+        let replica = resources.move_to_primary(primary, replica).await;
+        env.insert("SPIKE_DATABASE_URL".into(), resources.database_url.clone());
+        env.insert("SPIKE_DATABASE_READ_URL".into(), replica);
+    }
     if let Some(port) = options.mysql_port {
         env.insert(
             "SPIKE_DATABASE_URL".into(),

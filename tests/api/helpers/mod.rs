@@ -8,12 +8,14 @@
 //! - `client`: HTTP requests and the envelope checks;
 //! - `flash_sale`: events, buyers, buys and results as [`TestApp`] methods;
 //! - `resources`: the per-test database, prefixes and their removal;
-//! - `logs`: log capture; `proxy`: a cuttable TCP proxy.
+//! - `logs`: log capture; `proxy`: a cuttable TCP proxy; `mysql_pair`: a replicated MariaDB
+//!   pair of the test's own.
 
 mod app;
 mod client;
 mod flash_sale;
 mod logs;
+mod mysql_pair;
 mod proxy;
 mod resources;
 
@@ -21,6 +23,7 @@ pub use app::*;
 pub use client::*;
 pub use flash_sale::*;
 pub use logs::*;
+pub use mysql_pair::*;
 pub use proxy::*;
 pub use resources::*;
 

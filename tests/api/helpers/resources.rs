@@ -56,6 +56,25 @@ impl TestResources {
         }
     }
 
+    /// Moves the test's database to a replicated pair ([`super::ReplicatedMysql`]): created on
+    /// its primary (the replica follows), `database_url` pointing there; returns the same
+    /// database on the replica. The pair is the test's own and goes with its data, so the
+    /// cleanup leaves it alone.
+    pub async fn move_to_primary(&mut self, primary: &str, replica: &str) -> String {
+        let mut admin = admin_connection(primary).await;
+        let create = format!(
+            "CREATE DATABASE `{}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
+            self.database
+        );
+        admin
+            .execute(sqlx::AssertSqlSafe(create))
+            .await
+            .expect("create the test database on the primary");
+        admin.close().await.ok();
+        self.database_url = with_database(primary, &self.database);
+        with_database(replica, &self.database)
+    }
+
     /// `SPIKE_*` variables pointing a spike process at this test's Redis.
     pub fn redis_env(&self) -> Vec<(&'static str, String)> {
         match &self.redis_cluster {
