@@ -125,15 +125,23 @@ pub enum ErrorKind {
     Other,
 }
 
-/// A cluster failing over or down (`CLUSTERDOWN`, `TRYAGAIN`, `MASTERDOWN`, a replica promoted
-/// under a write) or a server still loading its data: the same command will work later.
+/// A cluster failing over or down (`CLUSTERDOWN`, `TRYAGAIN`, `MASTERDOWN`, `MOVED`/`ASK` the
+/// retries did not settle, a replica promoted under a write) or a server still loading its
+/// data: the same command will work later.
 fn redis_in_transition(error: &::redis::RedisError) -> bool {
     use ::redis::RetryMethod::{
-        ReconnectFromInitialConnections, RefreshSlotsAndRetry, WaitAndRetry,
+        AskRedirect, MovedRedirect, ReconnectFromInitialConnections, RefreshSlotsAndRetry,
+        WaitAndRetry,
     };
+    // A redirection still standing after the client's retries is a failover in progress (the
+    // nodes do not agree yet on who owns the slot), not a fault of the request.
     matches!(
         error.retry_method(),
-        WaitAndRetry | RefreshSlotsAndRetry | ReconnectFromInitialConnections
+        WaitAndRetry
+            | RefreshSlotsAndRetry
+            | ReconnectFromInitialConnections
+            | MovedRedirect
+            | AskRedirect
     )
 }
 
@@ -276,6 +284,15 @@ mod tests {
         assert_eq!(
             cluster_down.unavailable_dependency(),
             Some(Dependency::Redis)
+        );
+        let moved = RepoError::Redis(::redis::RedisError::from((
+            ::redis::ErrorKind::Server(::redis::ServerErrorKind::Moved),
+            "9842 127.0.0.1:7121",
+        )));
+        assert_eq!(
+            moved.unavailable_dependency(),
+            Some(Dependency::Redis),
+            "a failover in progress"
         );
         let cross_slot = RepoError::Redis(::redis::RedisError::from((
             ::redis::ErrorKind::Server(::redis::ServerErrorKind::CrossSlot),

@@ -10,6 +10,7 @@ mod connections;
 mod contract;
 mod edges;
 mod envelope;
+mod failover_redis;
 mod failover_replica;
 mod faults;
 mod flash_sale;

@@ -63,6 +63,9 @@ impl ConnectionLike for RedisConnection {
     }
 }
 
+/// How often a cluster command is retried on a redirection or a cluster in transition.
+const CLUSTER_RETRIES: u32 = 4;
+
 /// Connects, retrying until `startup_timeout`.
 pub async fn connect(config: &RedisSettings) -> Result<RedisConnection, RepoError> {
     let target = config.redacted();
@@ -82,10 +85,16 @@ pub async fn connect(config: &RedisSettings) -> Result<RedisConnection, RepoErro
             Ok(RedisConnection::Standalone(manager))
         }
         RedisMode::Cluster => {
+            // A failover (a replica promoted after the node timeout) answers MOVED, TRYAGAIN or
+            // CLUSTERDOWN for a moment: retried a few times within ~1 s (waits of 50 ms up to
+            // 400 ms, doubling), then the caller sees an outage (`503`), never a server error.
             let client = ClusterClientBuilder::new(config.urls())
                 .connection_timeout(CONNECT_TIMEOUT)
                 .response_timeout(RESPONSE_TIMEOUT)
-                .retries(2)
+                .retries(CLUSTER_RETRIES)
+                .min_retry_wait(50)
+                .max_retry_wait(400)
+                .retry_wait_formula(50, 2)
                 .build()?;
             let connection =
                 retry::with_backoff(Dependency::Redis, &target, config.startup_timeout, || {
