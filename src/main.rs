@@ -326,7 +326,7 @@ fn log_config(config: &Config) {
         database = redact_url(config.database.url.expose()),
         redis = config.redis.redacted(),
         redis_mode = %config.redis.mode,
-        amqp = redact_url(config.amqp.url.expose()),
+        amqp = config.amqp.redacted(),
         redis_prefix = config.redis.prefix,
         amqp_prefix = config.amqp.prefix,
         auto_migrate = config.database.auto_migrate,

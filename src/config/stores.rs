@@ -77,14 +77,35 @@ pub struct AmqpSettings {
 }
 
 impl AmqpSettings {
-    /// The virtual host `url` names (`/` when it names none).
-    pub fn vhost(&self) -> String {
-        self.url
-            .expose()
-            .parse::<lapin::uri::AMQPUri>()
-            .map(|uri| uri.vhost)
-            .unwrap_or_else(|_| "/".to_owned())
+    /// Each node's URL: `url` is one, or a comma-separated list of a cluster's nodes (a comma
+    /// inside a password must be written `%2C`).
+    pub fn urls(&self) -> Vec<&str> {
+        amqp_urls(self.url.expose())
     }
+
+    /// [`AmqpSettings::url`] with every password masked, for logs.
+    pub fn redacted(&self) -> String {
+        self.urls()
+            .into_iter()
+            .map(redact_url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The virtual host the (first) URL names (`/` when it names none).
+    pub fn vhost(&self) -> String {
+        self.urls()
+            .first()
+            .and_then(|url| url.parse::<lapin::uri::AMQPUri>().ok())
+            .map_or_else(|| "/".to_owned(), |uri| uri.vhost)
+    }
+}
+
+fn amqp_urls(raw: &str) -> Vec<&str> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .collect()
 }
 
 /// `redis_url`: one URL, or in cluster mode one or more seed nodes, each checked.
@@ -199,10 +220,22 @@ pub(super) fn read(
 
     let amqp_url = r.url(
         "amqp_url",
-        "RabbitMQ 3 (configs/dev.toml has the local one)",
+        "RabbitMQ 3 (configs/dev.toml has the local one); a cluster's nodes as a comma-separated list, tried in turn when the connected node goes away",
         "amqp://guest:guest@127.0.0.1:5672/%2f",
         &["amqp", "amqps"],
-        |url| url.parse::<lapin::uri::AMQPUri>().map(|_| ()),
+        |raw| {
+            let urls = amqp_urls(raw);
+            if urls.is_empty() {
+                return Err("no node".into());
+            }
+            for url in urls {
+                if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+                    return Err("every node must start with amqp:// or amqps://".into());
+                }
+                url.parse::<lapin::uri::AMQPUri>()?;
+            }
+            Ok(())
+        },
     );
     let management_url = r.optional_url(
         "amqp_management_url",

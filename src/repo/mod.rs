@@ -237,7 +237,7 @@ impl Infra {
                 // not the shop its buying, so it must not take the pods out of service.
                 Dependency::Mysql => mysql::ping(&self.db).await,
                 Dependency::Redis => redis::ping(&mut self.redis.clone()).await,
-                Dependency::Rabbitmq => self.amqp.ping(),
+                Dependency::Rabbitmq => self.amqp.ping().await,
             }
         };
         tokio::time::timeout(timeout, check)

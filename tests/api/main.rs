@@ -10,6 +10,7 @@ mod connections;
 mod contract;
 mod edges;
 mod envelope;
+mod failover_rabbitmq;
 mod failover_redis;
 mod failover_replica;
 mod faults;

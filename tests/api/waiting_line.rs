@@ -91,10 +91,11 @@ async fn a_crowd_beyond_the_admission_rate_waits_and_the_first_arrivals_win() {
     let positions = waiting_positions(&answers);
     let expected: Vec<u64> = (1..=positions.len() as u64).collect();
     assert_eq!(positions, expected, "each arrival joins at the back");
+    // The burst of 20, and what refilled before the first buyer had to wait (more on a slow run).
+    let admitted_at_once = 150 - positions.len();
     assert!(
-        (20..=30).contains(&(150 - positions.len())),
-        "the burst of 20 (and what refilled meanwhile) was admitted at once: {}",
-        150 - positions.len()
+        (20..60).contains(&admitted_at_once),
+        "{admitted_at_once} admitted at once"
     );
     // Asking again keeps the place and the ticket.
     let again = envelope(app.buy(&people[149].1, event).await).await["data"].clone();
@@ -144,16 +145,26 @@ async fn a_crowd_beyond_the_admission_rate_waits_and_the_first_arrivals_win() {
 }
 
 #[tokio::test]
-async fn two_workers_draining_one_line_admit_each_buyer_once_in_order() {
+async fn two_workers_draining_one_line_admit_each_buyer_exactly_once() {
     let app =
         spawn_app_with(TestOptions::default().env("SPIKE_FLASH_SALE_EVENT_RATE_LIMIT", "100/1s"))
             .await;
     let admin = app.admin_token().await;
     let event = app.active_event(&admin, 1_000).await;
     let people = app.buyers(300).await;
-    let answers = arrive_one_by_one(&app, &people, event).await;
-    let waiting = waiting_positions(&answers).len();
-    assert!(waiting >= 150, "{waiting} waiting");
+    // All at once, so the line is long however slow the run: the burst of 100 goes first.
+    let answers = futures_util::future::join_all(
+        people
+            .iter()
+            .map(|(_, token)| async { code(app.buy(token, event).await).await }),
+    )
+    .await;
+    let mut waiting = 0;
+    for (status, _, body) in &answers {
+        assert_eq!(*status, 202, "{body}");
+        waiting += usize::from(body["data"]["status"] == "waiting");
+    }
+    assert!(waiting >= 100, "{waiting} waiting");
 
     // Two drainers at once, each until the line is empty.
     let drain_until_empty = |worker: spike::worker::Worker| async move {

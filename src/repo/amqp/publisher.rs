@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Confirmation, PublisherConfirm};
+use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
 use tracing::{Instrument, Span};
 
 use super::Amqp;
@@ -14,7 +14,7 @@ use crate::telemetry::metrics::names;
 use crate::telemetry::traces;
 
 /// How long a publish may wait for the broker's confirm before it counts as failed.
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Amqp {
     /// Publishes a persistent JSON message and waits for the broker's confirm: `Ok` means the
@@ -49,8 +49,20 @@ impl Amqp {
         let span = publish_span(routing_key, 1);
         // Pinned where it is made: the send future is large, and handing it over by value would
         // copy it at every layer (measured: 1.3–1.4× the instructions of a whole buy).
-        let sent = std::pin::pin!(self.send(exchange, routing_key, payload, expiration, headers));
-        confirmed_within(sent).instrument(span).await
+        let publisher = self.live_link().await?.publisher();
+        let sent = std::pin::pin!(send(
+            &publisher,
+            exchange,
+            routing_key,
+            payload,
+            expiration,
+            headers
+        ));
+        let published = confirmed_within(sent).instrument(span).await;
+        if matches!(published, Err(RepoError::NotConfirmed(Refusal::Nacked))) {
+            self.renew_publisher(&publisher).await;
+        }
+        published
     }
 
     /// Publishes persistent JSON messages `(routing_key, payload)` one after the other without
@@ -65,57 +77,80 @@ impl Amqp {
             messages.first().map_or("", |(routing_key, _)| *routing_key),
             messages.len(),
         );
+        let publisher = match self.live_link().await {
+            Ok(link) => link.publisher(),
+            Err(error) => {
+                tracing::debug!(%error, "no rabbitmq connection to publish on");
+                return messages
+                    .iter()
+                    .map(|_| Err(RepoError::Disconnected(Dependency::Rabbitmq)))
+                    .collect();
+            }
+        };
         let mut confirms = Vec::with_capacity(messages.len());
         for (routing_key, payload) in messages {
             confirms.push(
-                self.send(exchange, routing_key, payload, None, FieldTable::default())
-                    .instrument(span.clone())
-                    .await,
+                send(
+                    &publisher,
+                    exchange,
+                    routing_key,
+                    payload,
+                    None,
+                    FieldTable::default(),
+                )
+                .instrument(span.clone())
+                .await,
             );
         }
         let waits = confirms
             .into_iter()
             .map(|sent| confirmed_within(std::future::ready(sent)));
-        futures_util::future::join_all(waits).instrument(span).await
+        let published = futures_util::future::join_all(waits).instrument(span).await;
+        if published
+            .iter()
+            .any(|result| matches!(result, Err(RepoError::NotConfirmed(Refusal::Nacked))))
+        {
+            self.renew_publisher(&publisher).await;
+        }
+        published
     }
+}
 
-    /// Sends one message on the confirm channel; the returned future resolves with the broker's
-    /// confirm.
-    async fn send(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        payload: &[u8],
-        expiration: Option<Duration>,
-        headers: FieldTable,
-    ) -> Result<PublisherConfirm, RepoError> {
-        // The trace context travels with the message; a retry replaces the one it carried.
-        let mut headers = headers;
-        for (name, value) in traces::context_headers(&Span::current()) {
-            headers.insert(name.into(), AMQPValue::LongString(value.into()));
-        }
-        let mut properties = BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_delivery_mode(2) // persistent
-            .with_headers(headers);
-        if let Some(ttl) = expiration {
-            properties = properties.with_expiration(ttl.as_millis().to_string().into());
-        }
-        let options = BasicPublishOptions {
-            mandatory: true,
-            ..BasicPublishOptions::default()
-        };
-        Ok(self
-            .publisher
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                options,
-                payload,
-                properties,
-            )
-            .await?)
+/// Sends one message on the confirm channel `publisher`; the returned future resolves with the
+/// broker's confirm.
+async fn send(
+    publisher: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    payload: &[u8],
+    expiration: Option<Duration>,
+    headers: FieldTable,
+) -> Result<PublisherConfirm, RepoError> {
+    // The trace context travels with the message; a retry replaces the one it carried.
+    let mut headers = headers;
+    for (name, value) in traces::context_headers(&Span::current()) {
+        headers.insert(name.into(), AMQPValue::LongString(value.into()));
     }
+    let mut properties = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2) // persistent
+        .with_headers(headers);
+    if let Some(ttl) = expiration {
+        properties = properties.with_expiration(ttl.as_millis().to_string().into());
+    }
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    Ok(publisher
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            options,
+            payload,
+            properties,
+        )
+        .await?)
 }
 
 /// Why the broker did not take a message.

@@ -176,7 +176,7 @@ impl Topology {
     /// have been declared with another bound as an argument by an earlier version (the smaller
     /// of argument and policy applies until it is recreated: docs/scale-out.md).
     pub async fn declare(&self, amqp: &Amqp) -> Result<(), RepoError> {
-        let channel = amqp.channel();
+        let channel = amqp.channel().await?;
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..ExchangeDeclareOptions::default()

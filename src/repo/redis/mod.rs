@@ -13,6 +13,8 @@ pub mod flash_sale;
 pub mod product_cache;
 pub mod rate_limit;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -28,18 +30,22 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The process's Redis connection, standalone or cluster (`SPIKE_REDIS_MODE`). Both kinds
-/// multiplex and reconnect by themselves; the cluster one also follows slot moves.
+/// multiplex and reconnect by themselves; the cluster one also follows slot moves, and is built
+/// afresh when its commands time out ([`ClusterLink`]).
 #[derive(Clone)]
 pub enum RedisConnection {
     Standalone(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(Arc<ClusterLink>),
 }
 
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             RedisConnection::Standalone(conn) => conn.req_packed_command(cmd),
-            RedisConnection::Cluster(conn) => conn.req_packed_command(cmd),
+            RedisConnection::Cluster(link) => {
+                let (link, mut conn) = (link.clone(), link.connection());
+                Box::pin(async move { link.watch(conn.req_packed_command(cmd).await) })
+            }
         }
     }
 
@@ -51,15 +57,69 @@ impl ConnectionLike for RedisConnection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             RedisConnection::Standalone(conn) => conn.req_packed_commands(pipeline, offset, count),
-            RedisConnection::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            RedisConnection::Cluster(link) => {
+                let (link, mut conn) = (link.clone(), link.connection());
+                Box::pin(async move {
+                    link.watch(conn.req_packed_commands(pipeline, offset, count).await)
+                })
+            }
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             RedisConnection::Standalone(conn) => conn.get_db(),
-            RedisConnection::Cluster(conn) => conn.get_db(),
+            RedisConnection::Cluster(link) => link.connection().get_db(),
         }
+    }
+}
+
+/// A cluster connection that is replaced by a new one when a command times out.
+///
+/// After a master was killed and its replica promoted, redis-rs 1.8's cluster connection was
+/// seen to recover in most runs but, on a loaded box, to time out every command for good (the
+/// cluster itself healthy again: `failover_redis`). A connection built afresh reads the slot map
+/// from the seed nodes and works at once; so a timeout starts one rebuild in the background
+/// (at most one at a time, at most one a second), and commands go on the old connection
+/// meanwhile.
+pub struct ClusterLink {
+    client: redis::cluster::ClusterClient,
+    current: RwLock<ClusterConnection>,
+    rebuilding: AtomicBool,
+}
+
+/// Least time between two rebuilds.
+const REBUILD_PAUSE: Duration = Duration::from_secs(1);
+
+impl ClusterLink {
+    fn connection(&self) -> ClusterConnection {
+        self.current.read().expect("cluster link poisoned").clone()
+    }
+
+    /// Passes `result` through; a timeout starts a rebuild.
+    fn watch<T>(self: Arc<Self>, result: redis::RedisResult<T>) -> redis::RedisResult<T> {
+        if let Err(error) = &result
+            && error.is_timeout()
+            && !self.rebuilding.swap(true, Ordering::AcqRel)
+        {
+            tokio::spawn(async move {
+                match tokio::time::timeout(RESPONSE_TIMEOUT, self.client.get_async_connection())
+                    .await
+                {
+                    Ok(Ok(fresh)) => {
+                        *self.current.write().expect("cluster link poisoned") = fresh;
+                        tracing::warn!("redis cluster connection rebuilt after a timeout");
+                    }
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "rebuilding the redis cluster connection failed")
+                    }
+                    Err(_) => tracing::warn!("rebuilding the redis cluster connection timed out"),
+                }
+                tokio::time::sleep(REBUILD_PAUSE).await;
+                self.rebuilding.store(false, Ordering::Release);
+            });
+        }
+        result
     }
 }
 
@@ -101,7 +161,11 @@ pub async fn connect(config: &RedisSettings) -> Result<RedisConnection, RepoErro
                     client.get_async_connection()
                 })
                 .await?;
-            Ok(RedisConnection::Cluster(connection))
+            Ok(RedisConnection::Cluster(Arc::new(ClusterLink {
+                client,
+                current: RwLock::new(connection),
+                rebuilding: AtomicBool::new(false),
+            })))
         }
     }
 }

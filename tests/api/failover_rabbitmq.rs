@@ -1,0 +1,152 @@
+//! A RabbitMQ node killed mid-burst on a 3-node cluster with quorum queues
+//! (`scripts/rabbitmq-cluster.sh`, a cluster of the test's own): the app's connection moves to
+//! the next node of `SPIKE_AMQP_URL`, publisher confirms decide every answer, and nothing is
+//! lost or held (docs/reliability.md).
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::helpers::{TestApp, TestOptions, code, spawn_app_with, wait_for};
+
+/// Ports base + 1..3 (AMQP), + 10001..3 (management), + 20001..3 (distribution).
+const BASE: u16 = 5690;
+
+/// The test's own cluster, stopped (and its data deleted) on drop.
+struct BrokerCluster;
+
+impl BrokerCluster {
+    fn run(args: &[&str]) {
+        let status = Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/rabbitmq-cluster.sh"
+        ))
+        .args(args)
+        .env("RABBITMQ_CLUSTER_BASE_PORT", BASE.to_string())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run scripts/rabbitmq-cluster.sh");
+        assert!(status.success(), "rabbitmq-cluster.sh {args:?}");
+    }
+
+    fn start() -> BrokerCluster {
+        BrokerCluster::run(&["start"]);
+        BrokerCluster
+    }
+
+    fn urls() -> String {
+        (1..=3)
+            .map(|n| format!("amqp://guest:guest@127.0.0.1:{}/%2f", BASE + n))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Replicas of `queue` online, as node 2's management API sees them.
+    async fn online_replicas(client: &reqwest::Client, queue: &str) -> Option<usize> {
+        let url = format!("http://127.0.0.1:{}/api/queues/%2F/{queue}", BASE + 10_002);
+        let queue: serde_json::Value = client
+            .get(url)
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        Some(queue["online"].as_array()?.len())
+    }
+}
+
+impl Drop for BrokerCluster {
+    fn drop(&mut self) {
+        BrokerCluster::run(&["stop"]);
+    }
+}
+
+/// Buys until the answer is final (`202` or `409`); a `503` means the broker did not confirm
+/// and nothing is held, so the buyer's app tries again (after `Retry-After` when its own rate is
+/// used up). Returns whether it was accepted and how
+/// many `503`s it met.
+async fn buy_until_answered(app: &TestApp, token: &str, event: u64) -> (bool, u32) {
+    let mut unavailable = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let (status, code_, body) = code(app.buy(token, event).await).await;
+        match (status, code_) {
+            (202, _) => return (true, unavailable),
+            (409, _) => return (false, unavailable),
+            (503, Some(10008)) => {
+                unavailable += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            // Its own retries used up the buyer's rate: wait as `Retry-After` says.
+            (429, Some(10006)) => tokio::time::sleep(Duration::from_secs(1)).await,
+            other => panic!("unexpected answer {other:?}: {body}"),
+        }
+    }
+    panic!("no final answer within a minute");
+}
+
+#[tokio::test]
+async fn a_broker_node_killed_mid_burst_loses_nothing_and_its_queues_recover() {
+    let _cluster = BrokerCluster::start();
+    let app = spawn_app_with(
+        TestOptions::default()
+            .with_worker()
+            .env("SPIKE_AMQP_URL", BrokerCluster::urls())
+            .env("SPIKE_AMQP_QUEUE_TYPE", "quorum"),
+    )
+    .await;
+    let admin = app.admin_token().await;
+    let event = app.active_event(&admin, 300).await;
+    let people = app.buyers(300).await;
+
+    // Buyers arrive over three seconds; a second in, the node the app is connected to (the
+    // first of the list) dies.
+    let buying =
+        futures_util::future::join_all(people.iter().enumerate().map(|(i, (_, token))| {
+            let app = &app;
+            async move {
+                tokio::time::sleep(Duration::from_millis(10 * i as u64)).await;
+                buy_until_answered(app, token, event).await
+            }
+        }));
+    let killing = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::task::spawn_blocking(|| BrokerCluster::run(&["kill", "1"]))
+            .await
+            .unwrap();
+    };
+    let (answers, ()) = tokio::join!(buying, killing);
+    let accepted: HashSet<u64> = people
+        .iter()
+        .zip(&answers)
+        .filter(|(_, (accepted, _))| *accepted)
+        .map(|((id, _), _)| *id)
+        .collect();
+    let unavailable: u32 = answers.iter().map(|(_, n)| n).sum();
+    eprintln!(
+        "broker failover: {} accepted, {unavailable} answers 503",
+        accepted.len()
+    );
+    assert_eq!(accepted.len(), 300, "every buyer got a unit in the end");
+
+    // Every 202 became an order, every 503 held nothing, the ledger balances.
+    wait_for("every order made", Duration::from_secs(60), || async {
+        app.orders_in(event).await == 300
+    })
+    .await;
+    assert_eq!(app.owners_in(event).await, accepted);
+    app.wait_until_settled(&admin, event).await;
+    let ledger = app.ledger(&admin, event).await;
+    assert_eq!(ledger["drift"], 0, "{ledger}");
+    assert_eq!(ledger["redis_buyers"], 300, "{ledger}");
+
+    // The node comes back and its queue replicas with it.
+    BrokerCluster::run(&["revive", "1"]);
+    let order_queue = app.topology().queue(spike::repo::amqp::ORDER_CREATE);
+    wait_for("three replicas online", Duration::from_secs(60), || async {
+        BrokerCluster::online_replicas(&app.client, &order_queue).await == Some(3)
+    })
+    .await;
+}
