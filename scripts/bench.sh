@@ -6,7 +6,8 @@
 #   the Redis+MQ path ÷ the naive db mode, the worker's drain in orders/s, the mass close of the
 #   drained orders at their deadline, a full `sale` with its invariant checks, the cost of
 #   traces on the buy path (off, sampled at 1 %, at 100 %, to a stand-in OTLP collector),
-#   `reserve` on the local 3-master Redis Cluster, and a `crowd` beyond the admission rate with
+#   `reserve` on the local 3-master Redis Cluster and on a local 3-node RabbitMQ cluster
+#   (scripts/rabbitmq-cluster.sh, quorum queues), and a `crowd` beyond the admission rate with
 #   the waiting line on and off (requests per buyer, time to outcome, fairness).
 #
 # Builds release, makes sure MariaDB/Redis/RabbitMQ run (scripts/dev-services.sh), installs wrk
@@ -18,6 +19,7 @@
 # listening on the port is the one it started. Exits non-zero if any invariant check fails.
 #
 # Env (defaults): BENCH_PORT (18080), BENCH_HELLO_PORT (18081), BENCH_OTLP_PORT (18083),
+# BENCH_RABBITMQ_CLUSTER_BASE_PORT (5680: the cluster's AMQP ports are the next three),
 # BENCH_DURATION (5s) per open-ended scenario, BENCH_CONNECTIONS (64),
 # BENCH_RESERVE (30000) buyers of the reserve scenario and so messages for the drain,
 # BENCH_SALE_BUYERS (20000), BENCH_SALE_ATTEMPTS (2), BENCH_SALE_STOCK (2000),
@@ -43,6 +45,8 @@ OUT=${BENCH_OUT:-target/bench}
 SPIKE_PORT=${BENCH_PORT:-18080}
 HELLO_PORT=${BENCH_HELLO_PORT:-18081}
 OTLP_PORT=${BENCH_OTLP_PORT:-18083}
+RMQ_BASE=${BENCH_RABBITMQ_CLUSTER_BASE_PORT:-5680}
+RMQ_CLUSTER_STARTED=0
 RUN=bench_$$
 DB=spike_$RUN
 REDIS_PREFIX="$RUN:"
@@ -51,7 +55,7 @@ AMQP_PREFIX="$RUN."
 log() { printf '\n==> %s\n' "$*" >&2; }
 
 # Before anything else: another server on these ports would be measured instead of ours.
-require_free_ports bench.sh "$SPIKE_PORT" "$HELLO_PORT" "$OTLP_PORT"
+require_free_ports bench.sh "$SPIKE_PORT" "$HELLO_PORT" "$OTLP_PORT" $((RMQ_BASE + 1)) $((RMQ_BASE + 2)) $((RMQ_BASE + 3))
 
 need() {
   local command=$1 package=$2
@@ -123,7 +127,7 @@ stop_all() {
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   pids=()
 }
-trap 'stop_all; remove_run_data' EXIT
+trap 'stop_all; remove_run_data; [ "$RMQ_CLUSTER_STARTED" = 1 ] && scripts/rabbitmq-cluster.sh stop' EXIT
 
 # start NAME PORT COMMAND...: starts a process in the background and waits until it answers
 # /healthz on PORT (or, without a port, a moment); stops the run when the port is taken or
@@ -325,6 +329,18 @@ stop_all
 unset SPIKE_REDIS_MODE SPIKE_REDIS_URL
 purge_orders
 
+log "reserve on a local 3-node RabbitMQ cluster (scripts/rabbitmq-cluster.sh), quorum queues"
+# The queues' bound as a declaration argument (the dev management URL names the shared broker).
+export RABBITMQ_CLUSTER_BASE_PORT=$RMQ_BASE
+RMQ_CLUSTER_STARTED=1
+scripts/rabbitmq-cluster.sh start
+SPIKE_AMQP_URL=$(scripts/rabbitmq-cluster.sh urls) SPIKE_AMQP_MANAGEMENT_URL= SPIKE_AMQP_QUEUE_TYPE=quorum \
+  start serve-rmq-cluster "$SPIKE_PORT" "$SPIKE" serve
+bench reserve-rmq-cluster reserve -c "$CONNECTIONS" --requests "$RESERVE"
+stop_all
+scripts/rabbitmq-cluster.sh stop
+RMQ_CLUSTER_STARTED=0
+
 log "the naive baseline: spike serve with SPIKE_FLASH_SALE_MODE=db"
 export SPIKE_FLASH_SALE_MODE=db
 start serve-db "$SPIKE_PORT" "$SPIKE" serve
@@ -341,7 +357,7 @@ hello_wrk, healthz_wrk, evalsha = num("hello.wrk"), num("healthz.wrk"), num("eva
 healthz_info, healthz_prod_log = num("healthz-info.wrk"), num("healthz-prod-log.wrk")
 hello, healthz, reserve, sold_out = load("hello"), load("healthz"), load("reserve"), load("sold-out")
 catalog, orders, drain, sale, db = load("catalog"), load("orders"), load("drain"), load("sale"), load("reserve-db")
-close, cluster = load("close"), load("reserve-cluster")
+close, cluster, rmq = load("close"), load("reserve-cluster"), load("reserve-rmq-cluster")
 traces = {t: load(f"reserve-traces-{t}") for t in ("off", "0.01", "1")}
 traces_healthz = {t: num(f"healthz-traces-{t}.wrk") for t in ("off", "0.01", "1")}
 close_rate = close["closed"] / close["seconds"] if close["seconds"] else 0
@@ -356,6 +372,7 @@ rows = [
     ("spike /healthz, production logging (wrk)", f"{healthz_prod_log:,.0f} req/s", f"÷ hello-world = {ratio(healthz_prod_log, hello_wrk)} (info, 1 % of request lines)"),
     ("reserve: buy → 202 (no worker)", run(reserve), f"÷ raw EVALSHA = {ratio(reserve['throughput'], evalsha)}"),
     ("reserve on a 3-master Redis Cluster", run(cluster), f"÷ reserve on one Redis = {ratio(cluster['throughput'], reserve['throughput'])}"),
+    ("reserve on a 3-node RabbitMQ cluster (quorum)", run(rmq), f"÷ reserve on one node = {ratio(rmq['throughput'], reserve['throughput'])}"),
     ("raw EVALSHA reserve.lua (redis-benchmark)", f"{evalsha:,.0f} calls/s", "the store's ceiling for the buy path"),
     ("sold-out: buy → 409/50004", run(sold_out), f"÷ /healthz = {ratio(sold_out['throughput'], healthz['throughput'])}"),
     ("db mode: buy → 202 in one MySQL tx", run(db), f"Redis+MQ ÷ db = {ratio(reserve['throughput'], db['throughput'])}"),
