@@ -40,11 +40,7 @@ impl RedisSettings {
 
     /// [`RedisSettings::url`] with every password masked, for logs.
     pub fn redacted(&self) -> String {
-        self.urls()
-            .into_iter()
-            .map(redact_url)
-            .collect::<Vec<_>>()
-            .join(",")
+        redact_list(&self.urls())
     }
 }
 
@@ -85,11 +81,7 @@ impl AmqpSettings {
 
     /// [`AmqpSettings::url`] with every password masked, for logs.
     pub fn redacted(&self) -> String {
-        self.urls()
-            .into_iter()
-            .map(redact_url)
-            .collect::<Vec<_>>()
-            .join(",")
+        redact_list(&self.urls())
     }
 
     /// The virtual host the (first) URL names (`/` when it names none).
@@ -99,6 +91,14 @@ impl AmqpSettings {
             .and_then(|url| url.parse::<lapin::uri::AMQPUri>().ok())
             .map_or_else(|| "/".to_owned(), |uri| uri.vhost)
     }
+}
+
+/// A list of URLs, each with its password masked, joined with commas.
+fn redact_list(urls: &[&str]) -> String {
+    urls.iter()
+        .map(|url| redact_url(url))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn amqp_urls(raw: &str) -> Vec<&str> {

@@ -5,9 +5,9 @@
 
 use std::collections::HashSet;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::helpers::{TestApp, TestOptions, code, spawn_app_with, wait_for};
+use crate::helpers::{TestOptions, spawn_app_with, wait_for};
 
 /// Ports base + 1..3 (AMQP), + 10001..3 (management), + 20001..3 (distribution).
 const BASE: u16 = 5690;
@@ -63,30 +63,6 @@ impl Drop for BrokerCluster {
     }
 }
 
-/// Buys until the answer is final (`202` or `409`); a `503` means the broker did not confirm
-/// and nothing is held, so the buyer's app tries again (after `Retry-After` when its own rate is
-/// used up). Returns whether it was accepted and how
-/// many `503`s it met.
-async fn buy_until_answered(app: &TestApp, token: &str, event: u64) -> (bool, u32) {
-    let mut unavailable = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        let (status, code_, body) = code(app.buy(token, event).await).await;
-        match (status, code_) {
-            (202, _) => return (true, unavailable),
-            (409, _) => return (false, unavailable),
-            (503, Some(10008)) => {
-                unavailable += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            // Its own retries used up the buyer's rate: wait as `Retry-After` says.
-            (429, Some(10006)) => tokio::time::sleep(Duration::from_secs(1)).await,
-            other => panic!("unexpected answer {other:?}: {body}"),
-        }
-    }
-    panic!("no final answer within a minute");
-}
-
 #[tokio::test]
 async fn a_broker_node_killed_mid_burst_loses_nothing_and_its_queues_recover() {
     let _cluster = BrokerCluster::start();
@@ -108,7 +84,7 @@ async fn a_broker_node_killed_mid_burst_loses_nothing_and_its_queues_recover() {
             let app = &app;
             async move {
                 tokio::time::sleep(Duration::from_millis(10 * i as u64)).await;
-                buy_until_answered(app, token, event).await
+                app.buy_until_answered(token, event).await
             }
         }));
     let killing = async {
@@ -121,10 +97,10 @@ async fn a_broker_node_killed_mid_burst_loses_nothing_and_its_queues_recover() {
     let accepted: HashSet<u64> = people
         .iter()
         .zip(&answers)
-        .filter(|(_, (accepted, _))| *accepted)
+        .filter(|(_, attempts)| attempts.accepted())
         .map(|((id, _), _)| *id)
         .collect();
-    let unavailable: u32 = answers.iter().map(|(_, n)| n).sum();
+    let unavailable: u32 = answers.iter().map(|attempts| attempts.unavailable).sum();
     eprintln!(
         "broker failover: {} accepted, {unavailable} answers 503",
         accepted.len()

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use spike::repo::redis::flash_sale::EventKeys;
 
-use crate::helpers::{TestApp, TestOptions, code, spawn_app_with, wait_for};
+use crate::helpers::{TestOptions, spawn_app_with, wait_for};
 
 const PORTS: [u16; 6] = [7120, 7121, 7122, 7123, 7124, 7125];
 /// How long a silent node takes to count as failed (the script's default is 5 s).
@@ -79,44 +79,6 @@ impl Drop for ReplicatedCluster {
     }
 }
 
-/// How one buyer's attempts ended: accepted (`202`) or not, and the `503`s on the way.
-struct Attempts {
-    accepted: bool,
-    unavailable: u32,
-    /// When the `202` came.
-    accepted_at: Option<Instant>,
-}
-
-/// Buys until the answer is final: a `202` or a `409`; `503` (the cluster failing over) means
-/// try again, as a buyer's app does.
-async fn buy_until_answered(app: &TestApp, token: &str, event: u64) -> Attempts {
-    let mut attempts = Attempts {
-        accepted: false,
-        unavailable: 0,
-        accepted_at: None,
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        let (status, code_, body) = code(app.buy(token, event).await).await;
-        match (status, code_) {
-            (202, _) => {
-                attempts.accepted = true;
-                attempts.accepted_at = Some(Instant::now());
-                return attempts;
-            }
-            (409, _) => return attempts,
-            (503, Some(10008)) => {
-                attempts.unavailable += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            // Its own retries used up the buyer's rate: wait as `Retry-After` says.
-            (429, Some(10006)) => tokio::time::sleep(Duration::from_secs(1)).await,
-            other => panic!("unexpected answer {other:?}: {body}"),
-        }
-    }
-    panic!("no final answer within a minute");
-}
-
 #[tokio::test]
 async fn a_master_killed_mid_sale_fails_over_and_every_invariant_holds() {
     let _cluster = ReplicatedCluster::start();
@@ -143,7 +105,7 @@ async fn a_master_killed_mid_sale_fails_over_and_every_invariant_holds() {
             let app = &app;
             async move {
                 tokio::time::sleep(Duration::from_millis(10 * i as u64)).await;
-                buy_until_answered(app, token, event).await
+                app.buy_until_answered(token, event).await
             }
         }));
     let killing = async {
@@ -159,7 +121,7 @@ async fn a_master_killed_mid_sale_fails_over_and_every_invariant_holds() {
     let accepted: HashSet<u64> = people
         .iter()
         .zip(&attempts)
-        .filter(|(_, attempts)| attempts.accepted)
+        .filter(|(_, attempts)| attempts.accepted())
         .map(|((id, _), _)| *id)
         .collect();
     let refused_meanwhile: u32 = attempts.iter().map(|a| a.unavailable).sum();
@@ -189,7 +151,7 @@ async fn a_master_killed_mid_sale_fails_over_and_every_invariant_holds() {
     assert!(owners.is_subset(&accepted), "an order nobody was promised");
     assert!(owners.len() <= 300, "oversold: {}", owners.len());
     for ((id, token), attempts) in people.iter().zip(&attempts) {
-        if attempts.accepted && !owners.contains(id) {
+        if attempts.accepted() && !owners.contains(id) {
             let result = app.result_of(token, event).await;
             assert_eq!(result["status"], "failed", "buyer {id}: {result}");
         }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use time::Duration;
 use time::format_description::well_known::Rfc3339;
 
-use super::{TestApp, envelope, wait_for};
+use super::{TestApp, code, envelope, wait_for};
 
 /// `now + offset` as RFC 3339.
 pub fn at(offset: Duration) -> String {
@@ -148,5 +148,54 @@ impl TestApp {
         self.result_of(token, event).await["order_id"]
             .as_u64()
             .unwrap()
+    }
+}
+
+/// How a persistent buyer's attempts ended ([`TestApp::buy_until_answered`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Attempts {
+    /// When the `202` came; `None` for a `409`.
+    pub accepted_at: Option<std::time::Instant>,
+    /// `503`s met on the way.
+    pub unavailable: u32,
+}
+
+impl Attempts {
+    pub fn accepted(&self) -> bool {
+        self.accepted_at.is_some()
+    }
+}
+
+impl TestApp {
+    /// Buys until the answer is final (`202` or `409`), as a buyer's app does through an
+    /// outage: after a `503` (nothing held) it tries again 100 ms later, after a `429` (its own
+    /// retries used up its rate) when `Retry-After` says. Fails the test after a minute.
+    pub async fn buy_until_answered(&self, token: &str, event: u64) -> Attempts {
+        let mut unavailable = 0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            let (status, code_, body) = code(self.buy(token, event).await).await;
+            match (status, code_) {
+                (202, _) => {
+                    return Attempts {
+                        accepted_at: Some(std::time::Instant::now()),
+                        unavailable,
+                    };
+                }
+                (409, _) => {
+                    return Attempts {
+                        accepted_at: None,
+                        unavailable,
+                    };
+                }
+                (503, Some(10008)) => {
+                    unavailable += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                (429, Some(10006)) => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
+                other => panic!("unexpected answer {other:?}: {body}"),
+            }
+        }
+        panic!("no final answer within a minute");
     }
 }
