@@ -4,34 +4,22 @@
 //! lost or held (docs/reliability.md).
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::time::Duration;
 
-use crate::helpers::{TestOptions, spawn_app_with, wait_for};
+use crate::helpers::{Script, ScriptedService, TestOptions, spawn_app_with, wait_for};
 
 /// Ports base + 1..3 (AMQP), + 10001..3 (management), + 20001..3 (distribution).
 const BASE: u16 = 5690;
 
-/// The test's own cluster, stopped (and its data deleted) on drop.
+/// The test's own cluster.
 struct BrokerCluster;
 
 impl BrokerCluster {
-    fn run(args: &[&str]) {
-        let status = Command::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/rabbitmq-cluster.sh"
-        ))
-        .args(args)
-        .env("RABBITMQ_CLUSTER_BASE_PORT", BASE.to_string())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("run scripts/rabbitmq-cluster.sh");
-        assert!(status.success(), "rabbitmq-cluster.sh {args:?}");
-    }
-
-    fn start() -> BrokerCluster {
-        BrokerCluster::run(&["start"]);
-        BrokerCluster
+    fn script() -> Script {
+        Script::new(
+            "rabbitmq-cluster.sh",
+            &[("RABBITMQ_CLUSTER_BASE_PORT", BASE.to_string())],
+        )
     }
 
     fn urls() -> String {
@@ -57,15 +45,9 @@ impl BrokerCluster {
     }
 }
 
-impl Drop for BrokerCluster {
-    fn drop(&mut self) {
-        BrokerCluster::run(&["stop"]);
-    }
-}
-
 #[tokio::test]
 async fn a_broker_node_killed_mid_burst_loses_nothing_and_its_queues_recover() {
-    let _cluster = BrokerCluster::start();
+    let cluster = ScriptedService::start(BrokerCluster::script(), &["start"]);
     let app = spawn_app_with(
         TestOptions::default()
             .with_worker()
@@ -79,21 +61,9 @@ async fn a_broker_node_killed_mid_burst_loses_nothing_and_its_queues_recover() {
 
     // Buyers arrive over three seconds; a second in, the node the app is connected to (the
     // first of the list) dies.
-    let buying =
-        futures_util::future::join_all(people.iter().enumerate().map(|(i, (_, token))| {
-            let app = &app;
-            async move {
-                tokio::time::sleep(Duration::from_millis(10 * i as u64)).await;
-                app.buy_until_answered(token, event).await
-            }
-        }));
-    let killing = async {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        tokio::task::spawn_blocking(|| BrokerCluster::run(&["kill", "1"]))
-            .await
-            .unwrap();
-    };
-    let (answers, ()) = tokio::join!(buying, killing);
+    let (answers, _) = app
+        .burst_through(&people, event, &cluster.script, &["kill", "1"])
+        .await;
     let accepted: HashSet<u64> = people
         .iter()
         .zip(&answers)
@@ -119,7 +89,7 @@ async fn a_broker_node_killed_mid_burst_loses_nothing_and_its_queues_recover() {
     assert_eq!(ledger["redis_buyers"], 300, "{ledger}");
 
     // The node comes back and its queue replicas with it.
-    BrokerCluster::run(&["revive", "1"]);
+    cluster.script.run_blocking(&["revive", "1"]).await;
     let order_queue = app.topology().queue(spike::repo::amqp::ORDER_CREATE);
     wait_for("three replicas online", Duration::from_secs(60), || async {
         BrokerCluster::online_replicas(&app.client, &order_queue).await == Some(3)

@@ -4,38 +4,31 @@
 
 use std::collections::HashSet;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use spike::repo::redis::flash_sale::EventKeys;
 
-use crate::helpers::{TestOptions, spawn_app_with, wait_for};
+use crate::helpers::{Script, ScriptedService, TestOptions, spawn_app_with, wait_for};
 
 const PORTS: [u16; 6] = [7120, 7121, 7122, 7123, 7124, 7125];
 /// How long a silent node takes to count as failed (the script's default is 5 s).
 const NODE_TIMEOUT_MS: &str = "2000";
 
-/// The test's own cluster of three masters and three replicas, stopped on drop.
+/// The test's own cluster of three masters and three replicas.
 struct ReplicatedCluster;
 
 impl ReplicatedCluster {
-    fn run(args: &[&str]) {
-        let ports = PORTS.map(|port| port.to_string()).join(" ");
-        let status = Command::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/redis-cluster.sh"
-        ))
-        .args(args)
-        .env("REDIS_CLUSTER_PORTS", ports)
-        .env("REDIS_CLUSTER_NODE_TIMEOUT", NODE_TIMEOUT_MS)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("run scripts/redis-cluster.sh");
-        assert!(status.success(), "redis-cluster.sh {args:?}");
-    }
-
-    fn start() -> ReplicatedCluster {
-        ReplicatedCluster::run(&["start", "--replicas", "1"]);
-        ReplicatedCluster
+    fn script() -> Script {
+        Script::new(
+            "redis-cluster.sh",
+            &[
+                (
+                    "REDIS_CLUSTER_PORTS",
+                    PORTS.map(|port| port.to_string()).join(" "),
+                ),
+                ("REDIS_CLUSTER_NODE_TIMEOUT", NODE_TIMEOUT_MS.to_owned()),
+            ],
+        )
     }
 
     fn seeds() -> String {
@@ -73,15 +66,10 @@ impl ReplicatedCluster {
     }
 }
 
-impl Drop for ReplicatedCluster {
-    fn drop(&mut self) {
-        ReplicatedCluster::run(&["stop"]);
-    }
-}
-
 #[tokio::test]
 async fn a_master_killed_mid_sale_fails_over_and_every_invariant_holds() {
-    let _cluster = ReplicatedCluster::start();
+    let cluster =
+        ScriptedService::start(ReplicatedCluster::script(), &["start", "--replicas", "1"]);
     let app = spawn_app_with(
         TestOptions::default()
             .with_worker()
@@ -100,23 +88,10 @@ async fn a_master_killed_mid_sale_fails_over_and_every_invariant_holds() {
     let victim = ReplicatedCluster::master_of(&stock_key);
 
     // Buyers arrive over three seconds; a second in, the event's master dies.
-    let buying =
-        futures_util::future::join_all(people.iter().enumerate().map(|(i, (_, token))| {
-            let app = &app;
-            async move {
-                tokio::time::sleep(Duration::from_millis(10 * i as u64)).await;
-                app.buy_until_answered(token, event).await
-            }
-        }));
-    let killing = async {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        tokio::task::spawn_blocking(move || ReplicatedCluster::run(&["kill", &victim.to_string()]))
-            .await
-            .unwrap();
-        // The node no longer answers from here on.
-        Instant::now()
-    };
-    let (attempts, killed_at) = tokio::join!(buying, killing);
+    let victim = victim.to_string();
+    let (attempts, killed_at) = app
+        .burst_through(&people, event, &cluster.script, &["kill", &victim])
+        .await;
 
     let accepted: HashSet<u64> = people
         .iter()
@@ -163,6 +138,6 @@ async fn a_master_killed_mid_sale_fails_over_and_every_invariant_holds() {
     .await;
 
     // The old master comes back as a replica; the cluster is whole.
-    ReplicatedCluster::run(&["revive", &victim.to_string()]);
+    cluster.script.run_blocking(&["revive", &victim]).await;
     assert_eq!(app.get("/readyz").await.status(), 200);
 }

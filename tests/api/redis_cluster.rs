@@ -14,7 +14,9 @@ use spike::repo::redis::RedisConnection;
 use spike::repo::redis::announcements::Announcements;
 use spike::repo::redis::flash_sale::{EventKeys, EventStore, Reservation, WarmMode, WarmState};
 
-use crate::helpers::{TestOptions, code, envelope, spawn_app_with, wait_for};
+use crate::helpers::{
+    Script, ScriptedService, TestOptions, code, envelope, spawn_app_with, wait_for,
+};
 
 async fn slot_of(redis: &mut RedisConnection, key: &str) -> u16 {
     redis::cmd("CLUSTER")
@@ -224,37 +226,18 @@ async fn a_unit_given_back_is_announced_to_subscribers_on_every_node() {
     }
 }
 
-/// A cluster of this test's own on 7100–7102 (`scripts/redis-cluster.sh`), stopped on drop: the
-/// test takes a master down, which the shared cluster's other users must not see.
-struct PrivateCluster;
-
-const PRIVATE_PORTS: &str = "7100 7101 7102";
-
-impl PrivateCluster {
-    fn run(action: &str) {
-        let status = std::process::Command::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/redis-cluster.sh"
-        ))
-        .arg(action)
-        .env("REDIS_CLUSTER_PORTS", PRIVATE_PORTS)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("run scripts/redis-cluster.sh");
-        assert!(status.success(), "redis-cluster.sh {action}");
-    }
-}
-
-impl Drop for PrivateCluster {
-    fn drop(&mut self) {
-        PrivateCluster::run("stop");
-    }
+/// A cluster of this test's own on 7100–7102 (`scripts/redis-cluster.sh`): the test takes a
+/// master down, which the shared cluster's other users must not see.
+fn private_cluster() -> Script {
+    Script::new(
+        "redis-cluster.sh",
+        &[("REDIS_CLUSTER_PORTS", "7100 7101 7102".to_owned())],
+    )
 }
 
 #[tokio::test]
 async fn readyz_is_503_while_the_cluster_has_lost_a_master_and_200_once_it_is_whole() {
-    PrivateCluster::run("start");
-    let _cluster = PrivateCluster;
+    let cluster = ScriptedService::start(private_cluster(), &["start"]);
     let app = spawn_app_with(
         TestOptions::default()
             .env("SPIKE_REDIS_MODE", "cluster")
@@ -298,7 +281,7 @@ async fn readyz_is_503_while_the_cluster_has_lost_a_master_and_200_once_it_is_wh
     }
 
     // The cluster is whole again (started over: a new cluster on the same addresses).
-    PrivateCluster::run("start");
+    cluster.script.run(&["start"]);
     wait_for("readyz to recover", Duration::from_secs(30), || async {
         app.get("/readyz").await.status() == 200
     })

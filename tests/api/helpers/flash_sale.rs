@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use time::Duration;
 use time::format_description::well_known::Rfc3339;
 
-use super::{TestApp, code, envelope, wait_for};
+use super::{Script, TestApp, code, envelope, wait_for};
 
 /// `now + offset` as RFC 3339.
 pub fn at(offset: Duration) -> String {
@@ -167,6 +167,30 @@ impl Attempts {
 }
 
 impl TestApp {
+    /// A burst through a fault: `people` arrive 10 ms apart, each buying until answered
+    /// ([`TestApp::buy_until_answered`]); one second in, `fault` runs (`script` with `args`,
+    /// off the runtime). Each buyer's attempts, and when the fault had done its work.
+    pub async fn burst_through(
+        &self,
+        people: &[(u64, String)],
+        event: u64,
+        script: &Script,
+        args: &[&str],
+    ) -> (Vec<Attempts>, std::time::Instant) {
+        let buying = futures_util::future::join_all(people.iter().enumerate().map(
+            |(i, (_, token))| async move {
+                tokio::time::sleep(std::time::Duration::from_millis(10 * i as u64)).await;
+                self.buy_until_answered(token, event).await
+            },
+        ));
+        let fault = async {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            script.run_blocking(args).await;
+            std::time::Instant::now()
+        };
+        tokio::join!(buying, fault)
+    }
+
     /// Buys until the answer is final (`202` or `409`), as a buyer's app does through an
     /// outage: after a `503` (nothing held) it tries again 100 ms later, after a `429` (its own
     /// retries used up its rate) when `Retry-After` says. Fails the test after a minute.

@@ -9,7 +9,7 @@
 //! - `flash_sale`: events, buyers, buys and results as [`TestApp`] methods;
 //! - `resources`: the per-test database, prefixes and their removal;
 //! - `logs`: log capture; `proxy`: a cuttable TCP proxy; `mysql_pair`: a replicated MariaDB
-//!   pair of the test's own.
+//!   pair of the test's own; `scripted`: any service one of `scripts/` runs for a test.
 
 mod app;
 mod client;
@@ -18,6 +18,7 @@ mod logs;
 mod mysql_pair;
 mod proxy;
 mod resources;
+mod scripted;
 
 pub use app::*;
 pub use client::*;
@@ -26,6 +27,7 @@ pub use logs::*;
 pub use mysql_pair::*;
 pub use proxy::*;
 pub use resources::*;
+pub use scripted::*;
 
 /// Polls `check` every 100 ms until it holds; fails the test after `limit`.
 pub async fn wait_for<F, Fut>(what: &str, limit: std::time::Duration, mut check: F)

@@ -1,16 +1,15 @@
 //! A MariaDB primary and its binlog replica of the test's own (`scripts/mysql-replica.sh` on two
 //! free ports), stopped and deleted on drop; the replica's lag switched on and off.
 
-use std::process::Command;
 use std::time::Duration;
 
 use sqlx::{ConnectOptions, Connection, Executor};
 
-use super::{closed_port, wait_for};
+use super::{Script, ScriptedService, closed_port, wait_for};
 
 /// The pair; `primary_url()` and `replica_url()` are root URLs without a database.
 pub struct ReplicatedMysql {
-    ports: String,
+    _service: ScriptedService,
     primary: u16,
     replica: u16,
 }
@@ -18,19 +17,16 @@ pub struct ReplicatedMysql {
 impl ReplicatedMysql {
     pub async fn start() -> ReplicatedMysql {
         let (primary, replica) = (closed_port().await, closed_port().await);
-        let pair = ReplicatedMysql {
-            ports: format!("{primary} {replica}"),
+        let script = Script::new(
+            "mysql-replica.sh",
+            &[("MYSQL_REPLICA_PORTS", format!("{primary} {replica}"))],
+        );
+        script.run_blocking(&["start"]).await;
+        ReplicatedMysql {
+            _service: ScriptedService { script },
             primary,
             replica,
-        };
-        let started = tokio::task::spawn_blocking({
-            let ports = pair.ports.clone();
-            move || script(&ports, &["start"])
-        })
-        .await
-        .unwrap();
-        assert!(started, "scripts/mysql-replica.sh start on {}", pair.ports);
-        pair
+        }
     }
 
     pub fn primary_url(&self) -> String {
@@ -87,21 +83,4 @@ impl ReplicatedMysql {
         })
         .await;
     }
-}
-
-impl Drop for ReplicatedMysql {
-    fn drop(&mut self) {
-        script(&self.ports, &["stop"]);
-    }
-}
-
-fn script(ports: &str, args: &[&str]) -> bool {
-    Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/mysql-replica.sh"
-    ))
-    .args(args)
-    .env("MYSQL_REPLICA_PORTS", ports)
-    .status()
-    .is_ok_and(|status| status.success())
 }
