@@ -12,7 +12,9 @@ use spike::config::Secret;
 use spike::domain::flash_sale::BuyerOutcome;
 use spike::repo::redis::RedisConnection;
 use spike::repo::redis::announcements::Announcements;
-use spike::repo::redis::flash_sale::{EventKeys, EventStore, Reservation, WarmMode, WarmState};
+use spike::repo::redis::flash_sale::{
+    EventKeys, EventStore, Reservation, Standing, WarmMode, WarmState,
+};
 
 use crate::helpers::{
     Script, ScriptedService, TestOptions, code, envelope, spawn_app_with, wait_for,
@@ -139,7 +141,12 @@ async fn every_flash_sale_script_and_pipeline_runs_on_a_redis_cluster() {
     );
 
     assert_eq!(store.pending_count(first).await.unwrap(), 2);
-    assert!(store.has_reservation(first, 11).await.unwrap());
+    assert_eq!(
+        store.standing(first, 11).await.unwrap(),
+        Standing::Reserved {
+            ticket: "t-11".into()
+        }
+    );
     let pending = store.pending_reservations(first).await.unwrap();
     let held = pending
         .iter()
@@ -179,12 +186,12 @@ async fn every_flash_sale_script_and_pipeline_runs_on_a_redis_cluster() {
         .await
         .unwrap();
     assert_eq!(
-        store.outcome(first, 10).await.unwrap(),
-        Some(BuyerOutcome::Success { order_id: 100 })
+        store.standing(first, 10).await.unwrap(),
+        Standing::Settled(BuyerOutcome::Success { order_id: 100 })
     );
     assert_eq!(
-        store.outcome(second, 10).await.unwrap(),
-        Some(BuyerOutcome::Success { order_id: 200 })
+        store.standing(second, 10).await.unwrap(),
+        Standing::Settled(BuyerOutcome::Success { order_id: 200 })
     );
     assert_eq!(store.pending_count(first).await.unwrap(), 0);
     assert_eq!(store.pending_count(second).await.unwrap(), 0);

@@ -627,14 +627,6 @@ impl EventStore {
         Ok(self.conn().hlen(self.keys(event_id).reservations()).await?)
     }
 
-    /// Whether `user_id` holds a reservation not yet confirmed by MySQL.
-    pub async fn has_reservation(&self, event_id: u64, user_id: u64) -> Result<bool, RepoError> {
-        Ok(self
-            .conn()
-            .hexists(self.keys(event_id).reservations(), user_id)
-            .await?)
-    }
-
     /// Records the buyer's outcome for polling and drops the reservation (it is settled now).
     pub async fn settle(
         &self,
@@ -680,16 +672,6 @@ impl EventStore {
             result?;
         }
         Ok(())
-    }
-
-    /// The buyer's recorded outcome; `None` when there is none (or it cannot be read).
-    pub async fn outcome(
-        &self,
-        event_id: u64,
-        user_id: u64,
-    ) -> Result<Option<BuyerOutcome>, RepoError> {
-        let raw: Option<String> = self.conn().get(self.keys(event_id).result(user_id)).await?;
-        Ok(raw.and_then(|raw| raw.parse().ok()))
     }
 }
 
