@@ -201,7 +201,7 @@ sha=$(redis-cli SCRIPT LOAD "$(cat src/repo/redis/scripts/{bucket,reservation,re
 redis-benchmark --csv -n 200000 -c 50 -r 1000000000 EVALSHA "$sha" 8 \
   "$raw:stock" "$raw:meta" "$raw:buyers" "$raw:resv" "$raw:admission" \
   "$raw:line" "$raw:line:tickets" "$raw:line:seq" __rand_int__ t__rand_int__ \
-  100000000 100000000 100000 |
+  100000000 100000000 100000 10000 |
   tail -1 | cut -d, -f2 | tr -d '"' >"$OUT/evalsha.rate"
 redis-cli DEL "$raw:stock" "$raw:meta" "$raw:buyers" "$raw:resv" "$raw:admission" \
   "$raw:line" "$raw:line:tickets" "$raw:line:seq" >/dev/null

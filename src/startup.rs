@@ -20,8 +20,8 @@ use crate::repo::{Infra, RepoError, Topology, mysql};
 use crate::service::ServiceError;
 use crate::service::auth::AuthService;
 use crate::service::catalog::CatalogService;
-use crate::service::flash_sale::FlashSale;
 use crate::service::flash_sale::purchase_token::PurchaseTokens;
+use crate::service::flash_sale::{FlashSale, Surroundings};
 use crate::service::flash_sale_units::FlashSaleUnits;
 use crate::service::health::HealthService;
 use crate::service::orders::OrderService;
@@ -94,10 +94,13 @@ impl Services {
         let flash_sale = FlashSale::new(
             &config.flash_sale,
             prefix,
-            config.orders.pay_timeout,
-            config
-                .flash_sale
-                .order_create_prefetch(config.amqp.prefetch),
+            Surroundings {
+                pay_timeout: config.orders.pay_timeout,
+                prefetch: config
+                    .flash_sale
+                    .order_create_prefetch(config.amqp.prefetch),
+                request_timeout: config.http.request_timeout,
+            },
             infra,
             catalog.clone(),
             PurchaseTokens::new(

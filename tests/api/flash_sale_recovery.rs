@@ -133,7 +133,15 @@ async fn a_reservation_lost_before_its_publish_is_republished_by_the_reconciler(
     let store = EventStore::new(app.infra.redis.clone(), app.config.redis.prefix.clone());
     let admission = app.config.flash_sale.event_rate_limit;
     let reserved = store
-        .reserve(event, user_id, "lost-1", None, admission, 0)
+        .reserve(
+            event,
+            user_id,
+            "lost-1",
+            None,
+            admission,
+            0,
+            std::time::Duration::from_secs(10),
+        )
         .await
         .unwrap();
     assert!(

@@ -208,3 +208,75 @@ async fn an_api_process_killed_between_reservation_and_publish_loses_nothing() {
     assert_eq!(ledger["live_orders"], 1, "{ledger}");
     assert_eq!(ledger["drift"], 0, "{ledger}");
 }
+
+#[tokio::test]
+async fn a_buyer_retrying_with_its_key_after_the_api_died_mid_buy_gets_the_first_ticket() {
+    use crate::helpers::{TestOptions, code, spawn_app_with};
+
+    // The API process dies between the reservation and its publish, leaving the buyer's
+    // Idempotency-Key pending. The process answering the retries runs requests for at most 2 s:
+    // a key pending for longer was left by a request that is over.
+    let app = spawn_app_with(
+        TestOptions::default()
+            .with_worker()
+            .env("SPIKE_FLASH_SALE_RECONCILE_AFTER", "1s")
+            .env("SPIKE_FLASH_SALE_SCHEDULER_INTERVAL", "200ms")
+            .env("SPIKE_HTTP_REQUEST_TIMEOUT", "2s"),
+    )
+    .await;
+    let admin = app.admin_token().await;
+    let event = app.active_event(&admin, 1).await;
+    let (_, token) = app.buyers(1).await.remove(0);
+    let port = closed_port().await;
+    let mut api = spawn_spike_with(
+        "serve",
+        &app.resources,
+        port,
+        &[("SPIKE_FLASH_SALE_FAULT_ABORT_AFTER_RESERVE", "true")],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until_healthy(&base).await;
+    let buy = |base: String| {
+        let token = token.clone();
+        async move {
+            reqwest::Client::new()
+                .post(format!("{base}/api/v1/spike/events/{event}/orders"))
+                .bearer_auth(token)
+                .header("idempotency-key", "phone-1")
+                .send()
+                .await
+        }
+    };
+    assert!(
+        buy(base).await.is_err(),
+        "the process died before answering"
+    );
+    assert!(!api.wait().expect("the API process exits").success());
+
+    // The buyer's app retries with the same key on the surviving process: told the first
+    // request may still be running, then given its ticket — never a second purchase.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let ticket = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the retry never got the first request's ticket"
+        );
+        let (status, code_, body) = code(buy(app.url("")).await.unwrap()).await;
+        match (status, code_) {
+            (202, _) => break body["data"]["ticket"].as_str().unwrap().to_owned(),
+            (409, Some(10005)) => tokio::time::sleep(Duration::from_millis(200)).await,
+            other => panic!("unexpected answer {other:?}: {body}"),
+        }
+    };
+    // The reconciler publishes the reservation; the order carries the replayed ticket.
+    app.wait_for_success(&token, event).await;
+    let ordered: String =
+        sqlx::query_scalar("SELECT ticket FROM spike_orders WHERE spike_event_id = ?")
+            .bind(event)
+            .fetch_one(&app.infra.db)
+            .await
+            .unwrap();
+    assert_eq!(ordered, ticket);
+    app.wait_until_settled(&admin, event).await;
+    assert_eq!(app.ledger(&admin, event).await["drift"], 0);
+}

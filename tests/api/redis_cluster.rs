@@ -100,11 +100,13 @@ async fn every_flash_sale_script_and_pipeline_runs_on_a_redis_cluster() {
         Some((now_ms - 1_000, now_ms + 3_600_000))
     );
 
+    // A key left pending longer than this belongs to a request that is over.
+    let request_limit = std::time::Duration::from_secs(10);
     let reserve = |event: u64, user: u64, ticket: &'static str, key: Option<&'static str>| {
         let store = &store;
         async move {
             store
-                .reserve(event, user, ticket, key, admission, 0)
+                .reserve(event, user, ticket, key, admission, 0, request_limit)
                 .await
                 .unwrap()
         }
@@ -113,6 +115,29 @@ async fn every_flash_sale_script_and_pipeline_runs_on_a_redis_cluster() {
     assert!(
         matches!(reserved, Reservation::Reserved { .. }),
         "{reserved:?}"
+    );
+    // Not yet confirmed: a retry within the limit is told the first request is still running;
+    // past the limit the request that set the key is over, and its reservation stands.
+    assert_eq!(
+        reserve(first, 10, "t-10x", Some("key-10")).await,
+        Reservation::InProgress
+    );
+    assert_eq!(
+        store
+            .reserve(
+                first,
+                10,
+                "t-10y",
+                Some("key-10"),
+                admission,
+                0,
+                std::time::Duration::ZERO
+            )
+            .await
+            .unwrap(),
+        Reservation::Replay {
+            ticket: "t-10".into()
+        }
     );
     store
         .confirm_idempotency(first, 10, "key-10", "t-10")

@@ -344,6 +344,7 @@ impl EventStore {
         idempotency_key: Option<&str>,
         admission: RateLimit,
         line_max: u32,
+        pending_key_limit: Duration,
     ) -> Result<Reservation, RepoError> {
         let keys = self.keys(event_id);
         let mut invocation = RESERVE.key(keys.stock());
@@ -359,7 +360,8 @@ impl EventStore {
             .arg(ticket)
             .arg(admission.burst)
             .arg(admission.refill_per_second())
-            .arg(line_max);
+            .arg(line_max)
+            .arg(u64::try_from(pending_key_limit.as_millis()).unwrap_or(u64::MAX));
         if let Some(key) = idempotency_key {
             invocation.key(keys.idempotency(user_id, key));
         }

@@ -96,15 +96,24 @@ pub struct FlashSale {
     result_watch: Arc<ResultWatch>,
 }
 
+/// What the flash sale takes from the rest of the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Surroundings {
+    /// Orders must be paid within this.
+    pub pay_timeout: Duration,
+    /// Messages each consumer of the order queue holds (a re-warm's backlog estimate counts them).
+    pub prefetch: u16,
+    /// The longest an API request runs (`http_request_timeout`): a buy's `Idempotency-Key` still
+    /// pending after it belongs to a request that is over.
+    pub request_timeout: Duration,
+}
+
 impl FlashSale {
-    /// Keys go under `redis_prefix`; orders must be paid within `pay_timeout`; each consumer of
-    /// the order queue holds up to `prefetch` messages (the backlog estimate of a re-warm counts
-    /// them).
+    /// Keys go under `redis_prefix`.
     pub fn new(
         settings: &FlashSaleSettings,
         redis_prefix: &str,
-        pay_timeout: Duration,
-        prefetch: u16,
+        surroundings: Surroundings,
         infra: &Infra,
         catalog: CatalogService,
         purchase_tokens: PurchaseTokens,
@@ -117,13 +126,13 @@ impl FlashSale {
         let sold_out = Arc::new(SoldOutFlags::default());
         let warmup = Warmup::new(
             settings,
-            prefetch,
+            surroundings.prefetch,
             infra.db.clone(),
             store.clone(),
             queue.clone(),
             sold_out.clone(),
         );
-        let fulfilment = Fulfilment::new(infra.db.clone(), store.clone(), pay_timeout);
+        let fulfilment = Fulfilment::new(infra.db.clone(), store.clone(), surroundings.pay_timeout);
         let consumer_reports =
             ConsumerReports::new(infra.redis.clone(), redis_prefix, ORDER_CREATE);
         let gate = Arc::new(BuyerGate::new(settings, purchase_tokens, sold_out.clone()));
@@ -132,6 +141,7 @@ impl FlashSale {
         let path = match settings.mode {
             FlashSaleMode::Queue => BuyPath::Queue(buy::QueueBuy::new(
                 settings,
+                surroundings.request_timeout,
                 store.clone(),
                 queue.clone(),
                 sold_out.clone(),
@@ -167,7 +177,7 @@ impl FlashSale {
             warmup,
             fulfilment,
             consumer_reports,
-            order_create_prefetch: prefetch,
+            order_create_prefetch: surroundings.prefetch,
             gate,
             sold_out,
             result_watch,

@@ -17,6 +17,9 @@
 -- ARGV[3]  admission bucket capacity (burst)
 -- ARGV[4]  admission bucket refill rate per second
 -- ARGV[5]  the longest the waiting line may grow; 0: no line (an empty bucket refuses)
+-- ARGV[6]  ms after which a pending Idempotency-Key is replayed: the request that set it is over
+--          (the longest a request runs), so its reservation was neither undone nor confirmed
+--          (the confirmation failed, or the process died): it stands, and becomes an order
 -- Returns  {code, now_ms, text, position}: 0 reserved, 1 not warm (keys missing: fail closed),
 --          2 not started, 3 ended, 4 duplicate buyer, 5 sold out, 6 replay of the key's
 --          confirmed ticket, 7 the key's first request is still being published (text: the
@@ -42,8 +45,13 @@ end
 if KEYS[9] then
   local earlier = redis.call('GET', KEYS[9])
   if earlier then
-    if string.sub(earlier, 1, 8) == 'pending:' then
-      return {7, now, string.sub(earlier, 9), 0}
+    -- 'pending:<ticket>:<ms>' until the publish is confirmed.
+    local ticket, since = string.match(earlier, '^pending:([^:]*):?(%d*)$')
+    if ticket then
+      if now - (tonumber(since) or 0) < tonumber(ARGV[6]) then
+        return {7, now, ticket, 0}
+      end
+      return {6, now, ticket, 0}
     end
     return {6, now, earlier, 0}
   end
@@ -74,7 +82,7 @@ if waiting == 0 then
     local ttl = reserve_unit(KEYS[1], KEYS[3], KEYS[4], user, ARGV[2], now)
     if KEYS[9] then
       -- Pending until the publish is confirmed.
-      redis.call('SET', KEYS[9], 'pending:' .. ARGV[2])
+      redis.call('SET', KEYS[9], 'pending:' .. ARGV[2] .. ':' .. now)
       if ttl > 0 then
         redis.call('PEXPIRE', KEYS[9], ttl)
       end

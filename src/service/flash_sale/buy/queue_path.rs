@@ -6,6 +6,7 @@
 //! [`LineDrainer`](crate::service::flash_sale::LineDrainer) admits them in turn.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{Accepted, BuyRequest, ColdEvents, Refusal};
 use crate::config::{FlashSaleSettings, RateLimit};
@@ -24,6 +25,9 @@ pub struct QueueBuy {
     event_limit: RateLimit,
     /// The longest an event's waiting line grows (0: no line).
     waiting_line_max: u32,
+    /// A buy's `Idempotency-Key` pending for longer than this (the longest a request runs) was
+    /// left by a request that is over: a retry is answered with its ticket.
+    pending_key_limit: Duration,
     /// Set when Redis answers "sold out", so the gate refuses the next buyers without asking.
     sold_out: Arc<SoldOutFlags>,
     cold: ColdEvents,
@@ -34,6 +38,7 @@ pub struct QueueBuy {
 impl QueueBuy {
     pub(in crate::service::flash_sale) fn new(
         settings: &FlashSaleSettings,
+        request_timeout: Duration,
         store: EventStore,
         queue: OrderQueue,
         sold_out: Arc<SoldOutFlags>,
@@ -48,6 +53,7 @@ impl QueueBuy {
             ),
             event_limit: settings.event_rate_limit,
             waiting_line_max: settings.waiting_line_max,
+            pending_key_limit: request_timeout,
             sold_out,
             cold,
             abort_after_reserve: settings.fault_abort_after_reserve,
@@ -73,6 +79,7 @@ impl QueueBuy {
                 idempotency_key,
                 self.event_limit,
                 self.waiting_line_max,
+                self.pending_key_limit,
             )
             .await?;
         let reserved_at_ms = match reservation {
@@ -126,10 +133,16 @@ impl QueueBuy {
                 .await?;
             return Err(Refusal::QueueUnavailable.into());
         }
-        if let Some(key) = idempotency_key {
-            self.store
+        // The reservation is queued: the buyer is answered 202 whatever the confirmation of the
+        // key does. Unconfirmed, the key stays pending; a retry after `pending_key_limit` gets
+        // this ticket (a 503 here would tell the buyer nothing was held while an order is coming).
+        if let Some(key) = idempotency_key
+            && let Err(error) = self
+                .store
                 .confirm_idempotency(event_id, user_id, key, &ticket)
-                .await?;
+                .await
+        {
+            tracing::warn!(event_id, user_id, %error, "idempotency key not confirmed; it stays pending");
         }
         Ok(Accepted::Queued {
             ticket,
