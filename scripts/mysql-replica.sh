@@ -14,6 +14,8 @@
 #   scripts/mysql-replica.sh lag on   stop the replica's SQL thread: it keeps receiving the binlog
 #                                     but applies nothing (the lag grows until `lag off`)
 #   scripts/mysql-replica.sh lag off  start it again; the replica catches up
+#   scripts/mysql-replica.sh restart  restart the primary (a clean shutdown, as an operator's
+#                                     restart); returns once it answers and the replica follows
 #
 # Both instances have a root user without a password on 127.0.0.1 only, and the `spike` user
 # (SPIKE_DB_PASSWORD, default "spike") with every right, as the dev instance has.
@@ -79,7 +81,8 @@ start() {
     # the replica's own, written before it follows, and are not in the primary's binlog twice).
     client "$REPLICA" -e "STOP REPLICA; SET GLOBAL gtid_slave_pos = '';
       CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = $PRIMARY,
-        MASTER_USER = 'replicator', MASTER_PASSWORD = 'replicator', MASTER_USE_GTID = slave_pos;
+        MASTER_USER = 'replicator', MASTER_PASSWORD = 'replicator', MASTER_USE_GTID = slave_pos,
+        MASTER_CONNECT_RETRY = 1;
       SET GLOBAL replicate_ignore_table = '';
       START REPLICA;"
     wait_until 30 following || { log "the replica does not follow the primary: $(threads)"; exit 1; }
@@ -87,17 +90,31 @@ start() {
   log "up: primary mysql://spike:$DB_PASSWORD@127.0.0.1:$PRIMARY, replica mysql://spike:$DB_PASSWORD@127.0.0.1:$REPLICA"
 }
 
+stop_instance() { # port
+  local pid
+  if [ -f "$DIR/$1/mysqld.pid" ]; then
+    pid=$(cat "$DIR/$1/mysqld.pid")
+    kill "$pid" 2>/dev/null || true
+    wait_until 30 bash -c "! kill -0 $pid 2>/dev/null" || kill -9 "$pid" 2>/dev/null || true
+  fi
+}
+
 stop() {
-  local port pid
-  for port in "$PRIMARY" "$REPLICA"; do
-    if [ -f "$DIR/$port/mysqld.pid" ]; then
-      pid=$(cat "$DIR/$port/mysqld.pid")
-      kill "$pid" 2>/dev/null || true
-      wait_until 30 bash -c "! kill -0 $pid 2>/dev/null" || kill -9 "$pid" 2>/dev/null || true
-    fi
-  done
+  stop_instance "$PRIMARY"
+  stop_instance "$REPLICA"
   rm -rf "$DIR"
   log "stopped"
+}
+
+# The replica retries its connection every second (MASTER_CONNECT_RETRY above), so it follows
+# again within moments of the primary's return.
+restart() {
+  [ -d "$DIR/$PRIMARY/db" ] || { log "no primary on $PRIMARY to restart (start first)"; exit 1; }
+  stop_instance "$PRIMARY"
+  log "primary on $PRIMARY stopped"
+  start_instance "$PRIMARY" 1001
+  wait_until 30 following || { log "the replica does not follow the restarted primary: $(threads)"; exit 1; }
+  log "primary on $PRIMARY is back; the replica follows"
 }
 
 status() {
@@ -117,5 +134,6 @@ case ${1:-} in
   stop) stop ;;
   status) status ;;
   lag) lag "${2:-}" ;;
-  *) echo "usage: $0 start|stop|status|lag on|off" >&2; exit 2 ;;
+  restart) restart ;;
+  *) echo "usage: $0 start|stop|status|lag on|off|restart" >&2; exit 2 ;;
 esac

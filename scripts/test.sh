@@ -3,7 +3,8 @@
 # services up → leftovers of killed test runs removed → fmt → clippy → Docker file lint →
 # .sqlx/ offline query data up to date → all tests → a bounded schemathesis pass (scripts/fuzz.sh)
 # → the walkthrough and the Postman collection against fresh servers → the dashboard's queries
-# and the alert rules against a real Prometheus (check-dashboards.sh).
+# and the alert rules against a real Prometheus (check-dashboards.sh) → the short chaos soak
+# (scripts/soak.sh --short: 2.5 minutes of buyers through five faults on private clusters).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,3 +43,6 @@ scripts/postman.sh
 
 step "dashboards: every panel's query and alert rule against Prometheus scraping a live sale"
 scripts/check-dashboards.sh
+
+step "the short chaos soak: 12000 buyers through five faults on private clusters (scripts/soak.sh)"
+SOAK_PROFILE=debug scripts/soak.sh --short

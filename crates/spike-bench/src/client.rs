@@ -53,6 +53,9 @@ pub struct Call {
     pub authorization: Option<HeaderValue>,
     /// `X-Purchase-Token`, fetched per buyer before timing (`--purchase-token`).
     pub purchase_token: Option<HeaderValue>,
+    /// `Idempotency-Key`: a buyer who retries after an error sends the same key, so a `202` it
+    /// never read is answered again instead of refused as a second purchase.
+    pub idempotency_key: Option<HeaderValue>,
     pub body: Option<Bytes>,
 }
 
@@ -63,6 +66,7 @@ impl Call {
             path,
             authorization: None,
             purchase_token: None,
+            idempotency_key: None,
             body: None,
         }
     }
@@ -77,6 +81,9 @@ impl Call {
         }
         if let Some(token) = self.purchase_token {
             builder = builder.header("x-purchase-token", token);
+        }
+        if let Some(key) = self.idempotency_key {
+            builder = builder.header("idempotency-key", key);
         }
         let body = match self.body {
             Some(body) => {
@@ -112,6 +119,11 @@ impl Connection {
             target,
             sender: None,
         }
+    }
+
+    /// A new connection to the same target (the old one is dropped with `self`).
+    pub fn fresh(&self) -> Connection {
+        Connection::new(self.target.clone())
     }
 
     /// Sends one request and reads the whole answer. A transport error drops the connection.
@@ -215,6 +227,7 @@ pub async fn call_api_on(
         path: parse_path(path)?,
         authorization: Some(bearer(token)?),
         purchase_token: None,
+        idempotency_key: None,
         body: body.map(|b| Bytes::from(b.to_string())),
     };
     let answer = connection.send(call).await?;

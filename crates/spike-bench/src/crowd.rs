@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use hyper::Method;
+use hyper::header::HeaderValue;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -23,12 +24,16 @@ use tokio::time::Instant;
 use crate::BenchError;
 use crate::checks::Check;
 use crate::client::{Answer, Call, Connection, Target, parse_path};
+use crate::load::{self, LoadResult, Outcome, Recorder};
 use crate::seed::Buyer;
 
 /// How long a buyer keeps trying before the tool gives up on them (reported, not hidden).
 const GIVE_UP_AFTER: Duration = Duration::from_secs(120);
 /// Pause after a transport error or an answer the tool does not expect.
 const ERROR_PAUSE: Duration = Duration::from_millis(200);
+/// A request with no answer by then counts as a transport error (a held result request is
+/// answered within 30 s plus the server's own timeout).
+const REQUEST_LIMIT: Duration = Duration::from_secs(60);
 
 /// What one simulated buyer went through.
 #[derive(Debug, Clone)]
@@ -37,6 +42,8 @@ pub struct BuyerRun {
     pub arrival: usize,
     pub requests: u32,
     pub answers_429: u32,
+    /// `503`s to a buy (nothing reserved; the buyer tried again).
+    pub answers_503: u32,
     /// Told to wait in line by the buy answer.
     pub waited: bool,
     /// The `202`'s ticket, if one came.
@@ -68,6 +75,9 @@ pub struct CrowdSummary {
     /// Buyers whose buy answered `202 waiting`: the server has a line (and used it).
     pub waited: u64,
     pub answers_429: u64,
+    /// `503`s to buys: the outage answers the buyers rode out.
+    #[serde(default)]
+    pub answers_503: u64,
     pub winners: u64,
     pub losers: u64,
     pub gave_up: u64,
@@ -95,8 +105,25 @@ pub fn everyone_settled(summary: &CrowdSummary) -> Check {
     )
 }
 
-/// Sends the crowd: buyer `i` arrives at `i / rate` seconds; every buyer runs to an outcome.
-pub async fn run(target: &Target, event: u64, buyers: &[Buyer], rate: f64) -> Vec<BuyerRun> {
+/// How the simulated buyers behave beyond buying once and waiting for the outcome.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Conduct {
+    /// Send an `Idempotency-Key` with every buy, the same on each retry: a buyer retrying through
+    /// faults (the `soak`) then never turns a `202` it missed into a refusal of its own.
+    pub idempotency_keys: bool,
+}
+
+/// Sends the crowd: buyer `i` arrives at `i / rate` seconds, talking to `targets[i % n]` (the
+/// API processes behind a load balancer); every buyer runs to an outcome. Also returns the buy
+/// requests' answers over time (latency from each request's sending; result requests are not
+/// in it: they are held on purpose).
+pub async fn run(
+    targets: &[Target],
+    event: u64,
+    buyers: &[Buyer],
+    rate: f64,
+    conduct: Conduct,
+) -> (Vec<BuyerRun>, LoadResult) {
     let start = Instant::now();
     let buy_path = Arc::new(format!("/api/v1/spike/events/{event}/orders"));
     let result_path = Arc::new(format!("/api/v1/spike/events/{event}/result?wait=30"));
@@ -105,44 +132,68 @@ pub async fn run(target: &Target, event: u64, buyers: &[Buyer], rate: f64) -> Ve
         .enumerate()
         .map(|(arrival, buyer)| {
             let arrives_at = start + Duration::from_secs_f64(arrival as f64 / rate);
-            let (target, buyer) = (target.clone(), buyer.clone());
+            let target = targets[arrival % targets.len()].clone();
+            let buyer = buyer.clone();
             let (buy_path, result_path) = (buy_path.clone(), result_path.clone());
             tokio::spawn(async move {
                 tokio::time::sleep_until(arrives_at).await;
-                one_buyer(target, &buyer, arrival, &buy_path, &result_path).await
+                let paths = Paths {
+                    buy: &buy_path,
+                    result: &result_path,
+                };
+                one_buyer(target, &buyer, arrival, paths, conduct, start).await
             })
         })
         .collect();
     let mut runs = Vec::with_capacity(tasks.len());
+    let mut buys = LoadResult::empty();
     for task in tasks {
-        if let Ok(run) = task.await {
+        if let Ok((run, recorder)) = task.await {
             runs.push(run);
+            load::merge(&mut buys, recorder);
         }
     }
-    runs
+    buys.elapsed = start.elapsed();
+    (runs, buys)
+}
+
+#[derive(Clone, Copy)]
+struct Paths<'a> {
+    buy: &'a str,
+    result: &'a str,
 }
 
 async fn one_buyer(
     target: Target,
     buyer: &Buyer,
     arrival: usize,
-    buy_path: &str,
-    result_path: &str,
-) -> BuyerRun {
+    paths: Paths<'_>,
+    conduct: Conduct,
+    start: Instant,
+) -> (BuyerRun, Recorder) {
     let arrived = Instant::now();
     let give_up_at = arrived + GIVE_UP_AFTER;
     let mut connection = Connection::new(target);
+    let mut recorder = Recorder::new();
     let mut run = BuyerRun {
         arrival,
         requests: 0,
         answers_429: 0,
+        answers_503: 0,
         waited: false,
         ticket: None,
         outcome: BuyerOutcome::GaveUp,
         time_to_outcome: Duration::ZERO,
     };
+    let idempotency_key = conduct
+        .idempotency_keys
+        .then(|| HeaderValue::from_str(&format!("soak-{arrival}-{}", uuid::Uuid::new_v4())).ok())
+        .flatten();
     let call = |method: Method, path: &str| -> Option<Call> {
         Some(Call {
+            idempotency_key: (method == Method::POST)
+                .then(|| idempotency_key.clone())
+                .flatten(),
             method,
             path: parse_path(path).ok()?,
             authorization: Some(buyer.authorization.clone()),
@@ -152,23 +203,32 @@ async fn one_buyer(
     };
     // Buy until accepted or refused for good.
     while run.ticket.is_none() && Instant::now() < give_up_at {
-        let Some(buy) = call(Method::POST, buy_path) else {
-            return run;
+        let Some(buy) = call(Method::POST, paths.buy) else {
+            return (run, recorder);
         };
         run.requests += 1;
-        match connection.send(buy).await {
+        let sent = Instant::now();
+        let answer = send_within(&mut connection, buy).await;
+        let outcome = answer.as_ref().map_or(Outcome::Transport, Outcome::of);
+        recorder.record(outcome, sent.elapsed(), sent - start);
+        match answer {
             Ok(answer) if answer.status == 202 => {
                 let data = data_of(&answer);
                 run.waited = data["status"] == "waiting";
                 run.ticket = Some(data["ticket"].as_str().unwrap_or_default().to_owned());
             }
+            // The key's first request may still be running: ask again in a second.
+            Ok(answer) if answer.status == 409 && code_of(&answer) == Some(10005) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
             Ok(answer) if answer.status == 409 => {
                 run.outcome = BuyerOutcome::Lost;
                 run.time_to_outcome = arrived.elapsed();
-                return run;
+                return (run, recorder);
             }
             Ok(answer) if answer.status == 429 || answer.status == 503 => {
                 run.answers_429 += u32::from(answer.status == 429);
+                run.answers_503 += u32::from(answer.status == 503);
                 let pause = Duration::from_secs(answer.retry_after.unwrap_or(1).max(1));
                 tokio::time::sleep(pause).await;
             }
@@ -177,11 +237,12 @@ async fn one_buyer(
     }
     // Long-poll the result until it settles.
     while run.ticket.is_some() && Instant::now() < give_up_at {
-        let Some(ask) = call(Method::GET, result_path) else {
-            return run;
+        let Some(ask) = call(Method::GET, paths.result) else {
+            return (run, recorder);
         };
         run.requests += 1;
-        match connection.send(ask).await {
+        let asked = Instant::now();
+        match send_within(&mut connection, ask).await {
             Ok(answer) if answer.status == 200 => {
                 let data = data_of(&answer);
                 let settled = match data["status"].as_str() {
@@ -196,13 +257,36 @@ async fn one_buyer(
                 if let Some(outcome) = settled {
                     run.outcome = outcome;
                     run.time_to_outcome = arrived.elapsed();
-                    return run;
+                    return (run, recorder);
+                }
+                // Answered at once although not settled (the server holds no more requests, or
+                // its notifications are down): do not ask again in a tight loop.
+                if asked.elapsed() < ERROR_PAUSE {
+                    tokio::time::sleep(ERROR_PAUSE).await;
                 }
             }
             _ => tokio::time::sleep(ERROR_PAUSE).await,
         }
     }
-    run
+    (run, recorder)
+}
+
+/// One request, given up after [`REQUEST_LIMIT`] (a transport error then, and a new connection).
+async fn send_within(connection: &mut Connection, call: Call) -> Result<Answer, BenchError> {
+    match tokio::time::timeout(REQUEST_LIMIT, connection.send(call)).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            *connection = connection.fresh();
+            Err(BenchError::Transport("no answer in time".into()))
+        }
+    }
+}
+
+fn code_of(answer: &Answer) -> Option<i64> {
+    serde_json::from_slice::<Value>(&answer.body)
+        .ok()?
+        .get("code")?
+        .as_i64()
 }
 
 fn data_of(answer: &Answer) -> Value {
@@ -232,6 +316,7 @@ pub fn summarize(
         requests += u64::from(run.requests);
         summary.max_requests_of_a_buyer = summary.max_requests_of_a_buyer.max(run.requests);
         summary.answers_429 += u64::from(run.answers_429);
+        summary.answers_503 += u64::from(run.answers_503);
         summary.waited += u64::from(run.waited);
         match run.outcome {
             BuyerOutcome::Won { .. } => summary.winners += 1,
@@ -314,6 +399,7 @@ mod tests {
             arrival,
             requests,
             answers_429: 0,
+            answers_503: 0,
             waited: false,
             ticket: Some(format!("t{arrival}")),
             outcome,

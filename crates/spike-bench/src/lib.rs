@@ -18,6 +18,7 @@ pub mod load;
 pub mod report;
 pub mod scenario;
 pub mod seed;
+pub mod soak;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,12 +27,14 @@ use std::time::Duration;
 use hyper::Method;
 use sqlx::MySqlPool;
 
-use checks::{Accepted, Drain};
+use checks::{Accepted, Check, Drain};
 use client::{Target, call_api};
+use crowd::Conduct;
 use load::{LoadResult, LoadSettings, RequestSource};
 use report::{Report, SaleSummary};
 use scenario::{BuyerOrder, Buys, Healthz, ProductDetail, RegularOrders, shared};
 use seed::{Buyer, Seeder};
+use soak::SoakSummary;
 use spike::config::Config;
 use spike::repo::redis::RedisConnection;
 use spike::repo::redis::flash_sale::EventKeys;
@@ -83,6 +86,10 @@ pub enum Scenario {
     /// each buying once and long-polling the result (or retrying after `Retry-After` when
     /// refused); then the drain, fairness and the invariant checks.
     Crowd,
+    /// A `crowd` of `--buyers` (30000) at `--rate` (200/s) through a seeded fault schedule (a
+    /// fault every `--fault-every`, each run by `--fault-command`); then the drain, the
+    /// reconciler's repairs and the invariant checks. `scripts/soak.sh` sets the stage.
+    Soak,
 }
 
 impl Scenario {
@@ -101,7 +108,9 @@ impl Scenario {
 pub struct BenchArgs {
     #[arg(value_enum)]
     pub scenario: Scenario,
-    /// The server under test (default: the configured `SPIKE_HTTP_ADDR` on 127.0.0.1).
+    /// The server under test (default: the configured `SPIKE_HTTP_ADDR` on 127.0.0.1). A
+    /// `crowd` or `soak` takes a comma-separated list of API processes and spreads the buyers
+    /// over them in turn; the other scenarios use the first.
     #[arg(long)]
     pub url: Option<String>,
     /// Concurrent connections (one load task each).
@@ -137,6 +146,23 @@ pub struct BenchArgs {
     /// buy, for a server that requires one (`SPIKE_FLASH_SALE_REQUIRE_PURCHASE_TOKEN=true`).
     #[arg(long)]
     pub purchase_token: bool,
+    /// `soak`: the seed of the fault schedule (the same seed, the same schedule).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// `soak`: a fault about this often (± a sixth).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub fault_every: Duration,
+    /// `soak`: the kinds of fault to schedule (comma-separated; default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub faults: Vec<soak::FaultKind>,
+    /// `soak`: the command that injects a fault and waits for its repair, called as
+    /// `<command> <kind> <target>` through `sh -c` (`scripts/soak.sh fault`).
+    #[arg(long)]
+    pub fault_command: Option<String>,
+    /// `soak`: after the drain, how long the invariants may take to hold (the reconciler
+    /// republishing lost messages and releasing held-back units) before they count as failed.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    pub settle_timeout: Duration,
     /// Print the report as JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -172,12 +198,16 @@ pub async fn run(args: &BenchArgs, config: &Config) -> Result<Report, BenchError
         };
         format!("http://{host}:{}", addr.port())
     });
-    let target = Target::parse(&url)?;
+    let targets = url
+        .split(',')
+        .map(|one| Target::parse(one.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
     let bench = Bench {
         args,
         config,
+        target: targets[0].clone(),
+        targets,
         url,
-        target,
     };
     let report = match args.scenario {
         Scenario::Healthz => bench.open_ended(shared(Healthz)).await?,
@@ -188,6 +218,7 @@ pub async fn run(args: &BenchArgs, config: &Config) -> Result<Report, BenchError
         Scenario::Orders => bench.orders().await?,
         Scenario::Drain => bench.drain().await?,
         Scenario::Crowd => bench.crowd().await?,
+        Scenario::Soak => bench.soak().await?,
     };
     if report.requests > 0 && report.mix.transport_errors == report.requests {
         return Err(BenchError::Transport(format!(
@@ -202,7 +233,9 @@ struct Bench<'a> {
     args: &'a BenchArgs,
     config: &'a Config,
     url: String,
+    /// The first of `targets`: set-up calls and the single-server scenarios.
     target: Target,
+    targets: Vec<Target>,
 }
 
 impl Bench<'_> {
@@ -406,42 +439,130 @@ impl Bench<'_> {
 
     async fn crowd(&self) -> Result<Report, BenchError> {
         let db = self.db().await?;
-        let mut redis = self.redis().await?;
         let seeder = Seeder::new(&self.config.auth, db.clone())?;
         let count = self.args.buyers.unwrap_or(1_000);
         let rate = self.args.rate.unwrap_or(500.0);
         let buyers = seeder.buyers(count).await?;
         let event = self.started_event(&seeder, self.args.stock).await?;
         let started = std::time::Instant::now();
-        let runs = crowd::run(&self.target, event, &buyers, rate).await;
+        let (runs, buys) =
+            crowd::run(&self.targets, event, &buyers, rate, Conduct::default()).await;
         let elapsed = started.elapsed();
+        let mut redis = self.redis().await?;
+        let drain = checks::wait_for_drain(
+            &db,
+            &mut redis,
+            &self.keys(event),
+            event,
+            self.args.drain_timeout,
+        )
+        .await?;
+        let accepted = accepted_of(&runs, &buyers);
+        let facts = checks::gather(
+            &db,
+            &mut redis,
+            &self.keys(event),
+            &self.target,
+            event,
+            &accepted,
+        )
+        .await?;
+        let checks = checks::evaluate(&facts);
+        db.close().await;
+        self.crowd_report(event, rate, &runs, &buys, elapsed, drain, checks)
+    }
 
+    /// A crowd through the fault schedule; the stores are opened anew after it (a connection
+    /// made before a failover need not survive it), and the checks repeated until they hold or
+    /// `--settle-timeout` passes (the reconciler repairs on its own schedule).
+    async fn soak(&self) -> Result<Report, BenchError> {
+        let command = self.args.fault_command.clone().ok_or_else(|| {
+            BenchError::Usage("soak needs --fault-command (scripts/soak.sh gives one)".into())
+        })?;
+        let seeder = Seeder::new(&self.config.auth, self.db().await?)?;
+        let count = self.args.buyers.unwrap_or(30_000);
+        let rate = self.args.rate.unwrap_or(200.0);
+        let buyers = seeder.buyers(count).await?;
+        let event = self.started_event(&seeder, self.args.stock).await?;
+        let kinds = if self.args.faults.is_empty() {
+            soak::FaultKind::ALL.to_vec()
+        } else {
+            self.args.faults.clone()
+        };
+        let span = Duration::from_secs_f64(count as f64 / rate);
+        let plan = soak::schedule(self.args.seed, span, self.args.fault_every, &kinds);
+        eprintln!(
+            "soak: {count} buyers at {rate}/s ({:.0} s) for {} units, event {event}; seed {}: {} faults",
+            span.as_secs_f64(),
+            self.args.stock,
+            self.args.seed,
+            plan.len()
+        );
+        let started = tokio::time::Instant::now();
+        let faults = tokio::spawn(soak::run_faults(plan, command.clone(), started));
+        let conduct = Conduct {
+            idempotency_keys: true,
+        };
+        let (runs, buys) = crowd::run(&self.targets, event, &buyers, rate, conduct).await;
+        let elapsed = started.elapsed();
+        let faults = faults
+            .await
+            .map_err(|error| BenchError::Setup(format!("the fault schedule failed: {error}")))?;
+
+        let db = self.db().await?;
+        let mut redis = self.redis().await?;
         let keys = self.keys(event);
         let drain =
             checks::wait_for_drain(&db, &mut redis, &keys, event, self.args.drain_timeout).await?;
-        let accepted: Vec<Accepted> = runs
-            .iter()
-            .filter_map(|run| {
-                let buyer = &buyers[run.arrival];
-                Some(Accepted {
-                    user_id: buyer.user_id,
-                    token: buyer.token.clone(),
-                    ticket: run.ticket.clone()?,
-                })
-            })
-            .collect();
-        let facts = checks::gather(&db, &mut redis, &keys, &self.target, event, &accepted).await?;
-        let summary = crowd::summarize(event, self.args.stock, rate, &runs)?;
-        let mut report = self.report(&LoadResult::empty());
+        let accepted = accepted_of(&runs, &buyers);
+        let settling = std::time::Instant::now();
+        let checks = loop {
+            let facts =
+                checks::gather(&db, &mut redis, &keys, &self.target, event, &accepted).await?;
+            let checks = checks::evaluate(&facts);
+            if !checks.iter().any(Check::failed) || settling.elapsed() >= self.args.settle_timeout {
+                break checks;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        };
+        db.close().await;
+        let summary = SoakSummary {
+            seed: self.args.seed,
+            fault_every_secs: self.args.fault_every.as_secs_f64(),
+            fault_command: command,
+            faults,
+            settled_after_secs: settling.elapsed().as_secs_f64(),
+        };
+        let mut report = self.crowd_report(event, rate, &runs, &buys, elapsed, drain, checks)?;
+        report.checks.push(soak::faults_injected(&summary));
+        report.soak = Some(summary);
+        Ok(report)
+    }
+
+    /// The report of a `crowd` or `soak`: the buys' answers over time, what the buyers went
+    /// through, and the checks.
+    #[allow(clippy::too_many_arguments)]
+    fn crowd_report(
+        &self,
+        event: u64,
+        rate: f64,
+        runs: &[crowd::BuyerRun],
+        buys: &LoadResult,
+        elapsed: Duration,
+        drain: Drain,
+        mut checks: Vec<Check>,
+    ) -> Result<Report, BenchError> {
+        let summary = crowd::summarize(event, self.args.stock, rate, runs)?;
+        let mut report = self.report(buys);
         report.requests = runs.iter().map(|run| u64::from(run.requests)).sum();
         report.seconds = elapsed.as_secs_f64();
+        report.throughput = report.requests as f64 / report.seconds.max(1e-9);
         report.rate = Some(rate);
         report.event_id = Some(event);
-        report.checks = checks::evaluate(&facts);
-        report.checks.push(crowd::everyone_settled(&summary));
+        checks.push(crowd::everyone_settled(&summary));
+        report.checks = checks;
         report.drain = Some(drain);
         report.crowd = Some(summary);
-        db.close().await;
         Ok(report)
     }
 
@@ -466,6 +587,20 @@ impl Bench<'_> {
         report.drain = Some(drain);
         Ok(report)
     }
+}
+
+/// The `202`s the crowd received, and whose they were.
+fn accepted_of(runs: &[crowd::BuyerRun], buyers: &[Buyer]) -> Vec<Accepted> {
+    runs.iter()
+        .filter_map(|run| {
+            let buyer = &buyers[run.arrival];
+            Some(Accepted {
+                user_id: buyer.user_id,
+                token: buyer.token.clone(),
+                ticket: run.ticket.clone()?,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn of(answer: &Answer) -> Outcome {
+    pub fn of(answer: &Answer) -> Outcome {
         let code = if answer.status >= 400 {
             serde_json::from_slice::<CodeOnly>(&answer.body)
                 .ok()
@@ -159,11 +159,52 @@ impl Slot {
     }
 }
 
-struct TaskResult {
+/// What one load task (or one simulated buyer of a `crowd`) saw; merged into a [`LoadResult`].
+pub struct Recorder {
     histogram: Histogram<u64>,
     outcomes: BTreeMap<Outcome, u64>,
     timeline: Vec<Slot>,
     tickets: Vec<(u64, String)>,
+}
+
+impl Recorder {
+    pub fn new() -> Recorder {
+        Recorder {
+            histogram: new_histogram(),
+            outcomes: BTreeMap::new(),
+            timeline: Vec::new(),
+            tickets: Vec::new(),
+        }
+    }
+
+    /// One answer (or transport error) `latency` after it was due, `at` from the start.
+    pub fn record(&mut self, outcome: Outcome, latency: Duration, at: Duration) {
+        let micros = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .clamp(1, HIGHEST_MICROS);
+        self.histogram.saturating_record(micros);
+        *self.outcomes.entry(outcome).or_default() += 1;
+        let index = (at.as_millis() / SLOT.as_millis()) as usize;
+        if self.timeline.len() <= index {
+            self.timeline.resize(index + 1, Slot::default());
+        }
+        let slot = &mut self.timeline[index];
+        slot.requests += 1;
+        if outcome.is_success() {
+            slot.successes += 1;
+        } else if outcome.is_refusal() {
+            slot.refusals += 1;
+        } else {
+            slot.errors += 1;
+        }
+        slot.max_ms = slot.max_ms.max(latency.as_secs_f64() * 1e3);
+    }
+}
+
+impl Default for Recorder {
+    fn default() -> Recorder {
+        Recorder::new()
+    }
 }
 
 /// Shared between the tasks and the progress ticker.
@@ -216,7 +257,8 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HIGHEST_MICROS, 3).expect("valid histogram bounds")
 }
 
-fn merge(total: &mut LoadResult, part: TaskResult) {
+/// Adds what `part` recorded to `total`.
+pub fn merge(total: &mut LoadResult, part: Recorder) {
     total
         .histogram
         .add(&part.histogram)
@@ -233,16 +275,11 @@ fn merge(total: &mut LoadResult, part: TaskResult) {
     total.tickets.extend(part.tickets);
 }
 
-async fn load_task(shared: Arc<Shared>) -> TaskResult {
+async fn load_task(shared: Arc<Shared>) -> Recorder {
     let settings = shared.settings;
     let deadline = settings.duration.map(|d| shared.start + d);
     let mut connection = Connection::new(shared.target.clone());
-    let mut mine = TaskResult {
-        histogram: new_histogram(),
-        outcomes: BTreeMap::new(),
-        timeline: Vec::new(),
-        tickets: Vec::new(),
-    };
+    let mut mine = Recorder::new();
     loop {
         let i = shared.next.fetch_add(1, Ordering::Relaxed);
         if settings.requests.is_some_and(|limit| i >= limit) {
@@ -274,7 +311,7 @@ async fn load_task(shared: Arc<Shared>) -> TaskResult {
         {
             mine.tickets.push((i, queued.data.ticket));
         }
-        record(&mut mine, outcome, latency, finished - shared.start);
+        mine.record(outcome, latency, finished - shared.start);
         shared.done.fetch_add(1, Ordering::Relaxed);
         if !outcome.is_success() && !outcome.is_refusal() {
             shared.errors.fetch_add(1, Ordering::Relaxed);
@@ -285,28 +322,6 @@ async fn load_task(shared: Arc<Shared>) -> TaskResult {
         }
     }
     mine
-}
-
-fn record(mine: &mut TaskResult, outcome: Outcome, latency: Duration, at: Duration) {
-    let micros = u64::try_from(latency.as_micros())
-        .unwrap_or(u64::MAX)
-        .clamp(1, HIGHEST_MICROS);
-    mine.histogram.saturating_record(micros);
-    *mine.outcomes.entry(outcome).or_default() += 1;
-    let index = (at.as_millis() / SLOT.as_millis()) as usize;
-    if mine.timeline.len() <= index {
-        mine.timeline.resize(index + 1, Slot::default());
-    }
-    let slot = &mut mine.timeline[index];
-    slot.requests += 1;
-    if outcome.is_success() {
-        slot.successes += 1;
-    } else if outcome.is_refusal() {
-        slot.refusals += 1;
-    } else {
-        slot.errors += 1;
-    }
-    slot.max_ms = slot.max_ms.max(latency.as_secs_f64() * 1e3);
 }
 
 fn progress_bar(settings: &LoadSettings) -> ProgressBar {
@@ -382,34 +397,18 @@ mod tests {
 
     #[test]
     fn slots_count_each_kind_and_keep_the_slowest() {
-        let mut mine = TaskResult {
-            histogram: new_histogram(),
-            outcomes: BTreeMap::new(),
-            timeline: Vec::new(),
-            tickets: Vec::new(),
-        };
+        let mut mine = Recorder::new();
         let ok = Outcome::Answered {
             status: 202,
             code: None,
         };
-        record(
-            &mut mine,
-            ok,
-            Duration::from_millis(3),
-            Duration::from_millis(10),
-        );
-        record(
-            &mut mine,
+        mine.record(ok, Duration::from_millis(3), Duration::from_millis(10));
+        mine.record(
             Outcome::Transport,
             Duration::from_millis(9),
             Duration::from_millis(150),
         );
-        record(
-            &mut mine,
-            ok,
-            Duration::from_millis(1),
-            Duration::from_millis(190),
-        );
+        mine.record(ok, Duration::from_millis(1), Duration::from_millis(190));
         assert_eq!(mine.timeline.len(), 2);
         assert_eq!(mine.timeline[0].successes, 1);
         assert_eq!(

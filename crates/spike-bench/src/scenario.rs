@@ -96,6 +96,7 @@ impl RequestSource for Buys {
                 .purchase_tokens
                 .as_ref()
                 .map(|tokens| tokens[buyer].clone()),
+            idempotency_key: None,
             body: None,
         })
     }
@@ -125,6 +126,7 @@ impl RequestSource for RegularOrders {
             path: Uri::from_static("/api/v1/orders"),
             authorization: Some(self.authorizations[(i % n) as usize].clone()),
             purchase_token: None,
+            idempotency_key: None,
             body: Some(self.body.clone()),
         })
     }

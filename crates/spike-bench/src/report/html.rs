@@ -51,7 +51,21 @@ pub(super) fn page(report: &Report) -> String {
     page.push_str(&percentile_table(&report.latency));
     page.push_str(&histogram_svg(&report.histogram));
     page.push_str("<h2>Throughput and errors over time</h2>");
-    page.push_str(&timeline_svg(&report.timeline, report.timeline_slot_ms));
+    let faults: Vec<Band> = report
+        .soak
+        .iter()
+        .flat_map(|soak| &soak.faults)
+        .map(|f| Band {
+            from_secs: f.started_secs,
+            to_secs: f.started_secs + f.seconds,
+            label: f.planned.kind.name(),
+        })
+        .collect();
+    page.push_str(&timeline_svg(
+        &report.timeline,
+        report.timeline_slot_ms,
+        &faults,
+    ));
     page.push_str("<h2>Outcomes</h2>");
     page.push_str(&outcome_svg(&report.mix.by_label));
     if let Some(sale) = &report.sale {
@@ -67,6 +81,7 @@ pub(super) fn page(report: &Report) -> String {
             "<h2>Crowd</h2><p>Event {}: {} buyers arriving at {:.0}/s for {} units; {} were told to wait in line, {} answers were 429.</p>\
              <table><tr><th>requests per buyer</th><td>{:.2} (most {})</td></tr>\
              <tr><th>arrival to outcome</th><td>p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms</td></tr>\
+             <tr><th>503 answers to buys (ridden out)</th><td>{}</td></tr>\
              <tr><th>first {} arrivals who won</th><td>{:.1} %</td></tr>\
              <tr><th>arrival vs admission rank correlation</th><td>{:.3}</td></tr></table>",
             c.event_id,
@@ -80,10 +95,38 @@ pub(super) fn page(report: &Report) -> String {
             c.time_to_outcome_p50_ms,
             c.time_to_outcome_p99_ms,
             c.time_to_outcome_max_ms,
+            c.answers_503,
             c.stock,
             c.first_arrivals_won * 100.0,
             c.arrival_admission_correlation,
         );
+    }
+    if let Some(soak) = &report.soak {
+        let _ = write!(
+            page,
+            "<h2>Fault schedule</h2><p>Seed {}: a fault about every {:.0} s, each run as <code>{} &lt;kind&gt; &lt;target&gt;</code> until repaired \
+             (shaded on the timeline above). The invariants held {:.1} s after the drain.</p>\
+             <table><tr><th>at</th><th>fault</th><th>target</th><th>result</th><th>inject + repair</th><th>last output</th></tr>",
+            soak.seed,
+            soak.fault_every_secs,
+            escape(&soak.fault_command),
+            soak.settled_after_secs,
+        );
+        for fault in &soak.faults {
+            let _ = write!(
+                page,
+                "<tr><td>{:.1} s (planned {:.1} s)</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{:.1} s</td><td><pre>{}</pre></td></tr>",
+                fault.started_secs,
+                fault.planned.at_secs,
+                fault.planned.kind.name(),
+                fault.planned.target,
+                if fault.succeeded { "pass" } else { "fail" },
+                if fault.succeeded { "done" } else { "FAILED" },
+                fault.seconds,
+                escape(&fault.output),
+            );
+        }
+        page.push_str("</table>");
     }
     if let Some(d) = &report.drain {
         let _ = write!(
@@ -195,9 +238,16 @@ fn histogram_svg(buckets: &[Bucket]) -> String {
     svg
 }
 
+/// A stretch of the run to shade on the timeline (a soak's fault, from injection to repair).
+struct Band {
+    from_secs: f64,
+    to_secs: f64,
+    label: String,
+}
+
 /// Bars of answers per second (successes, refusals, errors stacked), at most [`MAX_BARS`]: a
-/// long run's slots are merged.
-fn timeline_svg(timeline: &[Slot], slot_ms: u64) -> String {
+/// long run's slots are merged. `bands` are shaded behind the bars, labelled at the top.
+fn timeline_svg(timeline: &[Slot], slot_ms: u64, bands: &[Band]) -> String {
     if timeline.is_empty() {
         return "<p>No answers.</p>".to_owned();
     }
@@ -222,6 +272,18 @@ fn timeline_svg(timeline: &[Slot], slot_ms: u64) -> String {
     let mut svg = svg_open(
         "answers per second over the run: successes (blue), refusals (grey), errors (red)",
     );
+    let secs_per_px = bar_secs / step;
+    for band in bands {
+        let x = LEFT + band.from_secs / secs_per_px;
+        let w = ((band.to_secs - band.from_secs) / secs_per_px).max(2.0);
+        let _ = write!(
+            svg,
+            "<rect x=\"{x:.1}\" y=\"10\" width=\"{w:.1}\" height=\"{plot_h:.1}\" fill=\"#f2cc8f\" opacity=\"0.45\"><title>{}</title></rect>\
+             <text x=\"{x:.1}\" y=\"20\">{}</text>",
+            escape(&band.label),
+            escape(&band.label)
+        );
+    }
     for (i, bar) in bars.iter().enumerate() {
         let x = LEFT + i as f64 * step;
         let mut y = 10.0 + plot_h;
@@ -356,7 +418,7 @@ mod tests {
             successes: 10,
             ..Slot::default()
         };
-        let svg = timeline_svg(&vec![slot; 1000], 100);
+        let svg = timeline_svg(&vec![slot; 1000], 100, &[]);
         assert_eq!(
             svg.matches("<rect").count(),
             3 * 143,
@@ -366,5 +428,26 @@ mod tests {
             svg.contains(">100</text>"),
             "10 answers per 100 ms = 100 req/s: {svg}"
         );
+    }
+
+    #[test]
+    fn a_fault_is_shaded_where_it_happened_on_the_timeline() {
+        let slot = Slot {
+            requests: 1,
+            successes: 1,
+            ..Slot::default()
+        };
+        // 100 s of slots (one bar per 0.7 s); a fault from 50 s to 60 s.
+        let band = Band {
+            from_secs: 50.0,
+            to_secs: 60.0,
+            label: "mysql-restart <1>".to_owned(),
+        };
+        let svg = timeline_svg(&vec![slot; 1000], 100, &[band]);
+        let plot_w = WIDTH - LEFT - 10.0;
+        let x = LEFT + plot_w / 143.0 * (50.0 / 0.7);
+        let drawn = format!("<rect x=\"{x:.1}\" y=\"10\"");
+        assert!(svg.contains(&drawn), "expected {drawn} in {svg}");
+        assert!(svg.contains("mysql-restart &lt;1&gt;"), "escaped label");
     }
 }

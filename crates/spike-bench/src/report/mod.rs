@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::checks::{Check, Drain, SaleFacts};
 use super::crowd::CrowdSummary;
 use super::load::{LoadResult, Outcome, SLOT, Slot};
+use super::soak::SoakSummary;
 
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
@@ -123,8 +124,11 @@ pub struct Report {
     /// How the worker turned the reservations into orders (`sale`, `drain`).
     pub drain: Option<Drain>,
     pub sale: Option<SaleSummary>,
-    /// What the buyers of a `crowd` went through.
+    /// What the buyers of a `crowd` (or `soak`) went through.
     pub crowd: Option<CrowdSummary>,
+    /// The fault schedule of a `soak` and what each fault came to.
+    #[serde(default)]
+    pub soak: Option<SoakSummary>,
     pub checks: Vec<Check>,
 }
 
@@ -159,6 +163,7 @@ impl Report {
             drain: None,
             sale: None,
             crowd: None,
+            soak: None,
             checks: Vec::new(),
         }
     }
@@ -222,8 +227,14 @@ impl Report {
         if let Some(c) = &self.crowd {
             let _ = writeln!(
                 out,
-                "  crowd       event {}: {} buyers at {:.0}/s for {} units; {} told to wait, {} answers 429",
-                c.event_id, c.buyers, c.arrival_rate, c.stock, c.waited, c.answers_429
+                "  crowd       event {}: {} buyers at {:.0}/s for {} units; {} told to wait, {} answers 429, {} answers 503",
+                c.event_id,
+                c.buyers,
+                c.arrival_rate,
+                c.stock,
+                c.waited,
+                c.answers_429,
+                c.answers_503
             );
             let _ = writeln!(
                 out,
@@ -241,6 +252,27 @@ impl Report {
                 c.stock,
                 c.arrival_admission_correlation
             );
+        }
+        if let Some(soak) = &self.soak {
+            let _ = writeln!(
+                out,
+                "  soak        seed {}, a fault every {:.0} s: {} faults; the invariants held {:.1} s after the drain",
+                soak.seed,
+                soak.fault_every_secs,
+                soak.faults.len(),
+                soak.settled_after_secs
+            );
+            for fault in &soak.faults {
+                let _ = writeln!(
+                    out,
+                    "  fault       {:>6.1} s  {:<22} {}  {}, {:.1} s",
+                    fault.started_secs,
+                    fault.planned.kind.name(),
+                    fault.planned.target,
+                    if fault.succeeded { "done" } else { "FAILED" },
+                    fault.seconds
+                );
+            }
         }
         if let Some(d) = &self.drain {
             let _ = writeln!(
