@@ -54,6 +54,7 @@ pub mod names {
     pub const DRIFT: &str = "spike_reconciler_drift";
     pub const REPUBLISHED: &str = "spike_reconciler_republished_total";
     pub const RELEASED_UNITS: &str = "spike_reconciler_released_units_total";
+    pub const TRIMMED_UNITS: &str = "spike_reconciler_trimmed_units_total";
     pub const UNSOLD_RETURNED_UNITS: &str = "spike_reconciler_unsold_returned_units_total";
     pub const DEAD_LETTERED_ORDERS: &str = "spike_order_create_dead_lettered_total";
     pub const DB_POOL_CONNECTIONS: &str = "spike_db_pool_connections";
@@ -145,6 +146,7 @@ fn start_counters_at_zero() {
         names::LINE_ADMISSIONS,
         names::REPUBLISHED,
         names::RELEASED_UNITS,
+        names::TRIMMED_UNITS,
         names::UNSOLD_RETURNED_UNITS,
         names::DEAD_LETTERED_ORDERS,
     ] {
@@ -243,6 +245,10 @@ fn describe() {
     describe_counter!(
         RELEASED_UNITS,
         "Units a re-warm held back that the reconciler gave back to Redis once the queue was quiet"
+    );
+    describe_counter!(
+        TRIMMED_UNITS,
+        "Units Redis counted that MySQL did not have (writes a Redis failover lost), taken away by the reconciler"
     );
     describe_counter!(
         BACKGROUND_FAILURES,

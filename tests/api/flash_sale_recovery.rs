@@ -9,7 +9,7 @@ use time::Duration;
 
 use crate::helpers::event_body;
 use crate::helpers::{TestApp, TestOptions, code, envelope, spawn_app, spawn_app_with, wait_for};
-use spike::repo::redis::flash_sale::{EventStore, Reservation};
+use spike::repo::redis::flash_sale::{EventStore, Reservation, ReserveRules};
 
 /// Waits until the app receives stock announcements (its subscription starts with the server).
 async fn wait_until_listening(app: &TestApp) {
@@ -138,9 +138,11 @@ async fn a_reservation_lost_before_its_publish_is_republished_by_the_reconciler(
             user_id,
             "lost-1",
             None,
-            admission,
-            0,
-            std::time::Duration::from_secs(10),
+            ReserveRules {
+                admission,
+                line_max: 0,
+                pending_key_limit: std::time::Duration::from_secs(10),
+            },
         )
         .await
         .unwrap();

@@ -13,7 +13,7 @@ use spike::domain::flash_sale::BuyerOutcome;
 use spike::repo::redis::RedisConnection;
 use spike::repo::redis::announcements::Announcements;
 use spike::repo::redis::flash_sale::{
-    EventKeys, EventStore, Reservation, Standing, WarmMode, WarmState,
+    EventKeys, EventStore, Reservation, ReserveRules, Standing, WarmMode, WarmState,
 };
 
 use crate::helpers::{
@@ -100,13 +100,17 @@ async fn every_flash_sale_script_and_pipeline_runs_on_a_redis_cluster() {
         Some((now_ms - 1_000, now_ms + 3_600_000))
     );
 
-    // A key left pending longer than this belongs to a request that is over.
-    let request_limit = std::time::Duration::from_secs(10);
+    // A key left pending longer than 10 s belongs to a request that is over.
+    let rules = ReserveRules {
+        admission,
+        line_max: 0,
+        pending_key_limit: std::time::Duration::from_secs(10),
+    };
     let reserve = |event: u64, user: u64, ticket: &'static str, key: Option<&'static str>| {
         let store = &store;
         async move {
             store
-                .reserve(event, user, ticket, key, admission, 0, request_limit)
+                .reserve(event, user, ticket, key, rules)
                 .await
                 .unwrap()
         }
@@ -129,9 +133,10 @@ async fn every_flash_sale_script_and_pipeline_runs_on_a_redis_cluster() {
                 10,
                 "t-10y",
                 Some("key-10"),
-                admission,
-                0,
-                std::time::Duration::ZERO
+                ReserveRules {
+                    pending_key_limit: std::time::Duration::ZERO,
+                    ..rules
+                },
             )
             .await
             .unwrap(),
@@ -220,7 +225,7 @@ async fn every_flash_sale_script_and_pipeline_runs_on_a_redis_cluster() {
     );
     assert_eq!(store.pending_count(first).await.unwrap(), 0);
     assert_eq!(store.pending_count(second).await.unwrap(), 0);
-    assert!(store.release_held_back(second, 0, 1).await.unwrap());
+    assert!(store.correct_stock(second, 0, 1).await.unwrap());
     assert_eq!(store.stock(second).await.unwrap(), Some(1));
 }
 

@@ -43,8 +43,8 @@ static TOUCH_RESERVATION: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/touch_reservation.lua")));
 static RETURN_UNIT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/return_unit.lua")));
-static RELEASE_HELD_BACK: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/release_held_back.lua")));
+static CORRECT_STOCK: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/correct_stock.lua")));
 
 /// The pub/sub channel announcing "stock came back to event <id>" (the message is the id), so
 /// every API replica clears its local sold-out flag.
@@ -128,6 +128,18 @@ pub struct EventStore {
     prefix: String,
     /// [`stock_returned_channel`], built once rather than per call.
     channel: String,
+}
+
+/// The rules a reservation is taken under.
+#[derive(Debug, Clone, Copy)]
+pub struct ReserveRules {
+    /// The event's cluster-wide admission bucket.
+    pub admission: RateLimit,
+    /// The longest the event's waiting line grows (0: no line, an empty bucket refuses).
+    pub line_max: u32,
+    /// A buy's `Idempotency-Key` still pending after this was left by a request that is over
+    /// (the longest a request runs): a repeat is answered with its ticket.
+    pub pending_key_limit: Duration,
 }
 
 /// What the reservation script answered.
@@ -332,9 +344,9 @@ impl EventStore {
     }
 
     /// Runs the reservation script for `user_id` with a fresh `ticket`: reserved when a token of
-    /// the event's cluster-wide admission bucket (`admission`) is free and nobody waits, else a
-    /// place in the waiting line (up to `line_max` long; 0: no line, refused). `idempotency_key`
-    /// makes a repeated request answer with the first one's ticket.
+    /// the event's admission bucket is free and nobody waits, else a place in the waiting line
+    /// (see [`ReserveRules`]). `idempotency_key` makes a repeated request answer with the first
+    /// one's ticket.
     #[tracing::instrument(level = "debug", name = "redis.reserve", skip_all, fields(otel.kind = "client", db.system = "redis"))]
     pub async fn reserve(
         &self,
@@ -342,9 +354,7 @@ impl EventStore {
         user_id: u64,
         ticket: &str,
         idempotency_key: Option<&str>,
-        admission: RateLimit,
-        line_max: u32,
-        pending_key_limit: Duration,
+        rules: ReserveRules,
     ) -> Result<Reservation, RepoError> {
         let keys = self.keys(event_id);
         let mut invocation = RESERVE.key(keys.stock());
@@ -358,10 +368,10 @@ impl EventStore {
             .key(keys.line_seq())
             .arg(user_id)
             .arg(ticket)
-            .arg(admission.burst)
-            .arg(admission.refill_per_second())
-            .arg(line_max)
-            .arg(u64::try_from(pending_key_limit.as_millis()).unwrap_or(u64::MAX));
+            .arg(rules.admission.burst)
+            .arg(rules.admission.refill_per_second())
+            .arg(rules.line_max)
+            .arg(u64::try_from(rules.pending_key_limit.as_millis()).unwrap_or(u64::MAX));
         if let Some(key) = idempotency_key {
             invocation.key(keys.idempotency(user_id, key));
         }
@@ -511,18 +521,19 @@ impl EventStore {
         Ok(())
     }
 
-    /// Adds `units` a re-warm held back, provided the stock is still `expected` and no
-    /// reservation is pending (nothing moved since the caller read them); announces it. False
-    /// when something moved.
-    #[tracing::instrument(level = "debug", name = "redis.release_held_back", skip_all, fields(otel.kind = "client", db.system = "redis"))]
-    pub async fn release_held_back(
+    /// Adds `units` to the stock (units a re-warm held back; negative: units Redis counts that
+    /// MySQL does not have, never below 0), provided the stock is still `expected` and no
+    /// reservation is pending (nothing moved since the caller read them); announces a rise.
+    /// False when something moved.
+    #[tracing::instrument(level = "debug", name = "redis.correct_stock", skip_all, fields(otel.kind = "client", db.system = "redis"))]
+    pub async fn correct_stock(
         &self,
         event_id: u64,
         expected: i64,
-        units: u32,
+        units: i64,
     ) -> Result<bool, RepoError> {
         let keys = self.keys(event_id);
-        let released: i64 = RELEASE_HELD_BACK
+        let released: i64 = CORRECT_STOCK
             .key(keys.stock())
             .key(keys.reservations())
             .arg(expected)

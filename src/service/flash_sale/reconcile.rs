@@ -21,7 +21,11 @@
 //! so a concurrent buy makes it wait for the next pass instead of counting a unit twice; and
 //! only a drift seen on two passes is released, as a unit being returned by a close (MySQL
 //! first, Redis a moment later) shows as a drift for that moment. The same release heals a unit
-//! stranded when Redis failed between a close's commit and its return.
+//! stranded when Redis failed between a close's commit and its return. The other way round, a
+//! Redis failover may lose writes the old master acknowledged and never replicated: a
+//! reservation whose message went out (its order is made) while the promoted replica still
+//! counts its unit. Such phantom units (a negative drift) are taken away by the same proof and
+//! script; until then MySQL's conditional UPDATE refuses what they would oversell.
 //!
 //! Last, it gives an ended event's unsold units back to the product's inventory, exactly once
 //! ([`Reconciler::return_unsold_units`]): once nothing can bring a unit back to the event or take
@@ -260,7 +264,7 @@ impl Reconciler {
             for ledger in &releasable {
                 let released = self
                     .failures
-                    .isolate(ledger.event_id, self.release_held_back(ledger))
+                    .isolate(ledger.event_id, self.correct_stock(ledger))
                     .await;
                 report.released += released.unwrap_or(0);
             }
@@ -308,9 +312,10 @@ impl Reconciler {
         // The same drift on the last pass too: a unit being returned right now (a close
         // commits in MySQL, then gives the unit to Redis) shows as a drift for a moment.
         let settled_drift = previous_drift.is_some() && previous_drift == ledger.drift;
-        let stranded =
-            ledger.drift.is_some_and(|drift| drift > 0) && ledger.pending_reservations == 0;
-        if settled_drift && stranded && event.window.status_at(now) == EventStatus::Active {
+        // Stranded units (a positive drift), or phantom ones (negative: writes a Redis failover
+        // lost), with nothing pending to explain them.
+        let off = ledger.drift.is_some_and(|drift| drift != 0) && ledger.pending_reservations == 0;
+        if settled_drift && off && event.window.status_at(now) == EventStatus::Active {
             reconciled.releasable = Some(ledger);
         }
         Ok(reconciled)
@@ -469,16 +474,17 @@ impl Reconciler {
         }))
     }
 
-    /// Gives a warm event's stranded units (a positive drift with nothing pending) back to
-    /// Redis; the queue has been proven quiet. Returns how many went back.
-    async fn release_held_back(&self, ledger: &Ledger) -> Result<u32, ServiceError> {
+    /// Corrects a warm event's Redis stock by its drift (nothing pending; the queue has been
+    /// proven quiet): stranded units (a positive drift) go back on sale, phantom units (a
+    /// negative drift: Redis counts units MySQL does not have) are taken away. Returns how many
+    /// went back.
+    async fn correct_stock(&self, ledger: &Ledger) -> Result<u32, ServiceError> {
         let (Some(drift), Some(stock)) = (ledger.drift, ledger.redis_stock) else {
             return Ok(0);
         };
-        let units = u32::try_from(drift).unwrap_or(u32::MAX);
         if !self
             .store
-            .release_held_back(ledger.event_id, stock, units)
+            .correct_stock(ledger.event_id, stock, drift)
             .await?
         {
             return Ok(0);
@@ -488,13 +494,24 @@ impl Reconciler {
             .expect("drift memory poisoned")
             .insert(ledger.event_id, 0);
         metrics::gauge!(names::DRIFT, "event_id" => ledger.event_id.to_string()).set(0.0);
-        metrics::counter!(names::RELEASED_UNITS).increment(u64::from(units));
-        tracing::warn!(
-            event_id = ledger.event_id,
-            units,
-            "units a re-warm held back are proven free and back on sale"
-        );
-        Ok(units)
+        let units = drift.unsigned_abs();
+        if drift > 0 {
+            metrics::counter!(names::RELEASED_UNITS).increment(units);
+            tracing::warn!(
+                event_id = ledger.event_id,
+                units,
+                "units a re-warm held back are proven free and back on sale"
+            );
+            Ok(u32::try_from(units).unwrap_or(u32::MAX))
+        } else {
+            metrics::counter!(names::TRIMMED_UNITS).increment(units);
+            tracing::warn!(
+                event_id = ledger.event_id,
+                units,
+                "Redis counted units MySQL does not have (writes lost in a Redis failover): taken away"
+            );
+            Ok(0)
+        }
     }
 
     /// The event's ledger, with the drift the previous pass saw.

@@ -158,6 +158,10 @@ pub struct Attempts {
     pub accepted_at: Option<std::time::Instant>,
     /// `503`s met on the way.
     pub unavailable: u32,
+    /// The final answer was `409 / 50005`: the buyer already holds a reservation — one an
+    /// earlier attempt made although it was answered `503` (a Redis call that timed out may
+    /// still have run: the server cannot tell).
+    pub already_holding: bool,
 }
 
 impl Attempts {
@@ -204,12 +208,14 @@ impl TestApp {
                     return Attempts {
                         accepted_at: Some(std::time::Instant::now()),
                         unavailable,
+                        already_holding: false,
                     };
                 }
-                (409, _) => {
+                (409, code_) => {
                     return Attempts {
                         accepted_at: None,
                         unavailable,
+                        already_holding: code_ == Some(50005),
                     };
                 }
                 (503, Some(10008)) => {

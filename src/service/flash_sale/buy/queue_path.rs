@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Accepted, BuyRequest, ColdEvents, Refusal};
-use crate::config::{FlashSaleSettings, RateLimit};
-use crate::repo::redis::flash_sale::{EventStore, Reservation};
+use crate::config::FlashSaleSettings;
+use crate::repo::redis::flash_sale::{EventStore, Reservation, ReserveRules};
 use crate::service::ServiceError;
 use crate::service::flash_sale::OrderQueue;
 use crate::service::flash_sale::publish_groups::PublishGroups;
@@ -21,13 +21,8 @@ pub struct QueueBuy {
     store: EventStore,
     /// Publishes each reservation with those of concurrent requests (one message per group).
     publish_groups: PublishGroups<OrderQueue>,
-    /// The event's cluster-wide admission bucket, taken by the reservation script.
-    event_limit: RateLimit,
-    /// The longest an event's waiting line grows (0: no line).
-    waiting_line_max: u32,
-    /// A buy's `Idempotency-Key` pending for longer than this (the longest a request runs) was
-    /// left by a request that is over: a retry is answered with its ticket.
-    pending_key_limit: Duration,
+    /// The admission bucket, the waiting line's bound and how long a key may be pending.
+    rules: ReserveRules,
     /// Set when Redis answers "sold out", so the gate refuses the next buyers without asking.
     sold_out: Arc<SoldOutFlags>,
     cold: ColdEvents,
@@ -51,9 +46,11 @@ impl QueueBuy {
                 usize::from(settings.publish_group_max),
                 usize::from(settings.publish_groups_in_flight),
             ),
-            event_limit: settings.event_rate_limit,
-            waiting_line_max: settings.waiting_line_max,
-            pending_key_limit: request_timeout,
+            rules: ReserveRules {
+                admission: settings.event_rate_limit,
+                line_max: settings.waiting_line_max,
+                pending_key_limit: request_timeout,
+            },
             sold_out,
             cold,
             abort_after_reserve: settings.fault_abort_after_reserve,
@@ -72,15 +69,7 @@ impl QueueBuy {
         let ticket = uuid::Uuid::new_v4().simple().to_string();
         let reservation = self
             .store
-            .reserve(
-                event_id,
-                user_id,
-                &ticket,
-                idempotency_key,
-                self.event_limit,
-                self.waiting_line_max,
-                self.pending_key_limit,
-            )
+            .reserve(event_id, user_id, &ticket, idempotency_key, self.rules)
             .await?;
         let reserved_at_ms = match reservation {
             Reservation::Reserved { at_ms } => at_ms,
@@ -134,7 +123,7 @@ impl QueueBuy {
             return Err(Refusal::QueueUnavailable.into());
         }
         // The reservation is queued: the buyer is answered 202 whatever the confirmation of the
-        // key does. Unconfirmed, the key stays pending; a retry after `pending_key_limit` gets
+        // key does. Unconfirmed, the key stays pending; a retry after the rules' `pending_key_limit` gets
         // this ticket (a 503 here would tell the buyer nothing was held while an order is coming).
         if let Some(key) = idempotency_key
             && let Err(error) = self
