@@ -102,14 +102,24 @@ live_nodes_ok() {
   [ "$answered" -gt 0 ]
 }
 
+# Every other live node marks the node at PORT failed, and the cluster is ok again: its replica
+# took over (a master without one would leave the cluster failed until it came back).
+failed_over() { # port
+  local other
+  for other in "${REDIS_PORTS[@]}"; do
+    [ "$other" = "$1" ] && continue
+    redis-cli -p "$other" ping >/dev/null 2>&1 || continue
+    redis-cli -p "$other" cluster nodes 2>/dev/null | grep ":$1@" | grep -q fail || return 1
+  done
+  live_nodes_ok
+}
+
 fault_redis_master_failover() {
   local node
   node=$(master_index "$1") || { log "no master number $1"; return 1; }
   scripts/redis-cluster.sh kill "$node"
   local since=$SECONDS
-  # The cluster fails for the node timeout, then the replica is promoted.
-  sleep 1
-  wait_until 60 live_nodes_ok || { log "no replica took over from node $node"; return 1; }
+  wait_until 60 failed_over "${REDIS_PORTS[$((node - 1))]}" || { log "no replica took over from node $node"; return 1; }
   log "a replica took over from node $node within $((SECONDS - since)) s"
   scripts/redis-cluster.sh revive "$node"
 }
@@ -174,7 +184,9 @@ read -r MYSQL_PRIMARY MYSQL_REPLICA <<<"$MYSQL_REPLICA_PORTS"
 require_free_ports soak.sh "${API_PORTS[@]}" "$MYSQL_PRIMARY" "$MYSQL_REPLICA" "${REDIS_PORTS[@]}" \
   $((RABBITMQ_CLUSTER_BASE_PORT + 1)) $((RABBITMQ_CLUSTER_BASE_PORT + 2)) $((RABBITMQ_CLUSTER_BASE_PORT + 3))
 
-scripts/dev-services.sh >/dev/null
+# (Without this run's cluster ports: dev-services.sh starts the shared 3-master cluster through
+# redis-cluster.sh, which would take them.)
+env -u REDIS_CLUSTER_PORTS -u REDIS_CLUSTER_NODE_TIMEOUT scripts/dev-services.sh >/dev/null
 if [ "$PROFILE" = release ]; then
   cargo build --release --locked --workspace --bins
 else
@@ -205,6 +217,11 @@ trap stop_all EXIT
 log "clusters: MariaDB primary + replica, Redis 3 + 3, RabbitMQ 3 nodes"
 scripts/mysql-replica.sh start
 scripts/redis-cluster.sh start --replicas 1
+replicas=0
+for port in "${REDIS_PORTS[@]}"; do
+  redis-cli -p "$port" role | head -1 | grep -q '^slave$' && replicas=$((replicas + 1))
+done
+[ "$replicas" = 3 ] || { log "the Redis cluster on ${REDIS_PORTS[*]} has $replicas replicas, not 3: stop it (REDIS_CLUSTER_PORTS=... scripts/redis-cluster.sh stop) and start again"; exit 1; }
 scripts/rabbitmq-cluster.sh start
 mariadb -uroot -h127.0.0.1 -P"$MYSQL_PRIMARY" -e "CREATE DATABASE IF NOT EXISTS spike_soak"
 

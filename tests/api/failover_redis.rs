@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use spike::repo::redis::flash_sale::EventKeys;
 
-use crate::helpers::{Script, ScriptedService, TestOptions, spawn_app_with, wait_for};
+use crate::helpers::{Script, ScriptedService, TestApp, TestOptions, spawn_app_with, wait_for};
 
 /// How long a silent node takes to count as failed (the script's default is 5 s).
 const NODE_TIMEOUT_MS: &str = "2000";
@@ -134,6 +134,22 @@ impl ReplicatedCluster {
         })
     }
 
+    /// Starts the cluster (stopped when the returned service drops) and an app with a worker on
+    /// it whose reconciler looks every 200 ms and republishes after 1 s.
+    async fn start_with_app(&self) -> (ScriptedService, TestApp) {
+        let service = ScriptedService::start(self.script(), &["start", "--replicas", "1"]);
+        let app = spawn_app_with(
+            TestOptions::default()
+                .with_worker()
+                .env("SPIKE_REDIS_MODE", "cluster")
+                .env("SPIKE_REDIS_URL", self.seeds())
+                .env("SPIKE_FLASH_SALE_RECONCILE_AFTER", "1s")
+                .env("SPIKE_FLASH_SALE_SCHEDULER_INTERVAL", "200ms"),
+        )
+        .await;
+        (service, app)
+    }
+
     /// Sends `signal` (`STOP`, `CONT`) to node N's process.
     fn signal(&self, node: usize, signal: &str) {
         let pid_file = format!(
@@ -155,16 +171,7 @@ async fn a_master_killed_mid_sale_fails_over_and_every_invariant_holds() {
     let cluster = ReplicatedCluster {
         ports: [7120, 7121, 7122, 7123, 7124, 7125],
     };
-    let service = ScriptedService::start(cluster.script(), &["start", "--replicas", "1"]);
-    let app = spawn_app_with(
-        TestOptions::default()
-            .with_worker()
-            .env("SPIKE_REDIS_MODE", "cluster")
-            .env("SPIKE_REDIS_URL", cluster.seeds())
-            .env("SPIKE_FLASH_SALE_RECONCILE_AFTER", "1s")
-            .env("SPIKE_FLASH_SALE_SCHEDULER_INTERVAL", "200ms"),
-    )
-    .await;
+    let (service, app) = cluster.start_with_app().await;
     let admin = app.admin_token().await;
     // A unit for everyone: the sale is still on when the master dies, and every buyer who
     // keeps trying must get one.
@@ -255,16 +262,7 @@ async fn writes_a_failover_lost_are_repaired_and_nothing_is_oversold() {
     let cluster = ReplicatedCluster {
         ports: [7140, 7141, 7142, 7143, 7144, 7145],
     };
-    let service = ScriptedService::start(cluster.script(), &["start", "--replicas", "1"]);
-    let app = spawn_app_with(
-        TestOptions::default()
-            .with_worker()
-            .env("SPIKE_REDIS_MODE", "cluster")
-            .env("SPIKE_REDIS_URL", cluster.seeds())
-            .env("SPIKE_FLASH_SALE_RECONCILE_AFTER", "1s")
-            .env("SPIKE_FLASH_SALE_SCHEDULER_INTERVAL", "200ms"),
-    )
-    .await;
+    let (service, app) = cluster.start_with_app().await;
     let admin = app.admin_token().await;
     const STOCK: u64 = 40;
     let event = app.active_event(&admin, STOCK as u32).await;

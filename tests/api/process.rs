@@ -157,13 +157,15 @@ async fn spike_worker_declares_the_topology_then_stops_on_sigterm() {
     assert!(status.success(), "clean exit on SIGTERM, got {status}");
 }
 
-#[tokio::test]
-async fn an_api_process_killed_between_reservation_and_publish_loses_nothing() {
-    use crate::helpers::{TestOptions, spawn_app_with};
-
-    // The worker (in this test's process) reconciles quickly; the API process dies mid-buy.
-    let app = spawn_app_with(
-        TestOptions::default()
+/// A sale of one unit whose worker (in this test's process, with `options`) reconciles quickly,
+/// and a `spike serve` that dies right after a reservation, before its publish (the dev-only
+/// fault hook). Returns the app, the admin's token, the event, a buyer's token, the dying
+/// process and its base URL.
+async fn sale_with_an_api_that_dies_mid_buy(
+    options: crate::helpers::TestOptions,
+) -> (crate::helpers::TestApp, String, u64, String, Child, String) {
+    let app = crate::helpers::spawn_app_with(
+        options
             .with_worker()
             .env("SPIKE_FLASH_SALE_RECONCILE_AFTER", "1s")
             .env("SPIKE_FLASH_SALE_SCHEDULER_INTERVAL", "200ms"),
@@ -173,15 +175,22 @@ async fn an_api_process_killed_between_reservation_and_publish_loses_nothing() {
     let event = app.active_event(&admin, 1).await;
     let (_, token) = app.buyers(1).await.remove(0);
     let port = closed_port().await;
-    let mut api = spawn_spike_with(
+    let api = spawn_spike_with(
         "serve",
         &app.resources,
         port,
         &[("SPIKE_FLASH_SALE_FAULT_ABORT_AFTER_RESERVE", "true")],
     );
-    let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     wait_until_healthy(&base).await;
+    (app, admin, event, token, api, base)
+}
+
+#[tokio::test]
+async fn an_api_process_killed_between_reservation_and_publish_loses_nothing() {
+    let (app, admin, event, token, mut api, base) =
+        sale_with_an_api_that_dies_mid_buy(crate::helpers::TestOptions::default()).await;
+    let client = reqwest::Client::new();
 
     let answer = client
         .post(format!("{base}/api/v1/spike/events/{event}/orders"))
@@ -211,31 +220,15 @@ async fn an_api_process_killed_between_reservation_and_publish_loses_nothing() {
 
 #[tokio::test]
 async fn a_buyer_retrying_with_its_key_after_the_api_died_mid_buy_gets_the_first_ticket() {
-    use crate::helpers::{TestOptions, code, spawn_app_with};
+    use crate::helpers::{TestOptions, code};
 
     // The API process dies between the reservation and its publish, leaving the buyer's
     // Idempotency-Key pending. The process answering the retries runs requests for at most 2 s:
     // a key pending for longer was left by a request that is over.
-    let app = spawn_app_with(
-        TestOptions::default()
-            .with_worker()
-            .env("SPIKE_FLASH_SALE_RECONCILE_AFTER", "1s")
-            .env("SPIKE_FLASH_SALE_SCHEDULER_INTERVAL", "200ms")
-            .env("SPIKE_HTTP_REQUEST_TIMEOUT", "2s"),
+    let (app, admin, event, token, mut api, base) = sale_with_an_api_that_dies_mid_buy(
+        TestOptions::default().env("SPIKE_HTTP_REQUEST_TIMEOUT", "2s"),
     )
     .await;
-    let admin = app.admin_token().await;
-    let event = app.active_event(&admin, 1).await;
-    let (_, token) = app.buyers(1).await.remove(0);
-    let port = closed_port().await;
-    let mut api = spawn_spike_with(
-        "serve",
-        &app.resources,
-        port,
-        &[("SPIKE_FLASH_SALE_FAULT_ABORT_AFTER_RESERVE", "true")],
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    wait_until_healthy(&base).await;
     let buy = |base: String| {
         let token = token.clone();
         async move {
