@@ -448,33 +448,16 @@ impl Bench<'_> {
         let (runs, buys) =
             crowd::run(&self.targets, event, &buyers, rate, Conduct::default()).await;
         let elapsed = started.elapsed();
-        let mut redis = self.redis().await?;
-        let drain = checks::wait_for_drain(
-            &db,
-            &mut redis,
-            &self.keys(event),
-            event,
-            self.args.drain_timeout,
-        )
-        .await?;
-        let accepted = accepted_of(&runs, &buyers);
-        let facts = checks::gather(
-            &db,
-            &mut redis,
-            &self.keys(event),
-            &self.target,
-            event,
-            &accepted,
-        )
-        .await?;
-        let checks = checks::evaluate(&facts);
         db.close().await;
+        let accepted = accepted_of(&runs, &buyers);
+        let (drain, checks, _) = self
+            .drain_and_check(event, &accepted, Duration::ZERO)
+            .await?;
         self.crowd_report(event, rate, &runs, &buys, elapsed, drain, checks)
     }
 
-    /// A crowd through the fault schedule; the stores are opened anew after it (a connection
-    /// made before a failover need not survive it), and the checks repeated until they hold or
-    /// `--settle-timeout` passes (the reconciler repairs on its own schedule).
+    /// A crowd through the fault schedule; then the drain and the checks, repeated until they
+    /// hold or `--settle-timeout` passes.
     async fn soak(&self) -> Result<Report, BenchError> {
         let command = self.args.fault_command.clone().ok_or_else(|| {
             BenchError::Usage("soak needs --fault-command (scripts/soak.sh gives one)".into())
@@ -509,34 +492,50 @@ impl Bench<'_> {
             .await
             .map_err(|error| BenchError::Setup(format!("the fault schedule failed: {error}")))?;
 
-        let db = self.db().await?;
-        let mut redis = self.redis().await?;
-        let keys = self.keys(event);
-        let drain =
-            checks::wait_for_drain(&db, &mut redis, &keys, event, self.args.drain_timeout).await?;
         let accepted = accepted_of(&runs, &buyers);
-        let settling = std::time::Instant::now();
-        let checks = loop {
-            let facts =
-                checks::gather(&db, &mut redis, &keys, &self.target, event, &accepted).await?;
-            let checks = checks::evaluate(&facts);
-            if !checks.iter().any(Check::failed) || settling.elapsed() >= self.args.settle_timeout {
-                break checks;
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        };
-        db.close().await;
+        let (drain, checks, settled_after) = self
+            .drain_and_check(event, &accepted, self.args.settle_timeout)
+            .await?;
         let summary = SoakSummary {
             seed: self.args.seed,
             fault_every_secs: self.args.fault_every.as_secs_f64(),
             fault_command: command,
             faults,
-            settled_after_secs: settling.elapsed().as_secs_f64(),
+            settled_after_secs: settled_after.as_secs_f64(),
         };
         let mut report = self.crowd_report(event, rate, &runs, &buys, elapsed, drain, checks)?;
         report.checks.push(soak::faults_injected(&summary));
         report.soak = Some(summary);
         Ok(report)
+    }
+
+    /// After a crowd: waits for the drain, then runs the sale's checks, again every 2 s until they
+    /// hold or `settle` has passed (the reconciler repairs on its own schedule; `ZERO`: once).
+    /// The stores are opened here, anew: a connection made before a failover need not survive
+    /// it. Returns the drain, the checks and how long after the drain they were last run.
+    async fn drain_and_check(
+        &self,
+        event: u64,
+        accepted: &[Accepted],
+        settle: Duration,
+    ) -> Result<(Drain, Vec<Check>, Duration), BenchError> {
+        let db = self.db().await?;
+        let mut redis = self.redis().await?;
+        let keys = self.keys(event);
+        let drain =
+            checks::wait_for_drain(&db, &mut redis, &keys, event, self.args.drain_timeout).await?;
+        let settling = std::time::Instant::now();
+        let checks = loop {
+            let facts =
+                checks::gather(&db, &mut redis, &keys, &self.target, event, accepted).await?;
+            let checks = checks::evaluate(&facts);
+            if !checks.iter().any(Check::failed) || settling.elapsed() >= settle {
+                break checks;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        };
+        db.close().await;
+        Ok((drain, checks, settling.elapsed()))
     }
 
     /// The report of a `crowd` or `soak`: the buys' answers over time, what the buyers went
