@@ -31,13 +31,8 @@ log() { printf 'mysql-replica: %s\n' "$*" >&2; }
 client() { mariadb -uroot -h127.0.0.1 -P"$1" "${@:2}"; }
 answers() { client "$1" -N -e 'SELECT 1' >/dev/null 2>&1; }
 
-wait_until() { # seconds, command...
-  local deadline=$((SECONDS + $1)); shift
-  until "$@"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.2
-  done
-}
+# shellcheck source=scripts/lib/wait.sh
+source scripts/lib/wait.sh
 
 # The replica's two threads: "Yes Yes" when it follows the primary.
 threads() {

@@ -39,13 +39,10 @@ ctl() {
 
 running() { ctl "$1" status >/dev/null 2>&1; }
 
-wait_until() { # seconds, command...
-  local deadline=$((SECONDS + $1)); shift
-  until "$@"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.5
-  done
-}
+# rabbitmqctl starts an Erlang VM per call: poll less often.
+WAIT_POLL=0.5
+# shellcheck source=scripts/lib/wait.sh
+source scripts/lib/wait.sh
 
 start_node() {
   local n=$1 data=$DIR/$1

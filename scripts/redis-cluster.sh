@@ -57,13 +57,8 @@ seeds() {
   (IFS=,; echo "${list[*]}")
 }
 
-wait_until() { # seconds, command...
-  local deadline=$((SECONDS + $1)); shift
-  until "$@"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.2
-  done
-}
+# shellcheck source=scripts/lib/wait.sh
+source scripts/lib/wait.sh
 
 start_node() { # port [keep]: a node, new unless "keep" (its cluster file rejoins it)
   local port=$1 keep=${2:-}

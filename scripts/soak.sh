@@ -40,13 +40,8 @@ read -r -a REDIS_PORTS <<<"$REDIS_CLUSTER_PORTS"
 
 log() { printf 'soak: %s\n' "$*" >&2; }
 
-wait_until() { # seconds, command...
-  local deadline=$((SECONDS + $1)); shift
-  until "$@"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.2
-  done
-}
+# shellcheck source=scripts/lib/wait.sh
+source scripts/lib/wait.sh
 
 # ---- faults: each injects, then waits until the system is whole again ----------------------------
 

@@ -146,16 +146,24 @@ pub async fn run(
         })
         .collect();
     let mut runs = Vec::with_capacity(tasks.len());
-    let mut buys = LoadResult::empty();
+    // One recorder for the crowd (a histogram each would be ~100 KB per buyer).
+    let mut recorder = Recorder::new();
     for task in tasks {
-        if let Ok((run, recorder)) = task.await {
+        if let Ok((run, answers)) = task.await {
             runs.push(run);
-            load::merge(&mut buys, recorder);
+            for (outcome, latency, at) in answers {
+                recorder.record(outcome, latency, at);
+            }
         }
     }
+    let mut buys = LoadResult::empty();
+    load::merge(&mut buys, recorder);
     buys.elapsed = start.elapsed();
     (runs, buys)
 }
+
+/// One buy's answer: what it came to, how long it took, when it was sent (from the start).
+type BuyAnswer = (Outcome, Duration, Duration);
 
 #[derive(Clone, Copy)]
 struct Paths<'a> {
@@ -170,11 +178,11 @@ async fn one_buyer(
     paths: Paths<'_>,
     conduct: Conduct,
     start: Instant,
-) -> (BuyerRun, Recorder) {
+) -> (BuyerRun, Vec<BuyAnswer>) {
     let arrived = Instant::now();
     let give_up_at = arrived + GIVE_UP_AFTER;
     let mut connection = Connection::new(target);
-    let mut recorder = Recorder::new();
+    let mut answers = Vec::new();
     let mut run = BuyerRun {
         arrival,
         requests: 0,
@@ -204,13 +212,13 @@ async fn one_buyer(
     // Buy until accepted or refused for good.
     while run.ticket.is_none() && Instant::now() < give_up_at {
         let Some(buy) = call(Method::POST, paths.buy) else {
-            return (run, recorder);
+            return (run, answers);
         };
         run.requests += 1;
         let sent = Instant::now();
         let answer = send_within(&mut connection, buy).await;
         let outcome = answer.as_ref().map_or(Outcome::Transport, Outcome::of);
-        recorder.record(outcome, sent.elapsed(), sent - start);
+        answers.push((outcome, sent.elapsed(), sent - start));
         match answer {
             Ok(answer) if answer.status == 202 => {
                 let data = data_of(&answer);
@@ -218,13 +226,19 @@ async fn one_buyer(
                 run.ticket = Some(data["ticket"].as_str().unwrap_or_default().to_owned());
             }
             // The key's first request may still be running: ask again in a second.
-            Ok(answer) if answer.status == 409 && code_of(&answer) == Some(10005) => {
+            Ok(_)
+                if outcome
+                    == (Outcome::Answered {
+                        status: 409,
+                        code: Some(10005),
+                    }) =>
+            {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Ok(answer) if answer.status == 409 => {
                 run.outcome = BuyerOutcome::Lost;
                 run.time_to_outcome = arrived.elapsed();
-                return (run, recorder);
+                return (run, answers);
             }
             Ok(answer) if answer.status == 429 || answer.status == 503 => {
                 run.answers_429 += u32::from(answer.status == 429);
@@ -238,7 +252,7 @@ async fn one_buyer(
     // Long-poll the result until it settles.
     while run.ticket.is_some() && Instant::now() < give_up_at {
         let Some(ask) = call(Method::GET, paths.result) else {
-            return (run, recorder);
+            return (run, answers);
         };
         run.requests += 1;
         let asked = Instant::now();
@@ -257,7 +271,7 @@ async fn one_buyer(
                 if let Some(outcome) = settled {
                     run.outcome = outcome;
                     run.time_to_outcome = arrived.elapsed();
-                    return (run, recorder);
+                    return (run, answers);
                 }
                 // Answered at once although not settled (the server holds no more requests, or
                 // its notifications are down): do not ask again in a tight loop.
@@ -268,7 +282,7 @@ async fn one_buyer(
             _ => tokio::time::sleep(ERROR_PAUSE).await,
         }
     }
-    (run, recorder)
+    (run, answers)
 }
 
 /// One request, given up after [`REQUEST_LIMIT`] (a transport error then, and a new connection).
@@ -280,13 +294,6 @@ async fn send_within(connection: &mut Connection, call: Call) -> Result<Answer, 
             Err(BenchError::Transport("no answer in time".into()))
         }
     }
-}
-
-fn code_of(answer: &Answer) -> Option<i64> {
-    serde_json::from_slice::<Value>(&answer.body)
-        .ok()?
-        .get("code")?
-        .as_i64()
 }
 
 fn data_of(answer: &Answer) -> Value {
